@@ -1,0 +1,261 @@
+//! Typed configuration, read from `[workspace.metadata.busyroot]` of the workspace's Cargo.toml.
+//!
+//! Every key is optional; the doc comment of each field gives its default. Unknown keys are
+//! rejected with their full name, so a typo never silently falls back to a default.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::arch::Arch;
+use crate::error::{Error, Result};
+
+/// busyroot's configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct Config {
+    /// Guest architecture. Default: the host's.
+    pub arch: Option<Arch>,
+    /// Where BusyBox comes from and how it is configured.
+    pub busybox: BusyboxConfig,
+    /// Skeleton tree merged over the BusyBox install, relative to the workspace root.
+    /// Default: `"rootfs-skel"`.
+    pub skeleton: PathBuf,
+    /// Device and permission table (makedevs format), relative to the workspace root.
+    /// Default: `"device-table.txt"`.
+    pub device_table: PathBuf,
+    /// Settings of the ext4 image.
+    pub image: ImageConfig,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            arch: None,
+            busybox: BusyboxConfig::default(),
+            skeleton: PathBuf::from("rootfs-skel"),
+            device_table: PathBuf::from("device-table.txt"),
+            image: ImageConfig::default(),
+        }
+    }
+}
+
+/// `[workspace.metadata.busyroot.busybox]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct BusyboxConfig {
+    /// BusyBox release. Default: `"1.37.0"`.
+    pub version: String,
+    /// Download URL; `{version}` is replaced by the version.
+    /// Default: `"https://busybox.net/downloads/busybox-{version}.tar.bz2"`.
+    pub url: String,
+    /// sha256 of the tarball. Default: the checksum of the 1.37.0 release.
+    pub sha256: String,
+    /// The checked-in BusyBox `.config`, relative to the workspace root.
+    /// Default: `"busybox-config/.config"`.
+    pub config: PathBuf,
+}
+
+/// sha256 of `busybox-1.37.0.tar.bz2` as published upstream.
+pub const BUSYBOX_1_37_0_SHA256: &str =
+    "3311dff32e746499f4df0d5df04d7eb396382d7e108bb9250e7b519b837043a4";
+
+impl Default for BusyboxConfig {
+    fn default() -> BusyboxConfig {
+        BusyboxConfig {
+            version: "1.37.0".into(),
+            url: "https://busybox.net/downloads/busybox-{version}.tar.bz2".into(),
+            sha256: BUSYBOX_1_37_0_SHA256.into(),
+            config: PathBuf::from("busybox-config/.config"),
+        }
+    }
+}
+
+impl BusyboxConfig {
+    /// The download URL with the version filled in.
+    pub fn url(&self) -> String {
+        self.url.replace("{version}", &self.version)
+    }
+
+    /// The tarball's upstream file name, also its name in the cache and in a mirror.
+    pub fn file_name(&self) -> String {
+        let url = self.url();
+        url.rsplit('/').next().unwrap_or(&url).to_string()
+    }
+}
+
+/// `[workspace.metadata.busyroot.image]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct ImageConfig {
+    /// Size of `rootfs.ext4`: a number of MiB, a string such as `"64MiB"` or `"1GiB"`, or
+    /// `"auto"` for the content plus headroom. Default: `32` (MiB).
+    pub size: ImageSizeSetting,
+    /// File system label. Default: `"rootfs"`.
+    pub label: String,
+    /// File system UUID. Default: derived from the label and architecture, so it is fixed.
+    pub uuid: Option<String>,
+}
+
+impl Default for ImageConfig {
+    fn default() -> ImageConfig {
+        ImageConfig { size: ImageSizeSetting::Mib(32), label: "rootfs".into(), uuid: None }
+    }
+}
+
+/// The configured size of the ext4 image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageSizeSetting {
+    /// A fixed size in MiB.
+    Mib(u64),
+    /// Content plus headroom.
+    Auto,
+}
+
+impl<'de> Deserialize<'de> for ImageSizeSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        let parse = |s: &str| -> Option<ImageSizeSetting> {
+            let s = s.trim();
+            if s == "auto" {
+                return Some(ImageSizeSetting::Auto);
+            }
+            let (digits, factor) = if let Some(n) = s.strip_suffix("GiB") {
+                (n, 1024)
+            } else if let Some(n) = s.strip_suffix("MiB") {
+                (n, 1)
+            } else {
+                (s, 1)
+            };
+            digits.trim().parse::<u64>().ok().map(|n| ImageSizeSetting::Mib(n * factor))
+        };
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(ImageSizeSetting::Mib(n)),
+            Raw::Text(s) => parse(&s).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid size `{s}`: use a number of MiB, \"64MiB\", \"1GiB\" or \"auto\""
+                ))
+            }),
+        }
+    }
+}
+
+impl Config {
+    /// Parses the value of `[workspace.metadata.busyroot]` (`None` when the table is absent).
+    /// `origin` names the file in error messages.
+    pub fn from_json(value: Option<&serde_json::Value>, origin: &Path) -> Result<Config> {
+        let Some(value) = value else { return Ok(Config::default()) };
+        serde_path_to_error::deserialize(value).map_err(|err| Error::Config {
+            path: origin.to_path_buf(),
+            message: describe(err.path().to_string(), err.inner().to_string()),
+        })
+    }
+
+    /// Parses a TOML table holding the keys of `[workspace.metadata.busyroot]`.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Config> {
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(de).map_err(|err| Error::Config {
+            path: origin.to_path_buf(),
+            message: describe(err.path().to_string(), err.inner().message().to_string()),
+        })
+    }
+}
+
+fn describe(path: String, inner: String) -> String {
+    // serde_path_to_error names the table holding an unknown key ("image"), and the inner
+    // message names the key itself; print both as one dotted key.
+    let key = if path == "." { String::new() } else { path };
+    if key.is_empty() {
+        format!("[workspace.metadata.busyroot]: {inner}")
+    } else {
+        format!("[workspace.metadata.busyroot] key `{key}`: {inner}")
+    }
+}
+
+/// Where busyroot runs: the workspace root, its target directory and its configuration.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    /// Directory of the workspace's root Cargo.toml.
+    pub root: PathBuf,
+    /// Cargo's target directory (honours `CARGO_TARGET_DIR` and `build.target-dir`).
+    pub target_dir: PathBuf,
+    /// The parsed `[workspace.metadata.busyroot]`.
+    pub config: Config,
+}
+
+impl Workspace {
+    /// Reads the workspace that contains `manifest_dir` through `cargo metadata`.
+    pub fn load(manifest_dir: &Path) -> Result<Workspace> {
+        let manifest = manifest_dir.join("Cargo.toml");
+        let metadata = cargo_metadata::MetadataCommand::new()
+            .manifest_path(&manifest)
+            .no_deps()
+            .exec()
+            .map_err(|e| {
+                Error::Other(format!(
+                    "failed to run `cargo metadata` for `{}`: {e}",
+                    manifest.display()
+                ))
+            })?;
+        let root = PathBuf::from(metadata.workspace_root.as_std_path());
+        let config = Config::from_json(
+            metadata.workspace_metadata.get("busyroot"),
+            &root.join("Cargo.toml"),
+        )?;
+        Ok(Workspace { target_dir: metadata.target_directory.into_std_path_buf(), root, config })
+    }
+
+    /// `<target>/busyroot/<arch>/`, where a build for `arch` keeps everything it produces.
+    pub fn arch_dir(&self, arch: Arch) -> PathBuf {
+        self.target_dir.join("busyroot").join(arch.name())
+    }
+
+    /// A configured path, resolved against the workspace root.
+    pub fn path(&self, relative: &Path) -> PathBuf {
+        self.root.join(relative)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::from_toml(text, Path::new("Cargo.toml"))
+    }
+
+    #[test]
+    fn empty_table_gives_documented_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.busybox.url(), "https://busybox.net/downloads/busybox-1.37.0.tar.bz2");
+        assert_eq!(c.busybox.file_name(), "busybox-1.37.0.tar.bz2");
+        assert_eq!(c.image.size, ImageSizeSetting::Mib(32));
+    }
+
+    #[test]
+    fn sizes_parse_in_every_spelling() {
+        let size = |v: &str| parse(&format!("image.size = {v}")).map(|c| c.image.size);
+        assert_eq!(size("64").unwrap(), ImageSizeSetting::Mib(64));
+        assert_eq!(size("\"64MiB\"").unwrap(), ImageSizeSetting::Mib(64));
+        assert_eq!(size("\"1GiB\"").unwrap(), ImageSizeSetting::Mib(1024));
+        assert_eq!(size("\"auto\"").unwrap(), ImageSizeSetting::Auto);
+        let err = size("\"big\"").unwrap_err().to_string();
+        assert!(err.contains("image.size") && err.contains("invalid size `big`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_are_named() {
+        let err = parse("[image]\nsise = 3").unwrap_err().to_string();
+        assert!(err.contains("unknown field `sise`") && err.contains("image"), "{err}");
+        let err = parse("skeleton = 3").unwrap_err().to_string();
+        assert!(err.contains("`skeleton`") && err.contains("invalid type"), "{err}");
+        let err = parse("arch = \"sparc\"").unwrap_err().to_string();
+        assert!(err.contains("unknown architecture `sparc`"), "{err}");
+    }
+}

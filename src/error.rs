@@ -1,0 +1,117 @@
+//! The library's error type: every variant names the path, key or command involved and what to do.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while building or booting a root filesystem.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file system operation failed.
+    #[error("failed to {action} `{path}`: {source}")]
+    Io {
+        /// What was being done, e.g. "read", "create directory".
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A downloaded or supplied file does not have the pinned checksum.
+    #[error(
+        "checksum mismatch for `{path}`: expected sha256 {expected}, got {actual}; \
+         the file was not used{removed}"
+    )]
+    Checksum {
+        /// The offending file (or URL).
+        path: String,
+        /// The pinned sha256.
+        expected: String,
+        /// The sha256 of what was found.
+        actual: String,
+        /// ", and was removed" when a cached copy was deleted.
+        removed: &'static str,
+    },
+    /// A source tarball could not be found or downloaded.
+    #[error("{0}")]
+    Fetch(String),
+    /// A configuration key is unknown, of the wrong type or has an invalid value.
+    #[error("invalid configuration in `{path}`: {message}")]
+    Config {
+        /// The file holding the configuration.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// A line of the device table is malformed or refers to something impossible.
+    #[error("`{path}` line {line}: {message}")]
+    DeviceTable {
+        /// The table file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with the line.
+        message: String,
+    },
+    /// Something in the skeleton or install tree cannot be put into an image.
+    #[error("`{path}`: {message}")]
+    Tree {
+        /// The host path of the offending entry.
+        path: PathBuf,
+        /// Why it cannot go into the image.
+        message: String,
+    },
+    /// An external program failed.
+    #[error("command failed: `{command}`{status}\n{details}")]
+    Command {
+        /// The command line, as printed before it ran.
+        command: String,
+        /// ": exit status N" or similar.
+        status: String,
+        /// Log path, last lines of output and a hint.
+        details: String,
+    },
+    /// Host programs the run needs are not installed.
+    #[error("missing host programs:\n{list}\ninstall them all with:\n  {install}")]
+    MissingTools {
+        /// One line per missing program with its package.
+        list: String,
+        /// The one command that installs every missing package.
+        install: String,
+    },
+    /// The image is too small for its content.
+    #[error(
+        "the content needs a {needed_mib} MiB image but `image.size` is {size_mib} MiB; \
+         set `image.size` to at least {needed_mib} MiB or to \"auto\""
+    )]
+    ImageTooSmall {
+        /// Smallest size that fits, rounded up to MiB.
+        needed_mib: u64,
+        /// The configured size in MiB.
+        size_mib: u64,
+    },
+    /// Anything else, already phrased for the user.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with the action and path it concerns.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io { action, path: path.into(), source }
+    }
+}
+
+/// Adds the action and path to an `io::Result`.
+pub(crate) trait IoContext<T> {
+    fn with_path(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn with_path(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(action, path, e))
+    }
+}

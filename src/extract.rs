@@ -1,0 +1,174 @@
+//! In-process extraction of `.tar.bz2` / `.tar.gz` source tarballs, refusing entries that would
+//! land outside the destination.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+
+/// Unpacks `tarball` into `dest`, which must not exist yet. The archive is unpacked into a
+/// temporary sibling directory that is renamed to `dest` only when every entry succeeded, so an
+/// interrupted extraction never looks finished.
+pub fn unpack(tarball: &Path, dest: &Path) -> Result<()> {
+    let file = fs::File::open(tarball).with_path("open", tarball)?;
+    let name = tarball.to_string_lossy();
+    let reader: Box<dyn Read> = if name.ends_with(".bz2") {
+        Box::new(bzip2::read::BzDecoder::new(std::io::BufReader::new(file)))
+    } else if name.ends_with(".gz") || name.ends_with(".tgz") {
+        Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)))
+    } else if name.ends_with(".tar") {
+        Box::new(file)
+    } else {
+        return Err(Error::Other(format!(
+            "cannot unpack `{}`: only .tar, .tar.gz and .tar.bz2 are supported",
+            tarball.display()
+        )));
+    };
+
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).with_path("create directory", parent)?;
+    let tmp = temp_dir(dest);
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).with_path("remove", &tmp)?;
+    }
+    fs::create_dir(&tmp).with_path("create directory", &tmp)?;
+    let result = unpack_into(reader, tarball, &tmp).and_then(|()| {
+        if dest.exists() {
+            fs::remove_dir_all(dest).with_path("remove", dest)?;
+        }
+        fs::rename(&tmp, dest).with_path("rename into", dest)
+    });
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+fn temp_dir(dest: &Path) -> PathBuf {
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    dest.with_file_name(format!(".{name}.unpacking"))
+}
+
+fn unpack_into(reader: impl Read, tarball: &Path, dest: &Path) -> Result<()> {
+    let bad = |message: String| Error::Tree { path: tarball.to_path_buf(), message };
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_mtime(true);
+    let entries = archive.entries().with_path("read", tarball)?;
+    for entry in entries {
+        let mut entry = entry.with_path("read", tarball)?;
+        let path = entry.path().with_path("read", tarball)?.into_owned();
+        if !is_confined(&path) {
+            return Err(bad(format!(
+                "archive entry `{}` points outside the destination; refusing to unpack",
+                path.display()
+            )));
+        }
+        // Global pax headers (e.g. git's commit id) carry no file.
+        if entry.header().entry_type().is_pax_global_extensions() {
+            continue;
+        }
+        if let Some(target) = entry.link_name().with_path("read", tarball)? {
+            let link_parent = path.parent().unwrap_or(Path::new(""));
+            let escapes = if entry.header().entry_type().is_hard_link() {
+                !is_confined(&target)
+            } else {
+                target.is_absolute() || !is_confined(&link_parent.join(&target))
+            };
+            if escapes {
+                return Err(bad(format!(
+                    "archive link `{}` -> `{}` points outside the destination; refusing to unpack",
+                    path.display(),
+                    target.display()
+                )));
+            }
+        }
+        let unpacked = entry
+            .unpack_in(dest)
+            .map_err(|e| bad(format!("failed to unpack entry `{}`: {e}", path.display())))?;
+        if !unpacked {
+            return Err(bad(format!(
+                "archive entry `{}` was refused by the unpacker",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// True when `path` is relative and never climbs above its starting point.
+fn is_confined(path: &Path) -> bool {
+    let mut depth = 0usize;
+    for component in path.components() {
+        match component {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir if depth > 0 => depth -= 1,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tarball(dir: &Path, build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> PathBuf {
+        let mut b = tar::Builder::new(Vec::new());
+        build(&mut b);
+        let path = dir.join("t.tar");
+        fs::write(&path, b.into_inner().unwrap()).unwrap();
+        path
+    }
+
+    fn header(kind: tar::EntryType, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(0o644);
+        h
+    }
+
+    #[test]
+    fn unpacks_a_plain_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tarball(dir.path(), |b| {
+            b.append_data(&mut header(tar::EntryType::Regular, 2), "pkg/a.txt", &b"hi"[..])
+                .unwrap();
+            let mut h = header(tar::EntryType::Symlink, 0);
+            b.append_link(&mut h, "pkg/link", "a.txt").unwrap();
+        });
+        let dest = dir.path().join("out");
+        unpack(&t, &dest).unwrap();
+        assert_eq!(fs::read(dest.join("pkg/a.txt")).unwrap(), b"hi");
+        assert_eq!(fs::read_link(dest.join("pkg/link")).unwrap(), Path::new("a.txt"));
+    }
+
+    #[test]
+    fn refuses_entries_and_links_that_escape() {
+        let dir = tempfile::tempdir().unwrap();
+        let escaping_link = tarball(dir.path(), |b| {
+            let mut h = header(tar::EntryType::Symlink, 0);
+            b.append_link(&mut h, "pkg/evil", "../../etc/passwd").unwrap();
+        });
+        let dest = dir.path().join("out");
+        let err = unpack(&escaping_link, &dest).unwrap_err().to_string();
+        assert!(err.contains("outside the destination"), "{err}");
+        assert!(!dest.exists(), "nothing may be left under the final name");
+
+        // The tar crate refuses to *write* `..` names, so forge the header bytes directly.
+        let mut h = header(tar::EntryType::Regular, 1);
+        h.as_old_mut().name[..9].copy_from_slice(b"../escape");
+        h.set_cksum();
+        let mut raw = h.as_bytes().to_vec();
+        raw.extend_from_slice(&[b'x'; 512]);
+        raw.extend_from_slice(&[0; 1024]);
+        let escaping_name = dir.path().join("n.tar");
+        fs::write(&escaping_name, raw).unwrap();
+        let err = unpack(&escaping_name, &dest).unwrap_err().to_string();
+        assert!(err.contains("`../escape` points outside"), "{err}");
+        assert!(!dir.path().join("escape").exists());
+    }
+}

@@ -1,0 +1,265 @@
+//! Fetching source tarballs: a shared cache, an optional mirror, an offline mode, and a sha256
+//! check before anything is used.
+//!
+//! Invariant: a file under its final name in the cache always has the pinned checksum. Downloads
+//! and mirror copies land in a temporary file that is renamed only after the checksum matched.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use xshell::{cmd, Shell};
+
+use crate::error::{Error, IoContext, Result};
+use crate::progress::Progress;
+
+/// A file to fetch: its upstream URL, the name it is stored under and its pinned sha256.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Upstream download URL.
+    pub url: String,
+    /// File name in the cache and in a mirror (the last component of the upstream URL).
+    pub file_name: String,
+    /// Expected sha256, lower-case hex.
+    pub sha256: String,
+}
+
+/// Where fetched files are looked for and kept.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// The download cache shared by every checkout.
+    pub cache_dir: PathBuf,
+    /// A directory or URL prefix tried before upstream.
+    pub mirror: Option<String>,
+    /// Never use the network: only the cache and a mirror directory.
+    pub offline: bool,
+}
+
+impl FetchOptions {
+    /// Options from the environment: `BUSYROOT_CACHE` (default `$XDG_CACHE_HOME/busyroot`,
+    /// else `~/.cache/busyroot`), `BUSYROOT_MIRROR` and `BUSYROOT_OFFLINE=1`.
+    pub fn from_env() -> FetchOptions {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let cache_dir = var("BUSYROOT_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+            let base = var("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| {
+                PathBuf::from(var("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache")
+            });
+            base.join("busyroot")
+        });
+        let offline = var("BUSYROOT_OFFLINE").is_some_and(|v| v != "0");
+        FetchOptions { cache_dir, mirror: var("BUSYROOT_MIRROR"), offline }
+    }
+}
+
+/// Returns the path of `source` in the cache, fetching it from the mirror or upstream first if
+/// needed. Every candidate is checked against the pinned sha256 before it is used.
+pub fn fetch(
+    sh: &Shell,
+    source: &Source,
+    opts: &FetchOptions,
+    progress: &dyn Progress,
+) -> Result<PathBuf> {
+    let cached = opts.cache_dir.join(&source.file_name);
+    if cached.exists() {
+        let actual = sha256_file(&cached)?;
+        if actual == source.sha256 {
+            return Ok(cached);
+        }
+        fs::remove_file(&cached).with_path("remove", &cached)?;
+        return Err(Error::Checksum {
+            path: cached.display().to_string(),
+            expected: source.sha256.clone(),
+            actual,
+            removed: ", and was removed from the cache; run again to fetch it anew",
+        });
+    }
+    fs::create_dir_all(&opts.cache_dir).with_path("create directory", &opts.cache_dir)?;
+
+    let mut tried = Vec::new();
+    if let Some(mirror) = &opts.mirror {
+        if is_url(mirror) {
+            if !opts.offline {
+                let url = format!("{}/{}", mirror.trim_end_matches('/'), source.file_name);
+                download(sh, &url, source, &cached, progress)?;
+                return Ok(cached);
+            }
+            tried.push(format!("mirror URL `{mirror}` (skipped: offline)"));
+        } else {
+            let candidate = Path::new(mirror).join(&source.file_name);
+            if candidate.is_file() {
+                progress.note(&format!("using {} from mirror", candidate.display()));
+                install(&candidate.display().to_string(), source, &cached, |tmp| {
+                    fs::copy(&candidate, tmp).map(drop).with_path("copy", &candidate)
+                })?;
+                return Ok(cached);
+            }
+            tried.push(format!("mirror directory: `{}` does not exist", candidate.display()));
+        }
+    }
+    if opts.offline {
+        tried.insert(0, format!("cache: `{}` does not exist", cached.display()));
+        return Err(Error::Fetch(format!(
+            "`{}` is not available offline; looked in:\n  {}\n\
+             put the file (sha256 {}) into the cache directory ($BUSYROOT_CACHE) or into a \
+             directory named by $BUSYROOT_MIRROR, or drop --offline / BUSYROOT_OFFLINE",
+            source.file_name,
+            tried.join("\n  "),
+            source.sha256
+        )));
+    }
+    download(sh, &source.url, source, &cached, progress)?;
+    Ok(cached)
+}
+
+fn is_url(s: &str) -> bool {
+    ["http://", "https://", "ftp://", "file://"].iter().any(|p| s.starts_with(p))
+}
+
+/// Downloads `url` with curl (which retries transient failures) into the cache.
+fn download(
+    sh: &Shell,
+    url: &str,
+    source: &Source,
+    cached: &Path,
+    progress: &dyn Progress,
+) -> Result<()> {
+    install(url, source, cached, |tmp| {
+        let cmd = cmd!(
+            sh,
+            "curl --fail --silent --show-error --location --retry 3 --retry-delay 2 --connect-timeout 30 --output {tmp} {url}"
+        );
+        progress.command(&cmd.to_string());
+        cmd.quiet().ignore_stdout().output().map(drop).map_err(|e| {
+            Error::Fetch(format!(
+                "failed to download `{url}`: {e}\n\
+                 to work offline, put `{}` (sha256 {}) into a directory and set \
+                 BUSYROOT_MIRROR to it",
+                source.file_name, source.sha256
+            ))
+        })
+    })
+}
+
+/// Produces the file through `produce` at a temporary name beside `cached`, checks its sha256
+/// and renames it into place; a file with the wrong checksum is deleted, never kept.
+fn install(
+    origin: &str,
+    source: &Source,
+    cached: &Path,
+    produce: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    let tmp = cached.with_file_name(format!(".{}.part-{}", source.file_name, std::process::id()));
+    let result = produce(&tmp).and_then(|()| {
+        let actual = sha256_file(&tmp)?;
+        if actual != source.sha256 {
+            return Err(Error::Checksum {
+                path: origin.to_string(),
+                expected: source.sha256.clone(),
+                actual,
+                removed: "",
+            });
+        }
+        fs::rename(&tmp, cached).with_path("rename into", cached)
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The sha256 of a file as lower-case hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = fs::File::open(path).with_path("open", path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read", path, e)),
+        };
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// The sha256 of a byte string as lower-case hex.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::Silent;
+
+    fn setup(content: &[u8]) -> (tempfile::TempDir, Source, FetchOptions) {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = dir.path().join("mirror");
+        fs::create_dir(&mirror).unwrap();
+        fs::write(mirror.join("thing-1.0.tar.bz2"), content).unwrap();
+        let source = Source {
+            url: "https://example.invalid/thing-1.0.tar.bz2".into(),
+            file_name: "thing-1.0.tar.bz2".into(),
+            sha256: sha256_bytes(b"good bytes"),
+        };
+        let opts = FetchOptions {
+            cache_dir: dir.path().join("cache"),
+            mirror: Some(mirror.display().to_string()),
+            offline: true,
+        };
+        (dir, source, opts)
+    }
+
+    #[test]
+    fn mirror_file_with_the_right_checksum_lands_in_the_cache() {
+        let (_dir, source, opts) = setup(b"good bytes");
+        let sh = Shell::new().unwrap();
+        let path = fetch(&sh, &source, &opts, &Silent).unwrap();
+        assert_eq!(path, opts.cache_dir.join("thing-1.0.tar.bz2"));
+        assert_eq!(fs::read(&path).unwrap(), b"good bytes");
+        // A second fetch is served by the cache even with the mirror gone.
+        let opts = FetchOptions { mirror: None, ..opts };
+        assert_eq!(fetch(&sh, &source, &opts, &Silent).unwrap(), path);
+    }
+
+    #[test]
+    fn wrong_checksum_names_both_hashes_and_keeps_nothing() {
+        let (_dir, source, opts) = setup(b"tampered bytes");
+        let sh = Shell::new().unwrap();
+        let err = fetch(&sh, &source, &opts, &Silent).unwrap_err().to_string();
+        assert!(err.contains(&source.sha256), "{err}");
+        assert!(err.contains(&sha256_bytes(b"tampered bytes")), "{err}");
+        assert_eq!(fs::read_dir(&opts.cache_dir).unwrap().count(), 0, "cache must stay empty");
+    }
+
+    #[test]
+    fn corrupted_cache_entry_is_removed_and_reported() {
+        let (_dir, source, opts) = setup(b"good bytes");
+        fs::create_dir_all(&opts.cache_dir).unwrap();
+        let cached = opts.cache_dir.join("thing-1.0.tar.bz2");
+        fs::write(&cached, b"truncated").unwrap();
+        let sh = Shell::new().unwrap();
+        let err = fetch(&sh, &source, &opts, &Silent).unwrap_err().to_string();
+        assert!(err.contains("removed from the cache"), "{err}");
+        assert!(!cached.exists());
+        // The next run recovers on its own, from the mirror.
+        assert!(fetch(&sh, &source, &opts, &Silent).is_ok());
+    }
+
+    #[test]
+    fn missing_offline_says_where_it_looked_and_what_to_do() {
+        let (_dir, source, mut opts) = setup(b"good bytes");
+        opts.mirror = None;
+        let sh = Shell::new().unwrap();
+        let err = fetch(&sh, &source, &opts, &Silent).unwrap_err().to_string();
+        assert!(err.contains("not available offline"), "{err}");
+        assert!(err.contains("BUSYROOT_MIRROR") && err.contains(&source.sha256), "{err}");
+    }
+}

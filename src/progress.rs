@@ -1,0 +1,22 @@
+//! How the library reports progress: a small trait the caller implements (a spinner in the
+//! xtask, `cargo:warning` lines in a build script, nothing in tests).
+
+use std::time::Duration;
+
+/// Receives progress events. Every method has a do-nothing default.
+pub trait Progress {
+    /// A step starts (e.g. "build busybox").
+    fn start(&self, _step: &str) {}
+    /// A step ended after `elapsed`; `detail` says what it did ("fresh", a size, …).
+    fn finish(&self, _step: &str, _elapsed: Duration, _detail: &str) {}
+    /// A long-running command is about to run; `command_line` is what it runs.
+    fn command(&self, _command_line: &str) {}
+    /// A remark worth showing the user.
+    fn note(&self, _message: &str) {}
+}
+
+/// Reports nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+
+impl Progress for Silent {}

@@ -1,0 +1,6 @@
+//! busyroot's integration tests, one module per area, in one test binary.
+
+mod boot;
+mod rootfs;
+mod support;
+mod tidy;

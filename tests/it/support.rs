@@ -1,0 +1,124 @@
+//! Shared test helpers: the rootfs built once per test run, skipping with a reason, and
+//! readers that take the produced images apart with the real tools.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use busyroot::build::{Outputs, RootfsBuilder};
+use busyroot::config::Workspace;
+use busyroot::fetch::FetchOptions;
+use busyroot::progress::Progress;
+
+/// The workspace this test binary belongs to.
+pub fn workspace() -> Workspace {
+    Workspace::load(Path::new(env!("CARGO_MANIFEST_DIR"))).expect("load the workspace")
+}
+
+/// Prints why a test does not run; tests call this and return. In CI (`CI` set), which
+/// provides every tool, kernel and tarball, a skip is a failure instead, so a broken CI set-up
+/// cannot pass by running nothing.
+pub fn skip(test: &str, reason: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{test} would be skipped in CI: {reason}");
+    }
+    eprintln!("skipping {test}: {reason}");
+}
+
+/// Tests never download: they use the cache and `BUSYROOT_MIRROR` only.
+pub fn offline_fetch() -> FetchOptions {
+    FetchOptions { offline: true, ..FetchOptions::from_env() }
+}
+
+/// Why the BusyBox tarball cannot be had offline, if it cannot.
+pub fn tarball_missing(ws: &Workspace) -> Option<String> {
+    let opts = offline_fetch();
+    let name = ws.config.busybox.file_name();
+    let in_cache = opts.cache_dir.join(&name).is_file();
+    let in_mirror = opts.mirror.as_ref().is_some_and(|m| Path::new(m).join(&name).is_file());
+    (!in_cache && !in_mirror).then(|| {
+        format!(
+            "`{name}` is neither in the cache `{}` nor in $BUSYROOT_MIRROR; see README.md, \
+             section Offline",
+            opts.cache_dir.display()
+        )
+    })
+}
+
+/// Prints each step, so a slow CI log shows where the time went.
+pub struct Eprint;
+
+impl Progress for Eprint {
+    fn finish(&self, step: &str, elapsed: std::time::Duration, detail: &str) {
+        eprintln!("  {step}: {:.2}s {detail}", elapsed.as_secs_f64());
+    }
+    fn command(&self, line: &str) {
+        eprintln!("  $ {line}");
+    }
+}
+
+/// The x86_64 rootfs of this workspace, built once per test run into its own target
+/// directory (as `cargo xtask rootfs` does); `Err` holds the reason to skip.
+pub fn rootfs() -> Result<&'static Outputs, String> {
+    static BUILT: OnceLock<Result<Outputs, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let ws = workspace();
+            if let Some(reason) = tarball_missing(&ws) {
+                return Err(reason);
+            }
+            let mut builder = RootfsBuilder::new(ws).unwrap();
+            builder.fetch_options(offline_fetch());
+            let sh = xshell::Shell::new().unwrap();
+            Ok(builder.build(&sh, &Eprint).expect("build the rootfs"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Runs a program and returns its stdout, panicking with the command and its output on failure.
+pub fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> String {
+    let path = busyroot::hosttools::find_program(program)
+        .unwrap_or_else(|| panic!("`{program}` is not installed"));
+    let sh = xshell::Shell::new().unwrap();
+    let mut cmd = xshell::cmd!(sh, "{path} {args...}").quiet().ignore_status();
+    if let Some(bytes) = stdin {
+        cmd = cmd.stdin(bytes);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "`{program} {}` failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Whether a host program is available.
+pub fn have(program: &str) -> bool {
+    busyroot::hosttools::find_program(program).is_some()
+}
+
+/// A copy of `src` at `dst` (directories recursively, symlinks as symlinks).
+pub fn copy_tree(src: &Path, dst: &Path) {
+    let meta = std::fs::symlink_metadata(src).unwrap();
+    if meta.is_dir() {
+        std::fs::create_dir_all(dst).unwrap();
+        for entry in std::fs::read_dir(src).unwrap() {
+            let entry = entry.unwrap();
+            copy_tree(&entry.path(), &dst.join(entry.file_name()));
+        }
+    } else if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(src).unwrap(), dst).unwrap();
+    } else {
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(src, dst).unwrap();
+    }
+}
+
+/// A temporary directory that is removed when dropped.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}

@@ -1,0 +1,69 @@
+//! Hygiene checks that run with the tests: formatting, file headers, the shipped config, and
+//! README and CI agreeing on the test command.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_rust_file_starts_with_a_doc_line() {
+    let mut files = Vec::new();
+    for dir in ["src", "xtask/src", "tests"] {
+        rust_files(&root().join(dir), &mut files);
+    }
+    let missing: Vec<String> = files
+        .iter()
+        .filter(|f| !std::fs::read_to_string(f).unwrap().starts_with("//!"))
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(missing.is_empty(), "add a `//!` line saying what the file is for: {missing:?}");
+}
+
+#[test]
+fn code_is_formatted() {
+    let sh = xshell::Shell::new().unwrap();
+    let _dir = sh.push_dir(root());
+    let out = xshell::cmd!(sh, "cargo fmt --all --check").quiet().ignore_status().output().unwrap();
+    assert!(
+        out.status.success(),
+        "run `cargo fmt --all` to fix:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn shipped_busybox_config_is_static_without_nss_and_tc() {
+    let text = std::fs::read_to_string(root().join("busybox-config/.config")).unwrap();
+    let opts = busyroot::busybox::set_options(&text);
+    let set = |k: &str| opts.get(k).map(String::as_str);
+    assert_eq!(set("CONFIG_STATIC"), Some("y"), "static glibc: the image has no libc");
+    assert_eq!(set("CONFIG_USE_BB_PWD_GRP"), Some("y"), "static glibc cannot load NSS modules");
+    assert_eq!(set("CONFIG_USE_BB_SHADOW"), Some("y"), "static glibc cannot load NSS modules");
+    assert_eq!(set("CONFIG_TC"), None, "tc does not build with current kernel headers");
+    assert!(!text.lines().nth(3).unwrap_or("").contains(':'), "strip the timestamp line");
+}
+
+#[test]
+fn ci_runs_the_test_command_from_the_readme() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    let command = readme
+        .lines()
+        .find_map(|l| l.strip_suffix("# the tests"))
+        .map(str::trim)
+        .expect("README.md shows the test command on a line ending in `# the tests`");
+    assert!(ci.contains(command), ".ci/run must run README's test command `{command}`");
+}

@@ -1,0 +1,46 @@
+//! `cargo xtask rootfs`: build rootfs.ext4, rootfs.cpio.gz and rootfs.tar.
+
+use std::path::Path;
+
+use anyhow::Context;
+use busyroot::build::{Outputs, RootfsBuilder};
+use busyroot::config::Workspace;
+use xshell::Shell;
+
+use crate::progress::Reporter;
+
+/// Flags of `cargo xtask rootfs`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RootfsArgs {
+    /// Target architecture: x86_64, aarch64 or riscv64 [default: config, else the host's]
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Never touch the network: use only the cache and $BUSYROOT_MIRROR (same as BUSYROOT_OFFLINE=1)
+    #[arg(long)]
+    pub offline: bool,
+}
+
+pub fn run(sh: &Shell, args: RootfsArgs) -> anyhow::Result<()> {
+    let outputs = build(sh, &args)?;
+    println!("rootfs for {} entries in {}:", outputs.entries, outputs.dir.display());
+    for file in &outputs.files {
+        println!("  {}  {:>10} bytes  sha256 {}", file.path.display(), file.size, file.sha256);
+    }
+    Ok(())
+}
+
+/// The workspace busyroot runs in: the one holding this xtask.
+pub fn workspace() -> anyhow::Result<Workspace> {
+    Ok(Workspace::load(Path::new(env!("CARGO_MANIFEST_DIR")))?)
+}
+
+/// Builds (or reuses) the images; shared with `cargo xtask run`.
+pub fn build(sh: &Shell, args: &RootfsArgs) -> anyhow::Result<Outputs> {
+    let mut builder = RootfsBuilder::new(workspace()?)?;
+    if let Some(arch) = &args.arch {
+        builder.arch(arch.parse().map_err(anyhow::Error::msg)?);
+    }
+    builder.offline(args.offline);
+    let arch = builder.target_arch();
+    builder.build(sh, &Reporter::new()).with_context(|| format!("build the {arch} rootfs"))
+}
