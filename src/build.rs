@@ -4,7 +4,7 @@
 //! published by an atomic rename, so the three outputs always describe one and the same tree.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use xshell::Shell;
 
@@ -14,6 +14,7 @@ use crate::config::{ImageSizeSetting, Workspace};
 use crate::devtable::DeviceTable;
 use crate::error::{Error, Result};
 use crate::fetch::{self, FetchOptions, Source};
+use crate::fingerprint::{manifest_digest, Fingerprint};
 use crate::image::{self, ext4};
 use crate::manifest::Manifest;
 use crate::progress::Progress;
@@ -48,6 +49,8 @@ pub struct Outputs {
     pub files: Vec<Output>,
     /// Number of entries in the manifest, the root included.
     pub entries: usize,
+    /// Every stage in order, fresh or with the reason it ran.
+    pub stages: Vec<StageReport>,
 }
 
 /// Builds a root filesystem for one architecture from a workspace's configuration.
@@ -57,6 +60,7 @@ pub struct RootfsBuilder {
     arch: Arch,
     fetch: FetchOptions,
     source_date_epoch: Option<u64>,
+    toolchain: Option<Toolchain>,
 }
 
 impl RootfsBuilder {
@@ -77,6 +81,7 @@ impl RootfsBuilder {
             arch,
             fetch: FetchOptions::from_env(),
             source_date_epoch: None,
+            toolchain: None,
         })
     }
 
@@ -105,6 +110,12 @@ impl RootfsBuilder {
         self
     }
 
+    /// Uses this C compiler instead of looking one up.
+    pub fn toolchain(&mut self, toolchain: Toolchain) -> &mut RootfsBuilder {
+        self.toolchain = Some(toolchain);
+        self
+    }
+
     /// The architecture being built.
     pub fn target_arch(&self) -> Arch {
         self.arch
@@ -115,14 +126,22 @@ impl RootfsBuilder {
         self.workspace.arch_dir(self.arch)
     }
 
-    /// Runs every step and returns the outputs.
+    /// Runs every stage that is not fresh and returns the outputs with a report of what ran.
     pub fn build(&self, sh: &Shell, progress: &dyn Progress) -> Result<Outputs> {
         let ws = &self.workspace;
         let cfg = &ws.config;
         let dir = self.output_dir();
+        let stamps = dir.join("stamps");
+        let mut report = Vec::new();
 
         // Everything the run needs from the host, reported at once before any work starts.
-        let toolchain = check_host_tools(self.arch)?;
+        let toolchain = match &self.toolchain {
+            Some(t) => {
+                crate::hosttools::check(crate::hosttools::ROOTFS_TOOLS)?;
+                t.clone()
+            }
+            None => check_host_tools(self.arch)?,
+        };
         let epoch = match self.source_date_epoch {
             Some(e) => e,
             None => source_date_epoch(sh, &ws.root),
@@ -133,11 +152,6 @@ impl RootfsBuilder {
             file_name: cfg.busybox.file_name(),
             sha256: cfg.busybox.sha256.clone(),
         };
-        let tarball = step(progress, "fetch busybox", || {
-            let path = fetch::fetch(sh, &source, &self.fetch, progress)?;
-            Ok((path, source.file_name.clone()))
-        })?;
-
         let bb = BusyboxBuild {
             src: dir.join(format!("busybox-{}", cfg.busybox.version)),
             install_dir: dir.join("install"),
@@ -145,22 +159,41 @@ impl RootfsBuilder {
             toolchain,
             source_date_epoch: epoch,
         };
-        step(progress, "unpack", || {
-            let fresh = !bb.unpack(&tarball, &source.sha256)?;
-            Ok(((), if fresh { "fresh".into() } else { bb.src.display().to_string() }))
-        })?;
         let checked_in = ws.path(&cfg.busybox.config);
-        step(progress, "configure", || {
-            bb.configure(sh, &checked_in, progress).map(|()| ((), String::new()))
-        })?;
-        step(progress, "build busybox", || bb.build(sh, progress).map(|()| ((), String::new())))?;
-        step(progress, "install", || bb.install(sh, progress).map(|()| ((), String::new())))?;
+        let config_text =
+            std::fs::read(&checked_in).map_err(|e| Error::io("read", &checked_in, e))?;
 
-        let manifest = step(progress, "manifest", || {
-            let m = self.manifest(&bb.install_dir, epoch)?;
-            let n = m.len();
-            Ok((m, format!("{n} entries")))
+        // The tarball is needed only to unpack, so a fresh tree needs neither cache nor network.
+        let unpack_fp = Fingerprint::new().with("tarball", &source.sha256);
+        let mut stage = Stage { progress, stamps: &stamps, report: &mut report };
+        stage.run("unpack", &unpack_fp, bb.src.is_dir(), || {
+            let tarball = fetch::fetch(sh, &source, &self.fetch, progress)?;
+            bb.unpack(&tarball, &source.sha256)?;
+            Ok(bb.src.display().to_string())
         })?;
+
+        let configure_fp =
+            Fingerprint::new().after("tarball", &unpack_fp).with("busybox config", &config_text);
+        stage.run("configure", &configure_fp, true, || {
+            bb.configure(sh, &checked_in, progress).map(|()| String::new())
+        })?;
+
+        let build_fp = Fingerprint::new()
+            .after("configuration", &configure_fp)
+            .with("toolchain", bb.toolchain.identity(sh))
+            .with("SOURCE_DATE_EPOCH", epoch.to_string());
+        stage.run("build busybox", &build_fp, bb.src.join("busybox").is_file(), || {
+            bb.build(sh, progress).map(|()| String::new())
+        })?;
+        let install_fp = Fingerprint::new().after("busybox", &build_fp);
+        stage.run("install", &install_fp, bb.install_dir.join("bin/busybox").exists(), || {
+            bb.install(sh, progress).map(|()| String::new())
+        })?;
+
+        let started = Instant::now();
+        let manifest = self.manifest(&bb.install_dir, epoch)?;
+        progress.finish("manifest", started.elapsed(), &format!("{} entries", manifest.len()));
+        let manifest_fp = Fingerprint::new().with("manifest", manifest_digest(&manifest)?);
 
         let outputs = Outputs {
             ext4: dir.join("rootfs.ext4"),
@@ -169,6 +202,7 @@ impl RootfsBuilder {
             dir: dir.clone(),
             files: Vec::new(),
             entries: manifest.len(),
+            stages: Vec::new(),
         };
         let opts = ext4::Ext4Options {
             size: match cfg.image.size {
@@ -184,22 +218,33 @@ impl RootfsBuilder {
             hash_seed: derived_uuid("hash_seed", &cfg.image.label, self.arch),
             timestamp: epoch,
         };
-        step(progress, "write rootfs.ext4", || {
-            ext4::write(sh, &manifest, &outputs.ext4, &opts).map(|()| ((), String::new()))
-        })?;
-        step(progress, "write rootfs.cpio.gz", || {
-            image::cpio::write(&manifest, &outputs.cpio).map(|()| ((), String::new()))
-        })?;
-        step(progress, "write rootfs.tar", || {
-            image::tar::write(&manifest, &outputs.tar).map(|()| ((), String::new()))
-        })?;
-
+        let ext4_fp = Fingerprint::new()
+            .after("content", &manifest_fp)
+            .with("image settings", format!("{opts:?}"));
+        type Writer<'a> = &'a dyn Fn(&Path) -> Result<()>;
+        let writers: [(&str, &PathBuf, &Fingerprint, Writer); 3] = [
+            ("rootfs.ext4", &outputs.ext4, &ext4_fp, &|out| ext4::write(sh, &manifest, out, &opts)),
+            ("rootfs.cpio.gz", &outputs.cpio, &manifest_fp, &|out| {
+                image::cpio::write(&manifest, out)
+            }),
+            ("rootfs.tar", &outputs.tar, &manifest_fp, &|out| image::tar::write(&manifest, out)),
+        ];
         let mut files = Vec::new();
-        for path in [&outputs.ext4, &outputs.cpio, &outputs.tar] {
-            let size = std::fs::metadata(path).map_err(|e| Error::io("stat", path, e))?.len();
-            files.push(Output { path: path.clone(), size, sha256: fetch::sha256_file(path)? });
+        for (name, path, fp, write) in writers {
+            // Each output's size and sha256 are kept beside its stamp: the summary needs no
+            // rehashing, and an output changed behind our back is noticed and rewritten.
+            let sum_path = stamps.join(format!("{name}.sum"));
+            let recorded = OutputSum::load(&sum_path);
+            let intact = recorded.as_ref().is_some_and(|r| r.matches(path));
+            let ran = stage.run(name, fp, intact, || write(path).map(|()| String::new()))?;
+            let sum = match recorded {
+                Some(sum) if !ran => sum,
+                _ => OutputSum::compute(path)?,
+            };
+            sum.store(&sum_path)?;
+            files.push(Output { path: path.clone(), size: sum.size, sha256: sum.sha256 });
         }
-        Ok(Outputs { files, ..outputs })
+        Ok(Outputs { files, stages: report, ..outputs })
     }
 
     /// The manifest: BusyBox install, then the skeleton over it, then the device table.
@@ -260,17 +305,99 @@ fn derived_uuid(purpose: &str, label: &str, arch: Arch) -> String {
     format!("{}-{}-{}-{}-{}", &s[..8], &s[8..12], &s[12..16], &s[16..20], &s[20..])
 }
 
-/// Runs one step, reporting its start, duration and result.
-fn step<T>(
-    progress: &dyn Progress,
-    name: &str,
-    f: impl FnOnce() -> Result<(T, String)>,
-) -> Result<T> {
-    progress.start(name);
-    let start = Instant::now();
-    let (value, detail) = f()?;
-    progress.finish(name, start.elapsed(), &detail);
-    Ok(value)
+/// What one stage did in a build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageReport {
+    /// The stage's name ("unpack", "configure", "build busybox", "install", "rootfs.ext4", …).
+    pub name: String,
+    /// `None` when the stage was fresh and skipped, else why it ran ("first build",
+    /// "busybox config changed", "output missing", …).
+    pub ran_because: Option<String>,
+}
+
+impl StageReport {
+    /// True when the stage was skipped because nothing it depends on changed.
+    pub fn fresh(&self) -> bool {
+        self.ran_because.is_none()
+    }
+}
+
+/// Runs stages whose fingerprint changed and skips the others, recording which was which.
+struct Stage<'a> {
+    progress: &'a dyn Progress,
+    stamps: &'a Path,
+    report: &'a mut Vec<StageReport>,
+}
+
+impl Stage<'_> {
+    /// Runs `work` unless `fingerprint` equals the stored one and `output_ok`; returns whether
+    /// it ran. The stamp is removed first and written only after success.
+    fn run(
+        &mut self,
+        name: &str,
+        fingerprint: &Fingerprint,
+        output_ok: bool,
+        work: impl FnOnce() -> Result<String>,
+    ) -> Result<bool> {
+        let stamp = self.stamps.join(name);
+        let reason = if output_ok {
+            fingerprint.changes_since(Fingerprint::load(&stamp).as_ref())
+        } else {
+            Some("output missing".to_string())
+        };
+        let Some(reason) = reason else {
+            self.progress.finish(name, Duration::ZERO, "fresh");
+            self.report.push(StageReport { name: name.into(), ran_because: None });
+            return Ok(false);
+        };
+        if stamp.exists() {
+            std::fs::remove_file(&stamp).map_err(|e| Error::io("remove", &stamp, e))?;
+        }
+        self.progress.start(name);
+        let start = Instant::now();
+        let detail = work()?;
+        fingerprint.store(&stamp)?;
+        let detail = if detail.is_empty() { reason.clone() } else { format!("{reason}; {detail}") };
+        self.progress.finish(name, start.elapsed(), &detail);
+        self.report.push(StageReport { name: name.into(), ran_because: Some(reason) });
+        Ok(true)
+    }
+}
+
+/// Size and sha256 of an output, stored beside its stamp.
+struct OutputSum {
+    size: u64,
+    mtime: i64,
+    sha256: String,
+}
+
+impl OutputSum {
+    fn compute(path: &Path) -> Result<OutputSum> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
+        Ok(OutputSum { size: meta.len(), mtime: meta.mtime(), sha256: fetch::sha256_file(path)? })
+    }
+
+    fn load(path: &Path) -> Option<OutputSum> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut words = text.split_whitespace();
+        let size = words.next()?.parse().ok()?;
+        let mtime = words.next()?.parse().ok()?;
+        Some(OutputSum { size, mtime, sha256: words.next()?.to_string() })
+    }
+
+    fn store(&self, path: &Path) -> Result<()> {
+        let text = format!("{} {} {}\n", self.size, self.mtime, self.sha256);
+        image::write_atomically(path, |tmp| {
+            std::fs::write(tmp, text).map_err(|e| Error::io("write", tmp, e))
+        })
+    }
+
+    /// True when the file still has the recorded size and modification time.
+    fn matches(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).is_ok_and(|m| m.len() == self.size && m.mtime() == self.mtime)
+    }
 }
 
 #[cfg(test)]

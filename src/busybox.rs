@@ -47,6 +47,16 @@ impl Toolchain {
     }
 }
 
+impl Toolchain {
+    /// What identifies the compiler for fingerprints: its prefix, full path and version text.
+    pub fn identity(&self, sh: &Shell) -> String {
+        let path = crate::hosttools::find_program(&self.cc);
+        let cc = &self.cc;
+        let version = cmd!(sh, "{cc} --version").quiet().ignore_stderr().read().unwrap_or_default();
+        format!("{}\n{path:?}\n{version}", self.cross_compile)
+    }
+}
+
 /// The `CROSS_COMPILE` prefix the `cc` crate derives for the arch's triple (it honours
 /// `CC_<triple>` and knows Debian's cross compiler names).
 fn cc_crate_prefix(arch: Arch) -> Option<String> {

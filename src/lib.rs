@@ -11,6 +11,7 @@ pub mod devtable;
 pub mod error;
 pub mod extract;
 pub mod fetch;
+pub mod fingerprint;
 pub mod hosttools;
 pub mod image;
 pub mod manifest;

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::Path;
 
 use busyroot::build::{source_date_epoch, RootfsBuilder};
-use busyroot::config::{ImageSizeSetting, Workspace};
+use busyroot::config::ImageSizeSetting;
 use busyroot::manifest::{Kind, Manifest};
 
 use crate::support::{self, have, run, skip};
@@ -229,15 +229,6 @@ fn outputs_read_back_equal_the_manifest() {
     assert!(console.contains("Device major/minor number: 05:01"), "{console}");
 }
 
-/// A copy of the build inputs at a new path, with its own target directory.
-fn checkout_copy(ws: &Workspace, root: &Path) -> Workspace {
-    let c = &ws.config;
-    for input in [&c.busybox.config, &c.skeleton, &c.device_table] {
-        support::copy_tree(&ws.path(input), &root.join(input));
-    }
-    Workspace { root: root.to_path_buf(), target_dir: root.join("target"), config: c.clone() }
-}
-
 #[test]
 fn two_checkouts_build_bit_identical_outputs() {
     let test = "two_checkouts_build_bit_identical_outputs";
@@ -252,7 +243,7 @@ fn two_checkouts_build_bit_identical_outputs() {
         .iter()
         .enumerate()
         .map(|(i, dir)| {
-            let copy = checkout_copy(&ws, &dir.path().join(format!("checkout-{i}")));
+            let copy = support::checkout_copy(&ws, &dir.path().join(format!("checkout-{i}")));
             let mut builder = RootfsBuilder::new(copy).unwrap();
             builder.fetch_options(support::offline_fetch()).source_date_epoch(epoch);
             let outputs = builder.build(&sh, &support::Eprint).unwrap();

@@ -122,3 +122,12 @@ pub fn copy_tree(src: &Path, dst: &Path) {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+/// A copy of the build inputs at a new path, with its own target directory: another checkout.
+pub fn checkout_copy(ws: &Workspace, root: &Path) -> Workspace {
+    let c = &ws.config;
+    for input in [&c.busybox.config, &c.skeleton, &c.device_table] {
+        copy_tree(&ws.path(input), &root.join(input));
+    }
+    Workspace { root: root.to_path_buf(), target_dir: root.join("target"), config: c.clone() }
+}

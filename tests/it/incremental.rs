@@ -1,0 +1,104 @@
+//! The edit-boot loop: after one change of each kind of input, exactly the stages that depend
+//! on it rerun, as the builder's own stage report says.
+
+use std::path::Path;
+
+use busyroot::build::{Outputs, RootfsBuilder};
+use busyroot::busybox::Toolchain;
+use busyroot::config::{ImageSizeSetting, Workspace};
+
+use crate::support::{self, skip};
+
+const EPOCH: u64 = 1_700_000_000;
+
+fn build(ws: &Workspace, epoch: u64, toolchain: Option<Toolchain>) -> Outputs {
+    let mut builder = RootfsBuilder::new(ws.clone()).unwrap();
+    builder.fetch_options(support::offline_fetch()).source_date_epoch(epoch);
+    if let Some(t) = toolchain {
+        builder.toolchain(t);
+    }
+    builder.build(&xshell::Shell::new().unwrap(), &support::Eprint).unwrap()
+}
+
+/// The names of the stages that ran.
+fn ran(outputs: &Outputs) -> Vec<&str> {
+    outputs.stages.iter().filter(|s| !s.fresh()).map(|s| s.name.as_str()).collect()
+}
+
+fn reason<'a>(outputs: &'a Outputs, stage: &str) -> &'a str {
+    let s = outputs.stages.iter().find(|s| s.name == stage).unwrap();
+    s.ran_because.as_deref().unwrap_or("fresh")
+}
+
+fn append(path: &Path, text: &str) {
+    let mut content = std::fs::read_to_string(path).unwrap();
+    content.push_str(text);
+    std::fs::write(path, content).unwrap();
+}
+
+#[test]
+fn each_input_reruns_exactly_the_stages_that_depend_on_it() {
+    let test = "each_input_reruns_exactly_the_stages_that_depend_on_it";
+    let real = support::workspace();
+    if let Some(reason) = support::tarball_missing(&real) {
+        return skip(test, &reason);
+    }
+    let dir = support::tempdir();
+    let mut ws = support::checkout_copy(&real, &dir.path().join("checkout"));
+    const IMAGES: [&str; 3] = ["rootfs.ext4", "rootfs.cpio.gz", "rootfs.tar"];
+
+    let first = build(&ws, EPOCH, None);
+    assert_eq!(first.stages.iter().filter(|s| s.fresh()).count(), 0, "{:?}", first.stages);
+
+    let again = build(&ws, EPOCH, None);
+    assert_eq!(ran(&again), Vec::<&str>::new(), "nothing changed, nothing may run");
+    assert_eq!(
+        again.files.iter().map(|f| &f.sha256).collect::<Vec<_>>(),
+        first.files.iter().map(|f| &f.sha256).collect::<Vec<_>>()
+    );
+
+    append(&ws.root.join("rootfs-skel/etc/profile"), "# edited\n");
+    let skel = build(&ws, EPOCH, None);
+    assert_eq!(ran(&skel), IMAGES, "a skeleton edit rewrites only the images");
+    assert_eq!(reason(&skel, "rootfs.tar"), "manifest changed");
+
+    append(&ws.root.join("device-table.txt"), "/mnt/data d 750 0 0 - - - - -\n");
+    assert_eq!(ran(&build(&ws, EPOCH, None)), IMAGES, "a table edit rewrites only the images");
+
+    ws.config.image.size = ImageSizeSetting::Mib(40);
+    let resized = build(&ws, EPOCH, None);
+    assert_eq!(ran(&resized), ["rootfs.ext4"], "an image setting rewrites only the ext4 image");
+    assert_eq!(resized.files[0].size, 40 << 20);
+
+    // Drop one applet: make rebuilds incrementally in the unpacked tree.
+    let config = ws.root.join("busybox-config/.config");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("CONFIG_CAL=y\n"));
+    std::fs::write(&config, text.replace("CONFIG_CAL=y\n", "# CONFIG_CAL is not set\n")).unwrap();
+    let reconfigured = build(&ws, EPOCH, None);
+    assert_eq!(
+        ran(&reconfigured),
+        ["configure", "build busybox", "install", "rootfs.ext4", "rootfs.cpio.gz", "rootfs.tar"],
+        "a config edit reuses the unpacked tree"
+    );
+    assert_eq!(reason(&reconfigured, "configure"), "busybox config changed");
+    assert_eq!(reconfigured.entries + 1, resized.entries, "the `cal` link is gone");
+
+    let later = build(&ws, EPOCH + 1, None);
+    assert_eq!(reason(&later, "build busybox"), "SOURCE_DATE_EPOCH changed");
+    assert_eq!(reason(&later, "configure"), "fresh");
+
+    // Debian's native compiler is also installed under its triplet name: same compiler,
+    // different identity, so the build (and everything after it) must run again.
+    if support::have("x86_64-linux-gnu-gcc") && cfg!(target_arch = "x86_64") {
+        let prefixed = Toolchain {
+            cross_compile: "x86_64-linux-gnu-".into(),
+            cc: "x86_64-linux-gnu-gcc".into(),
+        };
+        let retooled = build(&ws, EPOCH + 1, Some(prefixed));
+        assert_eq!(reason(&retooled, "build busybox"), "toolchain changed");
+        assert_eq!(reason(&retooled, "unpack"), "fresh");
+    } else {
+        eprintln!("{test}: no x86_64-linux-gnu-gcc; the toolchain change is not exercised");
+    }
+}
