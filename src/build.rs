@@ -133,6 +133,10 @@ impl RootfsBuilder {
         let dir = self.output_dir();
         let stamps = dir.join("stamps");
         let mut report = Vec::new();
+        let _lock = crate::lock::DirLock::acquire(&dir.join("busyroot.lock"), progress)?;
+        // Under the lock no other run is writing, so temporary files here are leftovers of a
+        // run that was killed.
+        image::remove_stale_temporaries(&dir)?;
 
         // Everything the run needs from the host, reported at once before any work starts.
         let toolchain = match &self.toolchain {
@@ -245,6 +249,32 @@ impl RootfsBuilder {
             files.push(Output { path: path.clone(), size: sum.size, sha256: sum.sha256 });
         }
         Ok(Outputs { files, stages: report, ..outputs })
+    }
+
+    /// Opens BusyBox's menuconfig on the checked-in config (unpacking the source first if
+    /// needed) and writes the result back; returns the path of the checked-in config.
+    pub fn menuconfig(&self, sh: &Shell, progress: &dyn Progress) -> Result<PathBuf> {
+        let ws = &self.workspace;
+        let cfg = &ws.config.busybox;
+        let dir = self.output_dir();
+        let _lock = crate::lock::DirLock::acquire(&dir.join("busyroot.lock"), progress)?;
+        let bb = BusyboxBuild {
+            src: dir.join(format!("busybox-{}", cfg.version)),
+            install_dir: dir.join("install"),
+            log: dir.join("busybox-build.log"),
+            toolchain: match &self.toolchain {
+                Some(t) => t.clone(),
+                None => Toolchain::find(self.arch)?,
+            },
+            source_date_epoch: FALLBACK_EPOCH,
+        };
+        let source =
+            Source { url: cfg.url(), file_name: cfg.file_name(), sha256: cfg.sha256.clone() };
+        let tarball = fetch::fetch(sh, &source, &self.fetch, progress)?;
+        bb.unpack(&tarball, &source.sha256)?;
+        let checked_in = ws.path(&cfg.config);
+        bb.menuconfig(sh, &checked_in)?;
+        Ok(checked_in)
     }
 
     /// The manifest: BusyBox install, then the skeleton over it, then the device table.

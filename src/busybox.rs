@@ -251,6 +251,9 @@ pub fn run_logged(
     let mut command = std::process::Command::from(cmd);
     command.stdout(file.try_clone().with_path("open", log)?).stderr(file);
     command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    // Ctrl-C reaches make through the terminal's process group; a kill of busyroot alone
+    // must stop it too.
+    crate::hosttools::die_with_parent(&mut command, libc::SIGTERM);
     let started = command.spawn().and_then(|mut child| {
         if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
             // The child may exit without reading everything; that is not an error here.

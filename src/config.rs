@@ -26,6 +26,10 @@ pub struct Config {
     pub device_table: PathBuf,
     /// Settings of the ext4 image.
     pub image: ImageConfig,
+    /// Where the boot-test kernel comes from and how it is configured.
+    pub kernel: KernelConfig,
+    /// Settings of `cargo xtask run`.
+    pub run: crate::vm::RunConfig,
 }
 
 impl Default for Config {
@@ -36,6 +40,8 @@ impl Default for Config {
             skeleton: PathBuf::from("rootfs-skel"),
             device_table: PathBuf::from("device-table.txt"),
             image: ImageConfig::default(),
+            kernel: KernelConfig::default(),
+            run: crate::vm::RunConfig::default(),
         }
     }
 }
@@ -81,6 +87,79 @@ impl BusyboxConfig {
     pub fn file_name(&self) -> String {
         let url = self.url();
         url.rsplit('/').next().unwrap_or(&url).to_string()
+    }
+}
+
+/// `[workspace.metadata.busyroot.kernel]`: the kernel `cargo xtask kernel` builds.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct KernelConfig {
+    /// Linux release downloaded when no `source` is given. Default: `"6.1.141"`.
+    pub version: String,
+    /// Download URL; `{version}` is replaced by the version.
+    /// Default: `"https://cdn.kernel.org/pub/linux/kernel/v6.x/linux-{version}.tar.xz"`.
+    pub url: String,
+    /// sha256 of the tarball. Default: the checksum of the 6.1.141 release.
+    pub sha256: String,
+    /// A local source tarball (`.tar.xz`, `.tar.gz`, `.tar.bz2`) or unpacked source tree to
+    /// build instead of the download, relative to the workspace root. Default: none.
+    pub source: Option<PathBuf>,
+    /// Directory holding the configuration fragments `common.config` and `<arch>.config`,
+    /// relative to the workspace root. Default: `"kernel-config"`.
+    pub fragments: PathBuf,
+    /// The configuration the fragments are merged over. Default: `"tinyconfig"`.
+    pub base: KernelBase,
+}
+
+/// sha256 of `linux-6.1.141.tar.xz`, as kernel.org publishes it in
+/// <https://www.kernel.org/pub/linux/kernel/v6.x/sha256sums.asc> (mirrored in Buildroot
+/// 2025.02's `linux/linux.hash`, and matching other independent pins of that release).
+pub const LINUX_6_1_141_SHA256: &str =
+    "bc3c45faf6f5f0450666c75fa9dad9bc7c0cf7c7cba0dbd94e5cfdc58229c116";
+
+impl Default for KernelConfig {
+    fn default() -> KernelConfig {
+        KernelConfig {
+            version: "6.1.141".into(),
+            url: "https://cdn.kernel.org/pub/linux/kernel/v6.x/linux-{version}.tar.xz".into(),
+            sha256: LINUX_6_1_141_SHA256.into(),
+            source: None,
+            fragments: PathBuf::from("kernel-config"),
+            base: KernelBase::Tinyconfig,
+        }
+    }
+}
+
+impl KernelConfig {
+    /// The download URL with the version filled in.
+    pub fn url(&self) -> String {
+        self.url.replace("{version}", &self.version)
+    }
+
+    /// The tarball's upstream file name, also its name in the cache and in a mirror.
+    pub fn file_name(&self) -> String {
+        let url = self.url();
+        url.rsplit('/').next().unwrap_or(&url).to_string()
+    }
+}
+
+/// The kernel's own configuration target the fragments are merged over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelBase {
+    /// `make tinyconfig`: `allnoconfig` tuned for size; the smallest kernel.
+    Tinyconfig,
+    /// `make allnoconfig`: every option that can be off is off.
+    Allnoconfig,
+}
+
+impl KernelBase {
+    /// The make target that writes this configuration.
+    pub fn make_target(self) -> &'static str {
+        match self {
+            KernelBase::Tinyconfig => "tinyconfig",
+            KernelBase::Allnoconfig => "allnoconfig",
+        }
     }
 }
 
@@ -236,6 +315,31 @@ mod tests {
         assert_eq!(c.busybox.url(), "https://busybox.net/downloads/busybox-1.37.0.tar.bz2");
         assert_eq!(c.busybox.file_name(), "busybox-1.37.0.tar.bz2");
         assert_eq!(c.image.size, ImageSizeSetting::Mib(32));
+        assert_eq!(
+            c.kernel.url(),
+            "https://cdn.kernel.org/pub/linux/kernel/v6.x/linux-6.1.141.tar.xz"
+        );
+        assert_eq!(c.kernel.file_name(), "linux-6.1.141.tar.xz");
+        assert_eq!(c.kernel.fragments, Path::new("kernel-config"));
+        assert_eq!(c.kernel.base, KernelBase::Tinyconfig);
+    }
+
+    #[test]
+    fn kernel_table_parses_and_rejects_unknown_keys() {
+        let c = parse(
+            "[kernel]\nversion = \"6.6.74\"\nsha256 = \"ab\"\nsource = \"../linux\"\n\
+             fragments = \"kconfig\"\nbase = \"allnoconfig\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.kernel.file_name(), "linux-6.6.74.tar.xz");
+        assert_eq!(c.kernel.sha256, "ab");
+        assert_eq!(c.kernel.source.as_deref(), Some(Path::new("../linux")));
+        assert_eq!(c.kernel.fragments, Path::new("kconfig"));
+        assert_eq!(c.kernel.base.make_target(), "allnoconfig");
+        let err = parse("[kernel]\nfragment = \"x\"").unwrap_err().to_string();
+        assert!(err.contains("unknown field `fragment`") && err.contains("kernel"), "{err}");
+        let err = parse("[kernel]\nbase = \"defconfig\"").unwrap_err().to_string();
+        assert!(err.contains("kernel.base") && err.contains("unknown variant"), "{err}");
     }
 
     #[test]
@@ -247,6 +351,28 @@ mod tests {
         assert_eq!(size("\"auto\"").unwrap(), ImageSizeSetting::Auto);
         let err = size("\"big\"").unwrap_err().to_string();
         assert!(err.contains("image.size") && err.contains("invalid size `big`"), "{err}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// Any unknown key, at the top or in a section, is named in the error.
+        #[test]
+        fn any_unknown_key_is_named(key in "[a-z][a-z0-9_]{0,12}", section in 0usize..4) {
+            let known = ["arch", "busybox", "skeleton", "device-table", "image", "kernel", "run",
+                         "version", "url", "sha256", "config", "size", "label", "uuid", "qemu",
+                         "lkvm", "mem", "cpus", "timeout", "hostname", "checks"];
+            proptest::prop_assume!(!known.contains(&key.as_str()));
+            let table = ["", "[busybox]\n", "[image]\n", "[run]\n"][section];
+            let err = parse(&format!("{table}{key} = 1")).unwrap_err().to_string();
+            proptest::prop_assert!(err.contains(&format!("unknown field `{key}`")), "{}", err);
+        }
+
+        /// Arbitrary text never panics the parser.
+        #[test]
+        fn arbitrary_text_parses_or_errs(text in "\\PC{0,120}") {
+            let _ = parse(&text);
+        }
     }
 
     #[test]

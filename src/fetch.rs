@@ -75,6 +75,7 @@ pub fn fetch(
         });
     }
     fs::create_dir_all(&opts.cache_dir).with_path("create directory", &opts.cache_dir)?;
+    remove_stale_parts(&opts.cache_dir, &source.file_name);
 
     let mut tried = Vec::new();
     if let Some(mirror) = &opts.mirror {
@@ -110,6 +111,22 @@ pub fn fetch(
     }
     download(sh, &source.url, source, &cached, progress)?;
     Ok(cached)
+}
+
+/// Deletes partial downloads of `file_name` left by runs that were killed: those whose process
+/// (the number after `.part-`) no longer exists. A concurrent run's partial file is kept.
+fn remove_stale_parts(cache_dir: &Path, file_name: &str) {
+    let prefix = format!(".{file_name}.part-");
+    let Ok(entries) = fs::read_dir(cache_dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn is_url(s: &str) -> bool {
@@ -251,6 +268,22 @@ mod tests {
         assert!(!cached.exists());
         // The next run recovers on its own, from the mirror.
         assert!(fetch(&sh, &source, &opts, &Silent).is_ok());
+    }
+
+    #[test]
+    fn partial_files_of_dead_runs_are_removed_and_live_ones_kept() {
+        let (_dir, source, opts) = setup(b"good bytes");
+        fs::create_dir_all(&opts.cache_dir).unwrap();
+        // No process has pid 0x3fffffff (above the kernel's pid_max limit).
+        let dead = opts.cache_dir.join(".thing-1.0.tar.bz2.part-1073741823");
+        // Process 1 always exists: it stands for a concurrent run that is still downloading.
+        let live = opts.cache_dir.join(".thing-1.0.tar.bz2.part-1");
+        fs::write(&dead, b"half").unwrap();
+        fs::write(&live, b"half").unwrap();
+        let sh = Shell::new().unwrap();
+        fetch(&sh, &source, &opts, &Silent).unwrap();
+        assert!(!dead.exists(), "a dead run's partial download must go");
+        assert!(live.exists(), "a running download must be left alone");
     }
 
     #[test]

@@ -27,6 +27,23 @@ pub fn write_atomically(out: &Path, write: impl FnOnce(&Path) -> Result<()>) -> 
     result
 }
 
+/// Removes what killed runs left in `dir`: temporary outputs (`.name.tmp-<pid>`) and their
+/// staging directories. Call it only while holding the directory's lock.
+pub fn remove_stale_temporaries(dir: &Path) -> Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.contains(".tmp-") {
+            let path = entry.path();
+            let removed =
+                if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+            removed.with_path("remove leftover", &path)?;
+        }
+    }
+    Ok(())
+}
+
 /// `dir/.name.tmp-<pid>`: hidden, unique per process, in the same directory so the final
 /// rename is atomic.
 fn temp_path(out: &Path) -> PathBuf {

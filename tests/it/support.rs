@@ -131,3 +131,23 @@ pub fn checkout_copy(ws: &Workspace, root: &Path) -> Workspace {
     }
     Workspace { root: root.to_path_buf(), target_dir: root.join("target"), config: c.clone() }
 }
+
+/// Another checkout whose BusyBox is already built: the inputs are copied and so is the build
+/// tree of [`rootfs`], so only the stages a test provokes do real work. `Err` holds the reason
+/// to skip.
+pub fn built_checkout(root: &Path) -> Result<Workspace, String> {
+    let outputs = rootfs()?;
+    let ws = checkout_copy(&workspace(), root);
+    let arch_dir = outputs.dir.file_name().unwrap().to_owned();
+    let dest = ws.target_dir.join("busyroot").join(arch_dir);
+    for keep in ["stamps", "install"] {
+        copy_tree(&outputs.dir.join(keep), &dest.join(keep));
+    }
+    let src = std::fs::read_dir(&outputs.dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("busybox-") && p.is_dir())
+        .unwrap();
+    copy_tree(&src, &dest.join(src.file_name().unwrap()));
+    Ok(ws)
+}

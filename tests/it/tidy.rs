@@ -67,3 +67,30 @@ fn ci_runs_the_test_command_from_the_readme() {
         .expect("README.md shows the test command on a line ending in `# the tests`");
     assert!(ci.contains(command), ".ci/run must run README's test command `{command}`");
 }
+
+#[test]
+fn every_test_named_in_docs_faults_exists() {
+    let doc = std::fs::read_to_string(root().join("docs/faults.md")).unwrap();
+    let mut sources = String::new();
+    let mut files = Vec::new();
+    for dir in ["src", "tests"] {
+        rust_files(&root().join(dir), &mut files);
+    }
+    for f in &files {
+        sources.push_str(&std::fs::read_to_string(f).unwrap());
+    }
+    let mut missing = Vec::new();
+    for name in doc.split('`').skip(1).step_by(2).filter(|n| n.contains("::")) {
+        let last = name.rsplit("::").next().unwrap();
+        let found = if last == "*" {
+            let module = name.split("::").next().unwrap();
+            files.iter().any(|f| f.file_stem().is_some_and(|s| s == module))
+        } else {
+            sources.contains(&format!("fn {last}("))
+        };
+        if !found {
+            missing.push(name);
+        }
+    }
+    assert!(missing.is_empty(), "docs/faults.md names tests that do not exist: {missing:?}");
+}

@@ -1,5 +1,6 @@
 //! `cargo xtask`: the command-line front end of busyroot; each subcommand lives in its own file.
 
+mod bench;
 mod progress;
 mod rootfs;
 mod run;
@@ -19,6 +20,10 @@ enum Command {
     Rootfs(rootfs::RootfsArgs),
     /// Boot the image under QEMU or kvmtool, interactively or as a smoke check (--check).
     Run(run::RunArgs),
+    /// Time the edit-boot loop against the same work done by hand, measured in the same run.
+    Bench(bench::BenchArgs),
+    /// Open BusyBox's menuconfig on busybox-config/.config and write the result back.
+    Menuconfig(rootfs::RootfsArgs),
 }
 
 fn main() {
@@ -28,6 +33,8 @@ fn main() {
         match cli.command {
             Command::Rootfs(args) => rootfs::run(&sh, args).map(|()| 0),
             Command::Run(args) => run::run(&sh, args),
+            Command::Bench(args) => bench::run(&sh, args).map(|()| 0),
+            Command::Menuconfig(args) => rootfs::menuconfig(&sh, args).map(|()| 0),
         }
     })();
     match result {

@@ -44,3 +44,15 @@ pub fn build(sh: &Shell, args: &RootfsArgs) -> anyhow::Result<Outputs> {
     let arch = builder.target_arch();
     builder.build(sh, &Reporter::new()).with_context(|| format!("build the {arch} rootfs"))
 }
+
+/// `cargo xtask menuconfig`: BusyBox's menuconfig on the checked-in config, written back.
+pub fn menuconfig(sh: &Shell, args: RootfsArgs) -> anyhow::Result<()> {
+    let mut builder = RootfsBuilder::new(workspace()?)?;
+    if let Some(arch) = &args.arch {
+        builder.arch(arch.parse().map_err(anyhow::Error::msg)?);
+    }
+    builder.offline(args.offline);
+    let config = builder.menuconfig(sh, &Reporter::new())?;
+    println!("wrote {}", config.display());
+    Ok(())
+}

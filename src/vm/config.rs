@@ -1,0 +1,129 @@
+//! The `run` section of busyroot's configuration, and the file format for extra checks.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+
+/// Settings of `cargo xtask run`, read from `[workspace.metadata.busyroot.run]`.
+///
+/// Relative paths are relative to the workspace root.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct RunConfig {
+    /// Kernel image to boot when neither `--kernel` nor `$BUSYROOT_KERNEL` names one.
+    /// Default: none (the kernel built by `cargo xtask kernel`).
+    pub kernel: Option<PathBuf>,
+    /// QEMU program; `$QEMU` takes precedence.
+    /// Default: `qemu-system-<arch>` from `$PATH`.
+    pub qemu: Option<PathBuf>,
+    /// kvmtool program; `$LKVM` takes precedence.
+    /// Default: `lkvm` from `$PATH`.
+    pub lkvm: Option<PathBuf>,
+    /// Guest memory in MiB.
+    /// Default: 256.
+    pub mem: u32,
+    /// Number of virtual CPUs.
+    /// Default: 2.
+    pub cpus: u32,
+    /// Seconds from starting the VMM to the init banner, before `$BUSYROOT_TIMEOUT_SCALE`.
+    /// Default: 120 under TCG, 30 under KVM.
+    pub timeout: Option<u64>,
+    /// The hostname the guest must report.
+    /// Default: `kvmtool-test`.
+    pub hostname: String,
+    /// Extra checks run after the built-in ones.
+    /// Default: none.
+    pub checks: Vec<ExtraCheck>,
+    /// A TOML file of further checks (`[[check]]` tables with `command` and `expect`).
+    /// Default: none.
+    pub checks_file: Option<PathBuf>,
+}
+
+impl Default for RunConfig {
+    fn default() -> RunConfig {
+        RunConfig {
+            kernel: None,
+            qemu: None,
+            lkvm: None,
+            mem: super::DEFAULT_MEM_MIB,
+            cpus: super::DEFAULT_CPUS,
+            timeout: None,
+            hostname: "kvmtool-test".into(),
+            checks: Vec::new(),
+            checks_file: None,
+        }
+    }
+}
+
+/// A check supplied by the user: a guest shell command and a regular expression its
+/// output must match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraCheck {
+    /// Name shown in the output and the JUnit report. Default: the command.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// One line of shell, run by the guest's `sh` with stdin from `/dev/null`, stderr
+    /// merged into stdout, and stdout a pipe (so tools print as they would into a file).
+    pub command: String,
+    /// Regular expression searched for in the output, in multi-line mode (`^` and `$`
+    /// match at line ends).
+    pub expect: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChecksFile {
+    #[serde(default)]
+    check: Vec<ExtraCheck>,
+}
+
+/// Reads a checks file: TOML with one `[[check]]` table per check.
+///
+/// ```toml
+/// [[check]]
+/// name = "busybox is 1.36"
+/// command = "busybox | head -n 1"
+/// expect = '^BusyBox v1\.36'
+/// ```
+pub fn load_checks_file(path: &Path) -> Result<Vec<ExtraCheck>> {
+    let text = std::fs::read_to_string(path).with_path("read", path)?;
+    let file: ChecksFile = toml::from_str(&text)
+        .map_err(|e| Error::Config { path: path.to_path_buf(), message: e.to_string() })?;
+    Ok(file.check)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_unknown_keys() {
+        let c: RunConfig = toml::from_str("mem = 512").unwrap();
+        assert_eq!(c.mem, 512);
+        assert_eq!(c.cpus, 2);
+        assert_eq!(c.hostname, "kvmtool-test");
+        let err = toml::from_str::<RunConfig>("memory = 512").unwrap_err();
+        assert!(err.to_string().contains("unknown field `memory`"), "{err}");
+        let c: RunConfig =
+            toml::from_str("[[checks]]\ncommand = \"uname -s\"\nexpect = '^Linux$'\n").unwrap();
+        assert_eq!(c.checks[0].name, None);
+        assert_eq!(c.checks[0].expect, "^Linux$");
+    }
+
+    #[test]
+    fn checks_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checks.toml");
+        std::fs::write(&path, "[[check]]\nname = \"n\"\ncommand = \"true\"\nexpect = ''\n")
+            .unwrap();
+        let checks = load_checks_file(&path).unwrap();
+        assert_eq!(checks.len(), 1);
+        assert_eq!(checks[0].name.as_deref(), Some("n"));
+        std::fs::write(&path, "[[check]]\ncmd = \"true\"\n").unwrap();
+        let err = load_checks_file(&path).unwrap_err().to_string();
+        assert!(err.contains("checks.toml") && err.contains("cmd"), "{err}");
+    }
+}

@@ -1,0 +1,274 @@
+//! The VMM child process: spawning it so that it can never outlive us, killing it on drop,
+//! catching Ctrl-C, and saving the terminal settings around an interactive session.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{VmSpec, EXIT_INTERRUPTED};
+use crate::error::{Error, Result};
+
+/// How the VMM's standard streams are connected.
+pub(crate) enum Stdio {
+    /// All three piped to us; the VMM gets its own process group so that a Ctrl-C on the
+    /// terminal reaches only us, and we decide how to stop it.
+    Piped,
+    /// Inherited: the VMM owns the terminal (and stays in our foreground process group).
+    Inherit,
+}
+
+/// A running VMM. Dropping it kills the process and reaps it.
+pub(crate) struct VmProcess {
+    child: Child,
+    status: Option<ExitStatus>,
+}
+
+impl VmProcess {
+    /// Starts `spec.program` with `args`.
+    ///
+    /// The child asks the kernel for SIGKILL when the spawning thread dies, so not even a
+    /// SIGKILL of this process leaves a VMM running. All callers spawn and wait on the same
+    /// thread, as that death signal is tied to the thread, not the process.
+    pub(crate) fn spawn(spec: &VmSpec, args: &[OsString], stdio: Stdio) -> Result<VmProcess> {
+        let mut command = Command::new(&spec.program);
+        command.args(args);
+        if let Stdio::Piped = stdio {
+            command
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .process_group(0);
+        }
+        crate::hosttools::die_with_parent(&mut command, libc::SIGKILL);
+        let child = command.spawn().map_err(|e| spawn_error(spec, e))?;
+        Ok(VmProcess { child, status: None })
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The piped streams; only valid once, for a process spawned with [`Stdio::Piped`].
+    pub(crate) fn take_stdio(&mut self) -> (ChildStdin, ChildStdout, ChildStderr) {
+        (
+            self.child.stdin.take().expect("stdin is piped"),
+            self.child.stdout.take().expect("stdout is piped"),
+            self.child.stderr.take().expect("stderr is piped"),
+        )
+    }
+
+    /// The exit status, if the process has exited.
+    pub(crate) fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status
+    }
+
+    /// Waits for the process to exit until `deadline`, polling.
+    pub(crate) fn wait_until(&mut self, deadline: Instant) -> Option<ExitStatus> {
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process; on SIGINT or SIGTERM (seen through an [`InterruptGuard`])
+    /// kills it instead. Returns its exit code.
+    pub(crate) fn wait_interruptible(&mut self) -> Result<i32> {
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Ok(exit_code(status));
+            }
+            if interrupted() {
+                self.kill();
+                return Ok(EXIT_INTERRUPTED);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the process (if it still runs) and reaps it.
+    pub(crate) fn kill(&mut self) {
+        if self.try_wait().is_none() {
+            let _ = self.child.kill();
+            self.status = self.child.wait().ok();
+        }
+    }
+}
+
+impl Drop for VmProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The exit code a shell would report: the code, or 128 + the signal that killed it.
+pub(crate) fn exit_code(status: ExitStatus) -> i32 {
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+fn spawn_error(spec: &VmSpec, err: io::Error) -> Error {
+    let backend = spec.vmm.backend();
+    if err.kind() == io::ErrorKind::NotFound {
+        let package = backend.package(spec.arch);
+        Error::MissingTools {
+            list: format!(
+                "  {} ({}; Debian/Ubuntu package `{package}`; or set ${} to the program)",
+                spec.program.display(),
+                backend.display_name(),
+                backend.env_var()
+            ),
+            install: format!("sudo apt-get install {package}"),
+        }
+    } else {
+        Error::io("run", &spec.program, err)
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Number of live guards and the handlers they replaced.
+static HANDLERS: Mutex<(usize, Vec<(libc::c_int, libc::sigaction)>)> = Mutex::new((0, Vec::new()));
+
+const SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+
+extern "C" fn on_signal(_signal: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Whether SIGINT or SIGTERM arrived while an [`InterruptGuard`] was alive.
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// While alive, SIGINT and SIGTERM set a flag instead of killing the process, so the VM can
+/// be killed and the console log finished. Guards nest (several boots may run at once in
+/// tests); the last one restores the previous handlers.
+pub(crate) struct InterruptGuard(());
+
+impl InterruptGuard {
+    pub(crate) fn install() -> InterruptGuard {
+        let mut state = HANDLERS.lock().unwrap_or_else(|e| e.into_inner());
+        if state.0 == 0 {
+            INTERRUPTED.store(false, Ordering::SeqCst);
+            for signal in SIGNALS {
+                // SAFETY: zeroed is a valid sigaction; the handler only stores to an atomic.
+                unsafe {
+                    let mut action: libc::sigaction = std::mem::zeroed();
+                    action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+                    action.sa_flags = libc::SA_RESTART;
+                    libc::sigemptyset(&mut action.sa_mask);
+                    let mut previous: libc::sigaction = std::mem::zeroed();
+                    if libc::sigaction(signal, &action, &mut previous) == 0 {
+                        state.1.push((signal, previous));
+                    }
+                }
+            }
+        }
+        state.0 += 1;
+        InterruptGuard(())
+    }
+}
+
+impl Drop for InterruptGuard {
+    fn drop(&mut self) {
+        let mut state = HANDLERS.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 -= 1;
+        if state.0 == 0 {
+            for (signal, previous) in state.1.drain(..) {
+                // SAFETY: restores a sigaction obtained from the kernel above.
+                unsafe {
+                    libc::sigaction(signal, &previous, std::ptr::null_mut());
+                }
+            }
+        }
+    }
+}
+
+/// The terminal settings of stdin, if it is a terminal.
+pub(crate) struct TerminalState(Option<libc::termios>);
+
+impl TerminalState {
+    pub(crate) fn save() -> TerminalState {
+        // SAFETY: isatty and tcgetattr only read; `termios` is plain data filled by the call.
+        unsafe {
+            if libc::isatty(libc::STDIN_FILENO) != 1 {
+                return TerminalState(None);
+            }
+            let mut termios: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(libc::STDIN_FILENO, &mut termios) != 0 {
+                return TerminalState(None);
+            }
+            TerminalState(Some(termios))
+        }
+    }
+
+    /// Puts the saved settings back (a VMM killed by a signal leaves the terminal raw).
+    pub(crate) fn restore(&self) {
+        if let Some(termios) = &self.0 {
+            // SAFETY: `termios` came from tcgetattr on the same descriptor.
+            unsafe {
+                libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, termios);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::Arch;
+    use crate::vm::{Root, Vmm};
+
+    fn spec(program: &str) -> VmSpec {
+        let mut s = VmSpec::new(
+            Arch::X86_64,
+            "/k".into(),
+            Root::Initramfs("/i".into()),
+            "/tmp/c.log".into(),
+        );
+        s.vmm = Vmm::Qemu;
+        s.program = program.into();
+        s
+    }
+
+    #[test]
+    fn missing_program_names_the_package() {
+        let err = VmProcess::spawn(&spec("qemu-system-does-not-exist"), &[], Stdio::Piped)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("qemu-system-does-not-exist"), "{err}");
+        assert!(err.contains("apt-get install qemu-system-x86"), "{err}");
+        assert!(err.contains("$QEMU"), "{err}");
+    }
+
+    #[test]
+    fn drop_kills_and_reaps() {
+        let mut vm = VmProcess::spawn(&spec("sleep"), &["600".into()], Stdio::Piped).unwrap();
+        let pid = vm.pid();
+        let _ = vm.take_stdio();
+        assert!(vm.try_wait().is_none());
+        drop(vm);
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    #[test]
+    fn exit_codes() {
+        let mut vm =
+            VmProcess::spawn(&spec("sh"), &["-c".into(), "exit 3".into()], Stdio::Piped).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        assert_eq!(vm.wait_until(deadline).map(exit_code), Some(3));
+    }
+}

@@ -1,0 +1,182 @@
+//! The QEMU backend: `qemu-system-<arch>` with KVM or TCG.
+
+use std::ffi::OsString;
+
+use super::{qemu_escape, Accel, Backend, ConsoleMode, Root, RootBus, VmSpec};
+use crate::arch::Arch;
+use crate::error::Result;
+
+pub(crate) struct Qemu;
+
+impl Backend for Qemu {
+    fn display_name(&self) -> &'static str {
+        "QEMU"
+    }
+
+    fn env_var(&self) -> &'static str {
+        "QEMU"
+    }
+
+    fn default_program(&self, arch: Arch) -> &'static str {
+        arch.info().qemu
+    }
+
+    fn package(&self, arch: Arch) -> &'static str {
+        arch.info().qemu_package
+    }
+
+    fn console_device(&self, arch: Arch) -> &'static str {
+        arch.info().console
+    }
+
+    fn buses(&self) -> &'static [RootBus] {
+        &RootBus::ALL
+    }
+
+    fn needs_kvm(&self) -> bool {
+        false
+    }
+
+    fn quit_hint(&self) -> &'static str {
+        "the guest console is on this terminal; press Ctrl-A X to quit QEMU \
+         (Ctrl-A C for its monitor, Ctrl-A H for help)"
+    }
+
+    fn logs_interactive_console(&self) -> bool {
+        true
+    }
+
+    fn args(&self, spec: &VmSpec, console: &ConsoleMode) -> Result<Vec<OsString>> {
+        let machine = spec.arch.info().qemu_machine;
+        let mut args: Vec<OsString> = machine.iter().map(OsString::from).collect();
+        let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
+        push(&["-accel", spec.accel.name()]);
+        // The machine table may pick a CPU model for TCG; under KVM the host's is the one
+        // that works everywhere.
+        if spec.accel == Accel::Kvm && !machine.contains(&"-cpu") {
+            push(&["-cpu", "host"]);
+        }
+        push(&["-m", &spec.mem_mib.to_string(), "-smp", &spec.cpus.to_string()]);
+        // No display, no network, and an exit instead of a reboot: a guest `poweroff` or a
+        // panic (with panic=-1) ends the QEMU process.
+        push(&["-display", "none", "-nic", "none", "-no-reboot"]);
+        match console {
+            // Only the serial port on stdio: no monitor multiplexed in, so no byte we send
+            // (Ctrl-A included) is ever eaten by QEMU.
+            ConsoleMode::Piped => push(&["-serial", "stdio", "-monitor", "none"]),
+            // Serial and monitor share stdio (Ctrl-A X quits, Ctrl-A C switches); Ctrl-C
+            // goes to the guest, and QEMU itself logs the console.
+            ConsoleMode::Terminal => {
+                let mut chardev = OsString::from("stdio,id=console,mux=on,signal=off,logfile=");
+                chardev.push(qemu_escape(&spec.console_log));
+                args.push("-chardev".into());
+                args.push(chardev);
+                args.extend(
+                    ["-serial", "chardev:console", "-mon", "chardev=console,mode=readline"]
+                        .map(OsString::from),
+                );
+            }
+        }
+        args.push("-kernel".into());
+        args.push(spec.kernel.clone().into());
+        args.push("-append".into());
+        args.push(spec.kernel_cmdline().into());
+        match &spec.root {
+            Root::Initramfs(cpio) => {
+                args.push("-initrd".into());
+                args.push(cpio.clone().into());
+            }
+            Root::Disk { image, bus } => {
+                let mut drive = OsString::from("file=");
+                drive.push(qemu_escape(image));
+                drive.push(",format=raw");
+                let strs = |items: &[&str]| items.iter().map(OsString::from).collect::<Vec<_>>();
+                match bus {
+                    RootBus::Virtio => {
+                        drive.push(",if=virtio");
+                        args.extend(["-drive".into(), drive]);
+                    }
+                    RootBus::Nvme => {
+                        drive.push(",if=none,id=root");
+                        args.extend(["-drive".into(), drive]);
+                        args.extend(strs(&["-device", "nvme,drive=root,serial=busyroot"]));
+                    }
+                    RootBus::Scsi => {
+                        drive.push(",if=none,id=root");
+                        args.extend(strs(&["-device", "virtio-scsi-pci,id=scsi0"]));
+                        args.extend(["-drive".into(), drive]);
+                        args.extend(strs(&["-device", "scsi-hd,drive=root,bus=scsi0.0"]));
+                    }
+                }
+            }
+        }
+        Ok(args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::Vmm;
+
+    fn spec(root: Root) -> VmSpec {
+        VmSpec {
+            arch: Arch::X86_64,
+            vmm: Vmm::Qemu,
+            program: "qemu-system-x86_64".into(),
+            accel: Accel::Tcg,
+            kernel: "/k/vmlinuz".into(),
+            root,
+            append: vec![],
+            mem_mib: 256,
+            cpus: 2,
+            console_log: "/t/console.log".into(),
+        }
+    }
+
+    fn line(spec: &VmSpec, console: ConsoleMode) -> String {
+        let args = Qemu.args(spec, &console).unwrap();
+        args.iter().map(|a| a.to_str().unwrap()).collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn disk_on_each_bus() {
+        let mut s = spec(Root::Disk { image: "/i/root,fs.ext4".into(), bus: RootBus::Nvme });
+        assert_eq!(
+            line(&s, ConsoleMode::Piped),
+            "-M q35 -accel tcg -m 256 -smp 2 -display none -nic none -no-reboot \
+             -serial stdio -monitor none -kernel /k/vmlinuz \
+             -append console=ttyS0 root=/dev/nvme0n1 rw rootfstype=ext4 panic=-1 \
+             -drive file=/i/root,,fs.ext4,format=raw,if=none,id=root \
+             -device nvme,drive=root,serial=busyroot"
+        );
+        s.root = Root::Disk { image: "/i/r.ext4".into(), bus: RootBus::Virtio };
+        assert!(line(&s, ConsoleMode::Piped).ends_with(
+            "root=/dev/vda rw rootfstype=ext4 panic=-1 -drive file=/i/r.ext4,format=raw,if=virtio"
+        ));
+        s.root = Root::Disk { image: "/i/r.ext4".into(), bus: RootBus::Scsi };
+        assert!(line(&s, ConsoleMode::Piped).ends_with(
+            "-device virtio-scsi-pci,id=scsi0 -drive file=/i/r.ext4,format=raw,if=none,id=root \
+             -device scsi-hd,drive=root,bus=scsi0.0"
+        ));
+    }
+
+    #[test]
+    fn initramfs_kvm_and_terminal() {
+        let mut s = spec(Root::Initramfs("/i/rootfs.cpio.gz".into()));
+        s.accel = Accel::Kvm;
+        let l = line(&s, ConsoleMode::Terminal);
+        assert!(l.starts_with("-M q35 -accel kvm -cpu host -m 256"), "{l}");
+        assert!(l.contains(
+            "-chardev stdio,id=console,mux=on,signal=off,logfile=/t/console.log \
+             -serial chardev:console -mon chardev=console,mode=readline"
+        ));
+        assert!(l.ends_with("rdinit=/sbin/init panic=-1 -initrd /i/rootfs.cpio.gz"), "{l}");
+
+        // The machine table's own CPU model is kept under KVM.
+        s.arch = Arch::Aarch64;
+        let l = line(&s, ConsoleMode::Piped);
+        assert!(l.starts_with("-M virt -cpu max -accel kvm -m"), "{l}");
+        assert!(l.contains("console=ttyAMA0"));
+    }
+}

@@ -1,0 +1,340 @@
+//! `cargo xtask bench`: times the edit-boot loop and, in the same run, the same work done by
+//! hand (plain make, mke2fs, debugfs, cpio, tar, QEMU), and prints each figure with its
+//! baseline and the ratio.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use busyroot::arch::Arch;
+use busyroot::build::RootfsBuilder;
+use busyroot::hosttools::find_program;
+use busyroot::vm::{self, Root, RootBusRequest, VmSpec, Vmm};
+use xshell::{cmd, Shell};
+
+/// Flags of `cargo xtask bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Runs of each quick figure (no-op build, skeleton edit, boot check)
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Runs of the cold build and its by-hand baseline (each takes about a minute); 0 skips it
+    #[arg(long, default_value_t = 3)]
+    pub cold_runs: usize,
+    /// Kernel for the boot figure [default: $BUSYROOT_KERNEL]; without one the figure is skipped
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Print the table as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One row: our figure and its baseline, each as the samples of several runs.
+struct Row {
+    figure: &'static str,
+    target: &'static str,
+    ours: Vec<Duration>,
+    baseline_name: &'static str,
+    baseline: Vec<Duration>,
+}
+
+fn median(samples: &[Duration]) -> Duration {
+    let mut s = samples.to_vec();
+    s.sort();
+    s[s.len() / 2]
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Times `f` over `runs` runs.
+fn time_runs(
+    runs: usize,
+    mut f: impl FnMut(usize) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<Duration>> {
+    (0..runs)
+        .map(|i| {
+            let start = Instant::now();
+            f(i)?;
+            Ok(start.elapsed())
+        })
+        .collect()
+}
+
+pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
+    let ws = crate::rootfs::workspace()?;
+    let arch = ws.config.arch.or_else(Arch::host).context("unsupported host architecture")?;
+    let builder = RootfsBuilder::new(ws.clone())?;
+    let dir = builder.output_dir();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = ws.root.clone();
+    let xtask_rootfs = || -> anyhow::Result<()> {
+        let out = cmd!(sh, "{cargo} xtask rootfs").quiet().ignore_stderr().output()?;
+        anyhow::ensure!(out.status.success(), "`cargo xtask rootfs` failed");
+        Ok(())
+    };
+    let _dir = sh.push_dir(&root);
+    eprintln!("bench: warming up (building the rootfs once)");
+    xtask_rootfs()?;
+    let src = dir.join(format!("busybox-{}", ws.config.busybox.version));
+    let install = dir.join("install");
+    let skeleton = ws.path(&ws.config.skeleton);
+    let mut rows = Vec::new();
+
+    eprintln!("bench: nothing changed");
+    rows.push(Row {
+        figure: "rootfs, nothing changed",
+        target: "< 0.5 s",
+        ours: time_runs(args.runs, |_| xtask_rootfs())?,
+        baseline_name: "make busybox (up to date)",
+        baseline: time_runs(args.runs, |_| {
+            cmd!(sh, "make -C {src} busybox").quiet().ignore_stdout().run()?;
+            Ok(())
+        })?,
+    });
+
+    eprintln!("bench: one skeleton file changed");
+    let edited = skeleton.join("etc/profile");
+    let original =
+        std::fs::read(&edited).with_context(|| format!("read `{}`", edited.display()))?;
+    let ours = time_runs(args.runs, |i| {
+        let mut text = original.clone();
+        text.extend_from_slice(format!("# bench edit {i}\n").as_bytes());
+        std::fs::write(&edited, text)?;
+        xtask_rootfs()
+    });
+    std::fs::write(&edited, &original)?;
+    xtask_rootfs()?;
+    let scratch = tempfile::tempdir()?;
+    rows.push(Row {
+        figure: "rootfs, one skeleton file changed",
+        target: "< 1 s",
+        ours: ours?,
+        baseline_name: "cp + mke2fs -d + debugfs + cpio|gzip + tar",
+        baseline: time_runs(args.runs, |_| {
+            by_hand_images(sh, &install, &skeleton, scratch.path())
+        })?,
+    });
+
+    if args.cold_runs > 0 {
+        eprintln!("bench: cold build ({} runs, about a minute each)", args.cold_runs);
+        let tarball = busyroot::fetch::fetch(
+            sh,
+            &busyroot::fetch::Source {
+                url: ws.config.busybox.url(),
+                file_name: ws.config.busybox.file_name(),
+                sha256: ws.config.busybox.sha256.clone(),
+            },
+            &busyroot::fetch::FetchOptions::from_env(),
+            &busyroot::progress::Silent,
+        )?;
+        let config = ws.path(&ws.config.busybox.config);
+        let ours = time_runs(args.cold_runs, |_| {
+            std::fs::remove_dir_all(&dir).ok();
+            xtask_rootfs()
+        })?;
+        let baseline = time_runs(args.cold_runs, |_| {
+            by_hand_cold(sh, &tarball, &config, &skeleton, scratch.path())
+        })?;
+        rows.push(Row {
+            figure: "rootfs, cold (tarball cached)",
+            target: "within 5% of by hand",
+            ours,
+            baseline_name: "tar xjf + make oldconfig/-j/install + images",
+            baseline,
+        });
+    }
+
+    let kernel =
+        args.kernel.clone().or_else(|| std::env::var_os("BUSYROOT_KERNEL").map(PathBuf::from));
+    match kernel {
+        Some(kernel) => {
+            eprintln!("bench: boot check");
+            let kernel_arg = kernel.clone();
+            let ours = time_runs(args.runs, |_| {
+                let out = cmd!(sh, "{cargo} xtask run --check --kernel {kernel_arg}")
+                    .quiet()
+                    .ignore_stdout()
+                    .ignore_stderr()
+                    .output()?;
+                anyhow::ensure!(out.status.success(), "`cargo xtask run --check` failed");
+                Ok(())
+            })?;
+            let image = scratch.path().join("bare.ext4");
+            let baseline = time_runs(args.runs, |_| {
+                std::fs::copy(dir.join("rootfs.ext4"), &image)?;
+                bare_qemu_boot(arch, &kernel, &image)
+            })?;
+            rows.push(Row {
+                figure: "run --check (disk)",
+                target: "within 10% of bare QEMU",
+                ours,
+                baseline_name: "bare QEMU: boot to banner, poweroff",
+                baseline,
+            });
+        }
+        None => eprintln!("bench: no kernel (--kernel or $BUSYROOT_KERNEL): boot figure skipped"),
+    }
+
+    if args.json {
+        println!("{}", to_json(&rows));
+    } else {
+        print_table(&rows);
+    }
+    Ok(())
+}
+
+/// The image step by hand: stage install + skeleton, then mke2fs -d, debugfs for the device
+/// nodes, cpio + gzip and tar.
+fn by_hand_images(
+    sh: &Shell,
+    install: &Path,
+    skeleton: &Path,
+    scratch: &Path,
+) -> anyhow::Result<()> {
+    let stage = scratch.join("stage");
+    let _ = std::fs::remove_dir_all(&stage);
+    std::fs::create_dir_all(&stage)?;
+    let install_dot = install.join(".");
+    let skeleton_dot = skeleton.join(".");
+    cmd!(sh, "cp -a {install_dot} {stage}").quiet().run()?;
+    cmd!(sh, "cp -a {skeleton_dot} {stage}").quiet().run()?;
+    for d in ["dev", "proc", "sys", "tmp", "root"] {
+        std::fs::create_dir_all(stage.join(d))?;
+    }
+    let mke2fs = find_program("mke2fs").context("mke2fs")?;
+    let debugfs = find_program("debugfs").context("debugfs")?;
+    let img = scratch.join("hand.ext4");
+    let _ = std::fs::remove_file(&img);
+    cmd!(sh, "{mke2fs} -q -t ext4 -d {stage} -F {img} 32M").quiet().ignore_stderr().run()?;
+    let batch = scratch.join("batch");
+    std::fs::write(&batch, "cd /dev\nmknod console c 5 1\nmknod null c 1 3\nmknod tty1 c 4 1\n")?;
+    cmd!(sh, "{debugfs} -w -f {batch} {img}").quiet().ignore_stdout().ignore_stderr().run()?;
+    let names = {
+        let _d = sh.push_dir(&stage);
+        cmd!(sh, "find .").quiet().read()?
+    };
+    let cpio = {
+        let _d = sh.push_dir(&stage);
+        cmd!(sh, "cpio --quiet -o -H newc").stdin(names + "\n").quiet().output()?.stdout
+    };
+    let gz = cmd!(sh, "gzip -6 -n").stdin(cpio).quiet().output()?.stdout;
+    std::fs::write(scratch.join("hand.cpio.gz"), gz)?;
+    let tar = scratch.join("hand.tar");
+    cmd!(sh, "tar -C {stage} -cf {tar} .").quiet().run()?;
+    Ok(())
+}
+
+/// The whole build by hand: unpack, configure, build, install, then the images.
+fn by_hand_cold(
+    sh: &Shell,
+    tarball: &Path,
+    config: &Path,
+    skeleton: &Path,
+    scratch: &Path,
+) -> anyhow::Result<()> {
+    let tree = scratch.join("cold");
+    let _ = std::fs::remove_dir_all(&tree);
+    std::fs::create_dir_all(&tree)?;
+    cmd!(sh, "tar -C {tree} -xjf {tarball}").quiet().run()?;
+    let src = std::fs::read_dir(&tree)?.next().context("empty tarball")??.path();
+    std::fs::copy(config, src.join(".config"))?;
+    let jobs = format!("-j{}", std::thread::available_parallelism().map_or(2, |n| n.get()));
+    cmd!(sh, "make -C {src} oldconfig").stdin("\n".repeat(4096)).quiet().ignore_stdout().run()?;
+    cmd!(sh, "make -C {src} {jobs}").quiet().ignore_stdout().ignore_stderr().run()?;
+    let install = scratch.join("cold-install");
+    let prefix = format!("CONFIG_PREFIX={}", install.display());
+    cmd!(sh, "make -C {src} install {prefix}").quiet().ignore_stdout().run()?;
+    by_hand_images(sh, &install, skeleton, scratch)
+}
+
+/// QEMU with the same command line `cargo xtask run --check` uses, driven by hand: wait for
+/// the banner, type `poweroff`, wait for QEMU to exit.
+fn bare_qemu_boot(arch: Arch, kernel: &Path, image: &Path) -> anyhow::Result<()> {
+    let bus = vm::choose_root_bus(RootBusRequest::Auto, kernel, Vmm::Qemu)?.value;
+    let mut spec = VmSpec::new(
+        arch,
+        kernel.to_path_buf(),
+        Root::Disk { image: image.to_path_buf(), bus },
+        image.with_extension("log"),
+    );
+    spec.accel = vm::choose_accel(vm::AccelRequest::Auto, arch)?.value;
+    let args: Vec<OsString> = Vmm::Qemu.check_args(&spec)?;
+    let mut child = Command::new(&spec.program)
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("start `{}`", spec.program.display()))?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let stdout = BufReader::new(child.stdout.take().context("stdout")?);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for line in stdout.split(b'\n') {
+        if String::from_utf8_lossy(&line?).contains("Welcome to mini Linux") {
+            // The shell may not be reading yet; a few newlines first cost nothing.
+            stdin.write_all(b"\n\npoweroff\n")?;
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("bare QEMU did not reach the banner within 300 s");
+        }
+    }
+    let status = child.wait()?;
+    anyhow::ensure!(status.success(), "bare QEMU exited with {status}");
+    Ok(())
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "{:<34} {:>8} {:>8} {:>8}   {:<44} {:>8} {:>6}  target",
+        "figure", "median", "min", "max", "baseline (same run)", "median", "ratio"
+    );
+    for r in rows {
+        let (m, b) = (median(&r.ours), median(&r.baseline));
+        println!(
+            "{:<34} {:>7.2}s {:>7.2}s {:>7.2}s   {:<44} {:>7.2}s {:>6.2}  {}",
+            r.figure,
+            secs(m),
+            secs(*r.ours.iter().min().unwrap()),
+            secs(*r.ours.iter().max().unwrap()),
+            r.baseline_name,
+            secs(b),
+            secs(m) / secs(b),
+            r.target
+        );
+    }
+    println!(
+        "({} run(s) each; ratio = median / baseline median)",
+        rows.first().map_or(0, |r| r.ours.len())
+    );
+}
+
+fn to_json(rows: &[Row]) -> String {
+    let items: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let list = |v: &[Duration]| v.iter().map(|d| format!("{:.4}", secs(*d))).collect::<Vec<_>>().join(", ");
+            format!(
+                "  {{\"figure\": {:?}, \"target\": {:?}, \"median_s\": {:.4}, \"min_s\": {:.4}, \"max_s\": {:.4}, \"samples_s\": [{}], \"baseline\": {:?}, \"baseline_median_s\": {:.4}, \"baseline_samples_s\": [{}], \"ratio\": {:.4}}}",
+                r.figure,
+                r.target,
+                secs(median(&r.ours)),
+                secs(*r.ours.iter().min().unwrap()),
+                secs(*r.ours.iter().max().unwrap()),
+                list(&r.ours),
+                r.baseline_name,
+                secs(median(&r.baseline)),
+                list(&r.baseline),
+                secs(median(&r.ours)) / secs(median(&r.baseline))
+            )
+        })
+        .collect();
+    format!("[\n{}\n]", items.join(",\n"))
+}
