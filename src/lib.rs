@@ -14,6 +14,7 @@ pub mod fetch;
 pub mod fingerprint;
 pub mod hosttools;
 pub mod image;
+pub mod kernel;
 pub mod lock;
 pub mod manifest;
 pub mod progress;

@@ -3,6 +3,7 @@
 mod boot;
 mod faults;
 mod incremental;
+mod kernel;
 mod rootfs;
 mod support;
 mod tidy;

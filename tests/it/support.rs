@@ -148,6 +148,8 @@ pub fn built_checkout(root: &Path) -> Result<Workspace, String> {
         .map(|e| e.unwrap().path())
         .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("busybox-") && p.is_dir())
         .unwrap();
-    copy_tree(&src, &dest.join(src.file_name().unwrap()));
+    // `cp -a` keeps the modification times, so make finds the copied objects up to date.
+    let sh = xshell::Shell::new().unwrap();
+    xshell::cmd!(sh, "cp -a {src} {dest}").quiet().run().unwrap();
     Ok(ws)
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the command-line front end of busyroot; each subcommand lives in its own file.
 
 mod bench;
+mod kernel;
 mod progress;
 mod rootfs;
 mod run;
@@ -18,6 +19,8 @@ struct Cli {
 enum Command {
     /// Build rootfs.ext4, rootfs.cpio.gz and rootfs.tar under target/busyroot/<arch>/.
     Rootfs(rootfs::RootfsArgs),
+    /// Build a minimal boot-test kernel into target/busyroot/<arch>/kernel/.
+    Kernel(kernel::KernelArgs),
     /// Boot the image under QEMU or kvmtool, interactively or as a smoke check (--check).
     Run(run::RunArgs),
     /// Time the edit-boot loop against the same work done by hand, measured in the same run.
@@ -32,6 +35,7 @@ fn main() {
         let sh = xshell::Shell::new()?;
         match cli.command {
             Command::Rootfs(args) => rootfs::run(&sh, args).map(|()| 0),
+            Command::Kernel(args) => kernel::run(&sh, args).map(|()| 0),
             Command::Run(args) => run::run(&sh, args),
             Command::Bench(args) => bench::run(&sh, args).map(|()| 0),
             Command::Menuconfig(args) => rootfs::menuconfig(&sh, args).map(|()| 0),

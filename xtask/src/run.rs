@@ -48,6 +48,10 @@ pub struct RunArgs {
     /// Number of virtual CPUs [default: 2].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub cpus: Option<u32>,
+    /// Build the boot-test kernel (`cargo xtask kernel`) first if no kernel is given and
+    /// none is built yet.
+    #[arg(long)]
+    pub build_kernel: bool,
     /// Write the check results as JUnit XML to PATH (with --check).
     #[arg(long, value_name = "PATH", requires = "check")]
     pub junit: Option<PathBuf>,
@@ -70,8 +74,15 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
     let outputs =
         rootfs::build(sh, &RootfsArgs { arch: Some(arch.name().to_string()), offline: false })?;
 
-    let image_name = Path::new(arch.info().kernel_image).file_name().expect("image has a name");
-    let built = outputs.dir.join("kernel").join(image_name);
+    let built = busyroot::kernel::kernel_image_path(&ws, arch);
+    let nothing_given = args.kernel.is_none()
+        && std::env::var_os("BUSYROOT_KERNEL").is_none()
+        && config.kernel.is_none();
+    if args.build_kernel && nothing_given {
+        let kernel_args =
+            crate::kernel::KernelArgs { arch: Some(arch.to_string()), ..Default::default() };
+        crate::kernel::build(sh, &kernel_args)?;
+    }
     let env_kernel = std::env::var_os("BUSYROOT_KERNEL");
     let kernel = vm::select_kernel(
         args.kernel.as_deref(),

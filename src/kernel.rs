@@ -1,0 +1,1067 @@
+//! The boot-test kernel: a Linux source (the pinned download, a local tarball or a tree)
+//! configured as tinyconfig plus the checked-in fragments, built out of tree, and cached by a
+//! fingerprint of its inputs.
+//!
+//! Invariant: every option a fragment sets has that value in the final `.config`; otherwise
+//! the build stops and names each option that was lost, and the fragment that asked for it.
+//! Invariant: a source given by path is never written to; downloads are used only after their
+//! sha256 matched, and an unpacked tree appears under its final name only when complete.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, UNIX_EPOCH};
+
+use xshell::{cmd, Shell};
+
+use crate::arch::Arch;
+use crate::build::FALLBACK_EPOCH;
+use crate::busybox::{run_logged, Toolchain};
+use crate::config::Workspace;
+use crate::error::{Error, IoContext, Result};
+use crate::fetch::{self, sha256_bytes, FetchOptions};
+use crate::fingerprint::Fingerprint;
+use crate::hosttools::{find_program, Tool};
+use crate::image::write_atomically;
+use crate::progress::Progress;
+
+/// The fragment every architecture uses; `<arch>.config` beside it adds the arch's own.
+pub const COMMON_FRAGMENT: &str = "common.config";
+
+/// The host programs a kernel build runs, besides the C compiler.
+pub const KERNEL_TOOLS: &[Tool] = &[
+    Tool { program: "make", purpose: "building the kernel", package: "make" },
+    Tool { program: "bc", purpose: "kernel build (timeconst)", package: "bc" },
+    Tool { program: "flex", purpose: "kernel build (Kconfig lexer)", package: "flex" },
+    Tool { program: "bison", purpose: "kernel build (Kconfig parser)", package: "bison" },
+];
+
+/// Needed to unpack `.tar.xz` sources, which the in-process unpacker does not read.
+const XZ_TOOLS: &[Tool] = &[
+    Tool { program: "tar", purpose: "unpacking the kernel source", package: "tar" },
+    Tool { program: "xz", purpose: "unpacking the kernel source", package: "xz-utils" },
+];
+
+/// A C header the kernel's host tools include, and the package that provides it.
+struct Header {
+    file: &'static str,
+    purpose: &'static str,
+    package: &'static str,
+}
+
+const KERNEL_HEADERS: &[Header] =
+    &[Header { file: "gelf.h", purpose: "kernel build (objtool)", package: "libelf-dev" }];
+
+/// Where the kernel's source comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelSource {
+    /// The release pinned in `[workspace.metadata.busyroot.kernel]`, fetched and cached like
+    /// the BusyBox tarball.
+    Pinned,
+    /// A tarball downloaded from `url` and used only if its sha256 matches.
+    Url {
+        /// Where to download it.
+        url: String,
+        /// Its expected sha256, lower-case hex.
+        sha256: String,
+    },
+    /// A local `.tar.xz`, `.tar.gz` or `.tar.bz2`, used as is.
+    Tarball(PathBuf),
+    /// An unpacked source tree, built out of tree (`O=`) and never written to.
+    Tree(PathBuf),
+}
+
+impl KernelSource {
+    /// Interprets a `--source` value: a URL (which needs `sha256`), else a path to a tarball
+    /// or a source directory, relative to `base`.
+    pub fn parse(value: &str, sha256: Option<&str>, base: &Path) -> Result<KernelSource> {
+        if value.contains("://") {
+            let Some(sha256) = sha256 else {
+                return Err(Error::Other(format!(
+                    "`--source {value}` needs `--sha256 <hex>`: a download is used only once \
+                     its checksum matched; take it from the publisher's checksum list"
+                )));
+            };
+            if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(Error::Other(format!(
+                    "`--sha256 {sha256}` is not a sha256: expected 64 hexadecimal digits"
+                )));
+            }
+            return Ok(KernelSource::Url { url: value.into(), sha256: sha256.to_lowercase() });
+        }
+        if sha256.is_some() {
+            return Err(Error::Other(format!(
+                "`--sha256` applies to a `--source` URL only; `{value}` is a local path, which \
+                 is used as is"
+            )));
+        }
+        KernelSource::from_path(&base.join(value))
+    }
+
+    /// A local tarball or tree, told apart by whether `path` is a directory.
+    pub fn from_path(path: &Path) -> Result<KernelSource> {
+        let unusable = |why: String| {
+            Error::Other(format!(
+                "kernel source `{}` cannot be used: {why}; give a Linux source tarball \
+                 (.tar.xz, .tar.gz, .tar.bz2) or an unpacked source tree",
+                path.display()
+            ))
+        };
+        let meta = fs::metadata(path).map_err(|e| unusable(e.to_string()))?;
+        let path = path.canonicalize().with_path("resolve", path)?;
+        if meta.is_dir() {
+            return Ok(KernelSource::Tree(path));
+        }
+        let name = path.to_string_lossy();
+        let tarball = [".tar", ".tar.xz", ".txz", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2"]
+            .iter()
+            .any(|ext| name.ends_with(ext));
+        if !tarball {
+            return Err(unusable("not a directory and not named like a tarball".into()));
+        }
+        Ok(KernelSource::Tarball(path))
+    }
+}
+
+/// An option a fragment asks for that the final configuration does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostOption {
+    /// `CONFIG_…`.
+    pub name: String,
+    /// The value the fragment sets; `None` for `# CONFIG_… is not set` (or `=n`).
+    pub requested: Option<String>,
+    /// The value in the final `.config`; `None` when unset.
+    pub actual: Option<String>,
+    /// The fragment that set it last.
+    pub fragment: PathBuf,
+}
+
+/// A configuration fragment: where it is and what it says.
+#[derive(Debug, Clone)]
+pub struct Fragment {
+    /// Its path relative to the workspace root (absolute if it lies elsewhere).
+    pub path: PathBuf,
+    /// Its contents.
+    pub text: String,
+}
+
+/// `CONFIG_X` → `Some(value)` for set options, `None` for `# CONFIG_X is not set` and `=n`.
+fn parse_options(text: &str) -> BTreeMap<String, Option<String>> {
+    let mut options = BTreeMap::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("# ").and_then(|l| l.strip_suffix(" is not set")) {
+            if name.starts_with("CONFIG_") {
+                options.insert(name.to_string(), None);
+            }
+        } else if let Some((name, value)) = line.split_once('=') {
+            if name.starts_with("CONFIG_") && !line.starts_with('#') {
+                let value = value.trim();
+                options.insert(name.trim().to_string(), (value != "n").then(|| value.to_string()));
+            }
+        }
+    }
+    options
+}
+
+/// Every option the fragments set (a later fragment overriding an earlier one) that `config`
+/// does not have with the same value. An option missing from `config` counts as unset.
+pub fn lost_options(fragments: &[Fragment], config: &str) -> Vec<LostOption> {
+    let mut wanted: BTreeMap<String, (Option<String>, &Path)> = BTreeMap::new();
+    for fragment in fragments {
+        for (name, value) in parse_options(&fragment.text) {
+            wanted.insert(name, (value, &fragment.path));
+        }
+    }
+    let actual = parse_options(config);
+    wanted
+        .into_iter()
+        .filter_map(|(name, (requested, fragment))| {
+            let got = actual.get(&name).cloned().flatten();
+            (got != requested).then(|| LostOption {
+                name,
+                requested,
+                actual: got,
+                fragment: fragment.to_path_buf(),
+            })
+        })
+        .collect()
+}
+
+/// The error for lost options: one line per option, naming the option, its fragment and,
+/// when `known` says the kernel has no such option at all, that it is misspelt or gone.
+fn lost_options_error(
+    lost: &[LostOption],
+    known: &BTreeSet<String>,
+    dot_config: &Path,
+    fragments_dir: &Path,
+) -> Error {
+    let show = |name: &str, value: &Option<String>| match value {
+        Some(v) => format!("{name}={v}"),
+        None => format!("`# {name} is not set`"),
+    };
+    let lines: Vec<String> = lost
+        .iter()
+        .map(|o| {
+            let wanted = show(&o.name, &o.requested);
+            let by = o.fragment.display();
+            let why = match (&o.requested, &o.actual) {
+                _ if !known.contains(&o.name) => "is not an option of this kernel (misspelt, \
+                                                  or renamed or removed in this version)"
+                    .to_string(),
+                (Some(_), None) => "was dropped (unmet dependency?)".to_string(),
+                (None, Some(v)) => format!("is still set to {v} (selected by another option?)"),
+                (Some(_), Some(v)) => format!("became {v} (limited by a dependency?)"),
+                (None, None) => unreachable!("an unset option that stayed unset is not lost"),
+            };
+            format!("{wanted} requested by `{by}` {why}")
+        })
+        .collect();
+    Error::Config {
+        path: fragments_dir.to_path_buf(),
+        message: format!(
+            "the kernel configuration lost {} option(s) the fragments set:\n  {}\n\
+             add what they depend on to the fragment (in `make menuconfig`, `/` and the \
+             option's name shows its dependencies) or remove them; the merged configuration \
+             is `{}`",
+            lost.len(),
+            lines.join("\n  "),
+            dot_config.display()
+        ),
+    }
+}
+
+/// The names among `names` that some `Kconfig*` file under `tree` defines.
+fn known_options(tree: &Path, names: &BTreeSet<String>) -> BTreeSet<String> {
+    fn walk(dir: &Path, names: &BTreeSet<String>, found: &mut BTreeSet<String>) {
+        let Ok(entries) = fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else { continue };
+            let path = entry.path();
+            if kind.is_dir() {
+                walk(&path, names, found);
+            } else if kind.is_file() && entry.file_name().to_string_lossy().starts_with("Kconfig") {
+                let Ok(text) = fs::read_to_string(&path) else { continue };
+                for line in text.lines() {
+                    let mut words = line.split_whitespace();
+                    if matches!(words.next(), Some("config" | "menuconfig")) {
+                        if let Some(symbol) = words.next() {
+                            let name = format!("CONFIG_{symbol}");
+                            if names.contains(&name) {
+                                found.insert(name);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut found = BTreeSet::new();
+    walk(tree, names, &mut found);
+    found
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for a Unix time: the kernel shows it in `uname -v` and passes it
+/// to `date -d`, so it must be readable and parseable.
+fn utc_timestamp(epoch: u64) -> String {
+    let days = (epoch / 86_400) as i64;
+    let secs = epoch % 86_400;
+    // Days since 1970-01-01 to a civil date (the proleptic Gregorian calendar, in 400-year
+    // eras of 146 097 days, counted from 0000-03-01 so the leap day ends each year).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// `<target>/busyroot/<arch>/kernel/`, where `cargo xtask kernel` puts the image and its
+/// `.config`.
+pub fn kernel_dir(ws: &Workspace, arch: Arch) -> PathBuf {
+    ws.arch_dir(arch).join("kernel")
+}
+
+/// Where the built kernel image for `arch` is (or would be): `kernel/bzImage` or
+/// `kernel/Image`.
+pub fn kernel_image_path(ws: &Workspace, arch: Arch) -> PathBuf {
+    kernel_dir(ws, arch).join(image_name(arch))
+}
+
+/// The kernel `cargo xtask kernel` built for `arch`, if it did.
+pub fn built_kernel(ws: &Workspace, arch: Arch) -> Option<PathBuf> {
+    Some(kernel_image_path(ws, arch)).filter(|p| p.is_file())
+}
+
+/// The image's file name, which is also its make target (`bzImage`, `Image`).
+fn image_name(arch: Arch) -> &'static str {
+    let image = arch.info().kernel_image;
+    image.rsplit('/').next().unwrap_or(image)
+}
+
+/// What a kernel build produced.
+#[derive(Debug, Clone)]
+pub struct BuiltKernel {
+    /// The kernel image (`bzImage`, `Image`).
+    pub image: PathBuf,
+    /// Its `.config`, beside it.
+    pub config: PathBuf,
+    /// The image's size in bytes.
+    pub size: u64,
+    /// True when nothing changed and the previous build was returned as is.
+    pub fresh: bool,
+}
+
+/// The result of the configuration steps alone.
+#[derive(Debug, Clone)]
+pub struct ConfiguredKernel {
+    /// The source tree.
+    pub tree: PathBuf,
+    /// The out-of-tree build directory (`O=`), holding the final `.config`.
+    pub build_dir: PathBuf,
+}
+
+/// Builds a minimal kernel for one architecture from a workspace's configuration.
+#[derive(Debug, Clone)]
+pub struct KernelBuilder {
+    workspace: Workspace,
+    arch: Arch,
+    /// `None`: the configured source, resolved when used so that an override never trips
+    /// over a configured path that does not exist.
+    source: Option<KernelSource>,
+    fetch: FetchOptions,
+    source_date_epoch: Option<u64>,
+    toolchain: Option<Toolchain>,
+}
+
+/// Everything a run needs that is known before any work starts.
+struct Plan {
+    source: KernelSource,
+    toolchain: Toolchain,
+    fragments: Vec<Fragment>,
+    configure_fp: Fingerprint,
+    build_fp: Fingerprint,
+    epoch: u64,
+}
+
+impl KernelBuilder {
+    /// A builder for the configured architecture (else the host's) and the configured source
+    /// (`kernel.source`, else the pinned release), fetching as the environment says
+    /// ([`FetchOptions::from_env`]).
+    pub fn new(workspace: Workspace) -> Result<KernelBuilder> {
+        let Some(arch) = workspace.config.arch.or_else(Arch::host) else {
+            return Err(Error::Other(format!(
+                "the host architecture `{}` is not supported; pass --arch",
+                std::env::consts::ARCH
+            )));
+        };
+        Ok(KernelBuilder {
+            workspace,
+            arch,
+            source: None,
+            fetch: FetchOptions::from_env(),
+            source_date_epoch: None,
+            toolchain: None,
+        })
+    }
+
+    /// Builds for `arch` instead.
+    pub fn arch(&mut self, arch: Arch) -> &mut KernelBuilder {
+        self.arch = arch;
+        self
+    }
+
+    /// Builds from `source` instead of the configured one.
+    pub fn source(&mut self, source: KernelSource) -> &mut KernelBuilder {
+        self.source = Some(source);
+        self
+    }
+
+    /// The source to build: the one set with [`Self::source`], else `kernel.source` from the
+    /// configuration, else the pinned release.
+    pub fn resolved_source(&self) -> Result<KernelSource> {
+        match (&self.source, &self.workspace.config.kernel.source) {
+            (Some(source), _) => Ok(source.clone()),
+            (None, Some(path)) => KernelSource::from_path(&self.workspace.path(path)),
+            (None, None) => Ok(KernelSource::Pinned),
+        }
+    }
+
+    /// Never use the network (in addition to `BUSYROOT_OFFLINE`).
+    pub fn offline(&mut self, offline: bool) -> &mut KernelBuilder {
+        self.fetch.offline |= offline;
+        self
+    }
+
+    /// Replaces the download settings.
+    pub fn fetch_options(&mut self, fetch: FetchOptions) -> &mut KernelBuilder {
+        self.fetch = fetch;
+        self
+    }
+
+    /// Fixes the build time stamped into the kernel (default: `SOURCE_DATE_EPOCH`, else
+    /// [`FALLBACK_EPOCH`]; not the last commit's date as for the rootfs, so that committing
+    /// does not rebuild the kernel).
+    pub fn source_date_epoch(&mut self, epoch: u64) -> &mut KernelBuilder {
+        self.source_date_epoch = Some(epoch);
+        self
+    }
+
+    /// Uses this C compiler instead of looking one up.
+    pub fn toolchain(&mut self, toolchain: Toolchain) -> &mut KernelBuilder {
+        self.toolchain = Some(toolchain);
+        self
+    }
+
+    /// The architecture being built.
+    pub fn target_arch(&self) -> Arch {
+        self.arch
+    }
+
+    /// Where the outputs go: `<target>/busyroot/<arch>/kernel/`.
+    pub fn output_dir(&self) -> PathBuf {
+        kernel_dir(&self.workspace, self.arch)
+    }
+
+    /// The out-of-tree build directory, one per architecture so they never clash.
+    pub fn build_dir(&self) -> PathBuf {
+        self.workspace.arch_dir(self.arch).join("kernel-build")
+    }
+
+    /// The full log of every make run.
+    pub fn log_path(&self) -> PathBuf {
+        self.workspace.arch_dir(self.arch).join("kernel-build.log")
+    }
+
+    /// Configures and builds the kernel, or returns the previous build at once when no input
+    /// changed, and copies the image and its `.config` to [`Self::output_dir`].
+    ///
+    /// A source tree is always handed to make, which rebuilds what changed in it; tarballs
+    /// are immutable, so for them a matching fingerprint is enough.
+    pub fn build(&self, sh: &Shell, progress: &dyn Progress) -> Result<BuiltKernel> {
+        let plan = self.plan(sh)?;
+        let _lock = self.lock(progress)?;
+        let out_dir = self.output_dir();
+        let image = out_dir.join(image_name(self.arch));
+        let config = out_dir.join(".config");
+        let stamp = out_dir.join("fingerprint");
+        let previous = Fingerprint::load(&stamp);
+        let outputs_exist = image.is_file() && config.is_file();
+        let is_tree = matches!(plan.source, KernelSource::Tree(_));
+        if !is_tree && outputs_exist && previous.as_ref() == Some(&plan.build_fp) {
+            progress.finish("build kernel", Default::default(), "fresh");
+            return Ok(BuiltKernel { size: file_size(&image)?, image, config, fresh: true });
+        }
+
+        let configured = self.configure_with(sh, &plan, progress)?;
+        let reason = match plan.build_fp.changes_since(previous.as_ref()) {
+            _ if !outputs_exist => "first build".to_string(),
+            Some(reason) => reason,
+            None => "source tree: make decides".to_string(),
+        };
+        timed(progress, "build kernel", || {
+            // The stamp goes first so an interrupted build never looks fresh.
+            let _ = fs::remove_file(&stamp);
+            let target = image_name(self.arch);
+            let make = self.make(sh, &configured, &plan, target);
+            run_logged(make, None, &self.log_path(), progress)?;
+            let built = configured.build_dir.join(self.arch.info().kernel_image);
+            let dot_config = configured.build_dir.join(".config");
+            copy_atomically(&dot_config, &config)?;
+            copy_atomically(&built, &image)?;
+            plan.build_fp.store(&stamp)?;
+            let size = file_size(&image)?;
+            Ok(((), format!("{reason}; {} KiB", size.div_ceil(1024))))
+        })?;
+        Ok(BuiltKernel { size: file_size(&image)?, image, config, fresh: false })
+    }
+
+    /// Runs only the configuration steps: base configuration, fragment merge, olddefconfig
+    /// and the check that every fragment option survived.
+    pub fn configure(&self, sh: &Shell, progress: &dyn Progress) -> Result<ConfiguredKernel> {
+        let plan = self.plan(sh)?;
+        let _lock = self.lock(progress)?;
+        self.configure_with(sh, &plan, progress)
+    }
+
+    /// Makes a second run for the same architecture wait, so two makes never share a build
+    /// directory; then clears what a killed run left among the outputs.
+    fn lock(&self, progress: &dyn Progress) -> Result<crate::lock::DirLock> {
+        let lock = self.workspace.arch_dir(self.arch).join("kernel.lock");
+        let lock = crate::lock::DirLock::acquire(&lock, progress)?;
+        crate::image::remove_stale_temporaries(&self.output_dir())?;
+        Ok(lock)
+    }
+
+    /// Returns the source tree, fetching and unpacking it first if needed. Unpacked trees
+    /// live in `<target>/busyroot/src/linux-<id>/`, shared by every architecture.
+    pub fn prepare_source(&self, sh: &Shell, progress: &dyn Progress) -> Result<PathBuf> {
+        self.prepare(sh, &self.resolved_source()?, progress)
+    }
+
+    fn prepare(
+        &self,
+        sh: &Shell,
+        source: &KernelSource,
+        progress: &dyn Progress,
+    ) -> Result<PathBuf> {
+        let (tarball, id) = match source {
+            KernelSource::Tree(tree) => {
+                check_tree(tree)?;
+                return Ok(tree.clone());
+            }
+            KernelSource::Tarball(path) => (path.clone(), short_id(&tarball_identity(path)?)),
+            KernelSource::Pinned | KernelSource::Url { .. } => {
+                let source = self.fetch_source(source);
+                let id = short_id(&source.sha256);
+                if self.unpacked_dir(&id).is_dir() {
+                    return Ok(self.unpacked_dir(&id));
+                }
+                let path = timed(progress, "fetch kernel", || {
+                    let path = fetch::fetch(sh, &source, &self.fetch, progress)?;
+                    Ok((path, source.file_name.clone()))
+                })?;
+                (path, id)
+            }
+        };
+        let unpacked = self.unpacked_dir(&id);
+        if !unpacked.is_dir() {
+            timed(progress, "unpack kernel", || {
+                unpack_source(sh, &tarball, &unpacked, progress)?;
+                Ok(((), unpacked.display().to_string()))
+            })?;
+        }
+        check_tree(&unpacked)?;
+        Ok(unpacked)
+    }
+
+    /// What to fetch for a downloaded source.
+    fn fetch_source(&self, source: &KernelSource) -> fetch::Source {
+        let cfg = &self.workspace.config.kernel;
+        match source {
+            KernelSource::Url { url, sha256 } => fetch::Source {
+                file_name: url.rsplit('/').next().unwrap_or(url).to_string(),
+                url: url.clone(),
+                sha256: sha256.clone(),
+            },
+            _ => fetch::Source {
+                url: cfg.url(),
+                file_name: cfg.file_name(),
+                sha256: cfg.sha256.clone(),
+            },
+        }
+    }
+
+    fn unpacked_dir(&self, id: &str) -> PathBuf {
+        self.workspace.target_dir.join("busyroot").join("src").join(format!("linux-{id}"))
+    }
+
+    /// What identifies the source without reading it: a tarball's checksum, or a local
+    /// file's path, size and modification time, or a tree's path.
+    fn source_identity(&self, source: &KernelSource) -> Result<String> {
+        Ok(match source {
+            KernelSource::Pinned | KernelSource::Url { .. } => {
+                format!("sha256 {}", self.fetch_source(source).sha256)
+            }
+            KernelSource::Tarball(path) => tarball_identity(path)?,
+            KernelSource::Tree(path) => format!("tree {}", path.display()),
+        })
+    }
+
+    /// Checks the host, reads the fragments and computes the fingerprints.
+    fn plan(&self, sh: &Shell) -> Result<Plan> {
+        let source = self.resolved_source()?;
+        let toolchain = self.check_host(&source)?;
+        let epoch = self.source_date_epoch.unwrap_or_else(|| {
+            std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(FALLBACK_EPOCH)
+        });
+        let fragments = self.read_fragments()?;
+        let mut configure_fp = Fingerprint::new()
+            .with("source", self.source_identity(&source)?)
+            .with("arch", self.arch.name())
+            .with("base", self.workspace.config.kernel.base.make_target())
+            .with("toolchain", toolchain.identity(sh));
+        for fragment in &fragments {
+            let name = fragment.path.file_name().unwrap_or_default().to_string_lossy();
+            configure_fp = configure_fp.with(&format!("fragment {name}"), &fragment.text);
+        }
+        let build_fp = Fingerprint::new()
+            .after("configuration", &configure_fp)
+            .with("KBUILD_BUILD_TIMESTAMP", utc_timestamp(epoch))
+            .with("image", image_name(self.arch));
+        Ok(Plan { source, toolchain, fragments, configure_fp, build_fp, epoch })
+    }
+
+    /// Every missing host program, header and the compiler, reported in one error.
+    fn check_host(&self, source: &KernelSource) -> Result<Toolchain> {
+        let needs_xz = match source {
+            KernelSource::Tarball(path) => is_xz(path),
+            KernelSource::Pinned | KernelSource::Url { .. } => {
+                is_xz(Path::new(&self.fetch_source(source).file_name))
+            }
+            KernelSource::Tree(_) => false,
+        };
+        let tools = KERNEL_TOOLS.iter().chain(if needs_xz { XZ_TOOLS } else { &[] });
+        let absent: Vec<&Tool> = tools.filter(|t| find_program(t.program).is_none()).collect();
+        let mut missing: Vec<String> = absent
+            .iter()
+            .map(|t| format!("  {} ({}), package {}", t.program, t.purpose, t.package))
+            .collect();
+        let mut packages: Vec<String> = absent.iter().map(|t| t.package.to_string()).collect();
+        for header in KERNEL_HEADERS {
+            let found = ["/usr/include", "/usr/local/include"]
+                .iter()
+                .any(|dir| Path::new(dir).join(header.file).is_file());
+            if !found {
+                missing.push(format!(
+                    "  <{}> ({}), package {}",
+                    header.file, header.purpose, header.package
+                ));
+                packages.push(header.package.to_string());
+            }
+        }
+        let toolchain = match &self.toolchain {
+            Some(t) => Some(t.clone()),
+            None => match Toolchain::find(self.arch) {
+                Ok(t) => Some(t),
+                Err(Error::MissingTools { list, install }) => {
+                    missing.push(list);
+                    packages.extend(install.split_whitespace().skip(3).map(String::from));
+                    None
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        match toolchain {
+            Some(t) if missing.is_empty() => Ok(t),
+            _ => {
+                packages.sort();
+                packages.dedup();
+                Err(Error::MissingTools {
+                    list: missing.join("\n"),
+                    install: format!("sudo apt-get install {}", packages.join(" ")),
+                })
+            }
+        }
+    }
+
+    /// Reads `common.config` and `<arch>.config` from the fragments directory; both must
+    /// exist (an architecture that needs nothing of its own has an empty one).
+    fn read_fragments(&self) -> Result<Vec<Fragment>> {
+        let ws = &self.workspace;
+        let dir = ws.path(&ws.config.kernel.fragments);
+        [COMMON_FRAGMENT.to_string(), format!("{}.config", self.arch.name())]
+            .iter()
+            .map(|name| {
+                let path = dir.join(name);
+                let text = fs::read_to_string(&path).map_err(|e| {
+                    Error::Other(format!(
+                        "cannot read the kernel configuration fragment `{}`: {e}; the \
+                         fragments directory (`kernel.fragments`) needs `{COMMON_FRAGMENT}` \
+                         and one file per architecture, which may be empty",
+                        path.display()
+                    ))
+                })?;
+                let shown = path.strip_prefix(&ws.root).map_or(path.clone(), Path::to_path_buf);
+                Ok(Fragment { path: shown, text })
+            })
+            .collect()
+    }
+
+    fn configure_with(
+        &self,
+        sh: &Shell,
+        plan: &Plan,
+        progress: &dyn Progress,
+    ) -> Result<ConfiguredKernel> {
+        let tree = self.prepare(sh, &plan.source, progress)?;
+        let build_dir = self.build_dir();
+        let configured = ConfiguredKernel { tree, build_dir: build_dir.clone() };
+        let stamp = build_dir.join(".busyroot-configured");
+        let dot_config = build_dir.join(".config");
+        let previous = Fingerprint::load(&stamp);
+        if dot_config.is_file() && previous.as_ref() == Some(&plan.configure_fp) {
+            progress.finish("configure kernel", Default::default(), "fresh");
+            return Ok(configured);
+        }
+        let reason = plan.configure_fp.changes_since(previous.as_ref()).unwrap_or_default();
+        timed(progress, "configure kernel", || {
+            let _ = fs::remove_file(&stamp);
+            fs::create_dir_all(&build_dir).with_path("create directory", &build_dir)?;
+            let log = self.log_path();
+            let base = self.workspace.config.kernel.base.make_target();
+            run_logged(self.make(sh, &configured, plan, base), None, &log, progress)?;
+
+            // merge_config.sh makes its temporary files in the current directory, so it runs
+            // in the build directory and never writes into the source.
+            let script = configured.tree.join("scripts/kconfig/merge_config.sh");
+            let fragments: Vec<PathBuf> =
+                plan.fragments.iter().map(|f| self.workspace.root.join(&f.path)).collect();
+            let cwd = sh.push_dir(&build_dir);
+            let merge = cmd!(sh, "{script} -m .config {fragments...}")
+                .env_remove("KCONFIG_CONFIG")
+                .env("LC_ALL", "C");
+            run_logged(merge, None, &log, progress)?;
+            drop(cwd);
+            run_logged(self.make(sh, &configured, plan, "olddefconfig"), None, &log, progress)?;
+
+            let text = fs::read_to_string(&dot_config).with_path("read", &dot_config)?;
+            let lost = lost_options(&plan.fragments, &text);
+            if !lost.is_empty() {
+                let names = lost.iter().map(|o| o.name.clone()).collect();
+                let known = known_options(&configured.tree, &names);
+                let dir = self.workspace.path(&self.workspace.config.kernel.fragments);
+                return Err(lost_options_error(&lost, &known, &dot_config, &dir));
+            }
+            plan.configure_fp.store(&stamp)?;
+            let detail = if reason.is_empty() { "configured".to_string() } else { reason };
+            Ok(((), detail))
+        })?;
+        Ok(configured)
+    }
+
+    /// `make` in the source tree, building into the build directory, reproducibly.
+    fn make<'a>(
+        &self,
+        sh: &'a Shell,
+        configured: &ConfiguredKernel,
+        plan: &Plan,
+        target: &str,
+    ) -> xshell::Cmd<'a> {
+        let tree = &configured.tree;
+        let out = format!("O={}", configured.build_dir.display());
+        let arch = format!("ARCH={}", self.arch.info().kernel_arch);
+        let cross = format!("CROSS_COMPILE={}", plan.toolchain.cross_compile);
+        let jobs = format!("-j{}", std::thread::available_parallelism().map_or(2, |n| n.get()));
+        cmd!(sh, "make -C {tree} {out} {arch} {cross} {jobs} {target}")
+            .env("KBUILD_BUILD_TIMESTAMP", utc_timestamp(plan.epoch))
+            .env("KBUILD_BUILD_USER", "busyroot")
+            .env("KBUILD_BUILD_HOST", "busyroot")
+            // Otherwise the `#N` in `uname -v` counts the builds in this directory.
+            .env("KBUILD_BUILD_VERSION", "1")
+            .env("LC_ALL", "C")
+            .env("TZ", "UTC")
+            .env_remove("KCONFIG_CONFIG")
+    }
+}
+
+/// Refuses a directory that is not a Linux source tree, before make says something obscure.
+fn check_tree(tree: &Path) -> Result<()> {
+    let merge = tree.join("scripts/kconfig/merge_config.sh");
+    if tree.join("Makefile").is_file() && tree.join("Kconfig").is_file() && merge.is_file() {
+        return Ok(());
+    }
+    Err(Error::Other(format!(
+        "`{}` is not a Linux source tree (no Makefile, Kconfig and \
+         scripts/kconfig/merge_config.sh); give a kernel.org or distribution source tarball \
+         or tree",
+        tree.display()
+    )))
+}
+
+/// A local tarball's identity: path, size and modification time, which are cheap to read,
+/// so a second run need not hash 140 MB to know nothing changed.
+fn tarball_identity(path: &Path) -> Result<String> {
+    let meta = fs::metadata(path).with_path("read", path)?;
+    let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok());
+    let mtime = mtime.map_or(0, |d| d.as_nanos());
+    Ok(format!("file {} size {} mtime {mtime}", path.display(), meta.len()))
+}
+
+/// A short, file-name-safe digest of a source's identity, naming its unpacked tree.
+fn short_id(identity: &str) -> String {
+    sha256_bytes(identity.as_bytes())[..16].to_string()
+}
+
+fn is_xz(path: &Path) -> bool {
+    let name = path.to_string_lossy();
+    name.ends_with(".xz") || name.ends_with(".txz")
+}
+
+/// Unpacks a source tarball and moves its single top-level directory to `dest`, so `dest`
+/// appears only once complete. `.tar.xz` goes through the host's `tar` and `xz` (which
+/// unpack a kernel several times faster than a Rust decoder would, and need no new
+/// dependency); everything else through [`crate::extract`].
+fn unpack_source(sh: &Shell, tarball: &Path, dest: &Path, progress: &dyn Progress) -> Result<()> {
+    let name = dest.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let prefix = format!(".{name}.unpacking-");
+    remove_dead_scratch(dest.parent().unwrap_or(Path::new(".")), &prefix);
+    let scratch = dest.with_file_name(format!("{prefix}{}", std::process::id()));
+    if scratch.exists() {
+        fs::remove_dir_all(&scratch).with_path("remove", &scratch)?;
+    }
+    let result = (|| {
+        if is_xz(tarball) {
+            fs::create_dir_all(&scratch).with_path("create directory", &scratch)?;
+            let unpack = cmd!(sh, "tar --extract --xz --no-same-owner --file {tarball}")
+                .arg("--directory")
+                .arg(&scratch);
+            let command_line = unpack.to_string();
+            progress.command(&command_line);
+            let mut command = std::process::Command::from(unpack);
+            crate::hosttools::die_with_parent(&mut command, libc::SIGTERM);
+            let failed = |details: String| Error::Command {
+                command: command_line.clone(),
+                status: String::new(),
+                details: format!("{details}\nis `{}` an intact .tar.xz?", tarball.display()),
+            };
+            let out = command.output().map_err(|e| failed(e.to_string()))?;
+            if !out.status.success() {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let last: Vec<&str> = stderr.lines().rev().take(10).collect();
+                let last: Vec<&str> = last.into_iter().rev().collect();
+                return Err(failed(format!("{}\n{}", out.status, last.join("\n"))));
+            }
+        } else {
+            crate::extract::unpack(tarball, &scratch)?;
+        }
+        let top = single_subdir(&scratch, tarball)?;
+        check_tree(&top)?;
+        match fs::rename(&top, dest) {
+            // Another build unpacking the same tarball at the same time finished first.
+            Err(_) if dest.join("Makefile").is_file() => Ok(()),
+            result => result.with_path("rename into", dest),
+        }
+    })();
+    let _ = fs::remove_dir_all(&scratch);
+    result
+}
+
+/// Removes the scratch directories (`<prefix><pid>`) of unpacking runs that were killed;
+/// a run still unpacking keeps its own.
+fn remove_dead_scratch(dir: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(prefix).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn single_subdir(dir: &Path, tarball: &Path) -> Result<PathBuf> {
+    let mut subdirs = Vec::new();
+    for entry in fs::read_dir(dir).with_path("read directory", dir)? {
+        let entry = entry.with_path("read directory", dir)?;
+        if entry.file_type().with_path("stat", entry.path())?.is_dir() {
+            subdirs.push(entry.path());
+        }
+    }
+    match <[PathBuf; 1]>::try_from(subdirs) {
+        Ok([one]) => Ok(one),
+        Err(_) => Err(Error::Tree {
+            path: tarball.to_path_buf(),
+            message: "expected the tarball to hold exactly one top-level directory".into(),
+        }),
+    }
+}
+
+fn copy_atomically(from: &Path, to: &Path) -> Result<()> {
+    write_atomically(to, |tmp| fs::copy(from, tmp).map(drop).with_path("copy", from))
+}
+
+fn file_size(path: &Path) -> Result<u64> {
+    Ok(fs::metadata(path).with_path("stat", path)?.len())
+}
+
+/// Runs one step, reporting its start, duration and result.
+fn timed<T>(
+    progress: &dyn Progress,
+    name: &str,
+    f: impl FnOnce() -> Result<(T, String)>,
+) -> Result<T> {
+    progress.start(name);
+    let start = Instant::now();
+    let (value, detail) = f()?;
+    progress.finish(name, start.elapsed(), &detail);
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fragment(name: &str, text: &str) -> Fragment {
+        Fragment { path: PathBuf::from(name), text: text.into() }
+    }
+
+    #[test]
+    fn options_parse_with_not_set_and_n_as_unset() {
+        let o = parse_options(
+            "#\n# General\n#\nCONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=n\n\
+             CONFIG_S=\"a=b\"\n# CONFIG_D=y is a comment\n",
+        );
+        assert_eq!(o["CONFIG_A"].as_deref(), Some("y"));
+        assert_eq!(o["CONFIG_B"], None);
+        assert_eq!(o["CONFIG_C"], None);
+        assert_eq!(o["CONFIG_S"].as_deref(), Some("\"a=b\""));
+        assert!(!o.contains_key("CONFIG_D"));
+    }
+
+    #[test]
+    fn an_option_dropped_by_olddefconfig_is_reported_by_name() {
+        let fragments = [
+            fragment("kernel-config/common.config", "CONFIG_PCI=y\nCONFIG_NVME_CORE=y\n"),
+            fragment(
+                "kernel-config/x86_64.config",
+                "CONFIG_ACPI=y\n# CONFIG_EMBEDDED is not set\nCONFIG_HZ=250\n",
+            ),
+        ];
+        let final_config = "CONFIG_PCI=y\n# CONFIG_NVME_CORE is not set\nCONFIG_ACPI=y\n\
+                            CONFIG_EMBEDDED=y\nCONFIG_HZ=100\n";
+        let lost = lost_options(&fragments, final_config);
+        let names: Vec<&str> = lost.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["CONFIG_EMBEDDED", "CONFIG_HZ", "CONFIG_NVME_CORE"]);
+        assert_eq!(lost[2].fragment, Path::new("kernel-config/common.config"));
+
+        let known: BTreeSet<String> =
+            ["CONFIG_EMBEDDED", "CONFIG_HZ", "CONFIG_NVME_CORE"].map(String::from).into();
+        let err =
+            lost_options_error(&lost, &known, Path::new("b/.config"), Path::new("kc")).to_string();
+        assert!(
+            err.contains(
+                "CONFIG_NVME_CORE=y requested by `kernel-config/common.config` was dropped \
+                 (unmet dependency?)"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("`# CONFIG_EMBEDDED is not set` requested by"), "{err}");
+        assert!(err.contains("is still set to y"), "{err}");
+        assert!(err.contains("CONFIG_HZ=250 requested by `kernel-config/x86_64.config` became 100"));
+        assert!(err.contains("`b/.config`"), "{err}");
+    }
+
+    #[test]
+    fn a_later_fragment_overrides_an_earlier_one() {
+        let fragments =
+            [fragment("common.config", "CONFIG_X=y\n"), fragment("arch.config", "CONFIG_X=m\n")];
+        assert!(lost_options(&fragments, "CONFIG_X=m\n").is_empty());
+        let lost = lost_options(&fragments, "CONFIG_X=y\n");
+        assert_eq!(lost[0].fragment, Path::new("arch.config"));
+        // `=n` and "is not set" both ask for the option to be off, which absence satisfies.
+        let off = [fragment("f", "CONFIG_Y=n\n# CONFIG_Z is not set\n")];
+        assert!(lost_options(&off, "").is_empty());
+    }
+
+    #[test]
+    fn unknown_options_are_told_apart_from_dropped_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("drivers/nvme")).unwrap();
+        fs::write(dir.path().join("drivers/nvme/Kconfig"), "config NVME_CORE\n\ttristate\n")
+            .unwrap();
+        fs::write(dir.path().join("Kconfig.debug"), "menuconfig DEBUG_X\n").unwrap();
+        let names = ["CONFIG_NVME_CORE", "CONFIG_DEBUG_X", "CONFIG_NVME_COER"].map(String::from);
+        let known = known_options(dir.path(), &names.clone().into());
+        assert_eq!(known, ["CONFIG_DEBUG_X", "CONFIG_NVME_CORE"].map(String::from).into());
+        let lost = lost_options(&[fragment("f", "CONFIG_NVME_COER=y\n")], "");
+        let err = lost_options_error(&lost, &known, Path::new(".config"), Path::new("kc"));
+        assert!(err.to_string().contains("CONFIG_NVME_COER=y requested by `f` is not an option"));
+    }
+
+    #[test]
+    fn timestamps_are_utc_calendar_dates() {
+        assert_eq!(utc_timestamp(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_timestamp(FALLBACK_EPOCH), "2000-01-01 00:00:00 UTC");
+        assert_eq!(utc_timestamp(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_timestamp(1_700_000_000), "2023-11-14 22:13:20 UTC");
+    }
+
+    #[test]
+    fn source_flag_needs_a_checksum_for_urls_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = KernelSource::parse("https://example.invalid/linux.tar.xz", None, dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs `--sha256"), "{err}");
+        let sha = "AB".repeat(32);
+        let url = KernelSource::parse("https://e.invalid/l.tar.xz", Some(&sha), dir.path());
+        assert_eq!(
+            url.unwrap(),
+            KernelSource::Url { url: "https://e.invalid/l.tar.xz".into(), sha256: "ab".repeat(32) }
+        );
+        let err = KernelSource::parse("https://e.invalid/l.tar.xz", Some("ab"), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("64 hexadecimal digits"), "{err}");
+        fs::write(dir.path().join("l.tar.gz"), b"").unwrap();
+        fs::write(dir.path().join("bzImage"), b"").unwrap();
+        let err = KernelSource::parse("bzImage", None, dir.path()).unwrap_err().to_string();
+        assert!(err.contains("not named like a tarball"), "{err}");
+        let tarball = KernelSource::parse("l.tar.gz", None, dir.path()).unwrap();
+        assert!(matches!(tarball, KernelSource::Tarball(p) if p.ends_with("l.tar.gz")));
+        let tree = KernelSource::parse(".", None, dir.path()).unwrap();
+        assert!(matches!(tree, KernelSource::Tree(_)));
+        let err = KernelSource::parse("missing", None, dir.path()).unwrap_err().to_string();
+        assert!(err.contains("missing") && err.contains("cannot be used"), "{err}");
+        assert!(KernelSource::parse("l.tar.gz", Some("ab"), dir.path()).is_err());
+    }
+
+    /// A tarball holding the files that make a directory look like a kernel tree.
+    fn fake_kernel_tar(dir: &Path) -> Vec<u8> {
+        let tree = dir.join("linux-9.9");
+        fs::create_dir_all(tree.join("scripts/kconfig")).unwrap();
+        for file in ["Makefile", "Kconfig", "scripts/kconfig/merge_config.sh"] {
+            fs::write(tree.join(file), file).unwrap();
+        }
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_dir_all("linux-9.9", &tree).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn gzip_and_xz_tarballs_unpack_to_their_final_name_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = fake_kernel_tar(dir.path());
+        let sh = Shell::new().unwrap();
+        let progress = crate::progress::Silent;
+
+        let gz = dir.path().join("linux-9.9.tar.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut enc, &raw).unwrap();
+        fs::write(&gz, enc.finish().unwrap()).unwrap();
+        let dest = dir.path().join("out/linux-gz");
+        unpack_source(&sh, &gz, &dest, &progress).unwrap();
+        assert_eq!(fs::read_to_string(dest.join("Kconfig")).unwrap(), "Kconfig");
+
+        if find_program("xz").is_some() {
+            let tar = dir.path().join("linux-9.9.tar");
+            fs::write(&tar, &raw).unwrap();
+            cmd!(sh, "xz -0 {tar}").quiet().run().unwrap();
+            let dest = dir.path().join("out/linux-xz");
+            unpack_source(&sh, &dir.path().join("linux-9.9.tar.xz"), &dest, &progress).unwrap();
+            assert_eq!(fs::read_to_string(dest.join("Makefile")).unwrap(), "Makefile");
+        } else {
+            eprintln!("skipping the .tar.xz half: xz is not installed");
+        }
+
+        // Something that is not a kernel tree never appears under the final name.
+        let not_kernel = dir.path().join("other.tar");
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "pkg/README", &b"x"[..]).unwrap();
+        fs::write(&not_kernel, b.into_inner().unwrap()).unwrap();
+        let dest = dir.path().join("out/other");
+        let err = unpack_source(&sh, &not_kernel, &dest, &progress).unwrap_err().to_string();
+        assert!(err.contains("is not a Linux source tree"), "{err}");
+        assert!(!dest.exists());
+        let leftovers: Vec<_> = fs::read_dir(dir.path().join("out")).unwrap().collect();
+        assert_eq!(leftovers.len(), 2, "no scratch directory may be left behind");
+    }
+}

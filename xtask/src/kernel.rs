@@ -1,0 +1,50 @@
+//! `cargo xtask kernel`: build a minimal boot-test kernel into target/busyroot/<arch>/kernel/.
+
+use anyhow::Context;
+use busyroot::kernel::{BuiltKernel, KernelBuilder, KernelSource};
+use xshell::Shell;
+
+use crate::progress::Reporter;
+use crate::rootfs::workspace;
+
+/// Flags of `cargo xtask kernel`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct KernelArgs {
+    /// Target architecture: x86_64, aarch64 or riscv64 [default: config, else the host's]
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Linux source: a .tar.xz/.tar.gz tarball or an unpacked tree (used as is), or a tarball
+    /// URL (needs --sha256) [default: config `kernel.source`, else the pinned kernel.org release]
+    #[arg(long, value_name = "PATH|URL")]
+    pub source: Option<String>,
+    /// sha256 of the tarball a --source URL points to
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
+    /// Never touch the network: use only the cache and $BUSYROOT_MIRROR (same as BUSYROOT_OFFLINE=1)
+    #[arg(long)]
+    pub offline: bool,
+}
+
+pub fn run(sh: &Shell, args: KernelArgs) -> anyhow::Result<()> {
+    let kernel = build(sh, &args)?;
+    println!("kernel image  {}  {:>10} bytes", kernel.image.display(), kernel.size);
+    println!("kernel config {}", kernel.config.display());
+    Ok(())
+}
+
+/// Builds (or reuses) the kernel; shared with `cargo xtask run --build-kernel`.
+pub fn build(sh: &Shell, args: &KernelArgs) -> anyhow::Result<BuiltKernel> {
+    let mut builder = KernelBuilder::new(workspace()?)?;
+    if let Some(arch) = &args.arch {
+        builder.arch(arch.parse().map_err(anyhow::Error::msg)?);
+    }
+    if let Some(source) = &args.source {
+        let cwd = std::env::current_dir().context("find the current directory")?;
+        builder.source(KernelSource::parse(source, args.sha256.as_deref(), &cwd)?);
+    } else if args.sha256.is_some() {
+        anyhow::bail!("`--sha256` applies to a `--source` URL only; pass --source too");
+    }
+    builder.offline(args.offline);
+    let arch = builder.target_arch();
+    builder.build(sh, &Reporter::new()).with_context(|| format!("build the {arch} kernel"))
+}
