@@ -109,7 +109,7 @@ impl BusyboxBuild {
         let scratch = self.src.with_extension("unpacked");
         crate::extract::unpack(tarball, &scratch)?;
         // The tarball holds one top-level directory (busybox-<version>/); it becomes `src`.
-        let top = single_subdir(&scratch)?;
+        let top = crate::extract::single_top_dir(&scratch, tarball)?;
         fs::write(top.join(".busyroot-tarball-sha256"), sha256).with_path("write", &stamp)?;
         if self.src.exists() {
             fs::remove_dir_all(&self.src).with_path("remove", &self.src)?;
@@ -184,23 +184,6 @@ impl BusyboxBuild {
         })?;
         let text = fs::read_to_string(&dot_config).with_path("read", &dot_config)?;
         fs::write(checked_in, text).with_path("write", checked_in)
-    }
-}
-
-fn single_subdir(dir: &Path) -> Result<PathBuf> {
-    let mut subdirs = Vec::new();
-    for entry in fs::read_dir(dir).with_path("read directory", dir)? {
-        let entry = entry.with_path("read directory", dir)?;
-        if entry.file_type().with_path("stat", entry.path())?.is_dir() {
-            subdirs.push(entry.path());
-        }
-    }
-    match <[PathBuf; 1]>::try_from(subdirs) {
-        Ok([one]) => Ok(one),
-        Err(_) => Err(Error::Tree {
-            path: dir.to_path_buf(),
-            message: "expected the tarball to hold exactly one top-level directory".into(),
-        }),
     }
 }
 

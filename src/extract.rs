@@ -45,6 +45,25 @@ pub fn unpack(tarball: &Path, dest: &Path) -> Result<()> {
     result
 }
 
+/// The one top-level directory an unpacked source tarball holds (`busybox-1.37.0/`,
+/// `linux-6.1/`); an error naming `tarball` if there is not exactly one.
+pub fn single_top_dir(dir: &Path, tarball: &Path) -> Result<PathBuf> {
+    let mut subdirs = Vec::new();
+    for entry in fs::read_dir(dir).with_path("read directory", dir)? {
+        let entry = entry.with_path("read directory", dir)?;
+        if entry.file_type().with_path("stat", entry.path())?.is_dir() {
+            subdirs.push(entry.path());
+        }
+    }
+    match <[PathBuf; 1]>::try_from(subdirs) {
+        Ok([one]) => Ok(one),
+        Err(_) => Err(Error::Tree {
+            path: tarball.to_path_buf(),
+            message: "expected the tarball to hold exactly one top-level directory".into(),
+        }),
+    }
+}
+
 fn temp_dir(dest: &Path) -> PathBuf {
     let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     dest.with_file_name(format!(".{name}.unpacking"))

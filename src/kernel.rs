@@ -826,7 +826,7 @@ fn unpack_source(sh: &Shell, tarball: &Path, dest: &Path, progress: &dyn Progres
         } else {
             crate::extract::unpack(tarball, &scratch)?;
         }
-        let top = single_subdir(&scratch, tarball)?;
+        let top = crate::extract::single_top_dir(&scratch, tarball)?;
         check_tree(&top)?;
         match fs::rename(&top, dest) {
             // Another build unpacking the same tarball at the same time finished first.
@@ -850,23 +850,6 @@ fn remove_dead_scratch(dir: &Path, prefix: &str) {
         if !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = fs::remove_dir_all(entry.path());
         }
-    }
-}
-
-fn single_subdir(dir: &Path, tarball: &Path) -> Result<PathBuf> {
-    let mut subdirs = Vec::new();
-    for entry in fs::read_dir(dir).with_path("read directory", dir)? {
-        let entry = entry.with_path("read directory", dir)?;
-        if entry.file_type().with_path("stat", entry.path())?.is_dir() {
-            subdirs.push(entry.path());
-        }
-    }
-    match <[PathBuf; 1]>::try_from(subdirs) {
-        Ok([one]) => Ok(one),
-        Err(_) => Err(Error::Tree {
-            path: tarball.to_path_buf(),
-            message: "expected the tarball to hold exactly one top-level directory".into(),
-        }),
     }
 }
 

@@ -1,6 +1,6 @@
 //! `cargo xtask run`: boot the image under QEMU or kvmtool, interactively or as a smoke check.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use busyroot::arch::Arch;
