@@ -29,9 +29,17 @@ pub fn run(sh: &Shell, args: RootfsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The workspace busyroot runs in: the one holding this xtask.
+/// The workspace busyroot runs in: the one holding the current directory, so that a project
+/// running this xtask from its copy of busyroot (`cargo run --manifest-path
+/// third_party/busyroot/xtask/Cargo.toml`) gets its own configuration and target directory;
+/// outside any Cargo project, the one holding this xtask.
 pub fn workspace() -> anyhow::Result<Workspace> {
-    Ok(Workspace::load(Path::new(env!("CARGO_MANIFEST_DIR")))?)
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let dir = cwd
+        .ancestors()
+        .find(|dir| dir.join("Cargo.toml").is_file())
+        .unwrap_or(Path::new(env!("CARGO_MANIFEST_DIR")));
+    Ok(Workspace::load(dir)?)
 }
 
 /// Builds (or reuses) the images; shared with `cargo xtask run`.
