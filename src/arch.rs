@@ -1,6 +1,8 @@
-//! The one table of per-architecture facts: compiler prefix, kernel image, QEMU machine, console.
+//! The one table of per-architecture facts: compilers, kernel build and image, QEMU machine,
+//! firmware, console and kernel command line.
 //!
-//! Invariant: nothing architecture-specific lives outside this file.
+//! Invariant: nothing architecture-specific lives outside this file. Code elsewhere asks
+//! `arch.info()` and never matches on an [`Arch`] to decide something.
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,6 +18,40 @@ pub enum Arch {
     Riscv64,
 }
 
+/// A kind of kernel image file, as far as busyroot tells them apart before booting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelFormat {
+    /// The x86 boot protocol image (`bzImage`).
+    BzImage,
+    /// An ELF file (`vmlinux`).
+    Elf,
+    /// A Multiboot kernel.
+    Multiboot,
+    /// The arm64 `Image`.
+    Arm64Image,
+    /// The RISC-V `Image`.
+    RiscvImage,
+    /// A PE/COFF image: an EFI stub or EFI zboot kernel.
+    Pe,
+    /// A gzip-compressed image (`Image.gz`).
+    Gzip,
+}
+
+impl KernelFormat {
+    /// What the format is called in messages.
+    pub fn description(self) -> &'static str {
+        match self {
+            KernelFormat::BzImage => "a bzImage (`HdrS` at 0x202)",
+            KernelFormat::Elf => "an ELF vmlinux",
+            KernelFormat::Multiboot => "a Multiboot kernel",
+            KernelFormat::Arm64Image => "an arm64 Image (`ARM\\x64` at 0x38)",
+            KernelFormat::RiscvImage => "a RISC-V Image (`RSC\\x05` at 0x38)",
+            KernelFormat::Pe => "an EFI (PE/COFF) image",
+            KernelFormat::Gzip => "a gzip-compressed Image",
+        }
+    }
+}
+
 /// Facts about one architecture.
 #[derive(Debug)]
 pub struct ArchInfo {
@@ -25,64 +61,121 @@ pub struct ArchInfo {
     pub triple: &'static str,
     /// GNU prefix of Debian's cross compiler (`CROSS_COMPILE`), used when not building natively.
     pub cross_prefix: &'static str,
-    /// Debian/Ubuntu package providing that cross compiler.
-    pub cross_package: &'static str,
+    /// Debian/Ubuntu package of that cross compiler (all the kernel build needs).
+    pub cross_gcc_package: &'static str,
+    /// Debian/Ubuntu package of the C library the cross compiler links BusyBox against.
+    pub cross_libc_package: &'static str,
+    /// `e_machine` of the arch's ELF binaries, which tells a BusyBox built by the wrong
+    /// compiler from the right one.
+    pub elf_machine: u16,
     /// Value of the kernel's `ARCH=`.
     pub kernel_arch: &'static str,
-    /// Kernel image path inside the kernel build tree.
+    /// Kernel image path inside the kernel build tree; its file name is the make target.
     pub kernel_image: &'static str,
+    /// The image formats QEMU boots with `-kernel` for this arch, as far as busyroot knows.
+    pub kernel_formats: &'static [KernelFormat],
+    /// Whether [`Self::kernel_formats`] is every format QEMU boots here, so that any other
+    /// file is certainly not a kernel; else it is booted with a warning.
+    pub kernel_formats_exhaustive: bool,
     /// QEMU system emulator binary.
     pub qemu: &'static str,
     /// Debian package providing it.
     pub qemu_package: &'static str,
-    /// QEMU machine, CPU and firmware arguments.
-    pub qemu_machine: &'static [&'static str],
-    /// Kernel console device for the first serial port.
+    /// QEMU machine (`-M`), with its properties.
+    pub qemu_machine: &'static str,
+    /// QEMU CPU model (`-cpu`) under TCG; `None` for the machine's default. Under KVM the
+    /// host's CPU is used on every arch.
+    pub qemu_cpu: Option<&'static str>,
+    /// Firmware QEMU loads before the kernel (`-bios`); `None` for the machine's default.
+    pub qemu_firmware: Option<&'static str>,
+    /// Kernel console device for the machine's first serial port.
     pub console: &'static str,
+    /// Kernel command-line arguments every boot gets, after `console=`.
+    pub kernel_cmdline: &'static [&'static str],
     /// `uname -m` inside the guest.
     pub uname_m: &'static str,
+    /// `/proc/cpuinfo` flags of which a host of this arch shows one if its CPU can run KVM
+    /// guests; empty where cpuinfo has no such flag to look at.
+    pub kvm_cpu_flags: &'static [&'static str],
 }
 
 const X86_64: ArchInfo = ArchInfo {
     name: "x86_64",
     triple: "x86_64-unknown-linux-gnu",
     cross_prefix: "x86_64-linux-gnu-",
-    cross_package: "gcc-x86-64-linux-gnu",
+    cross_gcc_package: "gcc-x86-64-linux-gnu",
+    cross_libc_package: "libc6-dev-amd64-cross",
+    elf_machine: 62,
     kernel_arch: "x86",
     kernel_image: "arch/x86/boot/bzImage",
+    kernel_formats: &[KernelFormat::BzImage, KernelFormat::Elf, KernelFormat::Multiboot],
+    kernel_formats_exhaustive: true,
     qemu: "qemu-system-x86_64",
     qemu_package: "qemu-system-x86",
-    qemu_machine: &["-M", "q35"],
+    qemu_machine: "q35",
+    qemu_cpu: None,
+    qemu_firmware: None,
     console: "ttyS0",
+    kernel_cmdline: &[],
     uname_m: "x86_64",
+    kvm_cpu_flags: &["vmx", "svm"],
 };
+
+/// arm64 and RISC-V boot raw, compressed, EFI and ELF kernels alike.
+const IMAGE_FORMATS_ARM64: &[KernelFormat] =
+    &[KernelFormat::Arm64Image, KernelFormat::Gzip, KernelFormat::Pe, KernelFormat::Elf];
+const IMAGE_FORMATS_RISCV: &[KernelFormat] =
+    &[KernelFormat::RiscvImage, KernelFormat::Gzip, KernelFormat::Pe, KernelFormat::Elf];
 
 const AARCH64: ArchInfo = ArchInfo {
     name: "aarch64",
     triple: "aarch64-unknown-linux-gnu",
     cross_prefix: "aarch64-linux-gnu-",
-    cross_package: "gcc-aarch64-linux-gnu",
+    cross_gcc_package: "gcc-aarch64-linux-gnu",
+    cross_libc_package: "libc6-dev-arm64-cross",
+    elf_machine: 183,
     kernel_arch: "arm64",
     kernel_image: "arch/arm64/boot/Image",
+    kernel_formats: IMAGE_FORMATS_ARM64,
+    kernel_formats_exhaustive: false,
     qemu: "qemu-system-aarch64",
     qemu_package: "qemu-system-arm",
-    qemu_machine: &["-M", "virt", "-cpu", "max"],
+    // The default GIC version (2) fails under KVM on hosts without GICv2 emulation; `max`
+    // takes the newest the host or TCG offers.
+    qemu_machine: "virt,gic-version=max",
+    // The virt machine's default CPU is a 32-bit Cortex-A15; `max` is a 64-bit CPU with
+    // every feature TCG emulates.
+    qemu_cpu: Some("max"),
+    qemu_firmware: None,
     console: "ttyAMA0",
+    // The device tree names the PL011 as stdout, so early messages appear before its driver.
+    kernel_cmdline: &["earlycon"],
     uname_m: "aarch64",
+    kvm_cpu_flags: &[],
 };
 
 const RISCV64: ArchInfo = ArchInfo {
     name: "riscv64",
     triple: "riscv64gc-unknown-linux-gnu",
     cross_prefix: "riscv64-linux-gnu-",
-    cross_package: "gcc-riscv64-linux-gnu",
+    cross_gcc_package: "gcc-riscv64-linux-gnu",
+    cross_libc_package: "libc6-dev-riscv64-cross",
+    elf_machine: 243,
     kernel_arch: "riscv",
     kernel_image: "arch/riscv/boot/Image",
+    kernel_formats: IMAGE_FORMATS_RISCV,
+    kernel_formats_exhaustive: false,
     qemu: "qemu-system-riscv64",
     qemu_package: "qemu-system-misc",
-    qemu_machine: &["-M", "virt", "-bios", "default"],
+    qemu_machine: "virt",
+    qemu_cpu: None,
+    // OpenSBI, the supervisor binary interface the kernel runs on; QEMU ships it
+    // (Debian: in qemu-system-data, which qemu-system-misc depends on).
+    qemu_firmware: Some("default"),
     console: "ttyS0",
+    kernel_cmdline: &["earlycon"],
     uname_m: "riscv64",
+    kvm_cpu_flags: &[],
 };
 
 impl Arch {
@@ -155,5 +248,19 @@ mod tests {
         }
         assert_eq!("arm64".parse::<Arch>().unwrap(), Arch::Aarch64);
         assert!("sparc".parse::<Arch>().unwrap_err().contains("supported: x86_64"));
+    }
+
+    #[test]
+    fn table_is_consistent() {
+        for a in Arch::ALL {
+            let i = a.info();
+            assert!(i.triple.starts_with(i.uname_m), "{a}: triple {}", i.triple);
+            assert!(i.cross_prefix.ends_with("-linux-gnu-"), "{a}: {}", i.cross_prefix);
+            assert!(i.kernel_image.starts_with(&format!("arch/{}/boot/", i.kernel_arch)), "{a}");
+            assert!(i.qemu.ends_with(i.name), "{a}: {}", i.qemu);
+            assert!(!i.kernel_formats.is_empty() && !i.qemu_machine.is_empty(), "{a}");
+            let distinct = Arch::ALL.iter().filter(|b| b.info().elf_machine == i.elf_machine);
+            assert_eq!(distinct.count(), 1, "{a}: ELF machine {} is not unique", i.elf_machine);
+        }
     }
 }

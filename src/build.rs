@@ -144,7 +144,7 @@ impl RootfsBuilder {
                 crate::hosttools::check(crate::hosttools::ROOTFS_TOOLS)?;
                 t.clone()
             }
-            None => check_host_tools(self.arch)?,
+            None => check_host_tools(sh, self.arch)?,
         };
         let epoch = match self.source_date_epoch {
             Some(e) => e,
@@ -188,7 +188,8 @@ impl RootfsBuilder {
             .after("configuration", &configure_fp)
             .with("toolchain", bb.toolchain.identity(sh));
         stage.run("build busybox", &build_fp, bb.src.join("busybox").is_file(), || {
-            bb.build(sh, progress).map(|()| String::new())
+            bb.build(sh, progress)?;
+            bb.check_binary(self.arch).map(|()| String::new())
         })?;
         let install_fp = Fingerprint::new().after("busybox", &build_fp);
         stage.run("install", &install_fp, bb.install_dir.join("bin/busybox").exists(), || {
@@ -290,9 +291,9 @@ impl RootfsBuilder {
 }
 
 /// Checks the host programs and the C compiler, reporting everything missing in one error.
-fn check_host_tools(arch: Arch) -> Result<Toolchain> {
+fn check_host_tools(sh: &Shell, arch: Arch) -> Result<Toolchain> {
     let tools = crate::hosttools::check(crate::hosttools::ROOTFS_TOOLS);
-    let toolchain = Toolchain::find(arch);
+    let toolchain = Toolchain::find_for_busybox(sh, arch);
     match (tools, toolchain) {
         (Ok(()), Ok(t)) => Ok(t),
         (

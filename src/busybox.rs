@@ -24,26 +24,82 @@ pub struct Toolchain {
     pub cc: String,
 }
 
+/// Debian/Ubuntu packages of the native compiler and the C library it links statically.
+const NATIVE_GCC_PACKAGE: &str = "gcc";
+const NATIVE_LIBC_PACKAGE: &str = "libc6-dev";
+
 impl Toolchain {
     /// Finds the C compiler for `arch`: `$CROSS_COMPILE` if set, the host `gcc` when `arch` is
     /// the host, else the compiler the `cc` crate picks for the arch's triple (Debian's
-    /// `<triple>-gcc`). The compiler must be on `PATH`.
+    /// `<triple>-gcc`). The compiler must be on `PATH`; a missing one is an error naming its
+    /// package.
     pub fn find(arch: Arch) -> Result<Toolchain> {
-        let info = arch.info();
+        let toolchain = Toolchain::for_arch(arch);
+        match toolchain.compiler_missing(arch) {
+            Some(line) => Err(missing(&[line])),
+            None => Ok(toolchain),
+        }
+    }
+
+    /// Finds the C compiler for `arch` as [`Toolchain::find`] does, and checks that it can
+    /// link a static program: BusyBox needs the C library's `libc.a`, which Debian packages
+    /// apart from the compiler. Reports both missing at once.
+    pub fn find_for_busybox(sh: &Shell, arch: Arch) -> Result<Toolchain> {
+        let toolchain = Toolchain::for_arch(arch);
+        let (_, libc) = toolchain.packages(arch);
+        let libc_line = (format!("libc.a (static C library of {} for {arch})", toolchain.cc), libc);
+        match toolchain.compiler_missing(arch) {
+            // Without a compiler there is nothing to ask about its library: name both.
+            Some(cc_line) => Err(missing(&[cc_line, libc_line])),
+            None if !toolchain.has_static_libc(sh) => Err(missing(&[libc_line])),
+            None => Ok(toolchain),
+        }
+    }
+
+    /// The toolchain for `arch`, not yet checked to exist.
+    fn for_arch(arch: Arch) -> Toolchain {
         let cross_compile = match std::env::var("CROSS_COMPILE") {
             Ok(prefix) if !prefix.is_empty() => prefix,
             _ if Arch::host() == Some(arch) => String::new(),
-            _ => cc_crate_prefix(arch).unwrap_or_else(|| info.cross_prefix.to_string()),
+            _ => cc_crate_prefix(arch).unwrap_or_else(|| arch.info().cross_prefix.to_string()),
         };
-        let cc = format!("{cross_compile}gcc");
-        if crate::hosttools::find_program(&cc).is_none() {
-            let package = if cross_compile.is_empty() { "gcc" } else { info.cross_package };
-            return Err(Error::MissingTools {
-                list: format!("  {cc} (C compiler for {arch}), package {package}"),
-                install: format!("sudo apt-get install {package}"),
-            });
+        Toolchain { cc: format!("{cross_compile}gcc"), cross_compile }
+    }
+
+    /// The line for the error when the compiler is not on `PATH`.
+    fn compiler_missing(&self, arch: Arch) -> Option<(String, &'static str)> {
+        let (gcc, _) = self.packages(arch);
+        crate::hosttools::find_program(&self.cc)
+            .is_none()
+            .then(|| (format!("{} (C compiler for {arch})", self.cc), gcc))
+    }
+
+    /// The packages of the compiler and of its static C library.
+    fn packages(&self, arch: Arch) -> (&'static str, &'static str) {
+        if self.cross_compile.is_empty() {
+            (NATIVE_GCC_PACKAGE, NATIVE_LIBC_PACKAGE)
+        } else {
+            (arch.info().cross_gcc_package, arch.info().cross_libc_package)
         }
-        Ok(Toolchain { cross_compile, cc })
+    }
+
+    /// Whether the compiler finds a `libc.a`: `-print-file-name` prints its full path if it
+    /// does, and the bare name otherwise.
+    fn has_static_libc(&self, sh: &Shell) -> bool {
+        let cc = &self.cc;
+        let found = cmd!(sh, "{cc} -print-file-name=libc.a").quiet().ignore_stderr().read();
+        found.is_ok_and(|path| Path::new(path.trim()).is_absolute())
+    }
+}
+
+/// The error for missing parts of a toolchain: one `(what, package)` line each.
+fn missing(lines: &[(String, &str)]) -> Error {
+    let list: Vec<String> =
+        lines.iter().map(|(what, package)| format!("  {what}, package {package}")).collect();
+    let packages: Vec<&str> = lines.iter().map(|&(_, package)| package).collect();
+    Error::MissingTools {
+        list: list.join("\n"),
+        install: format!("sudo apt-get install {}", packages.join(" ")),
     }
 }
 
@@ -58,9 +114,10 @@ impl Toolchain {
 }
 
 /// The `CROSS_COMPILE` prefix the `cc` crate derives for the arch's triple (it honours
-/// `CC_<triple>` and knows Debian's cross compiler names).
+/// `CC_<triple>` and knows Debian's cross compiler names). On a host busyroot has no triple
+/// for, the table's prefix is used instead.
 fn cc_crate_prefix(arch: Arch) -> Option<String> {
-    let host = Arch::host().map(|a| a.info().triple).unwrap_or("x86_64-unknown-linux-gnu");
+    let host = Arch::host()?.info().triple;
     let compiler = cc::Build::new()
         .target(arch.info().triple)
         .host(host)
@@ -163,6 +220,39 @@ impl BusyboxBuild {
         run_logged(self.make(sh, "busybox"), None, &self.log, progress)
     }
 
+    /// Checks that the built `busybox` is a static ELF program for `arch`, so that a
+    /// `CROSS_COMPILE` for another architecture stops the build instead of making an image
+    /// whose init cannot run.
+    pub fn check_binary(&self, arch: Arch) -> Result<()> {
+        let path = self.src.join("busybox");
+        let data = fs::read(&path).with_path("read", &path)?;
+        let problem = match ElfSummary::parse(&data) {
+            None => Some("is not a 64-bit little-endian ELF program".to_string()),
+            Some(elf) if elf.machine != arch.info().elf_machine => {
+                let built_for = Arch::ALL
+                    .into_iter()
+                    .find(|a| a.info().elf_machine == elf.machine)
+                    .map_or(format!("ELF machine {}", elf.machine), |a| a.to_string());
+                Some(format!(
+                    "was built for {built_for}, not {arch}, by `{}`; set CROSS_COMPILE to a \
+                     compiler for {arch} (Debian's is `{}`) or unset it",
+                    self.toolchain.cc,
+                    arch.info().cross_prefix
+                ))
+            }
+            Some(elf) if elf.dynamic => Some(
+                "is dynamically linked, but the image has no C library; check that the \
+                 compiler honours CONFIG_STATIC (`-static`)"
+                    .to_string(),
+            ),
+            Some(_) => None,
+        };
+        match problem {
+            Some(message) => Err(Error::Tree { path, message }),
+            None => Ok(()),
+        }
+    }
+
     /// Installs the binary and its applet links into a fresh `install_dir`.
     pub fn install(&self, sh: &Shell, progress: &dyn Progress) -> Result<()> {
         if self.install_dir.exists() {
@@ -184,6 +274,36 @@ impl BusyboxBuild {
         })?;
         let text = fs::read_to_string(&dot_config).with_path("read", &dot_config)?;
         fs::write(checked_in, text).with_path("write", checked_in)
+    }
+}
+
+/// The parts of an ELF header the binary check needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ElfSummary {
+    /// `e_machine`.
+    machine: u16,
+    /// Whether a program header names an interpreter (`PT_INTERP`): a dynamic program.
+    dynamic: bool,
+}
+
+impl ElfSummary {
+    /// Reads a 64-bit little-endian ELF file's header and program headers; `None` for
+    /// anything else.
+    fn parse(data: &[u8]) -> Option<ElfSummary> {
+        const PT_INTERP: u32 = 3;
+        if data.get(..6)? != b"\x7fELF\x02\x01" {
+            return None;
+        }
+        let u16_at = |at: usize| Some(u16::from_le_bytes(data.get(at..at + 2)?.try_into().ok()?));
+        let u32_at = |at: usize| Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?));
+        let u64_at = |at: usize| Some(u64::from_le_bytes(data.get(at..at + 8)?.try_into().ok()?));
+        let phoff = usize::try_from(u64_at(32)?).ok()?;
+        let (phentsize, phnum) = (usize::from(u16_at(54)?), usize::from(u16_at(56)?));
+        let mut dynamic = false;
+        for i in 0..phnum {
+            dynamic |= u32_at(phoff.checked_add(i.checked_mul(phentsize)?)?)? == PT_INTERP;
+        }
+        Some(ElfSummary { machine: u16_at(18)?, dynamic })
     }
 }
 
@@ -286,5 +406,76 @@ mod tests {
         let d = diff_options(&a, &b);
         assert_eq!(d.len(), 2, "{d:?}");
         assert!(d[0].starts_with("CONFIG_B") && d[1].starts_with("CONFIG_C"));
+    }
+
+    /// A minimal 64-bit little-endian ELF header for `machine` with one program header of
+    /// type `p_type`.
+    fn elf(machine: u16, p_type: u32) -> Vec<u8> {
+        let mut data = b"\x7fELF\x02\x01\x01".to_vec();
+        data.resize(64 + 56, 0);
+        data[18..20].copy_from_slice(&machine.to_le_bytes());
+        data[32..40].copy_from_slice(&64u64.to_le_bytes());
+        data[54..56].copy_from_slice(&56u16.to_le_bytes());
+        data[56..58].copy_from_slice(&1u16.to_le_bytes());
+        data[64..68].copy_from_slice(&p_type.to_le_bytes());
+        data
+    }
+
+    #[test]
+    fn elf_headers_tell_machine_and_linking() {
+        let aarch64 = Arch::Aarch64.info().elf_machine;
+        let load = ElfSummary::parse(&elf(aarch64, 1)).unwrap();
+        assert_eq!(load, ElfSummary { machine: aarch64, dynamic: false });
+        assert!(ElfSummary::parse(&elf(aarch64, 3)).unwrap().dynamic);
+        assert_eq!(ElfSummary::parse(b"#!/bin/sh\n"), None);
+        // A header whose program headers lie past the end of the file is not trusted.
+        assert_eq!(ElfSummary::parse(&elf(aarch64, 1)[..66]), None);
+
+        // The test binary itself: an ELF program for the host.
+        if let Some(host) = Arch::host() {
+            let me = fs::read(std::env::current_exe().unwrap()).unwrap();
+            assert_eq!(ElfSummary::parse(&me).unwrap().machine, host.info().elf_machine);
+        }
+    }
+
+    #[test]
+    fn a_busybox_for_another_arch_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let bb = BusyboxBuild {
+            src: dir.path().to_path_buf(),
+            install_dir: dir.path().join("install"),
+            log: dir.path().join("log"),
+            toolchain: Toolchain { cross_compile: "x86_64-linux-gnu-".into(), cc: "x".into() },
+            source_date_epoch: 0,
+        };
+        fs::write(dir.path().join("busybox"), elf(Arch::X86_64.info().elf_machine, 1)).unwrap();
+        bb.check_binary(Arch::X86_64).unwrap();
+        let err = bb.check_binary(Arch::Riscv64).unwrap_err().to_string();
+        assert!(err.contains("built for x86_64, not riscv64"), "{err}");
+        assert!(err.contains("riscv64-linux-gnu-"), "{err}");
+        fs::write(dir.path().join("busybox"), elf(Arch::X86_64.info().elf_machine, 3)).unwrap();
+        let err = bb.check_binary(Arch::X86_64).unwrap_err().to_string();
+        assert!(err.contains("dynamically linked"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_cross_compiler_names_its_packages() {
+        let sh = Shell::new().unwrap();
+        let absent =
+            Toolchain { cross_compile: "busyroot-none-".into(), cc: "busyroot-none-gcc".into() };
+        let line = absent.compiler_missing(Arch::Aarch64).unwrap();
+        assert_eq!(line.1, "gcc-aarch64-linux-gnu");
+        assert!(!absent.has_static_libc(&sh));
+        let err = missing(&[line, ("libc.a".into(), "libc6-dev-arm64-cross")]).to_string();
+        assert!(
+            err.contains("  busyroot-none-gcc (C compiler for aarch64), package gcc-"),
+            "{err}"
+        );
+        assert!(
+            err.contains("sudo apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross"),
+            "{err}"
+        );
+        let native = Toolchain { cross_compile: String::new(), cc: "gcc".into() };
+        assert_eq!(native.packages(Arch::Riscv64), ("gcc", "libc6-dev"));
     }
 }

@@ -81,8 +81,9 @@ pub struct HostFacts {
     pub arch: Option<Arch>,
     /// The state of `/dev/kvm`.
     pub kvm: KvmDevice,
-    /// On x86: whether `/proc/cpuinfo` shows `vmx` or `svm`. `None` where there is no such
-    /// flag to look at.
+    /// Whether `/proc/cpuinfo` shows one of the arch's hardware virtualisation flags
+    /// (`kvm_cpu_flags` in the arch table: `vmx` or `svm` on x86). `None` where there is no
+    /// such flag to look at.
     pub cpu_virtualisation: Option<bool>,
 }
 
@@ -90,14 +91,12 @@ impl HostFacts {
     /// Looks at this host.
     pub fn probe() -> HostFacts {
         let arch = Arch::host();
-        let cpu_virtualisation = match arch {
-            Some(Arch::X86_64) => Some(
-                std::fs::read_to_string("/proc/cpuinfo")
-                    .map(|info| cpuinfo_has_virtualisation(&info))
-                    .unwrap_or(false),
-            ),
-            _ => None,
-        };
+        let flags = arch.map_or(&[][..], |a| a.info().kvm_cpu_flags);
+        let cpu_virtualisation = (!flags.is_empty()).then(|| {
+            std::fs::read_to_string("/proc/cpuinfo")
+                .map(|info| cpuinfo_has_flag(&info, flags))
+                .unwrap_or(false)
+        });
         HostFacts { arch, kvm: kvm_device(Path::new("/dev/kvm")), cpu_virtualisation }
     }
 }
@@ -119,11 +118,12 @@ fn kvm_device(path: &Path) -> KvmDevice {
     }
 }
 
-/// Whether any `flags` line of `/proc/cpuinfo` lists `vmx` (Intel) or `svm` (AMD).
-fn cpuinfo_has_virtualisation(cpuinfo: &str) -> bool {
+/// Whether any `flags` line of `/proc/cpuinfo` lists one of `wanted` (on x86: `vmx` for
+/// Intel, `svm` for AMD).
+fn cpuinfo_has_flag(cpuinfo: &str, wanted: &[&str]) -> bool {
     cpuinfo.lines().filter(|l| l.starts_with("flags")).any(|l| {
         l.split_once(':')
-            .is_some_and(|(_, flags)| flags.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+            .is_some_and(|(_, flags)| flags.split_whitespace().any(|f| wanted.contains(&f)))
     })
 }
 
@@ -158,22 +158,25 @@ pub fn choose_accel_with(
         }
     };
     let no_cpu_support = host.cpu_virtualisation == Some(false);
+    let flags = host.arch.map_or(&[][..], |a| a.info().kvm_cpu_flags).join("/");
     match request {
         AccelRequest::Tcg => tcg("requested with --accel tcg".into()),
         AccelRequest::Kvm => match blocker {
             Some(why) => {
                 Err(Error::Other(format!("cannot use KVM: {why}; use --accel tcg or --accel auto")))
             }
-            None if no_cpu_support => kvm("requested with --accel kvm, although the CPU \
-                 shows no vmx/svm flag, so the guest may fail to start"
-                .into()),
+            None if no_cpu_support => kvm(format!(
+                "requested with --accel kvm, although the CPU shows no {flags} flag, so the \
+                 guest may fail to start"
+            )),
             None => kvm("requested with --accel kvm".into()),
         },
         AccelRequest::Auto => match blocker {
             Some(why) => tcg(why),
-            None if no_cpu_support => tcg("/dev/kvm exists but the CPU shows no vmx/svm flag \
-                 (nested or paravirtualised KVM cannot run an ordinary guest)"
-                .into()),
+            None if no_cpu_support => tcg(format!(
+                "/dev/kvm exists but the CPU shows no {flags} flag (nested or paravirtualised \
+                 KVM cannot run an ordinary guest)"
+            )),
             None => {
                 kvm(format!("the guest arch is the host arch ({guest}) and /dev/kvm is usable"))
             }
@@ -243,8 +246,9 @@ mod tests {
     fn cpuinfo_flags() {
         let intel = "processor\t: 0\nflags\t\t: fpu vme vmx sse\n";
         let none = "processor\t: 0\nflags\t\t: fpu vme hypervisor sse\nvmx flags\t: ept\n";
-        assert!(cpuinfo_has_virtualisation(intel));
-        assert!(cpuinfo_has_virtualisation("flags : svm"));
-        assert!(!cpuinfo_has_virtualisation(none));
+        let x86 = Arch::X86_64.info().kvm_cpu_flags;
+        assert!(cpuinfo_has_flag(intel, x86));
+        assert!(cpuinfo_has_flag("flags : svm", x86));
+        assert!(!cpuinfo_has_flag(none, x86));
     }
 }

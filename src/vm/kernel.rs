@@ -5,7 +5,7 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::arch::Arch;
+use crate::arch::{Arch, KernelFormat};
 use crate::error::{Error, Result};
 
 /// Where the chosen kernel came from.
@@ -75,50 +75,37 @@ pub fn select_kernel(
     )))
 }
 
-/// The kernel image formats busyroot recognises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ImageFormat {
-    /// x86 boot protocol image (`HdrS` at 0x202).
-    BzImage,
-    /// An ELF file (vmlinux).
-    Elf,
-    /// A Multiboot kernel.
-    Multiboot,
-    /// arm64 `Image` (`ARM\x64` at 0x38).
-    Arm64Image,
-    /// RISC-V `Image` (`RSC\x05` at 0x38).
-    RiscvImage,
-    /// A PE/COFF (EFI stub or EFI zboot) image.
-    Pe,
-    /// A gzip-compressed image.
-    Gzip,
-    /// None of the above.
-    Unknown,
-}
-
 fn at(data: &[u8], offset: usize, magic: &[u8]) -> bool {
     data.get(offset..offset + magic.len()) == Some(magic)
 }
 
 /// Recognises a kernel image from its first bytes (8 KiB is enough for every format).
-pub(crate) fn sniff(head: &[u8]) -> ImageFormat {
-    if at(head, 0x202, b"HdrS") {
-        ImageFormat::BzImage
+pub(crate) fn sniff(head: &[u8]) -> Option<KernelFormat> {
+    Some(if at(head, 0x202, b"HdrS") {
+        KernelFormat::BzImage
     } else if at(head, 0x38, b"ARM\x64") {
-        ImageFormat::Arm64Image
+        KernelFormat::Arm64Image
     } else if at(head, 0x38, b"RSC\x05") {
-        ImageFormat::RiscvImage
+        KernelFormat::RiscvImage
     } else if at(head, 0, b"\x7fELF") {
-        ImageFormat::Elf
+        KernelFormat::Elf
     } else if at(head, 0, b"MZ") {
-        ImageFormat::Pe
+        KernelFormat::Pe
     } else if at(head, 0, b"\x1f\x8b") {
-        ImageFormat::Gzip
+        KernelFormat::Gzip
     } else if head.chunks_exact(4).take(8192 / 4).any(|w| w == 0x1bad_b002u32.to_le_bytes()) {
-        ImageFormat::Multiboot
+        KernelFormat::Multiboot
     } else {
-        ImageFormat::Unknown
+        return None;
+    })
+}
+
+/// `e_machine` of a little-endian ELF file (every arch busyroot supports is one).
+pub(crate) fn elf_machine(head: &[u8]) -> Option<u16> {
+    if !at(head, 0, b"\x7fELF") || head.get(5) != Some(&1) {
+        return None;
     }
+    Some(u16::from_le_bytes([*head.get(18)?, *head.get(19)?]))
 }
 
 /// What a look at the kernel file says before booting it.
@@ -128,7 +115,7 @@ pub(crate) enum KernelVerdict {
     Fine,
     /// Unrecognised, but the arch has formats busyroot does not know; boot and see.
     Doubtful(String),
-    /// Certainly not bootable: QEMU would load it and hang.
+    /// Certainly not bootable: QEMU would refuse it, or load it and hang.
     Bad(String),
 }
 
@@ -138,31 +125,43 @@ pub(crate) fn inspect(path: &Path, arch: Arch) -> Result<KernelVerdict> {
     std::fs::File::open(path)
         .and_then(|f| f.take(8192).read_to_end(&mut head))
         .map_err(|e| Error::io("read", path, e))?;
-    Ok(verdict(sniff(&head), arch, path))
+    Ok(verdict(sniff(&head), elf_machine(&head), arch, path))
 }
 
-fn verdict(format: ImageFormat, arch: Arch, path: &Path) -> KernelVerdict {
-    use ImageFormat::*;
-    let ok = match arch {
-        Arch::X86_64 => matches!(format, BzImage | Elf | Multiboot),
-        Arch::Aarch64 => matches!(format, Arm64Image | Elf | Pe | Gzip),
-        Arch::Riscv64 => matches!(format, RiscvImage | Elf | Pe | Gzip),
-    };
-    if ok {
+/// The verdict on a file of `format` (and, for ELF, `machine`) as a kernel for `arch`.
+fn verdict(
+    format: Option<KernelFormat>,
+    machine: Option<u16>,
+    arch: Arch,
+    path: &Path,
+) -> KernelVerdict {
+    let info = arch.info();
+    let wrong_elf = format == Some(KernelFormat::Elf)
+        && machine.is_some_and(|m| m != info.elf_machine)
+        // Some arches boot a 32-bit ELF kernel too; only a known other arch is certain.
+        && Arch::ALL.iter().any(|a| Some(a.info().elf_machine) == machine);
+    if format.is_some_and(|f| info.kernel_formats.contains(&f)) && !wrong_elf {
         return KernelVerdict::Fine;
     }
-    let wanted = match arch {
-        Arch::X86_64 => "a bzImage (`HdrS` header at 0x202), an ELF vmlinux or a Multiboot kernel",
-        Arch::Aarch64 => "an arm64 Image (`ARM\\x64` at 0x38), a gzip-compressed Image, EFI or ELF",
-        Arch::Riscv64 => "a RISC-V Image (`RSC\\x05` at 0x38), a gzip-compressed Image, EFI or ELF",
+    let formats: Vec<&str> = info.kernel_formats.iter().map(|f| f.description()).collect();
+    let found = match (format, machine) {
+        _ if wrong_elf => {
+            let other = Arch::ALL.into_iter().find(|a| Some(a.info().elf_machine) == machine);
+            format!("an ELF file for {}", other.map_or("another architecture", Arch::name))
+        }
+        (Some(f), _) => f.description().to_string(),
+        (None, _) => "not a format busyroot recognises".to_string(),
     };
     let message = format!(
-        "`{}` is not a kernel image for {arch}: expected {wanted}; pass the image the kernel \
-         build produced ({}) or a distribution's /boot/vmlinuz-*",
+        "`{}` is not a kernel image for {arch} ({found}): expected {}; pass the image the \
+         kernel build produced ({}) or a distribution's /boot/vmlinuz-*",
         path.display(),
-        arch.info().kernel_image
+        formats.join(", "),
+        info.kernel_image
     );
-    if arch == Arch::X86_64 {
+    // A recognised format of another arch is certainly wrong; an unknown one only where
+    // busyroot knows every format QEMU boots.
+    if format.is_some() || info.kernel_formats_exhaustive {
         KernelVerdict::Bad(message)
     } else {
         KernelVerdict::Doubtful(message)
@@ -201,26 +200,58 @@ mod tests {
 
     #[test]
     fn sniffs_formats() {
-        let mut bz = vec![0u8; 1024];
-        bz[0x202..0x206].copy_from_slice(b"HdrS");
-        assert_eq!(sniff(&bz), ImageFormat::BzImage);
-        let mut arm = vec![0u8; 128];
-        arm[0x38..0x3c].copy_from_slice(b"ARM\x64");
-        assert_eq!(sniff(&arm), ImageFormat::Arm64Image);
-        assert_eq!(sniff(b"\x7fELF\x02\x01"), ImageFormat::Elf);
-        let mut mb = vec![0u8; 4096];
-        mb[64..68].copy_from_slice(&0x1bad_b002u32.to_le_bytes());
-        assert_eq!(sniff(&mb), ImageFormat::Multiboot);
-        assert_eq!(sniff(&[0x55; 4096]), ImageFormat::Unknown);
+        assert_eq!(sniff(b"\x7fELF\x02\x01"), Some(KernelFormat::Elf));
+        assert_eq!(elf_machine(b"\x7fELF\x02\x01"), None, "too short for e_machine");
+        assert_eq!(elf_machine(&elf(183)), Some(183));
+        assert_eq!(sniff(&[0x55; 4096]), None);
+    }
 
+    /// The head of a little-endian 64-bit ELF file for `machine`.
+    fn elf(machine: u16) -> Vec<u8> {
+        let mut head = b"\x7fELF\x02\x01\x01".to_vec();
+        head.resize(18, 0);
+        head.extend(machine.to_le_bytes());
+        head.resize(4096, 0);
+        head
+    }
+
+    /// The head of a file in `format` (an ELF one for `arch`).
+    fn sample(format: KernelFormat, arch: Arch) -> Vec<u8> {
+        let mut head = vec![0u8; 4096];
+        let (offset, magic): (usize, &[u8]) = match format {
+            KernelFormat::Elf => return elf(arch.info().elf_machine),
+            KernelFormat::BzImage => (0x202, b"HdrS"),
+            KernelFormat::Arm64Image => (0x38, b"ARM\x64"),
+            KernelFormat::RiscvImage => (0x38, b"RSC\x05"),
+            KernelFormat::Pe => (0, b"MZ"),
+            KernelFormat::Gzip => (0, b"\x1f\x8b"),
+            KernelFormat::Multiboot => (64, &0x1bad_b002u32.to_le_bytes()),
+        };
+        head[offset..offset + magic.len()].copy_from_slice(magic);
+        head
+    }
+
+    #[test]
+    fn verdicts_per_arch() {
         let p = Path::new("k");
-        assert_eq!(verdict(ImageFormat::BzImage, Arch::X86_64, p), KernelVerdict::Fine);
+        let judge = |head: &[u8], arch| verdict(sniff(head), elf_machine(head), arch, p);
+        for arch in Arch::ALL {
+            for &format in arch.info().kernel_formats {
+                let head = sample(format, arch);
+                assert_eq!(sniff(&head), Some(format));
+                assert_eq!(judge(&head, arch), KernelVerdict::Fine, "{format:?} on {arch}");
+            }
+        }
+        let unknown = [0x55; 4096];
         assert!(
-            matches!(verdict(ImageFormat::Unknown, Arch::X86_64, p), KernelVerdict::Bad(m) if m.contains("bzImage"))
+            matches!(judge(&unknown, Arch::X86_64), KernelVerdict::Bad(m) if m.contains("bzImage"))
         );
-        assert!(matches!(
-            verdict(ImageFormat::Unknown, Arch::Aarch64, p),
-            KernelVerdict::Doubtful(_)
-        ));
+        assert!(matches!(judge(&unknown, Arch::Aarch64), KernelVerdict::Doubtful(_)));
+
+        // Another arch's kernel is refused even where unknown files are only doubtful.
+        let v = judge(&sample(KernelFormat::Arm64Image, Arch::Aarch64), Arch::Riscv64);
+        assert!(matches!(&v, KernelVerdict::Bad(m) if m.contains("arm64 Image")), "{v:?}");
+        let v = judge(&sample(KernelFormat::Elf, Arch::X86_64), Arch::Aarch64);
+        assert!(matches!(&v, KernelVerdict::Bad(m) if m.contains("ELF file for x86_64")), "{v:?}");
     }
 }

@@ -47,14 +47,19 @@ impl Backend for Qemu {
     }
 
     fn args(&self, spec: &VmSpec, console: &ConsoleMode) -> Result<Vec<OsString>> {
-        let machine = spec.arch.info().qemu_machine;
-        let mut args: Vec<OsString> = machine.iter().map(OsString::from).collect();
+        let info = spec.arch.info();
+        let mut args: Vec<OsString> = Vec::new();
         let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
-        push(&["-accel", spec.accel.name()]);
-        // The machine table may pick a CPU model for TCG; under KVM the host's is the one
-        // that works everywhere.
-        if spec.accel == Accel::Kvm && !machine.contains(&"-cpu") {
-            push(&["-cpu", "host"]);
+        push(&["-M", info.qemu_machine, "-accel", spec.accel.name()]);
+        // Under KVM the guest gets the host's CPU, the one model that works on every host;
+        // TCG emulates the table's model, or the machine's default.
+        match (spec.accel, info.qemu_cpu) {
+            (Accel::Kvm, _) => push(&["-cpu", "host"]),
+            (Accel::Tcg, Some(cpu)) => push(&["-cpu", cpu]),
+            (Accel::Tcg, None) => {}
+        }
+        if let Some(firmware) = info.qemu_firmware {
+            push(&["-bios", firmware]);
         }
         push(&["-m", &spec.mem_mib.to_string(), "-smp", &spec.cpus.to_string()]);
         // No display, no network, and an exit instead of a reboot: a guest `poweroff` or a
@@ -173,10 +178,43 @@ mod tests {
         ));
         assert!(l.ends_with("rdinit=/sbin/init panic=-1 -initrd /i/rootfs.cpio.gz"), "{l}");
 
-        // The machine table's own CPU model is kept under KVM.
+        // Under KVM every arch gets the host's CPU, whatever the table emulates under TCG.
         s.arch = Arch::Aarch64;
         let l = line(&s, ConsoleMode::Piped);
-        assert!(l.starts_with("-M virt -cpu max -accel kvm -m"), "{l}");
-        assert!(l.contains("console=ttyAMA0"));
+        assert!(l.starts_with("-M virt,gic-version=max -accel kvm -cpu host -m"), "{l}");
+        assert!(l.contains("console=ttyAMA0 earlycon "), "{l}");
+    }
+
+    #[test]
+    fn machine_cpu_firmware_and_console_per_arch() {
+        let mut s = spec(Root::Disk { image: "/i/r.ext4".into(), bus: RootBus::Virtio });
+        s.arch = Arch::Aarch64;
+        s.kernel = "/k/Image".into();
+        assert_eq!(
+            line(&s, ConsoleMode::Piped),
+            "-M virt,gic-version=max -accel tcg -cpu max -m 256 -smp 2 \
+             -display none -nic none -no-reboot -serial stdio -monitor none -kernel /k/Image \
+             -append console=ttyAMA0 earlycon root=/dev/vda rw rootfstype=ext4 panic=-1 \
+             -drive file=/i/r.ext4,format=raw,if=virtio"
+        );
+
+        s.arch = Arch::Riscv64;
+        s.root = Root::Initramfs("/i/rootfs.cpio.gz".into());
+        let l = line(&s, ConsoleMode::Piped);
+        assert!(l.starts_with("-M virt -accel tcg -bios default -m 256 -smp 2 "), "{l}");
+        assert!(
+            l.ends_with("-append console=ttyS0 earlycon rdinit=/sbin/init panic=-1 -initrd /i/rootfs.cpio.gz"),
+            "{l}"
+        );
+        s.accel = Accel::Kvm;
+        let l = line(&s, ConsoleMode::Piped);
+        assert!(l.starts_with("-M virt -accel kvm -cpu host -bios default -m"), "{l}");
+
+        // x86_64 takes QEMU's default CPU under TCG, and no firmware or extra arguments.
+        s.arch = Arch::X86_64;
+        s.accel = Accel::Tcg;
+        let l = line(&s, ConsoleMode::Piped);
+        assert!(l.starts_with("-M q35 -accel tcg -m 256"), "{l}");
+        assert!(l.contains("-append console=ttyS0 rdinit="), "{l}");
     }
 }

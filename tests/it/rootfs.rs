@@ -203,7 +203,7 @@ fn outputs_read_back_equal_the_manifest() {
     assert!(expected.len() > 300, "a BusyBox rootfs has hundreds of entries");
     assert_eq!(expected["/dev/console"], "c 0600 0:0 5,1");
     assert_eq!(expected["/dev/null"], "c 0666 0:0 1,3");
-    assert_eq!(expected["/dev/tty1"], "c 0620 0:5 4,1");
+    assert_eq!(expected["/dev/tty1"], "c 0620 0:0 4,1");
     assert_eq!(expected["/root"], "d 0700 0:0");
     assert_eq!(expected["/tmp"], "d 1777 0:0");
     assert_eq!(expected["/bin/sh"], "l 0777 0:0 busybox");
@@ -222,6 +222,8 @@ fn outputs_read_back_equal_the_manifest() {
     let ext4 = ext4_listing(&outputs.ext4, &paths);
     // ext4 stores symlink permission bits as 0777 and has lost+found, which the manifest lacks.
     assert_eq!(ext4, expected, "rootfs.ext4 differs from the manifest");
+    let not_root: Vec<_> = ext4.iter().filter(|(_, d)| !d.contains(" 0:0")).collect();
+    assert!(not_root.is_empty(), "every inode must be owned 0:0, whoever builds: {not_root:?}");
     run("e2fsck", &["-fn", outputs.ext4.to_str().unwrap()], None);
     let console =
         run("debugfs", &["-R", "stat /dev/console", outputs.ext4.to_str().unwrap()], None);

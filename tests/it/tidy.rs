@@ -21,9 +21,10 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 #[test]
 fn every_rust_file_starts_with_a_doc_line() {
     let mut files = Vec::new();
-    for dir in ["src", "xtask/src", "tests"] {
+    for dir in ["src", "xtask/src", "tests", "examples/vendoring/src", "examples/vendoring/tests"] {
         rust_files(&root().join(dir), &mut files);
     }
+    files.push(root().join("examples/vendoring/build.rs"));
     let missing: Vec<String> = files
         .iter()
         .filter(|f| !std::fs::read_to_string(f).unwrap().starts_with("//!"))
