@@ -135,7 +135,18 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
         )?;
         let config = ws.path(&ws.config.busybox.config);
         let ours = time_runs(args.cold_runs, |_| {
-            std::fs::remove_dir_all(&dir).ok();
+            // Everything the rootfs build made, but not a kernel built beside it.
+            for entry in std::fs::read_dir(&dir)?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let rootfs_made = name.starts_with("busybox-")
+                    || name.starts_with("rootfs.")
+                    || ["install", "stamps"].contains(&name.as_str());
+                if rootfs_made && entry.path().is_dir() {
+                    std::fs::remove_dir_all(entry.path())?;
+                } else if rootfs_made {
+                    std::fs::remove_file(entry.path())?;
+                }
+            }
             xtask_rootfs()
         })?;
         let baseline = time_runs(args.cold_runs, |_| {
@@ -211,7 +222,11 @@ fn by_hand_images(
     let debugfs = find_program("debugfs").context("debugfs")?;
     let img = scratch.join("hand.ext4");
     let _ = std::fs::remove_file(&img);
-    cmd!(sh, "{mke2fs} -q -t ext4 -d {stage} -F {img} 32M").quiet().ignore_stderr().run()?;
+    cmd!(sh, "{mke2fs} -q -t ext4 -d {stage} -F {img} 32M")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()?;
     let batch = scratch.join("batch");
     std::fs::write(&batch, "cd /dev\nmknod console c 5 1\nmknod null c 1 3\nmknod tty1 c 4 1\n")?;
     cmd!(sh, "{debugfs} -w -f {batch} {img}").quiet().ignore_stdout().ignore_stderr().run()?;
