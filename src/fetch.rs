@@ -144,7 +144,7 @@ fn download(
     install(url, source, cached, |tmp| {
         let cmd = cmd!(
             sh,
-            "curl --fail --silent --show-error --location --retry 3 --retry-delay 2 --connect-timeout 30 --output {tmp} {url}"
+            "curl --fail --silent --show-error --location --retry 3 --retry-connrefused --retry-delay 2 --connect-timeout 30 --output {tmp} {url}"
         );
         progress.command(&cmd.to_string());
         cmd.quiet().ignore_stdout().output().map(drop).map_err(|e| {
