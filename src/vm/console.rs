@@ -50,6 +50,8 @@ pub(crate) struct Console {
     tail: VecDeque<String>,
     stderr: Vec<String>,
     closed: bool,
+    /// Lines holding this (the payload protocol's tag) are the guest's output, never panics.
+    ignore: Option<String>,
 }
 
 impl Console {
@@ -73,7 +75,14 @@ impl Console {
             tail: VecDeque::new(),
             stderr: Vec::new(),
             closed: false,
+            ignore: None,
         })
+    }
+
+    /// From now on, a line that holds `tag` is never taken for a kernel panic: it is the
+    /// guest's tagged output, which may quote anything.
+    pub(crate) fn ignore_panics_in(&mut self, tag: &str) {
+        self.ignore = Some(tag.to_string());
     }
 
     /// Types `line` and Enter into the guest console.
@@ -107,7 +116,8 @@ impl Console {
             match self.rx.recv_timeout(wait) {
                 Ok(Event::Line(line)) => {
                     self.remember(line.clone());
-                    if is_panic(&line) {
+                    let ours = self.ignore.as_ref().is_some_and(|t| line.contains(t.as_str()));
+                    if is_panic(&line) && !ours {
                         return Err(Stop::Panic(line));
                     }
                     if let Some(found) = matcher(&line) {

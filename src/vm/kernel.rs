@@ -120,12 +120,12 @@ pub(crate) enum KernelVerdict {
 }
 
 /// Looks at the head of `path` and says whether it can be a kernel for `arch`.
-pub(crate) fn inspect(path: &Path, arch: Arch) -> Result<KernelVerdict> {
+pub(crate) fn inspect(path: &Path, arch: Arch, formats: &[KernelFormat]) -> Result<KernelVerdict> {
     let mut head = Vec::with_capacity(8192);
     std::fs::File::open(path)
         .and_then(|f| f.take(8192).read_to_end(&mut head))
         .map_err(|e| Error::io("read", path, e))?;
-    Ok(verdict(sniff(&head), elf_machine(&head), arch, path))
+    Ok(verdict(sniff(&head), elf_machine(&head), arch, formats, path))
 }
 
 /// The verdict on a file of `format` (and, for ELF, `machine`) as a kernel for `arch`.
@@ -133,6 +133,7 @@ fn verdict(
     format: Option<KernelFormat>,
     machine: Option<u16>,
     arch: Arch,
+    formats: &[KernelFormat],
     path: &Path,
 ) -> KernelVerdict {
     let info = arch.info();
@@ -140,10 +141,10 @@ fn verdict(
         && machine.is_some_and(|m| m != info.elf_machine)
         // Some arches boot a 32-bit ELF kernel too; only a known other arch is certain.
         && Arch::ALL.iter().any(|a| Some(a.info().elf_machine) == machine);
-    if format.is_some_and(|f| info.kernel_formats.contains(&f)) && !wrong_elf {
+    if format.is_some_and(|f| formats.contains(&f)) && !wrong_elf {
         return KernelVerdict::Fine;
     }
-    let formats: Vec<&str> = info.kernel_formats.iter().map(|f| f.description()).collect();
+    let names: Vec<&str> = formats.iter().map(|f| f.description()).collect();
     let found = match (format, machine) {
         _ if wrong_elf => {
             let other = Arch::ALL.into_iter().find(|a| Some(a.info().elf_machine) == machine);
@@ -156,7 +157,7 @@ fn verdict(
         "`{}` is not a kernel image for {arch} ({found}): expected {}; pass the image the \
          kernel build produced ({}) or a distribution's /boot/vmlinuz-*",
         path.display(),
-        formats.join(", "),
+        names.join(", "),
         info.kernel_image
     );
     // A recognised format of another arch is certainly wrong; an unknown one only where
@@ -234,7 +235,9 @@ mod tests {
     #[test]
     fn verdicts_per_arch() {
         let p = Path::new("k");
-        let judge = |head: &[u8], arch| verdict(sniff(head), elf_machine(head), arch, p);
+        let judge = |head: &[u8], arch: Arch| {
+            verdict(sniff(head), elf_machine(head), arch, arch.info().kernel_formats, p)
+        };
         for arch in Arch::ALL {
             for &format in arch.info().kernel_formats {
                 let head = sample(format, arch);

@@ -2,7 +2,11 @@
 
 use std::ffi::OsString;
 
-use super::{Backend, ConsoleMode, Root, RootBus, VmSpec};
+use std::path::Path;
+
+use super::backend::{Backend, ConsoleMode, Launch};
+use super::share::Transport;
+use super::{Root, RootBus, VmSpec};
 use crate::arch::Arch;
 use crate::error::{Error, Result};
 
@@ -34,6 +38,11 @@ impl Backend for Kvmtool {
         &[RootBus::Virtio]
     }
 
+    fn transports(&self) -> &'static [Transport] {
+        // `--9p DIR,TAG`; kvmtool has no vhost-user-fs device for virtiofs.
+        &[Transport::NineP]
+    }
+
     fn needs_kvm(&self) -> bool {
         true
     }
@@ -46,37 +55,49 @@ impl Backend for Kvmtool {
         false
     }
 
-    fn args(&self, spec: &VmSpec, _console: &ConsoleMode) -> Result<Vec<OsString>> {
-        let mut args: Vec<OsString> = vec!["run".into(), "-k".into(), spec.kernel.clone().into()];
-        match &spec.root {
-            Root::Disk { image, bus: RootBus::Virtio } => {
-                args.extend(["-d".into(), image.clone().into()]);
-            }
-            Root::Disk { bus, .. } => {
-                return Err(Error::Other(format!(
-                    "kvmtool attaches disks only on virtio, not {bus}; use --root-bus virtio \
-                     or --vmm qemu"
-                )))
-            }
-            Root::Initramfs(cpio) => args.extend(["-i".into(), cpio.clone().into()]),
-        }
-        args.extend(
-            [
-                "-p",
-                &spec.kernel_cmdline(),
-                "-m",
-                &spec.mem_mib.to_string(),
-                "-c",
-                &spec.cpus.to_string(),
-                "--console",
-                "serial",
-                "--network",
-                "mode=none",
-            ]
-            .map(OsString::from),
-        );
-        Ok(args)
+    fn prepare(&self, spec: &VmSpec, _console: ConsoleMode, _run_dir: &Path) -> Result<Launch> {
+        Ok(Launch { program: spec.program.clone(), args: args(spec)?, files: Vec::new() })
     }
+}
+
+/// `lkvm run` and its arguments for `spec`. Both console modes are the same: kvmtool puts
+/// the serial console on its stdio either way.
+fn args(spec: &VmSpec) -> Result<Vec<OsString>> {
+    let mut args: Vec<OsString> = vec!["run".into(), "-k".into(), spec.kernel.clone().into()];
+    match &spec.root {
+        Root::Disk { image, bus: RootBus::Virtio } => {
+            args.extend(["-d".into(), image.clone().into()]);
+        }
+        Root::Disk { bus, .. } => {
+            return Err(Error::Other(format!(
+                "kvmtool attaches disks only on virtio, not {bus}; use --root-bus virtio \
+                     or --vmm qemu"
+            )))
+        }
+        Root::Initramfs(cpio) => args.extend(["-i".into(), cpio.clone().into()]),
+    }
+    args.extend(
+        [
+            "-p",
+            &spec.kernel_cmdline(),
+            "-m",
+            &spec.mem_mib.to_string(),
+            "-c",
+            &spec.cpus.to_string(),
+            "--console",
+            "serial",
+            "--network",
+            "mode=none",
+        ]
+        .map(OsString::from),
+    );
+    for share in &spec.shares {
+        // kvmtool's 9p export has no read-only mode; the guest mounts it read-only.
+        let mut export = share.host.clone().into_os_string();
+        export.push(format!(",{}", share.tag));
+        args.extend(["--9p".into(), export]);
+    }
+    Ok(args)
 }
 
 #[cfg(test)]
@@ -96,6 +117,7 @@ mod tests {
             mem_mib: 512,
             cpus: 1,
             console_log: "/t/console.log".into(),
+            shares: vec![],
         }
     }
 
@@ -107,7 +129,7 @@ mod tests {
     fn disk_and_initramfs() {
         let disk = spec(Root::Disk { image: "/i/r.ext4".into(), bus: RootBus::Virtio });
         assert_eq!(
-            strings(Kvmtool.args(&disk, &ConsoleMode::Piped).unwrap()),
+            strings(args(&disk).unwrap()),
             [
                 "run",
                 "-k",
@@ -127,7 +149,7 @@ mod tests {
             ]
         );
         let initramfs = spec(Root::Initramfs("/i/r.cpio.gz".into()));
-        let args = strings(Kvmtool.args(&initramfs, &ConsoleMode::Terminal).unwrap());
+        let args = strings(args(&initramfs).unwrap());
         assert_eq!(args[3..5], ["-i", "/i/r.cpio.gz"]);
         assert_eq!(args[6], "console=ttyS0 rdinit=/sbin/init panic=-1 quiet");
     }
@@ -135,7 +157,7 @@ mod tests {
     #[test]
     fn only_virtio() {
         let nvme = spec(Root::Disk { image: "/i/r.ext4".into(), bus: RootBus::Nvme });
-        let err = Kvmtool.args(&nvme, &ConsoleMode::Piped).unwrap_err().to_string();
+        let err = args(&nvme).unwrap_err().to_string();
         assert!(err.contains("only on virtio"), "{err}");
     }
 }

@@ -1,5 +1,6 @@
-//! The VMM child process: spawning it so that it can never outlive us, killing it on drop,
-//! catching Ctrl-C, and saving the terminal settings around an interactive session.
+//! The VMM and its helper daemons as child processes: spawning them so that they can never
+//! outlive us, killing them on drop, catching Ctrl-C, and saving the terminal settings around
+//! an interactive session.
 
 use std::ffi::OsString;
 use std::io;
@@ -9,8 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{VmSpec, EXIT_INTERRUPTED};
-use crate::error::{Error, Result};
+use std::path::Path;
+
+use super::EXIT_INTERRUPTED;
+use crate::error::Result;
 
 /// How the VMM's standard streams are connected.
 pub(crate) enum Stdio {
@@ -19,6 +22,8 @@ pub(crate) enum Stdio {
     Piped,
     /// Inherited: the VMM owns the terminal (and stays in our foreground process group).
     Inherit,
+    /// A daemon: no input, output discarded, its own process group.
+    Quiet,
 }
 
 /// A running VMM. Dropping it kills the process and reaps it.
@@ -28,23 +33,26 @@ pub(crate) struct VmProcess {
 }
 
 impl VmProcess {
-    /// Starts `spec.program` with `args`.
+    /// Starts `program` with `args`.
     ///
     /// The child asks the kernel for SIGKILL when the spawning thread dies, so not even a
     /// SIGKILL of this process leaves a VMM running. All callers spawn and wait on the same
     /// thread, as that death signal is tied to the thread, not the process.
-    pub(crate) fn spawn(spec: &VmSpec, args: &[OsString], stdio: Stdio) -> Result<VmProcess> {
-        let mut command = Command::new(&spec.program);
+    pub(crate) fn spawn(program: &Path, args: &[OsString], stdio: Stdio) -> io::Result<VmProcess> {
+        use std::process::Stdio as S;
+        let mut command = Command::new(program);
         command.args(args);
-        if let Stdio::Piped = stdio {
-            command
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .process_group(0);
+        match stdio {
+            Stdio::Piped => {
+                command.stdin(S::piped()).stdout(S::piped()).stderr(S::piped()).process_group(0);
+            }
+            Stdio::Quiet => {
+                command.stdin(S::null()).stdout(S::null()).stderr(S::null()).process_group(0);
+            }
+            Stdio::Inherit => {}
         }
         crate::hosttools::die_with_parent(&mut command, libc::SIGKILL);
-        let child = command.spawn().map_err(|e| spawn_error(spec, e))?;
+        let child = command.spawn()?;
         Ok(VmProcess { child, status: None })
     }
 
@@ -116,24 +124,6 @@ impl Drop for VmProcess {
 /// The exit code a shell would report: the code, or 128 + the signal that killed it.
 pub(crate) fn exit_code(status: ExitStatus) -> i32 {
     status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
-}
-
-fn spawn_error(spec: &VmSpec, err: io::Error) -> Error {
-    let backend = spec.vmm.backend();
-    if err.kind() == io::ErrorKind::NotFound {
-        let package = backend.package(spec.arch);
-        Error::MissingTools {
-            list: format!(
-                "  {} ({}; Debian/Ubuntu package `{package}`; or set ${} to the program)",
-                spec.program.display(),
-                backend.display_name(),
-                backend.env_var()
-            ),
-            install: format!("sudo apt-get install {package}"),
-        }
-    } else {
-        Error::io("run", &spec.program, err)
-    }
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -228,35 +218,10 @@ impl TerminalState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::Arch;
-    use crate::vm::{Root, Vmm};
-
-    fn spec(program: &str) -> VmSpec {
-        let mut s = VmSpec::new(
-            Arch::X86_64,
-            "/k".into(),
-            Root::Initramfs("/i".into()),
-            "/tmp/c.log".into(),
-        );
-        s.vmm = Vmm::Qemu;
-        s.program = program.into();
-        s
-    }
-
-    #[test]
-    fn missing_program_names_the_package() {
-        let err = VmProcess::spawn(&spec("qemu-system-does-not-exist"), &[], Stdio::Piped)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(err.contains("qemu-system-does-not-exist"), "{err}");
-        assert!(err.contains("apt-get install qemu-system-x86"), "{err}");
-        assert!(err.contains("$QEMU"), "{err}");
-    }
 
     #[test]
     fn drop_kills_and_reaps() {
-        let mut vm = VmProcess::spawn(&spec("sleep"), &["600".into()], Stdio::Piped).unwrap();
+        let mut vm = VmProcess::spawn(Path::new("sleep"), &["600".into()], Stdio::Piped).unwrap();
         let pid = vm.pid();
         let _ = vm.take_stdio();
         assert!(vm.try_wait().is_none());
@@ -267,7 +232,8 @@ mod tests {
     #[test]
     fn exit_codes() {
         let mut vm =
-            VmProcess::spawn(&spec("sh"), &["-c".into(), "exit 3".into()], Stdio::Piped).unwrap();
+            VmProcess::spawn(Path::new("sh"), &["-c".into(), "exit 3".into()], Stdio::Piped)
+                .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         assert_eq!(vm.wait_until(deadline).map(exit_code), Some(3));
     }

@@ -2,7 +2,11 @@
 
 use std::ffi::OsString;
 
-use super::{qemu_escape, Accel, Backend, ConsoleMode, Root, RootBus, VmSpec};
+use std::path::Path;
+
+use super::backend::{Backend, ConsoleMode, Launch};
+use super::share::Transport;
+use super::{qemu_escape, Accel, Root, RootBus, VmSpec};
 use crate::arch::Arch;
 use crate::error::Result;
 
@@ -33,6 +37,10 @@ impl Backend for Qemu {
         &RootBus::ALL
     }
 
+    fn transports(&self) -> &'static [Transport] {
+        &[Transport::NineP, Transport::Virtiofs]
+    }
+
     fn needs_kvm(&self) -> bool {
         false
     }
@@ -46,76 +54,112 @@ impl Backend for Qemu {
         true
     }
 
-    fn args(&self, spec: &VmSpec, console: &ConsoleMode) -> Result<Vec<OsString>> {
-        let info = spec.arch.info();
-        let mut args: Vec<OsString> = Vec::new();
-        let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
-        push(&["-M", info.qemu_machine, "-accel", spec.accel.name()]);
-        // Under KVM the guest gets the host's CPU, the one model that works on every host;
-        // TCG emulates the table's model, or the machine's default.
-        match (spec.accel, info.qemu_cpu) {
-            (Accel::Kvm, _) => push(&["-cpu", "host"]),
-            (Accel::Tcg, Some(cpu)) => push(&["-cpu", cpu]),
-            (Accel::Tcg, None) => {}
+    fn prepare(&self, spec: &VmSpec, console: ConsoleMode, _run_dir: &Path) -> Result<Launch> {
+        Ok(Launch { program: spec.program.clone(), args: args(spec, console), files: Vec::new() })
+    }
+}
+
+/// QEMU's arguments for `spec`.
+fn args(spec: &VmSpec, console: ConsoleMode) -> Vec<OsString> {
+    let info = spec.arch.info();
+    let mut args: Vec<OsString> = Vec::new();
+    let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
+    push(&["-M", info.qemu_machine, "-accel", spec.accel.name()]);
+    // Under KVM the guest gets the host's CPU, the one model that works on every host;
+    // TCG emulates the table's model, or the machine's default.
+    match (spec.accel, info.qemu_cpu) {
+        (Accel::Kvm, _) => push(&["-cpu", "host"]),
+        (Accel::Tcg, Some(cpu)) => push(&["-cpu", cpu]),
+        (Accel::Tcg, None) => {}
+    }
+    if let Some(firmware) = info.qemu_firmware {
+        push(&["-bios", firmware]);
+    }
+    push(&["-m", &spec.mem_mib.to_string(), "-smp", &spec.cpus.to_string()]);
+    // No display, no network, and an exit instead of a reboot: a guest `poweroff` or a
+    // panic (with panic=-1) ends the QEMU process.
+    push(&["-display", "none", "-nic", "none", "-no-reboot"]);
+    match console {
+        // Only the serial port on stdio: no monitor multiplexed in, so no byte we send
+        // (Ctrl-A included) is ever eaten by QEMU.
+        ConsoleMode::Piped => push(&["-serial", "stdio", "-monitor", "none"]),
+        // Serial and monitor share stdio (Ctrl-A X quits, Ctrl-A C switches); Ctrl-C
+        // goes to the guest, and QEMU itself logs the console.
+        ConsoleMode::Terminal => {
+            let mut chardev = OsString::from("stdio,id=console,mux=on,signal=off,logfile=");
+            chardev.push(qemu_escape(&spec.console_log));
+            args.push("-chardev".into());
+            args.push(chardev);
+            args.extend(
+                ["-serial", "chardev:console", "-mon", "chardev=console,mode=readline"]
+                    .map(OsString::from),
+            );
         }
-        if let Some(firmware) = info.qemu_firmware {
-            push(&["-bios", firmware]);
+    }
+    args.push("-kernel".into());
+    args.push(spec.kernel.clone().into());
+    args.push("-append".into());
+    args.push(spec.kernel_cmdline().into());
+    match &spec.root {
+        Root::Initramfs(cpio) => {
+            args.push("-initrd".into());
+            args.push(cpio.clone().into());
         }
-        push(&["-m", &spec.mem_mib.to_string(), "-smp", &spec.cpus.to_string()]);
-        // No display, no network, and an exit instead of a reboot: a guest `poweroff` or a
-        // panic (with panic=-1) ends the QEMU process.
-        push(&["-display", "none", "-nic", "none", "-no-reboot"]);
-        match console {
-            // Only the serial port on stdio: no monitor multiplexed in, so no byte we send
-            // (Ctrl-A included) is ever eaten by QEMU.
-            ConsoleMode::Piped => push(&["-serial", "stdio", "-monitor", "none"]),
-            // Serial and monitor share stdio (Ctrl-A X quits, Ctrl-A C switches); Ctrl-C
-            // goes to the guest, and QEMU itself logs the console.
-            ConsoleMode::Terminal => {
-                let mut chardev = OsString::from("stdio,id=console,mux=on,signal=off,logfile=");
-                chardev.push(qemu_escape(&spec.console_log));
-                args.push("-chardev".into());
-                args.push(chardev);
-                args.extend(
-                    ["-serial", "chardev:console", "-mon", "chardev=console,mode=readline"]
-                        .map(OsString::from),
-                );
-            }
-        }
-        args.push("-kernel".into());
-        args.push(spec.kernel.clone().into());
-        args.push("-append".into());
-        args.push(spec.kernel_cmdline().into());
-        match &spec.root {
-            Root::Initramfs(cpio) => {
-                args.push("-initrd".into());
-                args.push(cpio.clone().into());
-            }
-            Root::Disk { image, bus } => {
-                let mut drive = OsString::from("file=");
-                drive.push(qemu_escape(image));
-                drive.push(",format=raw");
-                let strs = |items: &[&str]| items.iter().map(OsString::from).collect::<Vec<_>>();
-                match bus {
-                    RootBus::Virtio => {
-                        drive.push(",if=virtio");
-                        args.extend(["-drive".into(), drive]);
-                    }
-                    RootBus::Nvme => {
-                        drive.push(",if=none,id=root");
-                        args.extend(["-drive".into(), drive]);
-                        args.extend(strs(&["-device", "nvme,drive=root,serial=busyroot"]));
-                    }
-                    RootBus::Scsi => {
-                        drive.push(",if=none,id=root");
-                        args.extend(strs(&["-device", "virtio-scsi-pci,id=scsi0"]));
-                        args.extend(["-drive".into(), drive]);
-                        args.extend(strs(&["-device", "scsi-hd,drive=root,bus=scsi0.0"]));
-                    }
+        Root::Disk { image, bus } => {
+            let mut drive = OsString::from("file=");
+            drive.push(qemu_escape(image));
+            drive.push(",format=raw");
+            let strs = |items: &[&str]| items.iter().map(OsString::from).collect::<Vec<_>>();
+            match bus {
+                RootBus::Virtio => {
+                    drive.push(",if=virtio");
+                    args.extend(["-drive".into(), drive]);
+                }
+                RootBus::Nvme => {
+                    drive.push(",if=none,id=root");
+                    args.extend(["-drive".into(), drive]);
+                    args.extend(strs(&["-device", "nvme,drive=root,serial=busyroot"]));
+                }
+                RootBus::Scsi => {
+                    drive.push(",if=none,id=root");
+                    args.extend(strs(&["-device", "virtio-scsi-pci,id=scsi0"]));
+                    args.extend(["-drive".into(), drive]);
+                    args.extend(strs(&["-device", "scsi-hd,drive=root,bus=scsi0.0"]));
                 }
             }
         }
-        Ok(args)
+    }
+    shares(spec, &mut args);
+    args
+}
+
+/// virtio-9p needs nothing but a device per share; virtiofs needs guest memory that
+/// `virtiofsd` can map, then a vhost-user device per share.
+fn shares(spec: &VmSpec, args: &mut Vec<OsString>) {
+    if spec.shares.iter().any(|s| s.transport == Transport::Virtiofs) {
+        let memory = format!("memory-backend-memfd,id=mem,size={}M,share=on", spec.mem_mib);
+        args.extend(["-object".into(), memory.into(), "-numa".into(), "node,memdev=mem".into()]);
+    }
+    for (n, share) in spec.shares.iter().enumerate() {
+        match share.transport {
+            Transport::NineP => {
+                let mut fsdev = OsString::from(format!("local,id=fs{n},path="));
+                fsdev.push(qemu_escape(&share.host));
+                fsdev.push(",security_model=none");
+                if share.readonly {
+                    fsdev.push(",readonly=on");
+                }
+                let device = format!("virtio-9p-pci,fsdev=fs{n},mount_tag={}", share.tag);
+                args.extend(["-fsdev".into(), fsdev, "-device".into(), device.into()]);
+            }
+            Transport::Virtiofs => {
+                let socket = share.socket.as_deref().expect("a virtiofs share has a socket");
+                let mut chardev = OsString::from(format!("socket,id=vfs{n},path="));
+                chardev.push(qemu_escape(socket));
+                let device = format!("vhost-user-fs-pci,chardev=vfs{n},tag={}", share.tag);
+                args.extend(["-chardev".into(), chardev, "-device".into(), device.into()]);
+            }
+        }
     }
 }
 
@@ -136,11 +180,12 @@ mod tests {
             mem_mib: 256,
             cpus: 2,
             console_log: "/t/console.log".into(),
+            shares: vec![],
         }
     }
 
     fn line(spec: &VmSpec, console: ConsoleMode) -> String {
-        let args = Qemu.args(spec, &console).unwrap();
+        let args = args(spec, console);
         args.iter().map(|a| a.to_str().unwrap()).collect::<Vec<_>>().join(" ")
     }
 

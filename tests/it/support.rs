@@ -153,3 +153,10 @@ pub fn built_checkout(root: &Path) -> Result<Workspace, String> {
     xshell::cmd!(sh, "cp -a {src} {dest}").quiet().run().unwrap();
     Ok(ws)
 }
+
+/// The VMM with process id `pid`, if one was started, is neither running nor a zombie.
+pub fn assert_no_process(pid: Option<u32>) {
+    let Some(pid) = pid else { return };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(stat.is_empty(), "process {pid} is still there: {stat}");
+}

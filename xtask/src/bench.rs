@@ -279,7 +279,8 @@ fn bare_qemu_boot(arch: Arch, kernel: &Path, image: &Path) -> anyhow::Result<()>
         image.with_extension("log"),
     );
     spec.accel = vm::choose_accel(vm::AccelRequest::Auto, arch)?.value;
-    let args: Vec<OsString> = Vmm::Qemu.check_args(&spec)?;
+    let run_dir = image.parent().context("the image has a directory")?;
+    let args: Vec<OsString> = Vmm::Qemu.launch(&spec, vm::ConsoleMode::Piped, run_dir)?.args;
     let mut child = Command::new(&spec.program)
         .args(&args)
         .stdin(Stdio::piped())

@@ -1,15 +1,26 @@
-//! `cargo xtask run`: boot the image under QEMU or kvmtool, interactively or as a smoke check.
+//! `cargo xtask run`: boot the image under QEMU or kvmtool, interactively, as a smoke check,
+//! or to run a command in the guest and exit with its status.
 
+use std::io::Write as _;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use busyroot::arch::Arch;
-use busyroot::vm::{self, AccelRequest, CheckPlan, Root, RootBusRequest, Timeouts, VmSpec, Vmm};
+use busyroot::vm::{
+    self, AccelRequest, Check, Event, Observer, Outcome, RootBusRequest, RunReport, ShareRequest,
+    Vm, Vmm,
+};
 use xshell::Shell;
 
 use crate::rootfs::{self, RootfsArgs};
 
 /// Flags of `cargo xtask run`.
+///
+/// Exit codes: with `-- CMD`, CMD's own exit status; 124 if it ran past --cmd-timeout; 125 if
+/// it could not run (the boot, a check, or the set-up of shares and modules failed); 130 on
+/// Ctrl-C. With --check alone: 0 passed, 1 a check failed, 2 the boot failed. The last line on
+/// stderr always says which case it was (`busyroot: …`), and --json records it as `verdict`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// Kernel image to boot [default: $BUSYROOT_KERNEL, else config `kernel`, else the kernel
@@ -23,6 +34,21 @@ pub struct RunArgs {
     /// Boot rootfs.cpio.gz as an initramfs instead of rootfs.ext4 as the root disk.
     #[arg(long)]
     pub initramfs: bool,
+    /// Show a host directory to the guest, over virtio-9p or virtiofs as the kernel allows
+    /// (repeatable). GUEST_DIR defaults to the same absolute path; `:ro` makes it read-only.
+    /// Nothing is shared unless asked for.
+    #[arg(long, value_name = "HOST_DIR[:GUEST_DIR][:ro]")]
+    pub share: Vec<ShareRequest>,
+    /// Seconds CMD may run before the VM is killed (exit 124) [default: no limit].
+    #[arg(long, value_name = "SECONDS")]
+    pub cmd_timeout: Option<f64>,
+    /// Read CMD's stdout as TAP/KTAP (kselftest output): one test case per test point in the
+    /// JUnit and JSON reports.
+    #[arg(long, requires = "command")]
+    pub tap: bool,
+    /// Also show the kernel console on stderr (it always goes to console.log).
+    #[arg(long)]
+    pub console: bool,
     /// Virtual machine monitor: qemu or kvmtool.
     #[arg(long, value_name = "VMM", default_value = "qemu")]
     pub vmm: Vmm,
@@ -39,9 +65,10 @@ pub struct RunArgs {
     /// Extra kernel command-line arguments, after busyroot's own (repeatable).
     #[arg(long, value_name = "ARGS")]
     pub append: Vec<String>,
-    /// Target architecture (x86_64, aarch64, riscv64) [default: config `arch`, else the host's].
+    /// Target architecture: x86_64, aarch64 or riscv64 (or amd64, arm64) [default: config
+    /// `arch`, else the host's].
     #[arg(long)]
-    pub arch: Option<String>,
+    pub arch: Option<Arch>,
     /// Guest memory: MiB, or with a suffix (512M, 1G) [default: 256].
     #[arg(long, value_name = "SIZE", value_parser = vm::parse_mem_mib)]
     pub mem: Option<u32>,
@@ -52,9 +79,19 @@ pub struct RunArgs {
     /// none is built yet.
     #[arg(long)]
     pub build_kernel: bool,
-    /// Write the check results as JUnit XML to PATH (with --check).
-    #[arg(long, value_name = "PATH", requires = "check")]
+    /// Never touch the network while building: only the cache and $BUSYROOT_MIRROR.
+    #[arg(long)]
+    pub offline: bool,
+    /// Write a JUnit XML report to PATH (with --check or a command).
+    #[arg(long, value_name = "PATH")]
     pub junit: Option<PathBuf>,
+    /// Write a JSON report to PATH: kernel, image, accel, checks, command, status, durations,
+    /// verdict, console log.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// The command to run in the guest as root, after `--`; busyroot exits with its status.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
@@ -63,104 +100,175 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
     // Paths in the configuration are relative to the workspace root.
     config.kernel = config.kernel.map(|k| ws.path(&k));
     config.checks_file = config.checks_file.map(|f| ws.path(&f));
-    let arch: Arch = match &args.arch {
-        Some(name) => name.parse().map_err(anyhow::Error::msg)?,
-        None => ws
-            .config
-            .arch
-            .or_else(Arch::host)
-            .context("the host architecture is not supported; pass --arch")?,
+    let arch = match args.arch.or(ws.config.arch).or_else(Arch::host) {
+        Some(arch) => arch,
+        None => anyhow::bail!("the host architecture is not supported; pass --arch"),
     };
-    let outputs =
-        rootfs::build(sh, &RootfsArgs { arch: Some(arch.name().to_string()), offline: false })?;
+    let outputs = rootfs::build(
+        sh,
+        &RootfsArgs { arch: Some(arch.name().to_string()), offline: args.offline },
+    )?;
 
     let built = busyroot::kernel::kernel_image_path(&ws, arch);
-    let nothing_given = args.kernel.is_none()
-        && std::env::var_os("BUSYROOT_KERNEL").is_none()
-        && config.kernel.is_none();
+    let env_kernel = std::env::var_os("BUSYROOT_KERNEL");
+    let nothing_given = args.kernel.is_none() && env_kernel.is_none() && config.kernel.is_none();
     if args.build_kernel && nothing_given {
         let kernel_args =
             crate::kernel::KernelArgs { arch: Some(arch.to_string()), ..Default::default() };
         crate::kernel::build(sh, &kernel_args)?;
     }
-    let env_kernel = std::env::var_os("BUSYROOT_KERNEL");
     let kernel = vm::select_kernel(
         args.kernel.as_deref(),
         env_kernel.as_deref(),
         config.kernel.as_deref(),
         &built,
     )?;
-    println!("kernel: {} ({})", kernel.path.display(), kernel.source);
+    eprintln!("kernel: {} ({})", kernel.path.display(), kernel.source);
 
-    let accel = vm::choose_accel(args.accel, arch)?;
-    println!("accel:  {} ({})", accel.value, accel.reason);
-    if args.vmm.needs_kvm() && accel.value != vm::Accel::Kvm {
-        anyhow::bail!(
-            "{} runs guests only with KVM, which cannot be used here; use --vmm qemu",
-            args.vmm
-        );
-    }
-
-    let root = if args.initramfs {
-        println!("root:   initramfs {}", outputs.cpio.display());
-        Root::Initramfs(outputs.cpio.clone())
+    let mut machine = Vm::new(arch, kernel.path);
+    if args.initramfs {
+        machine.initramfs(&outputs.cpio);
     } else {
-        let bus = vm::choose_root_bus(args.root_bus, &kernel.path, args.vmm)?;
-        // The guest writes to its disk; boot a copy so the build output stays exactly what
-        // the build produced.
-        let image = outputs.dir.join("boot.ext4");
-        std::fs::copy(&outputs.ext4, &image).with_context(|| {
-            format!("failed to copy `{}` to `{}`", outputs.ext4.display(), image.display())
-        })?;
-        println!(
-            "root:   {} as {} on {} ({})",
-            image.display(),
-            bus.value.device(),
-            bus.value,
-            bus.reason
-        );
-        Root::Disk { image, bus: bus.value }
-    };
-
+        machine.disk(&outputs.ext4);
+    }
     let configured_program = match args.vmm {
-        Vmm::Qemu => config.qemu.as_deref(),
-        Vmm::Kvmtool => config.lkvm.as_deref(),
+        Vmm::Qemu => config.qemu.clone(),
+        Vmm::Kvmtool => config.lkvm.clone(),
     };
-    let spec = VmSpec {
-        arch,
-        vmm: args.vmm,
-        program: args.vmm.program(arch, configured_program),
-        accel: accel.value,
-        kernel: kernel.path,
-        root,
-        append: args.append,
-        mem_mib: args.mem.unwrap_or(config.mem),
-        cpus: args.cpus.unwrap_or(config.cpus),
-        console_log: outputs.dir.join("console.log"),
-    };
-
-    if !args.check {
-        return Ok(vm::boot_interactive(&spec)?);
+    machine
+        .vmm(args.vmm, configured_program)
+        .accel(args.accel)
+        .root_bus(args.root_bus)
+        .size(args.mem.unwrap_or(config.mem), args.cpus.unwrap_or(config.cpus))
+        .work_dir(&outputs.dir)
+        .tap(args.tap);
+    if let Some(secs) = args.timeout.or(config.timeout) {
+        machine.boot_timeout(secs);
     }
-
-    let timeouts = Timeouts::from_env(spec.accel, args.timeout.or(config.timeout))?;
-    let mut plan = CheckPlan::standard(&spec, &config.hostname, timeouts);
-    plan.add_extra(&config.checks)?;
-    if let Some(file) = &config.checks_file {
-        plan.add_extra(&vm::load_checks_file(file)?)?;
+    if let Some(secs) = args.cmd_timeout {
+        anyhow::ensure!(secs > 0.0, "--cmd-timeout must be a positive number of seconds");
+        machine.command_timeout(Duration::from_secs_f64(secs));
     }
-    println!(
-        "timeouts: boot {:.0} s, each check {:.0} s, shutdown {:.0} s",
-        timeouts.boot.as_secs_f64(),
-        timeouts.command.as_secs_f64(),
-        timeouts.shutdown.as_secs_f64()
-    );
-    let report = vm::boot_check(sh, &spec, &plan)?;
+    for arg in &args.append {
+        machine.append(arg);
+    }
+    for share in &args.share {
+        machine.share_with(share.clone());
+    }
+    let render = Render { console: args.console };
+    if args.check {
+        let mut extra = Vec::new();
+        for e in &config.checks {
+            extra.push(Check::from_extra(e)?);
+        }
+        if let Some(file) = &config.checks_file {
+            for e in vm::load_checks_file(file)? {
+                extra.push(Check::from_extra(&e)?);
+            }
+        }
+        machine.checks(&config.hostname, extra);
+    }
+    if !args.check && args.command.is_empty() {
+        return Ok(machine.interactive(&render)?);
+    }
+    let command = (!args.command.is_empty()).then(|| args.command.clone());
+    let report = machine.run_with(sh, command, &render)?;
+    render.summary(&report);
     if let Some(path) = &args.junit {
-        busyroot::image::write_atomically(path, |tmp| {
-            std::fs::write(tmp, report.to_junit()).map_err(|e| busyroot::Error::io("write", tmp, e))
-        })?;
-        println!("junit report: {}", path.display());
+        write_report(path, &report.to_junit())?;
     }
+    if let Some(path) = &args.json {
+        write_report(path, &format!("{:#}\n", report.to_json()))?;
+    }
+    eprintln!("{}", report.verdict_line());
     Ok(report.exit_code())
+}
+
+fn write_report(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    busyroot::image::write_atomically(path, |tmp| {
+        std::fs::write(tmp, text).map_err(|e| busyroot::Error::io("write", tmp, e))
+    })
+    .with_context(|| format!("write the report `{}`", path.display()))?;
+    eprintln!("report: {}", path.display());
+    Ok(())
+}
+
+/// Renders the runner's events: the payload's stdout on stdout, everything else on stderr.
+struct Render {
+    console: bool,
+}
+
+impl Observer for Render {
+    fn event(&self, event: Event) {
+        match event {
+            Event::Choice { what, detail } => eprintln!("{:<7} {detail}", format!("{what}:")),
+            Event::Command(line) => eprintln!("$ {line}"),
+            Event::Note(note) => eprintln!("{note}"),
+            Event::Booted(after) => {
+                eprintln!("booted: `{}` after {:.1} s", vm::BANNER, after.as_secs_f64())
+            }
+            Event::Console(line) if self.console => eprintln!("{line}"),
+            Event::Console(_) => {}
+            Event::Check(result) => print_check(&result),
+            Event::CommandStarted(argv) => eprintln!("running: {}", shell_words(&argv)),
+            Event::Stdout(line) => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+            Event::Stderr(line) => eprintln!("{line}"),
+        }
+    }
+}
+
+impl Render {
+    fn summary(&self, report: &RunReport) {
+        match &report.outcome {
+            Outcome::Passed if report.command.is_none() => eprintln!(
+                "passed: {} checks in {:.1} s",
+                report.checks.len(),
+                report.total_time.as_secs_f64()
+            ),
+            Outcome::BootFailed(f) => print_tail(&f.console_tail),
+            Outcome::CommandTimedOut => print_tail(&report.console_tail),
+            _ => {}
+        }
+        if report.vmm_pid.is_some() {
+            eprintln!("console log: {}", report.console_log.display());
+        }
+    }
+}
+
+fn print_tail(lines: &[String]) {
+    if !lines.is_empty() {
+        eprintln!("last console lines:");
+        for line in lines {
+            eprintln!("  | {line}");
+        }
+    }
+}
+
+fn shell_words(argv: &[String]) -> String {
+    argv.iter().map(|w| vm::shell_quote(w)).collect::<Vec<_>>().join(" ")
+}
+
+fn print_check(result: &vm::CheckResult) {
+    if let Some(why) = &result.skipped {
+        eprintln!("  skip  {}: {why}", result.name);
+    } else if result.passed {
+        let first = result.output.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        let first: String = first.chars().take(72).collect();
+        eprintln!("  ok    {}: {first}", result.name);
+    } else {
+        eprintln!("  FAIL  {}", result.name);
+        if !result.command.is_empty() {
+            eprintln!("        command:  {}", result.command);
+        }
+        eprintln!("        expected: {}", result.expected);
+        let mut lines = result.output.lines();
+        eprintln!("        got:      {}", lines.next().unwrap_or("(nothing)"));
+        for line in lines.take(40) {
+            eprintln!("                  {line}");
+        }
+    }
 }

@@ -1,0 +1,431 @@
+//! The short way to boot: [`Vm`], a builder that takes a kernel, an image and what to show the
+//! guest, makes every choice the runner needs (accelerator, root bus, share transport) with
+//! its reason, prepares the boot copy of the image, and runs the checks or a command.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use xshell::Shell;
+
+use super::event::{Event, Observer, Quiet};
+use super::report::RunReport;
+use super::session::RunPlan;
+use super::share::{choose_transport, find_virtiofsd, Share, ShareRequest};
+use super::{
+    choose_accel, choose_root_bus, AccelRequest, Check, KernelConfig, Root, RootBusRequest,
+    Timeouts, VmSpec, Vmm,
+};
+use crate::arch::Arch;
+use crate::error::{Error, IoContext, Result};
+
+/// What a command run in the guest did, for a test to assert on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// The exit code `cargo xtask run` would exit with: the command's status when it ran (see
+    /// [`RunReport::exit_code`] for the other cases).
+    pub status: i32,
+    /// Its stdout, line by line.
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+    /// The whole console log.
+    pub console: PathBuf,
+    /// Everything else: outcome, timings, checks.
+    pub report: RunReport,
+}
+
+/// The image to boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Image {
+    Disk(PathBuf),
+    Initramfs(PathBuf),
+}
+
+/// A VM to boot: a kernel, a root file system and what the guest should see, with defaults
+/// for everything else.
+///
+/// ```no_run
+/// use busyroot::arch::Arch;
+/// use busyroot::vm::Vm;
+///
+/// let out = Vm::new(Arch::X86_64, "/boot/vmlinuz")
+///     .rootfs("target/busyroot/x86_64/rootfs.ext4")
+///     .share("target/guest-tests")
+///     .run(["/bin/sh", "-c", "echo hello"])?;
+/// assert_eq!((out.status, out.stdout.as_str()), (0, "hello\n"));
+/// # Ok::<(), busyroot::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Vm {
+    arch: Arch,
+    kernel: PathBuf,
+    image: Option<Image>,
+    shares: Vec<ShareRequest>,
+    vmm: Vmm,
+    program: Option<PathBuf>,
+    accel: AccelRequest,
+    root_bus: RootBusRequest,
+    mem_mib: u32,
+    cpus: u32,
+    append: Vec<String>,
+    boot_timeout: Option<u64>,
+    command_timeout: Option<Duration>,
+    work_dir: Option<PathBuf>,
+    checks: Option<(String, Vec<Check>)>,
+    tap: bool,
+}
+
+impl Vm {
+    /// A VM for `arch` booting `kernel` under QEMU, with KVM where it works, 256 MiB and 2
+    /// CPUs, no shares. Give it an image with [`Vm::rootfs`], [`Vm::disk`] or
+    /// [`Vm::initramfs`].
+    pub fn new(arch: Arch, kernel: impl Into<PathBuf>) -> Vm {
+        Vm {
+            arch,
+            kernel: kernel.into(),
+            image: None,
+            shares: Vec::new(),
+            vmm: Vmm::Qemu,
+            program: None,
+            accel: AccelRequest::Auto,
+            root_bus: RootBusRequest::Auto,
+            mem_mib: super::DEFAULT_MEM_MIB,
+            cpus: super::DEFAULT_CPUS,
+            append: Vec::new(),
+            boot_timeout: None,
+            command_timeout: None,
+            work_dir: None,
+            checks: None,
+            tap: false,
+        }
+    }
+
+    /// Boots `image`: an initramfs if its name ends in `.cpio` or `.cpio.gz`, else a disk.
+    pub fn rootfs(&mut self, image: impl Into<PathBuf>) -> &mut Vm {
+        let image = image.into();
+        let name = image.to_string_lossy();
+        self.image = Some(if name.ends_with(".cpio") || name.ends_with(".cpio.gz") {
+            Image::Initramfs(image)
+        } else {
+            Image::Disk(image)
+        });
+        self
+    }
+
+    /// Boots `image` as the root disk; the guest writes to a copy, so `image` stays as it is.
+    pub fn disk(&mut self, image: impl Into<PathBuf>) -> &mut Vm {
+        self.image = Some(Image::Disk(image.into()));
+        self
+    }
+
+    /// Boots `cpio` (newc, optionally gzip-compressed) as the initramfs.
+    pub fn initramfs(&mut self, cpio: impl Into<PathBuf>) -> &mut Vm {
+        self.image = Some(Image::Initramfs(cpio.into()));
+        self
+    }
+
+    /// Shows the host directory `dir` to the guest at the same absolute path, read-write.
+    pub fn share(&mut self, dir: impl Into<PathBuf>) -> &mut Vm {
+        self.shares.push(ShareRequest { host: dir.into(), guest: None, readonly: false });
+        self
+    }
+
+    /// Shows a host directory as `request` says (guest path, read-only).
+    pub fn share_with(&mut self, request: ShareRequest) -> &mut Vm {
+        self.shares.push(request);
+        self
+    }
+
+    /// Uses this VMM (and, if given, this program for it).
+    pub fn vmm(&mut self, vmm: Vmm, program: Option<PathBuf>) -> &mut Vm {
+        self.vmm = vmm;
+        self.program = program;
+        self
+    }
+
+    /// KVM, TCG, or `auto` (KVM only where it can run this guest).
+    pub fn accel(&mut self, accel: AccelRequest) -> &mut Vm {
+        self.accel = accel;
+        self
+    }
+
+    /// The bus of the root disk, or `auto` (from the kernel's configuration).
+    pub fn root_bus(&mut self, bus: RootBusRequest) -> &mut Vm {
+        self.root_bus = bus;
+        self
+    }
+
+    /// Guest memory in MiB and number of CPUs.
+    pub fn size(&mut self, mem_mib: u32, cpus: u32) -> &mut Vm {
+        self.mem_mib = mem_mib;
+        self.cpus = cpus;
+        self
+    }
+
+    /// Appends a kernel command-line argument (after busyroot's own, so it wins).
+    pub fn append(&mut self, arg: impl Into<String>) -> &mut Vm {
+        self.append.push(arg.into());
+        self
+    }
+
+    /// Seconds to wait for the init banner (before `$BUSYROOT_TIMEOUT_SCALE`).
+    pub fn boot_timeout(&mut self, secs: u64) -> &mut Vm {
+        self.boot_timeout = Some(secs);
+        self
+    }
+
+    /// How long the command may run before the VM is killed. Default: no limit.
+    pub fn command_timeout(&mut self, timeout: Duration) -> &mut Vm {
+        self.command_timeout = Some(timeout);
+        self
+    }
+
+    /// Where the console log, the boot copy of the disk and sockets go. Default: a directory
+    /// under the system's temporary directory, removed after the run unless it failed.
+    pub fn work_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Vm {
+        self.work_dir = Some(dir.into());
+        self
+    }
+
+    /// Runs the standard checks (expecting `hostname`) and `extra` ones first.
+    pub fn checks(&mut self, hostname: &str, extra: Vec<Check>) -> &mut Vm {
+        self.checks = Some((hostname.to_string(), extra));
+        self
+    }
+
+    /// Reads the command's stdout as TAP or KTAP, one report case per test point.
+    pub fn tap(&mut self, tap: bool) -> &mut Vm {
+        self.tap = tap;
+        self
+    }
+
+    /// Boots, runs `command` as root, powers off, and returns what it did.
+    pub fn run<I, S>(&self, command: I) -> Result<Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let argv: Vec<String> = command.into_iter().map(Into::into).collect();
+        let sh = Shell::new().map_err(|e| Error::Other(format!("cannot start a shell: {e}")))?;
+        let report = self.run_with(&sh, Some(argv), &Quiet)?;
+        let command = report.command.clone();
+        Ok(Output {
+            status: report.exit_code(),
+            stdout: command.as_ref().map(|c| c.stdout.clone()).unwrap_or_default(),
+            stderr: command.map(|c| c.stderr).unwrap_or_default(),
+            console: report.console_log.clone(),
+            report,
+        })
+    }
+
+    /// Boots, runs the standard checks, powers off and checks the disk.
+    pub fn check(&self) -> Result<RunReport> {
+        let sh = Shell::new().map_err(|e| Error::Other(format!("cannot start a shell: {e}")))?;
+        let mut vm = self.clone();
+        if vm.checks.is_none() {
+            vm.checks = Some((super::RunConfig::default().hostname, Vec::new()));
+        }
+        vm.run_with(&sh, None, &Quiet)
+    }
+
+    /// Makes every choice, reporting each to `observer`, and prepares the boot image: the
+    /// [`VmSpec`] and [`RunPlan`] that [`run`](super::run) takes.
+    pub fn prepare(
+        &self,
+        command: Option<Vec<String>>,
+        observer: &dyn Observer,
+    ) -> Result<(VmSpec, RunPlan)> {
+        let image = self.image.clone().ok_or_else(|| {
+            Error::Other(
+                "no root file system to boot: give the VM a disk image or an initramfs".into(),
+            )
+        })?;
+        if !self.kernel.is_file() {
+            return Err(Error::Other(format!(
+                "kernel image `{}` does not exist or is not a file",
+                self.kernel.display()
+            )));
+        }
+        let choose = |what: &str, detail: String| {
+            observer.event(Event::Choice { what: what.to_string(), detail })
+        };
+        let accel = choose_accel(self.accel, self.arch)?;
+        choose("accel", format!("{} ({})", accel.value, accel.reason));
+        let work = self.make_work_dir()?;
+        let root = match image {
+            Image::Initramfs(cpio) => {
+                require_file(&cpio)?;
+                choose("root", format!("initramfs {}", cpio.display()));
+                Root::Initramfs(cpio)
+            }
+            Image::Disk(image) => {
+                require_file(&image)?;
+                let bus = choose_root_bus(self.root_bus, &self.kernel, self.vmm)?;
+                // The guest writes to its disk; boot a copy, so the image stays as built.
+                let copy = work.join("boot.ext4");
+                if copy != image {
+                    std::fs::copy(&image, &copy).with_path("copy to", &copy)?;
+                }
+                choose(
+                    "root",
+                    format!(
+                        "{} as {} on {} ({})",
+                        copy.display(),
+                        bus.value.device(),
+                        bus.value,
+                        bus.reason
+                    ),
+                );
+                Root::Disk { image: copy, bus: bus.value }
+            }
+        };
+        let mut spec = VmSpec::new(self.arch, self.kernel.clone(), root, work.join("console.log"));
+        spec.vmm = self.vmm;
+        spec.program = self.vmm.program(self.arch, self.program.as_deref());
+        spec.accel = accel.value;
+        spec.mem_mib = self.mem_mib;
+        spec.cpus = self.cpus;
+        spec.append = self.append.clone();
+
+        if !self.shares.is_empty() {
+            let config = KernelConfig::find(&self.kernel)?;
+            let virtiofsd = find_virtiofsd();
+            let offered = self.vmm.backend().transports();
+            let transport =
+                choose_transport(offered, config.as_ref(), false, virtiofsd.as_deref())?;
+            choose("shares", format!("{} ({})", transport.value, transport.reason));
+            for (i, request) in self.shares.iter().enumerate() {
+                let share = request.resolve(i, transport.value, &work)?;
+                let mode = if share.readonly { "read-only" } else { "read-write" };
+                choose("share", format!("{} at {} ({mode})", share.host.display(), share.guest));
+                spec.shares.push(share);
+            }
+        }
+
+        if let (Some(argv), Some(image)) = (&command, &self.image) {
+            let image = match image {
+                Image::Disk(p) | Image::Initramfs(p) => p,
+            };
+            check_command_exists(&argv[0], image, &spec.shares)?;
+        }
+
+        let timeouts = Timeouts::from_env(spec.accel, self.boot_timeout)?;
+        let mut plan = match &self.checks {
+            Some((hostname, extra)) => {
+                let mut plan = RunPlan::standard(&spec, hostname, timeouts);
+                plan.checks.extend(extra.iter().cloned());
+                plan.command = command;
+                plan
+            }
+            None => match command {
+                Some(argv) => RunPlan::command(argv, timeouts),
+                None => RunPlan::standard(&spec, &super::RunConfig::default().hostname, timeouts),
+            },
+        };
+        plan.command_timeout = self.command_timeout;
+        plan.tap = self.tap;
+        Ok((spec, plan))
+    }
+
+    /// [`Vm::prepare`], then [`run`](super::run) with `observer`.
+    pub fn run_with(
+        &self,
+        sh: &Shell,
+        command: Option<Vec<String>>,
+        observer: &dyn Observer,
+    ) -> Result<RunReport> {
+        let (spec, plan) = self.prepare(command, observer)?;
+        super::run(sh, &spec, &plan, observer)
+    }
+
+    /// [`Vm::prepare`] without a command, then the console on this terminal.
+    pub fn interactive(&self, observer: &dyn Observer) -> Result<i32> {
+        let (spec, plan) = self.prepare(None, observer)?;
+        super::boot_interactive(&spec, &plan.modules, observer)
+    }
+
+    fn make_work_dir(&self) -> Result<PathBuf> {
+        let dir = match &self.work_dir {
+            Some(dir) => dir.clone(),
+            None => {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static RUNS: AtomicU32 = AtomicU32::new(0);
+                let n = RUNS.fetch_add(1, Ordering::Relaxed);
+                std::env::temp_dir().join(format!("busyroot-vm-{}-{n}", std::process::id()))
+            }
+        };
+        std::fs::create_dir_all(&dir).with_path("create directory", &dir)?;
+        std::path::absolute(&dir).with_path("resolve", &dir)
+    }
+}
+
+/// Refuses a command the guest could not find, where that can be known on the host: in a
+/// shared directory, or in the listing of a busyroot image (the `rootfs.tar` beside it).
+/// Without such a listing the guest's shell has the last word (exit status 127).
+fn check_command_exists(program: &str, image: &Path, shares: &[Share]) -> Result<()> {
+    let candidates: Vec<String> = if program.starts_with('/') {
+        vec![program.to_string()]
+    } else if program.contains('/') {
+        return Ok(());
+    } else {
+        ["/bin", "/sbin", "/usr/bin", "/usr/sbin"]
+            .iter()
+            .map(|d| format!("{d}/{program}"))
+            .collect()
+    };
+    for candidate in &candidates {
+        for share in shares {
+            if let Some(rest) = candidate.strip_prefix(&share.guest) {
+                if rest.is_empty() || rest.starts_with('/') {
+                    let on_host = share.host.join(rest.trim_start_matches('/'));
+                    if on_host.exists() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+    let Some(listing) = image.parent().map(|d| d.join("rootfs.tar")).filter(|t| t.is_file()) else {
+        return Ok(());
+    };
+    let names = tar_names(&listing)?;
+    if candidates.iter().any(|c| names.contains(c.trim_start_matches('/'))) {
+        return Ok(());
+    }
+    let shared: Vec<String> =
+        shares.iter().map(|s| format!("`{}` (from `{}`)", s.guest, s.host.display())).collect();
+    Err(Error::Other(format!(
+        "`{program}` is not in the guest: looked up {} in the image (as listed by `{}`){}; \
+         share the host directory that holds it, or add it to the image with an overlay",
+        candidates.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "),
+        listing.display(),
+        if shared.is_empty() {
+            ", and nothing is shared".to_string()
+        } else {
+            format!(" and in the shared directories {}", shared.join(", "))
+        }
+    )))
+}
+
+/// The paths in a tar archive, without a leading `./` or `/`.
+fn tar_names(path: &Path) -> Result<std::collections::BTreeSet<String>> {
+    let file = std::fs::File::open(path).with_path("open", path)?;
+    let mut archive = tar::Archive::new(file);
+    let mut names = std::collections::BTreeSet::new();
+    for entry in archive.entries().with_path("read", path)? {
+        let entry = entry.with_path("read", path)?;
+        let name = entry.path().with_path("read", path)?.to_string_lossy().into_owned();
+        names.insert(
+            name.trim_start_matches("./").trim_start_matches('/').trim_end_matches('/').to_string(),
+        );
+    }
+    Ok(names)
+}
+
+fn require_file(path: &Path) -> Result<()> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(Error::Other(format!("the image `{}` does not exist or is not a file", path.display())))
+    }
+}

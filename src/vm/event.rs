@@ -1,0 +1,66 @@
+//! What the runner reports while it works: events an [`Observer`] receives as they happen.
+//! The library prints nothing; the xtask renders these, and a test can collect them.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::CheckResult;
+
+/// Something that happened during a run, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A decision and its reason, such as the share transport ("share", "9p: …").
+    Choice {
+        /// What was decided ("share", "modules", …).
+        what: String,
+        /// The value and the reason, in words.
+        detail: String,
+    },
+    /// A helper or VMM command line is about to run.
+    Command(String),
+    /// A remark for the user: how to quit an interactive session, where the log is.
+    Note(String),
+    /// The init banner arrived this long after the VMM started.
+    Booted(Duration),
+    /// A kernel or init console line that is not the payload's output.
+    Console(String),
+    /// One check finished (passed, failed or skipped).
+    Check(CheckResult),
+    /// The payload command starts in the guest.
+    CommandStarted(Vec<String>),
+    /// One line the payload wrote on its stdout.
+    Stdout(String),
+    /// One line the payload wrote on its stderr.
+    Stderr(String),
+}
+
+/// Receives the runner's events. Called from the thread that runs the VM.
+pub trait Observer {
+    /// One event.
+    fn event(&self, event: Event);
+}
+
+/// Ignores every event.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn event(&self, _event: Event) {}
+}
+
+/// Keeps every event, for tests and for callers that render afterwards.
+#[derive(Debug, Default)]
+pub struct Collect(Mutex<Vec<Event>>);
+
+impl Collect {
+    /// The events so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Observer for Collect {
+    fn event(&self, event: Event) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+    }
+}

@@ -1,0 +1,307 @@
+//! What to boot and how: the VMM, the root file system, the kernel command line, the shares,
+//! and the small value types the runner's choices are made of.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use super::backend::{Backend, ConsoleMode, Launch};
+use super::share::Share;
+use super::{kvmtool, qemu, Accel};
+use crate::arch::Arch;
+use crate::error::Result;
+
+/// A decision together with the reason it was taken, for printing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice<T> {
+    /// What was chosen.
+    pub value: T,
+    /// Why, in a few words (e.g. "guest arch equals host arch and /dev/kvm is usable").
+    pub reason: String,
+}
+
+/// The virtual machine monitor that runs the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Vmm {
+    /// `qemu-system-<arch>`, with KVM or TCG.
+    #[default]
+    Qemu,
+    /// kvmtool's `lkvm`, KVM only.
+    Kvmtool,
+}
+
+impl Vmm {
+    /// Every supported VMM.
+    pub const ALL: [Vmm; 2] = [Vmm::Qemu, Vmm::Kvmtool];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Vmm::Qemu => "qemu",
+            Vmm::Kvmtool => "kvmtool",
+        }
+    }
+
+    /// Whether this VMM can only run guests with KVM.
+    pub fn needs_kvm(self) -> bool {
+        self.backend().needs_kvm()
+    }
+
+    pub(crate) fn backend(self) -> &'static dyn Backend {
+        match self {
+            Vmm::Qemu => &qemu::Qemu,
+            Vmm::Kvmtool => &kvmtool::Kvmtool,
+        }
+    }
+
+    /// The program to run: the backend's environment variable (`$QEMU`, `$LKVM`) if set,
+    /// else `configured`, else the default name looked up in `$PATH`.
+    pub fn program(self, arch: Arch, configured: Option<&Path>) -> PathBuf {
+        let backend = self.backend();
+        std::env::var_os(backend.env_var())
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| configured.map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from(backend.default_program(arch)))
+    }
+
+    /// How this VMM would start `spec`: the program, its arguments and any files it needs,
+    /// written into `run_dir` (see [`Launch`]). Nothing is started.
+    pub fn launch(self, spec: &VmSpec, console: ConsoleMode, run_dir: &Path) -> Result<Launch> {
+        self.backend().prepare(spec, console, run_dir)
+    }
+}
+
+impl fmt::Display for Vmm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Vmm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Vmm, String> {
+        let alias = if s == "lkvm" { "kvmtool" } else { s };
+        Vmm::ALL
+            .into_iter()
+            .find(|v| v.name() == alias)
+            .ok_or_else(|| format!("unknown VMM `{s}`; supported: qemu, kvmtool"))
+    }
+}
+
+/// The bus the root disk hangs off, which decides its device name and the driver the kernel
+/// needs built in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootBus {
+    /// virtio-blk over PCI: `/dev/vda`.
+    Virtio,
+    /// An NVMe controller: `/dev/nvme0n1`.
+    Nvme,
+    /// virtio-scsi with a SCSI disk: `/dev/sda`.
+    Scsi,
+}
+
+impl RootBus {
+    /// Every bus, in the order `auto` prefers them.
+    pub const ALL: [RootBus; 3] = [RootBus::Virtio, RootBus::Nvme, RootBus::Scsi];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            RootBus::Virtio => "virtio",
+            RootBus::Nvme => "nvme",
+            RootBus::Scsi => "scsi",
+        }
+    }
+
+    /// The guest's device node for the disk.
+    pub fn device(self) -> &'static str {
+        match self {
+            RootBus::Virtio => "/dev/vda",
+            RootBus::Nvme => "/dev/nvme0n1",
+            RootBus::Scsi => "/dev/sda",
+        }
+    }
+
+    /// The kernel configuration symbols (without `CONFIG_`) that must be `y` for the kernel
+    /// to find its root on this bus without modules.
+    pub fn required_symbols(self) -> &'static [&'static str] {
+        match self {
+            RootBus::Virtio => &["VIRTIO_BLK", "VIRTIO_PCI"],
+            RootBus::Nvme => &["BLK_DEV_NVME"],
+            RootBus::Scsi => &["SCSI_VIRTIO", "BLK_DEV_SD"],
+        }
+    }
+}
+
+impl fmt::Display for RootBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `--root-bus`: a bus, or `auto` to pick one from the kernel's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RootBusRequest {
+    /// Read the kernel's configuration and pick a bus whose driver is built in.
+    #[default]
+    Auto,
+    /// Use this bus whatever the configuration says.
+    Bus(RootBus),
+}
+
+impl FromStr for RootBusRequest {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<RootBusRequest, String> {
+        if s == "auto" {
+            return Ok(RootBusRequest::Auto);
+        }
+        RootBus::ALL
+            .into_iter()
+            .find(|b| b.name() == s)
+            .map(RootBusRequest::Bus)
+            .ok_or_else(|| format!("unknown root bus `{s}`; supported: auto, virtio, nvme, scsi"))
+    }
+}
+
+/// Where the guest's root file system comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Root {
+    /// An ext4 image attached as a disk; the guest writes to it.
+    Disk {
+        /// The image file.
+        image: PathBuf,
+        /// The bus it is attached to.
+        bus: RootBus,
+    },
+    /// A (compressed) newc cpio archive loaded as the initramfs.
+    Initramfs(PathBuf),
+}
+
+/// Everything needed to start one virtual machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSpec {
+    /// Guest architecture.
+    pub arch: Arch,
+    /// The VMM.
+    pub vmm: Vmm,
+    /// The VMM program to run (see [`Vmm::program`]).
+    pub program: PathBuf,
+    /// The accelerator, already chosen (see [`choose_accel`]).
+    pub accel: Accel,
+    /// The kernel image.
+    pub kernel: PathBuf,
+    /// The root file system.
+    pub root: Root,
+    /// Extra kernel command-line arguments, appended after busyroot's own so they win.
+    pub append: Vec<String>,
+    /// Guest memory in MiB.
+    pub mem_mib: u32,
+    /// Number of virtual CPUs.
+    pub cpus: u32,
+    /// Where the whole console output is saved.
+    pub console_log: PathBuf,
+    /// Host directories shown to the guest, each with its transport already chosen.
+    pub shares: Vec<Share>,
+}
+
+/// Default guest memory in MiB.
+pub const DEFAULT_MEM_MIB: u32 = 256;
+/// Default number of virtual CPUs.
+pub const DEFAULT_CPUS: u32 = 2;
+
+impl VmSpec {
+    /// A QEMU spec under TCG with the default memory and CPUs, no shares and the console log
+    /// in `console_log`. Set `accel` from [`choose_accel`](super::choose_accel) to use KVM
+    /// where it works; the [`Vm`](super::Vm) builder does that itself.
+    pub fn new(arch: Arch, kernel: PathBuf, root: Root, console_log: PathBuf) -> VmSpec {
+        VmSpec {
+            arch,
+            vmm: Vmm::Qemu,
+            program: Vmm::Qemu.program(arch, None),
+            accel: Accel::Tcg,
+            kernel,
+            root,
+            append: Vec::new(),
+            mem_mib: DEFAULT_MEM_MIB,
+            cpus: DEFAULT_CPUS,
+            console_log,
+            shares: Vec::new(),
+        }
+    }
+
+    /// The kernel command line: console on the first serial port, the arch's own arguments,
+    /// the root device, and `panic=-1` so that a panic reboots at once, which the VMMs turn
+    /// into an exit. The user's arguments come last, so they win.
+    pub fn kernel_cmdline(&self) -> String {
+        let console = self.vmm.backend().console_device(self.arch);
+        let mut parts = vec![format!("console={console}")];
+        parts.extend(self.arch.info().kernel_cmdline.iter().map(|a| a.to_string()));
+        match &self.root {
+            Root::Disk { bus, .. } => {
+                parts.push(format!("root={}", bus.device()));
+                parts.push("rw".into());
+                parts.push("rootfstype=ext4".into());
+            }
+            Root::Initramfs(_) => parts.push("rdinit=/sbin/init".into()),
+        }
+        parts.push("panic=-1".into());
+        parts.extend(self.append.iter().cloned());
+        parts.join(" ")
+    }
+
+    /// The full command line as printed before the VMM starts, quoted for a POSIX shell.
+    pub fn display_command(&self, args: &[OsString]) -> String {
+        let mut line = shell_quote(&self.program.to_string_lossy());
+        for arg in args {
+            line.push(' ');
+            line.push_str(&shell_quote(&arg.to_string_lossy()));
+        }
+        line
+    }
+}
+
+/// Parses a memory size for `--mem`: MiB as a plain number, or with an `M`/`MiB` or
+/// `G`/`GiB` suffix (`512`, `512M`, `1G`).
+pub fn parse_mem_mib(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let factor = match unit.trim() {
+        "" | "M" | "m" | "MiB" | "MB" => 1,
+        "G" | "g" | "GiB" | "GB" => 1024,
+        _ => 0,
+    };
+    match digits.parse::<u32>().ok().and_then(|n| n.checked_mul(factor)) {
+        Some(mib) if mib > 0 => Ok(mib),
+        _ => {
+            Err(format!("invalid memory size `{text}`; use MiB (`512`) or a suffix (`512M`, `1G`)"))
+        }
+    }
+}
+
+/// Escapes a QEMU option value: commas are doubled so a path cannot end the option.
+pub(crate) fn qemu_escape(path: &Path) -> OsString {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut out = Vec::new();
+    for &b in path.as_os_str().as_bytes() {
+        out.push(b);
+        if b == b',' {
+            out.push(b',');
+        }
+    }
+    OsString::from_vec(out)
+}
+
+/// Quotes `s` for a POSIX shell when it holds anything but plainly safe characters.
+pub fn shell_quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}

@@ -1,0 +1,168 @@
+//! Payload tests: a command run in the guest (`cargo xtask run -- CMD` through the library's
+//! `Vm`), its streams and exit status, a forged status line, a command timeout, TAP output,
+//! read-only shares, and a missing program refused before any VM starts.
+//!
+//! They boot the x86_64 kernel `cargo xtask kernel` builds (it has 9p built in), with the
+//! test program `tests/guest/prog.c` compiled statically by the host's gcc and shared.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use busyroot::arch::Arch;
+use busyroot::vm::{Outcome, ShareRequest, Vm};
+
+use super::support;
+
+struct Setup {
+    kernel: PathBuf,
+    cpio: PathBuf,
+    ext4: PathBuf,
+    guest_dir: tempfile::TempDir,
+}
+
+fn setup(test: &str) -> Option<Setup> {
+    let kernel = busyroot::kernel::kernel_image_path(&support::workspace(), Arch::X86_64);
+    if !kernel.is_file() {
+        let why =
+            format!("no kernel at `{}`; build it with `cargo xtask kernel`", kernel.display());
+        support::skip(test, &why);
+        return None;
+    }
+    if !support::have("qemu-system-x86_64") {
+        support::skip(test, "qemu-system-x86_64 is not installed (package qemu-system-x86)");
+        return None;
+    }
+    let outputs = match support::rootfs() {
+        Ok(outputs) => outputs,
+        Err(reason) => {
+            support::skip(test, &format!("no rootfs to boot: {reason}"));
+            return None;
+        }
+    };
+    let guest_dir = support::tempdir();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest");
+    let prog = guest_dir.path().join("prog");
+    support::run(
+        "gcc",
+        &["-static", "-O2", "-o", prog.to_str().unwrap(), source.join("prog.c").to_str().unwrap()],
+        None,
+    );
+    std::fs::copy(source.join("tap.sh"), guest_dir.path().join("tap.sh")).unwrap();
+    Some(Setup { kernel, cpio: outputs.cpio.clone(), ext4: outputs.ext4.clone(), guest_dir })
+}
+
+impl Setup {
+    fn vm(&self) -> Vm {
+        let mut vm = Vm::new(Arch::X86_64, &self.kernel);
+        vm.initramfs(&self.cpio).share(self.guest_dir.path()).size(256, 1);
+        vm
+    }
+
+    fn prog(&self) -> String {
+        self.guest_dir.path().join("prog").display().to_string()
+    }
+}
+
+#[test]
+fn exit_statuses_and_streams_come_back_exactly() {
+    let Some(setup) = setup("exit_statuses_and_streams_come_back_exactly") else { return };
+    for status in [0, 1, 3, 255] {
+        let out = setup.vm().run([setup.prog(), status.to_string()]).unwrap();
+        assert_eq!(out.status, status, "{:#?}", out.report);
+        assert_eq!(out.report.outcome, Outcome::Passed);
+        assert_eq!(
+            out.stdout,
+            format!("hello from prog on x86_64\narg 1: {status}\n"),
+            "stdout holds the payload's lines and nothing else"
+        );
+        assert_eq!(out.stderr, "prog: this line goes to stderr\n");
+        support::assert_no_process(out.report.vmm_pid);
+    }
+}
+
+#[test]
+fn a_forged_status_line_does_not_change_the_verdict() {
+    let Some(setup) = setup("a_forged_status_line_does_not_change_the_verdict") else { return };
+    // The program prints status lines with 143 guessed tags, on stdout and on the console
+    // itself, then exits 3.
+    let out = setup.vm().run([setup.prog(), "3".into(), "forge".into()]).unwrap();
+    assert_eq!(out.status, 3, "{:#?}", out.report.outcome);
+    assert!(out.stdout.contains("br0 s 1000 0\nbr0 ready\n"), "forged lines stay output");
+}
+
+#[test]
+fn a_disk_boot_runs_the_command_too() {
+    let Some(setup) = setup("a_disk_boot_runs_the_command_too") else { return };
+    let mut vm = setup.vm();
+    vm.disk(&setup.ext4);
+    let out = vm.run(["/bin/sh", "-c", "grep -c ' / ext4 ' /proc/mounts; exit 7"]).unwrap();
+    assert_eq!((out.status, out.stdout.as_str()), (7, "1\n"), "{:#?}", out.report);
+}
+
+#[test]
+fn a_command_past_its_timeout_is_killed_with_the_vm() {
+    let Some(setup) = setup("a_command_past_its_timeout_is_killed_with_the_vm") else { return };
+    let mut vm = setup.vm();
+    vm.command_timeout(Duration::from_secs(3));
+    let out = vm.run(["/bin/sh", "-c", "echo started; sleep 600"]).unwrap();
+    assert_eq!(out.report.outcome, Outcome::CommandTimedOut);
+    assert_eq!(out.status, busyroot::vm::EXIT_COMMAND_TIMEOUT);
+    assert_eq!(out.stdout, "started\n", "the output so far is kept");
+    assert_eq!(out.report.to_json()["verdict"], "command-timeout");
+    support::assert_no_process(out.report.vmm_pid);
+}
+
+#[test]
+fn tap_output_becomes_one_case_per_test_point() {
+    let Some(setup) = setup("tap_output_becomes_one_case_per_test_point") else { return };
+    let script = setup.guest_dir.path().join("tap.sh").display().to_string();
+    let mut vm = setup.vm();
+    vm.tap(true);
+    let out = vm.run([script]).unwrap();
+    assert_eq!(out.status, 0, "{:#?}", out.report);
+    let tap = out.report.command.as_ref().unwrap().tap.as_ref().unwrap();
+    assert_eq!(tap.cases.len(), 4, "{tap:#?}");
+    let junit = out.report.to_junit();
+    assert!(junit.contains("classname=\"busyroot.tap\" name=\"proc is mounted\""), "{junit}");
+    assert!(junit.contains("<failure message=\"not ok 3\""), "{junit}");
+    assert!(junit.contains("<skipped message=\"no such device\""), "{junit}");
+}
+
+#[test]
+fn a_read_only_share_refuses_writes() {
+    let Some(setup) = setup("a_read_only_share_refuses_writes") else { return };
+    let mut vm = Vm::new(Arch::X86_64, &setup.kernel);
+    let ro = ShareRequest {
+        host: setup.guest_dir.path().into(),
+        guest: Some("/mnt/ro".into()),
+        readonly: true,
+    };
+    vm.initramfs(&setup.cpio).share_with(ro).size(256, 1);
+    let out = vm.run(["/bin/sh", "-c", "test -x /mnt/ro/prog && touch /mnt/ro/new"]).unwrap();
+    assert_eq!(out.status, 1, "{:#?}", out.report);
+    assert!(out.stderr.contains("Read-only file system"), "{}", out.stderr);
+    assert!(!setup.guest_dir.path().join("new").exists());
+}
+
+#[test]
+fn a_missing_program_is_refused_before_booting() {
+    // Needs the rootfs (for its listing) but no VM: the refusal comes first.
+    let test = "a_missing_program_is_refused_before_booting";
+    let outputs = match support::rootfs() {
+        Ok(outputs) => outputs,
+        Err(reason) => return support::skip(test, &format!("no rootfs: {reason}")),
+    };
+    let tmp = support::tempdir();
+    let kernel = tmp.path().join("bzImage");
+    std::fs::write(&kernel, b"not looked at").unwrap();
+    let mut vm = Vm::new(Arch::X86_64, &kernel);
+    vm.initramfs(&outputs.cpio).share(tmp.path()).work_dir(tmp.path().join("run"));
+    let err = vm.run(["/opt/tests/run-me", "--quick"]).unwrap_err().to_string();
+    assert!(err.contains("`/opt/tests/run-me` is not in the guest"), "{err}");
+    assert!(err.contains("rootfs.tar"), "{err}");
+    assert!(err.contains("share the host directory"), "{err}");
+    assert!(!tmp.path().join("run/console.log").exists(), "no VM was started");
+    // A program in the image passes the same check (then fails to boot the fake kernel).
+    let report = vm.run(["uname", "-r"]).unwrap().report;
+    assert!(matches!(report.outcome, Outcome::BootFailed(_)), "{report:#?}");
+}
