@@ -19,6 +19,7 @@ mod kernel;
 mod kvmtool;
 mod process;
 mod qemu;
+mod tap;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -36,6 +37,7 @@ pub use check::{
 pub use config::{load_checks_file, ExtraCheck, RunConfig};
 pub use kconfig::{choose_root_bus, choose_root_bus_with, KernelConfig};
 pub use kernel::{select_kernel, KernelChoice, KernelSource};
+pub use tap::{parse_tap, TapCase, TapOutcome, TapReport};
 
 /// The exit code of an interrupted run (Ctrl-C), as a shell reports a death by SIGINT.
 pub const EXIT_INTERRUPTED: i32 = 130;
