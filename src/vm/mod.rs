@@ -17,6 +17,7 @@ mod console;
 mod kconfig;
 mod kernel;
 mod kvmtool;
+mod modules;
 mod process;
 mod qemu;
 
@@ -36,6 +37,10 @@ pub use check::{
 pub use config::{load_checks_file, ExtraCheck, RunConfig};
 pub use kconfig::{choose_root_bus, choose_root_bus_with, KernelConfig};
 pub use kernel::{select_kernel, KernelChoice, KernelSource};
+pub use modules::{
+    kernel_release, kernel_release_of, modules_for, read_modinfo, GuestFile, Module, ModuleTree,
+    MODULE_SYMBOLS,
+};
 
 /// The exit code of an interrupted run (Ctrl-C), as a shell reports a death by SIGINT.
 pub const EXIT_INTERRUPTED: i32 = 130;
