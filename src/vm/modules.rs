@@ -224,11 +224,11 @@ impl ModuleTree {
             cycle.push(name.to_string());
             return Err(self.error(format!("modules depend on each other: {}", cycle.join(" → "))));
         }
+        if self.is_builtin(name) {
+            walk.done.insert(name.to_string());
+            return Ok(());
+        }
         let Some(module) = self.module(name) else {
-            if self.is_builtin(name) {
-                walk.done.insert(name.to_string());
-                return Ok(());
-            }
             let listed = match (self.has_dep_file(), self.root.join("modules.builtin").is_file()) {
                 (true, true) => "neither modules.dep nor modules.builtin lists it",
                 (true, false) => "modules.dep does not list it and there is no modules.builtin",
@@ -286,8 +286,8 @@ impl ModuleTree {
             if !file.host.is_file() {
                 return Err(Error::Tree {
                     path: file.host.clone(),
-                    message: "listed in modules.dep but missing; is the tree complete, or \
-                              modules.dep stale?"
+                    message: "missing from the module tree; is the tree complete (and its \
+                              modules.dep, if any, up to date)?"
                         .into(),
                 });
             }
@@ -801,6 +801,9 @@ mod tests {
         let root = modinfo_tree(dir.path());
         let tree = ModuleTree::open_dir(dir.path()).unwrap();
         assert!(tree.is_builtin("inkernel"));
+        // A built-in module is not loaded even if a file of that name is there.
+        put(&root, "kernel/fs/inkernel.ko", &fake_ko(&["depends="]));
+        let tree = ModuleTree::open_dir(dir.path()).unwrap();
         assert_eq!(
             names(&tree.load_order(&["inkernel", "mid_dash"]).unwrap()),
             ["base", "mid_dash"]
