@@ -24,6 +24,7 @@ mod guest;
 mod kconfig;
 mod kernel;
 mod kvmtool;
+mod modules;
 mod process;
 mod qemu;
 mod report;
@@ -53,6 +54,10 @@ pub use spec::{
 pub use tap::{parse_tap, TapCase, TapOutcome, TapReport};
 
 pub(crate) use spec::qemu_escape;
+pub use modules::{
+    kernel_release, kernel_release_of, modules_for, read_modinfo, GuestFile, Module, ModuleTree,
+    MODULE_SYMBOLS,
+};
 
 /// The exit code of an interrupted run (Ctrl-C), as a shell reports a death by SIGINT.
 pub const EXIT_INTERRUPTED: i32 = 130;
