@@ -8,6 +8,8 @@ use std::time::Duration;
 use xshell::Shell;
 
 use super::event::{Event, Observer, Quiet};
+use super::layer;
+use super::modules::ModuleTree;
 use super::report::RunReport;
 use super::session::RunPlan;
 use super::share::{choose_transport, find_virtiofsd, Share, ShareRequest};
@@ -17,6 +19,10 @@ use super::{
 };
 use crate::arch::Arch;
 use crate::error::{Error, IoContext, Result};
+use crate::manifest::{ImagePath, Manifest};
+
+/// The time stamped on a run's extra files (2000-01-01): they live only in the boot copy.
+const LAYER_EPOCH: u64 = 946_684_800;
 
 /// What a command run in the guest did, for a test to assert on.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,7 +79,13 @@ pub struct Vm {
     work_dir: Option<PathBuf>,
     checks: Option<(String, Vec<Check>)>,
     tap: bool,
+    modules: Option<PathBuf>,
+    overlays: Vec<PathBuf>,
 }
+
+/// A module tree bigger than this is not copied whole into the guest: only the modules the run
+/// loads are (Debian's cloud kernel ships 91 MB of modules).
+const WHOLE_TREE_LIMIT: u64 = 64 << 20;
 
 impl Vm {
     /// A VM for `arch` booting `kernel` under QEMU, with KVM where it works, 256 MiB and 2
@@ -97,6 +109,8 @@ impl Vm {
             work_dir: None,
             checks: None,
             tap: false,
+            modules: None,
+            overlays: Vec::new(),
         }
     }
 
@@ -133,6 +147,20 @@ impl Vm {
     /// Shows a host directory as `request` says (guest path, read-only).
     pub fn share_with(&mut self, request: ShareRequest) -> &mut Vm {
         self.shares.push(request);
+        self
+    }
+
+    /// Kernel modules for the booted kernel: a `lib/modules/<version>` tree, a directory
+    /// holding one, or an archive of one. They are copied into the guest (the whole tree when
+    /// it is small, else the modules the run loads), and those the shares need are loaded.
+    pub fn modules(&mut self, path: impl Into<PathBuf>) -> &mut Vm {
+        self.modules = Some(path.into());
+        self
+    }
+
+    /// Lays the files of the directory `dir` over the image for this run only (owned 0:0).
+    pub fn overlay(&mut self, dir: impl Into<PathBuf>) -> &mut Vm {
+        self.overlays.push(dir.into());
         self
     }
 
@@ -287,13 +315,32 @@ impl Vm {
         spec.cpus = self.cpus;
         spec.append = self.append.clone();
 
+        let config = KernelConfig::find(&self.kernel)?;
+        let tree = match &self.modules {
+            Some(path) => {
+                let sh =
+                    Shell::new().map_err(|e| Error::Other(format!("cannot start a shell: {e}")))?;
+                let tree =
+                    ModuleTree::open(&sh, path, &work.join("modules"), &crate::progress::Silent)?;
+                if tree.check_kernel(&self.kernel)?.is_none() {
+                    observer.event(Event::Note(format!(
+                        "cannot tell which kernel release `{}` is; assuming the modules ({}) fit",
+                        self.kernel.display(),
+                        tree.version()
+                    )));
+                }
+                Some(tree)
+            }
+            None => None,
+        };
+        let mut needed: Vec<&str> = Vec::new();
         if !self.shares.is_empty() {
-            let config = KernelConfig::find(&self.kernel)?;
             let virtiofsd = find_virtiofsd();
             let offered = self.vmm.backend().transports();
             let transport =
-                choose_transport(offered, config.as_ref(), false, virtiofsd.as_deref())?;
+                choose_transport(offered, config.as_ref(), tree.is_some(), virtiofsd.as_deref())?;
             choose("shares", format!("{} ({})", transport.value, transport.reason));
+            needed.extend(transport.value.symbols());
             for (i, request) in self.shares.iter().enumerate() {
                 let share = request.resolve(i, transport.value, &work)?;
                 let mode = if share.readonly { "read-only" } else { "read-write" };
@@ -301,12 +348,73 @@ impl Vm {
                 spec.shares.push(share);
             }
         }
+        let mut load = Vec::new();
+        let mut module_files = Vec::new();
+        if let Some(tree) = &tree {
+            let names = match &config {
+                Some(config) => super::modules_for(&needed, config),
+                None => Vec::new(),
+            };
+            let order = tree.load_order(&names)?;
+            let all = tree.all_files()?;
+            let bytes: u64 =
+                all.iter().filter_map(|f| std::fs::metadata(&f.host).ok()).map(|m| m.len()).sum();
+            let (files, which) = if bytes <= WHOLE_TREE_LIMIT {
+                (all, "the whole tree".to_string())
+            } else {
+                (
+                    tree.files_for(&order)?,
+                    format!("the modules it loads ({} MiB in all)", bytes >> 20),
+                )
+            };
+            let loads: Vec<&str> = order.iter().map(|m| m.name.as_str()).collect();
+            choose(
+                "modules",
+                format!(
+                    "{} from `{}`: {which}, {} files; loads {}",
+                    tree.version(),
+                    tree.root().display(),
+                    files.len(),
+                    if loads.is_empty() { "nothing".to_string() } else { loads.join(", ") }
+                ),
+            );
+            load = order
+                .iter()
+                .map(|m| format!("/{}", tree.guest_dir().join(&m.path).display()))
+                .collect();
+            module_files = files;
+        }
+        let layer = if self.overlays.is_empty() && module_files.is_empty() {
+            None
+        } else {
+            for overlay in &self.overlays {
+                choose("overlay", overlay.display().to_string());
+            }
+            Some(layer::manifest(&self.overlays, &module_files, LAYER_EPOCH)?)
+        };
+        if let Some(layer) = &layer {
+            spec.root = match &spec.root {
+                Root::Initramfs(base) => {
+                    let boot = work.join("boot.cpio.gz");
+                    layer::initramfs(base, layer, &boot)?;
+                    Root::Initramfs(boot)
+                }
+                Root::Disk { image, bus } => {
+                    let base = match &self.image {
+                        Some(Image::Disk(original)) => original.clone(),
+                        _ => image.clone(),
+                    };
+                    layer::disk(&base, layer, image)?;
+                    Root::Disk { image: image.clone(), bus: *bus }
+                }
+            };
+        }
 
         if let (Some(argv), Some(image)) = (&command, &self.image) {
             let image = match image {
                 Image::Disk(p) | Image::Initramfs(p) => p,
             };
-            check_command_exists(&argv[0], image, &spec.shares)?;
+            check_command_exists(&argv[0], image, &spec.shares, layer.as_ref())?;
         }
 
         let timeouts = Timeouts::from_env(spec.accel, self.boot_timeout)?;
@@ -324,6 +432,7 @@ impl Vm {
         };
         plan.command_timeout = self.command_timeout;
         plan.tap = self.tap;
+        plan.modules = load;
         Ok((spec, plan))
     }
 
@@ -362,7 +471,12 @@ impl Vm {
 /// Refuses a command the guest could not find, where that can be known on the host: in a
 /// shared directory, or in the listing of a busyroot image (the `rootfs.tar` beside it).
 /// Without such a listing the guest's shell has the last word (exit status 127).
-fn check_command_exists(program: &str, image: &Path, shares: &[Share]) -> Result<()> {
+fn check_command_exists(
+    program: &str,
+    image: &Path,
+    shares: &[Share],
+    layer: Option<&Manifest>,
+) -> Result<()> {
     let candidates: Vec<String> = if program.starts_with('/') {
         vec![program.to_string()]
     } else if program.contains('/') {
@@ -384,6 +498,13 @@ fn check_command_exists(program: &str, image: &Path, shares: &[Share]) -> Result
                 }
             }
         }
+    }
+    let in_layer = |c: &String| {
+        let path = ImagePath::parse(c);
+        layer.zip(path).is_some_and(|(l, p)| l.get(&p).is_some())
+    };
+    if candidates.iter().any(in_layer) {
+        return Ok(());
     }
     let Some(listing) = image.parent().map(|d| d.join("rootfs.tar")).filter(|t| t.is_file()) else {
         return Ok(());

@@ -24,6 +24,7 @@ mod guest;
 mod kconfig;
 mod kernel;
 mod kvmtool;
+mod layer;
 mod modules;
 mod process;
 mod qemu;
@@ -53,11 +54,11 @@ pub use spec::{
 };
 pub use tap::{parse_tap, TapCase, TapOutcome, TapReport};
 
-pub(crate) use spec::qemu_escape;
 pub use modules::{
     kernel_release, kernel_release_of, modules_for, read_modinfo, GuestFile, Module, ModuleTree,
     MODULE_SYMBOLS,
 };
+pub(crate) use spec::qemu_escape;
 
 /// The exit code of an interrupted run (Ctrl-C), as a shell reports a death by SIGINT.
 pub const EXIT_INTERRUPTED: i32 = 130;

@@ -39,6 +39,15 @@ pub struct RunArgs {
     /// Nothing is shared unless asked for.
     #[arg(long, value_name = "HOST_DIR[:GUEST_DIR][:ro]")]
     pub share: Vec<ShareRequest>,
+    /// Kernel modules for the kernel: a lib/modules/<version> tree (from `make modules_install
+    /// INSTALL_MOD_PATH=…` or an unpacked distribution package), a directory holding one, or
+    /// a tar archive of one. Copied into the guest; those the shares need are loaded.
+    #[arg(long, value_name = "PATH")]
+    pub modules: Option<PathBuf>,
+    /// Lay the files of a directory over the image for this run only, owned 0:0
+    /// (repeatable; the built image stays as built).
+    #[arg(long, value_name = "DIR")]
+    pub overlay: Vec<PathBuf>,
     /// Seconds CMD may run before the VM is killed (exit 124) [default: no limit].
     #[arg(long, value_name = "SECONDS")]
     pub cmd_timeout: Option<f64>,
@@ -154,6 +163,12 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
     }
     for share in &args.share {
         machine.share_with(share.clone());
+    }
+    if let Some(modules) = &args.modules {
+        machine.modules(modules);
+    }
+    for overlay in &args.overlay {
+        machine.overlay(overlay);
     }
     let render = Render { console: args.console };
     if args.check {
