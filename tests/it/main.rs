@@ -5,6 +5,7 @@ mod cross;
 mod faults;
 mod incremental;
 mod kernel;
+mod kvmtool;
 mod payload;
 mod rootfs;
 mod support;
