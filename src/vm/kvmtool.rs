@@ -1,4 +1,19 @@
 //! The kvmtool backend: `lkvm run`, KVM only, root disk on virtio-blk.
+//!
+//! lkvm builds the guest's kernel command line itself and appends ours (`-p`) to it
+//! (kvmtool's builtin-run.c, `kvm_run_set_real_cmdline`; x86/kvm.c, `kvm__arch_set_cmdline`).
+//! On x86 it starts with `noapic noacpi pci=conf1 reboot=k panic=1 i8042.direct=1
+//! i8042.dumbkbd=1 i8042.nopnp=1 earlyprintk=serial i8042.noaux=1`, then `console=ttyS0` for
+//! `--console serial`, then `root=/dev/vda rw` unless our parameters contain `root=`. None of
+//! it conflicts with ours: our `console=ttyS0` names the same console, which the kernel
+//! registers once; our `panic=-1` comes later and wins over `panic=1`; a disk boot passes
+//! `root=/dev/vda`, so lkvm adds no second one; an initramfs boot gets lkvm's `root=/dev/vda
+//! rw`, which the kernel never uses because `rdinit=/sbin/init` runs from the initramfs.
+//! `noacpi` is no kernel parameter, so the kernel hands it to init, which ignores it.
+//!
+//! lkvm splits a `-d` argument at commas into the path and flags (`,ro`, `,direct`) and a
+//! `--9p` argument at its first comma into the directory and the tag, with no escape, so a
+//! path with a comma is refused here rather than cut short there.
 
 use std::ffi::OsString;
 
@@ -66,6 +81,7 @@ fn args(spec: &VmSpec) -> Result<Vec<OsString>> {
     let mut args: Vec<OsString> = vec!["run".into(), "-k".into(), spec.kernel.clone().into()];
     match &spec.root {
         Root::Disk { image, bus: RootBus::Virtio } => {
+            refuse_comma(image, "a disk path as the start of disk flags")?;
             args.extend(["-d".into(), image.clone().into()]);
         }
         Root::Disk { bus, .. } => {
@@ -92,12 +108,24 @@ fn args(spec: &VmSpec) -> Result<Vec<OsString>> {
         .map(OsString::from),
     );
     for share in &spec.shares {
+        refuse_comma(&share.host, "a shared directory's path as the start of its tag")?;
         // kvmtool's 9p export has no read-only mode; the guest mounts it read-only.
         let mut export = share.host.clone().into_os_string();
         export.push(format!(",{}", share.tag));
         args.extend(["--9p".into(), export]);
     }
     Ok(args)
+}
+
+/// Fails for a path lkvm would cut at a comma, reading the rest as `what`.
+fn refuse_comma(path: &Path, what: &str) -> Result<()> {
+    if path.as_os_str().as_encoded_bytes().contains(&b',') {
+        return Err(Error::Other(format!(
+            "kvmtool cannot take `{}`: it reads a comma in {what}; use a path without a comma",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -152,6 +180,26 @@ mod tests {
         let args = strings(args(&initramfs).unwrap());
         assert_eq!(args[3..5], ["-i", "/i/r.cpio.gz"]);
         assert_eq!(args[6], "console=ttyS0 rdinit=/sbin/init panic=-1 quiet");
+    }
+
+    #[test]
+    fn no_comma_in_a_disk_or_shared_path() {
+        let comma = spec(Root::Disk { image: "/i,ro/r.ext4".into(), bus: RootBus::Virtio });
+        let err = args(&comma).unwrap_err().to_string();
+        assert!(err.contains("`/i,ro/r.ext4`") && err.contains("without a comma"), "{err}");
+        // An initramfs path is taken whole.
+        let mut cpio = spec(Root::Initramfs("/i,x/r.cpio.gz".into()));
+        assert!(args(&cpio).is_ok());
+        cpio.shares.push(crate::vm::Share {
+            host: "/s,t".into(),
+            guest: "/mnt".into(),
+            readonly: false,
+            transport: Transport::NineP,
+            tag: "br0".into(),
+            socket: None,
+        });
+        let err = args(&cpio).unwrap_err().to_string();
+        assert!(err.contains("`/s,t`") && err.contains("its tag"), "{err}");
     }
 
     #[test]
