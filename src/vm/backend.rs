@@ -64,6 +64,10 @@ pub(crate) trait Backend: Sync {
     fn kernel_formats(&self, arch: Arch) -> &'static [KernelFormat] {
         arch.info().kernel_formats
     }
+    /// The guest command that ends the VM, so that the VMM exits.
+    fn shutdown_command(&self) -> &'static str {
+        "poweroff"
+    }
     /// Whether the backend can only run with KVM.
     fn needs_kvm(&self) -> bool;
     /// How to leave an interactive session.

@@ -58,6 +58,13 @@ impl Backend for Kvmtool {
         &[Transport::NineP]
     }
 
+    fn shutdown_command(&self) -> &'static str {
+        // kvmtool's x86 machine has no ACPI, so `poweroff` only halts the vCPUs and lkvm keeps
+        // running; `reboot` (with the `reboot=k` lkvm passes) resets through the keyboard
+        // controller, and lkvm exits with status 0.
+        "reboot"
+    }
+
     fn needs_kvm(&self) -> bool {
         true
     }

@@ -505,7 +505,7 @@ impl Session<'_> {
             }
             Some(_) => {}
             None => {
-                let result = self.power_off(plan);
+                let result = self.power_off(spec, plan);
                 let exited = result.passed;
                 self.vm.kill();
                 self.console.finish();
@@ -577,13 +577,14 @@ impl Session<'_> {
         Outcome::BootFailed(BootFailure { kind, message, console_tail })
     }
 
-    /// Types `poweroff` and waits for the VMM to exit by itself.
-    fn power_off(&mut self, plan: &RunPlan) -> CheckResult {
+    /// Types the backend's shutdown command (`poweroff`) and waits for the VMM to exit.
+    fn power_off(&mut self, spec: &VmSpec, plan: &RunPlan) -> CheckResult {
+        let shutdown = spec.vmm.backend().shutdown_command();
         let t = Instant::now();
         let deadline = t + plan.timeouts.shutdown;
         let mut result = CheckResult {
             name: "poweroff".into(),
-            command: "poweroff".into(),
+            command: shutdown.into(),
             expected: format!(
                 "the VMM to exit by itself within {:.0} s",
                 plan.timeouts.shutdown.as_secs_f64()
@@ -593,8 +594,7 @@ impl Session<'_> {
             skipped: None,
             duration: Duration::ZERO,
         };
-        let closed =
-            self.console.send("poweroff").and_then(|()| self.console.wait_closed(deadline));
+        let closed = self.console.send(shutdown).and_then(|()| self.console.wait_closed(deadline));
         match closed {
             // The console may also close before the write went through: the guest is going
             // down anyway.

@@ -1,6 +1,6 @@
-//! Boots the image `build.rs` made with busyroot's VM runner in check mode, as minivmm's own
-//! CI would: to the init banner, the standard checks over the serial console, power-off and
-//! `e2fsck` of the disk.
+//! Boots the images `build.rs` made with busyroot's VM runner, as minivmm's own CI would: the
+//! disk in check mode (standard checks over the serial console, power-off, `e2fsck`), then the
+//! initramfs running one command whose output and exit status come back.
 //!
 //! The kernel comes from `$BUSYROOT_TEST_KERNEL`. Without it (or without QEMU) the test says
 //! why and passes, except in CI (`CI` set), where that is a failure.
@@ -8,8 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use busyroot::arch::Arch;
-use busyroot::vm::{self, AccelRequest, CheckPlan, Outcome, Root, RootBusRequest, Timeouts};
-use busyroot::vm::{VmSpec, Vmm};
+use busyroot::vm::{Outcome, Vm};
 
 /// Prints why a test does not run, or fails it in CI, which provides everything.
 fn skip(test: &str, reason: &str) {
@@ -36,32 +35,29 @@ fn the_guest_boots_and_passes_the_checks() {
              Debian's linux-image-*-cloud-amd64 /boot/vmlinuz-*",
         );
     };
-    let kernel = PathBuf::from(kernel);
     let arch: Arch = minivmm::GUEST_ARCH.parse().unwrap();
     let qemu = arch.info().qemu;
     if busyroot::hosttools::find_program(qemu).is_none() {
         return skip(test, &format!("`{qemu}` is not installed"));
     }
 
-    // The guest writes to its disk: boot a copy, so the build output stays as built.
-    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let disk = scratch.join("boot.ext4");
-    std::fs::copy(minivmm::ROOTFS_EXT4, &disk)
-        .unwrap_or_else(|e| panic!("cannot copy the image to `{}`: {e}", disk.display()));
-    let bus = vm::choose_root_bus(RootBusRequest::Auto, &kernel, Vmm::Qemu).unwrap();
-    let accel = vm::choose_accel(AccelRequest::Auto, arch).unwrap();
-    eprintln!("root bus {} ({}), accel {} ({})", bus.value, bus.reason, accel.value, accel.reason);
-    let root = Root::Disk { image: disk, bus: bus.value };
-    let mut spec = VmSpec::new(arch, kernel, root, scratch.join("console.log"));
-    spec.accel = accel.value;
-
-    let timeouts = Timeouts::from_env(spec.accel, None).unwrap();
-    let plan = CheckPlan::standard(&spec, &vm::RunConfig::default().hostname, timeouts);
-    let sh = busyroot::xshell::Shell::new().unwrap();
-    let report = vm::boot_check(&sh, &spec, &plan).unwrap();
+    // Boots a copy of the disk (the build output stays as built), runs the standard checks,
+    // powers off and checks the image with e2fsck.
+    let report = Vm::new(arch, PathBuf::from(kernel))
+        .disk(minivmm::ROOTFS_EXT4)
+        .work_dir(env!("CARGO_TARGET_TMPDIR"))
+        .check()
+        .unwrap();
     assert_eq!(report.outcome, Outcome::Passed, "{report:#?}");
     assert!(report
         .checks
         .iter()
         .any(|c| c.name == "image is clean after shutdown" && c.passed && c.skipped.is_none()));
+
+    // A command of the hypervisor's own guest tests: its output and exit status come back.
+    let out = Vm::new(arch, PathBuf::from(std::env::var_os("BUSYROOT_TEST_KERNEL").unwrap()))
+        .initramfs(minivmm::ROOTFS_INITRAMFS)
+        .run(["/bin/sh", "-c", "uname -m; exit 3"])
+        .unwrap();
+    assert_eq!((out.status, out.stdout.trim()), (3, arch.info().uname_m), "{:#?}", out.report);
 }
