@@ -279,6 +279,7 @@ impl Vm {
         };
         let accel = choose_accel(self.accel, self.arch)?;
         choose("accel", format!("{} ({})", accel.value, accel.reason));
+
         let work = self.make_work_dir()?;
         let root = match image {
             Image::Initramfs(cpio) => {

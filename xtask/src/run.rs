@@ -113,6 +113,15 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
         Some(arch) => arch,
         None => anyhow::bail!("the host architecture is not supported; pass --arch"),
     };
+    if args.vmm.needs_kvm() {
+        let accel = vm::choose_accel(args.accel, arch)?;
+        anyhow::ensure!(
+            accel.value == vm::Accel::Kvm,
+            "{} runs guests only with KVM, which cannot be used here ({}); use --vmm qemu",
+            args.vmm,
+            accel.reason
+        );
+    }
     let outputs = rootfs::build(
         sh,
         &RootfsArgs { arch: Some(arch.name().to_string()), offline: args.offline },
