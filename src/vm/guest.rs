@@ -2,8 +2,9 @@
 //!
 //! One line typed at the prompt turns echo off, makes two FIFOs and starts a loop that reads
 //! and runs further lines. Each later line is a *step*: a body whose stdout and stderr go
-//! through `sed`, which prefixes every line with the boot's tag, the stream and the step id,
-//! and whose exit status follows as its own tagged line once both streams are drained:
+//! through the FIFOs to two small loops that prefix every line with the boot's tag, the
+//! stream and the step id, and whose exit status follows as its own tagged line once both
+//! streams are drained:
 //!
 //! ```text
 //! br2718281828 o 3 hello from the payload     (stdout)
@@ -67,11 +68,21 @@ impl Tag {
 }
 
 /// The line that runs `body` as step `id`: its stdin from `/dev/null`, its stdout and stderr
-/// tagged line by line, then its exit status.
+/// tagged line by line as they come, then its exit status once both are drained. The shell's
+/// own `read` and `printf` pass each line on at once (`sed` would hold back the last line it
+/// has read until the next one arrives, to know whether it is the last).
 pub(crate) fn step_line(id: u32, body: &str) -> String {
+    let relay = |stream: &str| {
+        format!(
+            "(while IFS= read -r l || [ -n \"$l\" ]; do printf '%s {stream} {id} %s\\n' \"$T\" \"$l\"; \
+             done <$F/{stream}) &"
+        )
+    };
     format!(
-        "sed \"s/^/$T o {id} /\" <$F/o & a=$!; sed \"s/^/$T e {id} /\" <$F/e & b=$!; \
-         ({body}) </dev/null >$F/o 2>$F/e; s=$?; wait $a $b; echo; echo \"$T s {id} $s\""
+        "{} a=$!; {} b=$!; ({body}) </dev/null >$F/o 2>$F/e; s=$?; wait $a $b; echo; \
+         echo \"$T s {id} $s\"",
+        relay("o"),
+        relay("e")
     )
 }
 
