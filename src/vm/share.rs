@@ -127,8 +127,17 @@ impl ShareRequest {
             Some(g) => g.clone(),
             None => host.to_string_lossy().into_owned(),
         };
-        let socket = (transport == Transport::Virtiofs)
-            .then(|| run_dir.join(format!("virtiofs-{index}.sock")));
+        let socket = (transport == Transport::Virtiofs).then(|| {
+            let name = format!("virtiofs-{index}.sock");
+            let socket = run_dir.join(&name);
+            // A Unix socket path holds at most 107 bytes; a deep work directory gets a short
+            // one in the temporary directory instead.
+            if socket.as_os_str().len() < 100 {
+                socket
+            } else {
+                std::env::temp_dir().join(format!("busyroot-{}-{name}", std::process::id()))
+            }
+        });
         Ok(Share {
             host,
             guest,
