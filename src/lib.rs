@@ -11,9 +11,10 @@
 //! - [`image`]: the writers, each turning a [`manifest::Manifest`] into one file
 //!   ([`image::ext4::write`], [`image::cpio::write`], [`image::tar::write`]), usable without
 //!   BusyBox for any tree ([`skeleton::add_tree`], [`devtable::DeviceTable`]).
-//! - [`vm`]: the VM runner. [`vm::boot_interactive`] gives the guest the terminal;
-//!   [`vm::boot_check`] boots to the banner, runs a [`vm::CheckPlan`] over the serial console,
-//!   powers off and checks the disk, and returns a [`vm::CheckReport`].
+//! - [`vm`]: the VM runner. [`vm::Vm`] boots a kernel and an image with shares, modules and
+//!   overlays, and runs the standard checks ([`vm::Vm::check`]) or a command whose output and
+//!   exit status come back ([`vm::Vm::run`]); [`vm::run`] takes a [`vm::VmSpec`] and a
+//!   [`vm::RunPlan`] made by hand, and reports [`vm::Event`]s to a [`vm::Observer`].
 //! - [`buildscript::BuildScript`]: all of the above from a `build.rs`, honouring `OUT_DIR`,
 //!   telling Cargo what to watch and exporting the image paths to `env!`.
 //!
@@ -22,8 +23,8 @@
 //!
 //! # Example
 //!
-//! Build the images of the workspace in the current directory and boot the ext4 image under
-//! QEMU in check mode:
+//! Build the images of the workspace in the current directory, boot the ext4 image under
+//! QEMU in check mode, then run a command in the initramfs and get its exit status:
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -31,33 +32,28 @@
 //! use busyroot::build::RootfsBuilder;
 //! use busyroot::config::Workspace;
 //! use busyroot::progress::Silent;
-//! use busyroot::vm::{self, CheckPlan, Outcome, Root, RootBusRequest, Timeouts, VmSpec, Vmm};
+//! use busyroot::vm::{Outcome, Vm};
 //!
 //! fn main() -> busyroot::Result<()> {
 //!     let sh = busyroot::xshell::Shell::new().expect("the current directory is readable");
 //!
 //!     // [workspace.metadata.busyroot] of the workspace holding this directory.
 //!     let workspace = Workspace::load(Path::new("."))?;
-//!     let hostname = workspace.config.run.hostname.clone();
 //!     let builder = RootfsBuilder::new(workspace)?;
 //!     let outputs = builder.build(&sh, &Silent)?;
 //!     for file in &outputs.files {
 //!         println!("{}  {}", file.sha256, file.path.display());
 //!     }
 //!
-//!     // The guest writes to its disk: boot a copy, so the output stays as built.
-//!     let disk = outputs.dir.join("boot.ext4");
-//!     std::fs::copy(&outputs.ext4, &disk).map_err(|e| busyroot::Error::io("copy", &disk, e))?;
+//!     // The guest writes to a copy of the disk, so the output stays as built.
 //!     let kernel = Path::new("/boot/vmlinuz");
-//!     let bus = vm::choose_root_bus(RootBusRequest::Auto, kernel, Vmm::Qemu)?.value;
-//!     let root = Root::Disk { image: disk, bus };
-//!     let log = outputs.dir.join("console.log");
-//!     let spec = VmSpec::new(builder.target_arch(), kernel.to_path_buf(), root, log);
-//!
-//!     let timeouts = Timeouts::from_env(spec.accel, None)?;
-//!     let plan = CheckPlan::standard(&spec, &hostname, timeouts);
-//!     let report = vm::boot_check(&sh, &spec, &plan)?;
+//!     let report = Vm::new(builder.target_arch(), kernel).disk(&outputs.ext4).check()?;
 //!     assert_eq!(report.outcome, Outcome::Passed, "console log: {}", report.console_log.display());
+//!
+//!     let out = Vm::new(builder.target_arch(), kernel)
+//!         .initramfs(&outputs.cpio)
+//!         .run(["/bin/sh", "-c", "uname -r; exit 3"])?;
+//!     assert_eq!(out.status, 3);
 //!     Ok(())
 //! }
 //! ```
