@@ -64,6 +64,11 @@ pub(crate) trait Backend: Sync {
     fn kernel_formats(&self, arch: Arch) -> &'static [KernelFormat] {
         arch.info().kernel_formats
     }
+    /// Whether the VMM takes console input only from a terminal, so that the runner must give
+    /// it a pseudo-terminal instead of pipes.
+    fn console_on_terminal(&self) -> bool {
+        false
+    }
     /// The guest command that ends the VM, so that the VMM exits.
     fn shutdown_command(&self) -> &'static str {
         "poweroff"

@@ -6,13 +6,12 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::path::Path;
-use std::process::{ChildStderr, ChildStdin, ChildStdout};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::process::interrupted;
+use super::process::{interrupted, Streams};
 use crate::error::{IoContext, Result};
 
 /// How many console lines a failure report shows.
@@ -45,7 +44,7 @@ pub(crate) fn is_panic(line: &str) -> bool {
 /// The reading end of the console plus the guest's stdin.
 pub(crate) struct Console {
     rx: Receiver<Event>,
-    stdin: Option<ChildStdin>,
+    stdin: Option<Box<dyn Write + Send>>,
     threads: Vec<JoinHandle<()>>,
     tail: VecDeque<String>,
     stderr: Vec<String>,
@@ -57,10 +56,8 @@ pub(crate) struct Console {
 impl Console {
     /// Starts copying `stdout` (the console) and `stderr` (the VMM's own messages) into
     /// the log at `log`, which is truncated first.
-    pub(crate) fn attach(
-        (stdin, stdout, stderr): (ChildStdin, ChildStdout, ChildStderr),
-        log: &Path,
-    ) -> Result<Console> {
+    pub(crate) fn attach(streams: Streams, log: &Path) -> Result<Console> {
+        let Streams { input: stdin, output: stdout, errors: stderr } = streams;
         let file = Arc::new(Mutex::new(File::create(log).with_path("create", log)?));
         let (tx, rx) = mpsc::channel();
         let out = {

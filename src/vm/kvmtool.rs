@@ -58,6 +58,12 @@ impl Backend for Kvmtool {
         &[Transport::NineP]
     }
 
+    fn console_on_terminal(&self) -> bool {
+        // lkvm starts the thread that feeds its stdin to the guest only when stdin and stdout
+        // are a terminal (term.c), so the runner gives it a pseudo-terminal.
+        true
+    }
+
     fn shutdown_command(&self) -> &'static str {
         // kvmtool's x86 machine has no ACPI, so `poweroff` only halts the vCPUs and lkvm keeps
         // running; `reboot` (with the `reboot=k` lkvm passes) resets through the keyboard
@@ -109,6 +115,14 @@ fn args(spec: &VmSpec) -> Result<Vec<OsString>> {
             &spec.cpus.to_string(),
             "--console",
             "serial",
+            // All four serial ports read lkvm's terminal; each of these moves one onto a pty of
+            // its own, so that only ttyS0, the console, takes what is typed.
+            "--tty",
+            "1",
+            "--tty",
+            "2",
+            "--tty",
+            "3",
             "--network",
             "mode=none",
         ]
@@ -179,6 +193,12 @@ mod tests {
                 "1",
                 "--console",
                 "serial",
+                "--tty",
+                "1",
+                "--tty",
+                "2",
+                "--tty",
+                "3",
                 "--network",
                 "mode=none"
             ]

@@ -3,9 +3,12 @@
 //! an interactive session.
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::io;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus};
+use std::process::{Child, ChildStderr, Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -24,12 +27,27 @@ pub(crate) enum Stdio {
     Inherit,
     /// A daemon: no input, output discarded, its own process group.
     Quiet,
+    /// stdin and stdout on a new pseudo-terminal in raw mode, stderr piped, its own process
+    /// group: for a VMM that reads its console only from a terminal.
+    Terminal,
+}
+
+/// The VMM's console streams as the runner reads and writes them.
+pub(crate) struct Streams {
+    /// What is typed into the guest console.
+    pub(crate) input: Box<dyn Write + Send>,
+    /// What the guest console prints.
+    pub(crate) output: Box<dyn Read + Send>,
+    /// The VMM's own messages.
+    pub(crate) errors: ChildStderr,
 }
 
 /// A running VMM. Dropping it kills the process and reaps it.
 pub(crate) struct VmProcess {
     child: Child,
     status: Option<ExitStatus>,
+    /// The terminal's controlling side, for [`Stdio::Terminal`].
+    pty: Option<File>,
 }
 
 impl VmProcess {
@@ -49,11 +67,22 @@ impl VmProcess {
             Stdio::Quiet => {
                 command.stdin(S::null()).stdout(S::null()).stderr(S::null()).process_group(0);
             }
+            Stdio::Terminal => {
+                let (pty, terminal) = open_raw_pty()?;
+                command
+                    .stdin(S::from(terminal.try_clone()?))
+                    .stdout(S::from(terminal))
+                    .stderr(S::piped())
+                    .process_group(0);
+                crate::hosttools::die_with_parent(&mut command, libc::SIGKILL);
+                let child = command.spawn()?;
+                return Ok(VmProcess { child, status: None, pty: Some(pty) });
+            }
             Stdio::Inherit => {}
         }
         crate::hosttools::die_with_parent(&mut command, libc::SIGKILL);
         let child = command.spawn()?;
-        Ok(VmProcess { child, status: None })
+        Ok(VmProcess { child, status: None, pty: None })
     }
 
     /// The process id.
@@ -62,12 +91,17 @@ impl VmProcess {
     }
 
     /// The piped streams; only valid once, for a process spawned with [`Stdio::Piped`].
-    pub(crate) fn take_stdio(&mut self) -> (ChildStdin, ChildStdout, ChildStderr) {
-        (
-            self.child.stdin.take().expect("stdin is piped"),
-            self.child.stdout.take().expect("stdout is piped"),
-            self.child.stderr.take().expect("stderr is piped"),
-        )
+    pub(crate) fn take_stdio(&mut self) -> io::Result<Streams> {
+        let errors = self.child.stderr.take().expect("stderr is piped");
+        if let Some(pty) = self.pty.take() {
+            let output = Box::new(pty.try_clone()?);
+            return Ok(Streams { input: Box::new(pty), output, errors });
+        }
+        Ok(Streams {
+            input: Box::new(self.child.stdin.take().expect("stdin is piped")),
+            output: Box::new(self.child.stdout.take().expect("stdout is piped")),
+            errors,
+        })
     }
 
     /// The exit status, if the process has exited.
@@ -119,6 +153,37 @@ impl Drop for VmProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A new pseudo-terminal in raw mode (no echo, no line editing, no newline translation):
+/// the controlling side and the terminal.
+fn open_raw_pty() -> io::Result<(File, OwnedFd)> {
+    let (mut controller, mut terminal) = (-1, -1);
+    // SAFETY: openpty writes two descriptors it opened; the other arguments may be null.
+    let r = unsafe {
+        libc::openpty(
+            &mut controller,
+            &mut terminal,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are open and owned by nobody else.
+    let (controller, terminal) =
+        unsafe { (File::from_raw_fd(controller), OwnedFd::from_raw_fd(terminal)) };
+    // SAFETY: `termios` is plain data filled by tcgetattr on an open terminal.
+    unsafe {
+        let mut termios: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(terminal.as_raw_fd(), &mut termios) == 0 {
+            libc::cfmakeraw(&mut termios);
+            libc::tcsetattr(terminal.as_raw_fd(), libc::TCSANOW, &termios);
+        }
+    }
+    Ok((controller, terminal))
 }
 
 /// The exit code a shell would report: the code, or 128 + the signal that killed it.
@@ -223,10 +288,24 @@ mod tests {
     fn drop_kills_and_reaps() {
         let mut vm = VmProcess::spawn(Path::new("sleep"), &["600".into()], Stdio::Piped).unwrap();
         let pid = vm.pid();
-        let _ = vm.take_stdio();
+        let _ = vm.take_stdio().unwrap();
         assert!(vm.try_wait().is_none());
         drop(vm);
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    #[test]
+    fn a_terminal_console_is_a_raw_terminal() {
+        let script = "test -t 0 && test -t 1 && stty -a | grep -q -- -echo && echo on-a-terminal";
+        let args = ["-c".into(), script.into()];
+        let mut vm = VmProcess::spawn(Path::new("sh"), &args, Stdio::Terminal).unwrap();
+        let mut streams = vm.take_stdio().unwrap();
+        let mut output = Vec::new();
+        // The terminal reports EIO once the program exited and closed it.
+        let _ = streams.output.read_to_end(&mut output);
+        assert_eq!(String::from_utf8_lossy(&output).trim(), "on-a-terminal");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        assert_eq!(vm.wait_until(deadline).map(exit_code), Some(0));
     }
 
     #[test]

@@ -116,11 +116,18 @@ pub fn run(
     let _interrupt = InterruptGuard::install();
     let daemons = start_daemons(spec, observer, started + Duration::from_secs(10))?;
     observer.event(Event::Command(launch.display()));
-    let mut vm = VmProcess::spawn(&launch.program, &launch.args, process::Stdio::Piped)
+    let stdio = if backend.console_on_terminal() {
+        process::Stdio::Terminal
+    } else {
+        process::Stdio::Piped
+    };
+    let mut vm = VmProcess::spawn(&launch.program, &launch.args, stdio)
         .map_err(|e| spawn_error(spec, &launch.program, e))?;
     report.vmm_pid = Some(vm.pid());
     backend.started(&launch, vm.pid())?;
-    let console = Console::attach(vm.take_stdio(), &spec.console_log)?;
+    let streams =
+        vm.take_stdio().map_err(|e| Error::io("open the console of", &launch.program, e))?;
+    let console = Console::attach(streams, &spec.console_log)?;
     let tag = Tag::random();
     let mut session = Session { vm, console, tag: tag.text(), observer, _daemons: daemons };
     session.console.ignore_panics_in(&session.tag);
