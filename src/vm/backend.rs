@@ -18,7 +18,7 @@ pub enum ConsoleMode {
     Terminal,
 }
 
-/// How to start one VM, as a backend's [`prepare`](Backend::prepare) hook decided it.
+/// How to start one VM, as a backend's prepare hook decided it ([`Vmm::launch`](super::Vmm::launch)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Launch {
     /// The VMM program.

@@ -190,7 +190,7 @@ pub struct VmSpec {
     pub vmm: Vmm,
     /// The VMM program to run (see [`Vmm::program`]).
     pub program: PathBuf,
-    /// The accelerator, already chosen (see [`choose_accel`]).
+    /// The accelerator, already chosen (see [`choose_accel`](super::choose_accel)).
     pub accel: Accel,
     /// The kernel image.
     pub kernel: PathBuf,
