@@ -549,14 +549,11 @@ impl KernelBuilder {
         match source {
             KernelSource::Url { url, sha256 } => fetch::Source {
                 file_name: url.rsplit('/').next().unwrap_or(url).to_string(),
+                mirrors: Vec::new(),
                 url: url.clone(),
                 sha256: sha256.clone(),
             },
-            _ => fetch::Source {
-                url: cfg.url(),
-                file_name: cfg.file_name(),
-                sha256: cfg.sha256.clone(),
-            },
+            _ => cfg.source(),
         }
     }
 

@@ -125,11 +125,7 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("bench: cold build ({} runs, about a minute each)", args.cold_runs);
         let tarball = busyroot::fetch::fetch(
             sh,
-            &busyroot::fetch::Source {
-                url: ws.config.busybox.url(),
-                file_name: ws.config.busybox.file_name(),
-                sha256: ws.config.busybox.sha256.clone(),
-            },
+            &ws.config.busybox.source(),
             &busyroot::fetch::FetchOptions::from_env(),
             &busyroot::progress::Silent,
         )?;
