@@ -520,13 +520,23 @@ impl KernelBuilder {
             }
             KernelSource::Tarball(path) => (path.clone(), short_id(&tarball_identity(path)?)),
             KernelSource::Pinned | KernelSource::Url { .. } => {
+                let source_kind = source;
                 let source = self.fetch_source(source);
                 let id = short_id(&source.sha256);
                 if self.unpacked_dir(&id).is_dir() {
                     return Ok(self.unpacked_dir(&id));
                 }
                 let path = timed(progress, "fetch kernel", || {
-                    let path = fetch::fetch(sh, &source, &self.fetch, progress)?;
+                    let path = fetch::fetch(sh, &source, &self.fetch, progress);
+                    let path = match (path, source_kind) {
+                        (Err(Error::Fetch(message)), KernelSource::Pinned) => {
+                            return Err(Error::KernelFetch {
+                                message,
+                                local_source: installed_kernel_source(Path::new("/usr/src")),
+                            })
+                        }
+                        (path, _) => path?,
+                    };
                     Ok((path, source.file_name.clone()))
                 })?;
                 (path, id)
@@ -871,9 +881,47 @@ fn timed<T>(
     Ok(value)
 }
 
+/// The newest `linux-source-*.tar.xz` (or `.tar.bz2`) a distribution package installed in `dir`.
+pub fn installed_kernel_source(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with("linux-source-")
+                && (name.ends_with(".tar.xz") || name.ends_with(".tar.bz2"))
+        })
+        .collect();
+    found.sort_by_key(|p| version_key(&p.file_name().unwrap_or_default().to_string_lossy()));
+    found.pop()
+}
+
+/// Numbers in a file name, for comparing versions: `linux-source-6.10` sorts after `-6.9`.
+fn version_key(name: &str) -> Vec<u64> {
+    name.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unfetchable_pinned_kernel_points_at_the_installed_distribution_source() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(installed_kernel_source(dir.path()), None);
+        for name in ["linux-source-6.9.tar.xz", "linux-source-6.10.tar.xz", "linux-6.1.tar.xz"] {
+            fs::write(dir.path().join(name), b"").unwrap();
+        }
+        let found = installed_kernel_source(dir.path());
+        assert_eq!(found, Some(dir.path().join("linux-source-6.10.tar.xz")));
+        let err = Error::KernelFetch { message: "could not fetch".into(), local_source: found };
+        let text = err.to_string();
+        assert!(text.contains("linux-source-6.10.tar.xz") && text.contains("kernel.source"));
+        assert!(!text.contains("--"), "the library names no flags: {text}");
+        let err = Error::KernelFetch { message: "could not fetch".into(), local_source: None };
+        assert!(err.to_string().contains("`linux-source-6.1` on Debian 12"), "{err}");
+    }
 
     fn fragment(name: &str, text: &str) -> Fragment {
         Fragment { path: PathBuf::from(name), text: text.into() }

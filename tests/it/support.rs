@@ -38,7 +38,7 @@ pub fn tarball_missing(ws: &Workspace) -> Option<String> {
     (!in_cache && !in_mirror).then(|| {
         format!(
             "`{name}` is neither in the cache `{}` nor in $BUSYROOT_MIRROR; see README.md, \
-             section Offline",
+             section \"Downloads, offline use and mirrors\"",
             opts.cache_dir.display()
         )
     })

@@ -46,5 +46,18 @@ pub fn build(sh: &Shell, args: &KernelArgs) -> anyhow::Result<BuiltKernel> {
     }
     builder.offline(args.offline);
     let arch = builder.target_arch();
-    builder.build(sh, &Reporter::new()).with_context(|| format!("build the {arch} kernel"))
+    builder
+        .build(sh, &Reporter::new())
+        .map_err(with_flag_hint)
+        .with_context(|| format!("build the {arch} kernel"))
+}
+
+/// The library names the configuration key; on the command line, `--source` is the way.
+fn with_flag_hint(err: busyroot::Error) -> anyhow::Error {
+    match &err {
+        busyroot::Error::KernelFetch { local_source: Some(path), .. } => {
+            anyhow::anyhow!("{err}, or pass --source {}", path.display())
+        }
+        _ => err.into(),
+    }
 }
