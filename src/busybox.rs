@@ -267,11 +267,24 @@ impl BusyboxBuild {
         let dot_config = self.src.join(".config");
         fs::copy(checked_in, &dot_config).with_path("copy", checked_in)?;
         let cmd = self.make(sh, "menuconfig");
-        cmd.run().map_err(|e| Error::Command {
-            command: "make menuconfig".into(),
+        let command_line = cmd.to_string();
+        // The menu reads keys from the terminal: it gets ours, unlike the logged makes.
+        let mut command = std::process::Command::from(cmd);
+        command.stdin(Stdio::inherit()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        crate::hosttools::die_with_parent(&mut command, libc::SIGTERM);
+        let hint = "menuconfig needs a terminal and ncurses: sudo apt-get install libncurses-dev";
+        let status = command.status().map_err(|e| Error::Command {
+            command: command_line.clone(),
             status: String::new(),
-            details: format!("{e}\nmenuconfig needs ncurses: sudo apt-get install libncurses-dev"),
+            details: format!("could not run it: {e}\n{hint}"),
         })?;
+        if !status.success() {
+            return Err(Error::Command {
+                command: command_line,
+                status: format!(": {status}"),
+                details: hint.into(),
+            });
+        }
         let text = fs::read_to_string(&dot_config).with_path("read", &dot_config)?;
         fs::write(checked_in, text).with_path("write", checked_in)
     }

@@ -55,6 +55,10 @@ pub fn build(sh: &Shell, args: &RootfsArgs) -> anyhow::Result<Outputs> {
 
 /// `cargo xtask menuconfig`: BusyBox's menuconfig on the checked-in config, written back.
 pub fn menuconfig(sh: &Shell, args: RootfsArgs) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+        anyhow::bail!("menuconfig is interactive: run `cargo xtask menuconfig` in a terminal");
+    }
     let mut builder = RootfsBuilder::new(workspace()?)?;
     if let Some(arch) = &args.arch {
         builder.arch(arch.parse().map_err(anyhow::Error::msg)?);
