@@ -1,6 +1,6 @@
-//! A new user's first boot: the smallest `"auto"` image boots with the kernel
-//! `cargo xtask kernel` built, passes every check, and the boot adds no file to the image
-//! (`/dev` lives in memory).
+//! What a new user meets first: a skipped test says so on the terminal, and the smallest
+//! `"auto"` image boots with the kernel `cargo xtask kernel` built, passes every check, and
+//! the boot adds no file to the image (`/dev` lives in memory).
 
 use busyroot::arch::Arch;
 use busyroot::build::RootfsBuilder;
@@ -63,5 +63,33 @@ fn the_smallest_auto_image_boots_with_the_built_kernel_and_gains_no_files() {
     assert_eq!(
         booted_files, built_files,
         "the boot changed the number of files in the image (device nodes written to /dev?)"
+    );
+}
+
+/// Not a test of its own: the child of `a_skipped_test_says_so_although_it_passes`.
+#[test]
+fn child_that_skips() {
+    if std::env::var_os("BUSYROOT_TEST_SKIP_CHILD").is_some() {
+        skip("child_that_skips", "the parent test asked it to");
+    }
+}
+
+/// libtest hides what a passing test prints; a skip's reason must still be seen.
+#[test]
+fn a_skipped_test_says_so_although_it_passes() {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(&exe)
+        .args(["--exact", "firstrun::child_that_skips", "--test-threads=1"])
+        .env("BUSYROOT_TEST_SKIP_CHILD", "1")
+        .env_remove("CI")
+        .output()
+        .unwrap();
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "`{} firstrun::child_that_skips` failed:\n{text}", exe.display());
+    assert!(text.contains("test firstrun::child_that_skips ... ok"), "{text}");
+    assert!(
+        text.contains("skipping child_that_skips: the parent test asked it to"),
+        "the skip is not shown:\n{text}"
     );
 }

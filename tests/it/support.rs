@@ -44,8 +44,9 @@ pub fn test_kernel() -> Result<PathBuf, String> {
     }
     built_test_kernel().map_err(|built| {
         format!(
-            "$BUSYROOT_TEST_KERNEL is not set and {built}; point it at an x86_64 kernel such \
-             as Debian's linux-image-*-cloud-amd64 /boot/vmlinuz-* (unpacked with dpkg-deb -x)"
+            "$BUSYROOT_TEST_KERNEL is not set and {built}; or point $BUSYROOT_TEST_KERNEL at \
+             an x86_64 kernel such as Debian's linux-image-*-cloud-amd64 /boot/vmlinuz-* \
+             (unpacked with dpkg-deb -x)"
         )
     })
 }
@@ -57,7 +58,10 @@ pub fn built_test_kernel() -> Result<PathBuf, String> {
     if path.is_file() {
         Ok(path)
     } else {
-        Err(format!("no kernel is built at `{}` (run `cargo xtask kernel`)", path.display()))
+        Err(format!(
+            "no kernel is built at `{}`; build it with `cargo xtask kernel`",
+            path.display()
+        ))
     }
 }
 
