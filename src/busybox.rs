@@ -364,17 +364,36 @@ pub fn run_logged(
         fs::OpenOptions::new().create(true).append(true).open(log).with_path("open", log)?;
     let start = file.seek(SeekFrom::End(0)).with_path("seek", log)?;
     writeln!(file, "$ {command_line}").with_path("write", log)?;
+    let mut out_log = file.try_clone().with_path("open", log)?;
     let mut command = std::process::Command::from(cmd);
-    command.stdout(file.try_clone().with_path("open", log)?).stderr(file);
+    // Standard output passes through here on its way to the log, so that progress can show
+    // what a long make is doing; standard error goes to the log directly.
+    command.stdout(Stdio::piped()).stderr(file);
     command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     // Ctrl-C reaches make through the terminal's process group; a kill of busyroot alone
     // must stop it too.
     crate::hosttools::die_with_parent(&mut command, libc::SIGTERM);
     let started = command.spawn().and_then(|mut child| {
-        if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            // The child may exit without reading everything; that is not an error here.
-            let _ = pipe.write_all(bytes);
+        let answers = stdin.map(<[u8]>::to_vec).zip(child.stdin.take());
+        // Fed from another thread, so that a child answering questions and printing at the
+        // same time never blocks on a full pipe.
+        let feeder = std::thread::spawn(move || {
+            if let Some((bytes, mut pipe)) = answers {
+                // The child may exit without reading everything; that is not an error here.
+                let _ = pipe.write_all(&bytes);
+            }
+        });
+        if let Some(stdout) = child.stdout.take() {
+            let mut reader = BufReader::new(stdout);
+            let mut line = Vec::new();
+            while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                // A log that cannot be written loses lines, not the build.
+                let _ = out_log.write_all(&line);
+                progress.output(String::from_utf8_lossy(&line).trim_end());
+                line.clear();
+            }
         }
+        let _ = feeder.join();
         child.wait()
     });
     let status = started.map_err(|e| Error::Command {

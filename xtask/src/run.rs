@@ -136,6 +136,7 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
         crate::kernel::build(sh, &kernel_args)?;
     }
     let kernel = vm::select_kernel(
+        arch,
         args.kernel.as_deref(),
         env_kernel.as_deref(),
         config.kernel.as_deref(),
