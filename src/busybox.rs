@@ -123,6 +123,9 @@ fn cc_crate_prefix(arch: Arch) -> Option<String> {
         .host(host)
         .opt_level(0)
         .cargo_metadata(false)
+        // Its `cargo:warning` lines (e.g. "Compiler family detection failed" for a missing
+        // compiler) would print before busyroot's own message, which says what to install.
+        .cargo_warnings(false)
         .try_get_compiler()
         .ok()?;
     let name = compiler.path().file_name()?.to_str()?.to_string();

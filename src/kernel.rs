@@ -52,6 +52,13 @@ struct Header {
 const KERNEL_HEADERS: &[Header] =
     &[Header { file: "gelf.h", purpose: "kernel build (objtool)", package: "libelf-dev" }];
 
+/// The file name endings of the source tarballs busyroot unpacks.
+pub const TARBALL_SUFFIXES: [&str; 7] =
+    [".tar.xz", ".tar.gz", ".tar.bz2", ".tar", ".txz", ".tgz", ".tbz2"];
+
+/// [`TARBALL_SUFFIXES`] as the messages and the command-line help list them.
+pub const TARBALL_NAMES: &str = ".tar.xz, .tar.gz, .tar.bz2, .tar, .txz, .tgz or .tbz2";
+
 /// Where the kernel's source comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelSource {
@@ -65,7 +72,7 @@ pub enum KernelSource {
         /// Its expected sha256, lower-case hex.
         sha256: String,
     },
-    /// A local `.tar.xz`, `.tar.gz` or `.tar.bz2`, used as is.
+    /// A local tarball (any of [`TARBALL_SUFFIXES`]), used as is.
     Tarball(PathBuf),
     /// An unpacked source tree, built out of tree (`O=`) and never written to.
     Tree(PathBuf),
@@ -103,7 +110,7 @@ impl KernelSource {
         let unusable = |why: String| {
             Error::Other(format!(
                 "kernel source `{}` cannot be used: {why}; give a Linux source tarball \
-                 (.tar.xz, .tar.gz, .tar.bz2) or an unpacked source tree",
+                 ({TARBALL_NAMES}) or an unpacked source tree",
                 path.display()
             ))
         };
@@ -113,9 +120,7 @@ impl KernelSource {
             return Ok(KernelSource::Tree(path));
         }
         let name = path.to_string_lossy();
-        let tarball = [".tar", ".tar.xz", ".txz", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2"]
-            .iter()
-            .any(|ext| name.ends_with(ext));
+        let tarball = TARBALL_SUFFIXES.iter().any(|ext| name.ends_with(ext));
         if !tarball {
             return Err(unusable("not a directory and not named like a tarball".into()));
         }
@@ -905,6 +910,13 @@ fn version_key(name: &str) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tarball_names_list_every_suffix() {
+        for suffix in TARBALL_SUFFIXES {
+            assert!(TARBALL_NAMES.split([',', ' ']).any(|n| n == suffix), "{suffix}");
+        }
+    }
 
     #[test]
     fn an_unfetchable_pinned_kernel_points_at_the_installed_distribution_source() {

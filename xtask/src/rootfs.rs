@@ -12,7 +12,8 @@ use crate::progress::Reporter;
 /// Flags of `cargo xtask rootfs`.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct RootfsArgs {
-    /// Target architecture: x86_64, aarch64 or riscv64 [default: config, else the host's]
+    /// Target architecture: x86_64 (or amd64), aarch64 (or arm64) or riscv64 [default: config
+    /// `arch`, else the host's]
     #[arg(long)]
     pub arch: Option<String>,
     /// Never touch the network: use only the cache and $BUSYROOT_MIRROR (same as BUSYROOT_OFFLINE=1)
