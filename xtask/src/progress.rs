@@ -1,9 +1,10 @@
 //! Progress on the terminal: a spinner with the step, elapsed time and what the step's command
 //! is doing on a TTY; plain lines with timings otherwise (CI logs), with a line every 30 s
-//! while a long step runs.
+//! while a step runs, even a silent one.
 
 use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use busyroot::progress::Progress;
@@ -15,16 +16,27 @@ const HEARTBEAT: Duration = Duration::from_secs(30);
 /// Reports busyroot's steps on stderr.
 pub struct Reporter {
     spinner: Mutex<Option<ProgressBar>>,
-    /// The running step: its name, when it started and when it last printed a line.
-    step: Mutex<Option<(String, Instant, Instant)>>,
+    /// The running step, shared with the thread that prints the 30 s lines.
+    step: Arc<Mutex<Option<Step>>>,
     tty: bool,
+}
+
+/// A step that is running.
+struct Step {
+    name: String,
+    /// Tells this step from a later one of the same name.
+    id: u64,
+    started: Instant,
+    last_printed: Instant,
+    /// The last line its command printed.
+    latest: String,
 }
 
 impl Reporter {
     pub fn new() -> Reporter {
         Reporter {
             spinner: Mutex::new(None),
-            step: Mutex::new(None),
+            step: Arc::new(Mutex::new(None)),
             tty: std::io::stderr().is_terminal(),
         }
     }
@@ -47,11 +59,40 @@ fn minutes(elapsed: Duration) -> String {
     }
 }
 
+/// Prints where step `id` is every [`HEARTBEAT`] until it ends, so a log shows a silent
+/// phase (a long link) as running.
+fn heartbeat(step: Arc<Mutex<Option<Step>>>, id: u64) {
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let mut guard = step.lock().unwrap();
+        let Some(step) = guard.as_mut().filter(|s| s.id == id) else { return };
+        if step.last_printed.elapsed() >= HEARTBEAT {
+            step.last_printed = Instant::now();
+            let at = if step.latest.is_empty() {
+                String::new()
+            } else {
+                format!(", at: {}", step.latest)
+            };
+            eprintln!("{}: still running after {}{at}", step.name, minutes(step.started.elapsed()));
+        }
+    }
+}
+
 impl Progress for Reporter {
     fn start(&self, step: &str) {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        *self.step.lock().unwrap() = Some((step.to_string(), now, now));
+        *self.step.lock().unwrap() = Some(Step {
+            name: step.to_string(),
+            id,
+            started: now,
+            last_printed: now,
+            latest: String::new(),
+        });
         if !self.tty {
+            let shared = Arc::clone(&self.step);
+            std::thread::spawn(move || heartbeat(shared, id));
             return;
         }
         let bar = ProgressBar::new_spinner();
@@ -84,14 +125,13 @@ impl Progress for Reporter {
             return;
         }
         let mut step = self.step.lock().unwrap();
-        let Some((name, started, last)) = step.as_mut() else { return };
+        let Some(step) = step.as_mut() else { return };
         if self.tty {
             if let Some(bar) = &*self.spinner.lock().unwrap() {
-                bar.set_message(format!("{name}: {line}"));
+                bar.set_message(format!("{}: {line}", step.name));
             }
-        } else if last.elapsed() >= HEARTBEAT {
-            *last = Instant::now();
-            eprintln!("{name}: still running after {}, at: {line}", minutes(started.elapsed()));
+        } else {
+            step.latest = line.to_string();
         }
     }
 }
