@@ -94,6 +94,9 @@ pub struct ArchInfo {
     pub kernel_cmdline: &'static [&'static str],
     /// `uname -m` inside the guest.
     pub uname_m: &'static str,
+    /// Debian's package of a small distribution kernel for this arch, suggested when no
+    /// kernel is at hand (the boot checks tell whether its root disk driver is built in).
+    pub distro_kernel_package: &'static str,
     /// `/proc/cpuinfo` flags of which a host of this arch shows one if its CPU can run KVM
     /// guests; empty where cpuinfo has no such flag to look at.
     pub kvm_cpu_flags: &'static [&'static str],
@@ -118,6 +121,7 @@ const X86_64: ArchInfo = ArchInfo {
     console: "ttyS0",
     kernel_cmdline: &[],
     uname_m: "x86_64",
+    distro_kernel_package: "linux-image-cloud-amd64",
     kvm_cpu_flags: &["vmx", "svm"],
 };
 
@@ -151,6 +155,7 @@ const AARCH64: ArchInfo = ArchInfo {
     // The device tree names the PL011 as stdout, so early messages appear before its driver.
     kernel_cmdline: &["earlycon"],
     uname_m: "aarch64",
+    distro_kernel_package: "linux-image-cloud-arm64",
     kvm_cpu_flags: &[],
 };
 
@@ -175,6 +180,7 @@ const RISCV64: ArchInfo = ArchInfo {
     console: "ttyS0",
     kernel_cmdline: &["earlycon"],
     uname_m: "riscv64",
+    distro_kernel_package: "linux-image-riscv64",
     kvm_cpu_flags: &[],
 };
 

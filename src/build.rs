@@ -13,7 +13,7 @@ use crate::busybox::{BusyboxBuild, Toolchain};
 use crate::config::{ImageSizeSetting, Workspace};
 use crate::devtable::DeviceTable;
 use crate::error::{Error, Result};
-use crate::fetch::{self, FetchOptions, Source};
+use crate::fetch::{self, FetchOptions};
 use crate::fingerprint::{manifest_digest, Fingerprint};
 use crate::image::{self, ext4};
 use crate::manifest::Manifest;
@@ -151,11 +151,7 @@ impl RootfsBuilder {
             None => source_date_epoch(sh, &ws.root),
         };
 
-        let source = Source {
-            url: cfg.busybox.url(),
-            file_name: cfg.busybox.file_name(),
-            sha256: cfg.busybox.sha256.clone(),
-        };
+        let source = cfg.busybox.source();
         let bb = BusyboxBuild {
             src: dir.join(format!("busybox-{}", cfg.busybox.version)),
             install_dir: dir.join("install"),
@@ -270,8 +266,7 @@ impl RootfsBuilder {
             },
             source_date_epoch: FALLBACK_EPOCH,
         };
-        let source =
-            Source { url: cfg.url(), file_name: cfg.file_name(), sha256: cfg.sha256.clone() };
+        let source = cfg.source();
         let tarball = fetch::fetch(sh, &source, &self.fetch, progress)?;
         bb.unpack(&tarball, &source.sha256)?;
         let checked_in = ws.path(&cfg.config);

@@ -123,6 +123,9 @@ fn cc_crate_prefix(arch: Arch) -> Option<String> {
         .host(host)
         .opt_level(0)
         .cargo_metadata(false)
+        // Its `cargo:warning` lines (e.g. "Compiler family detection failed" for a missing
+        // compiler) would print before busyroot's own message, which says what to install.
+        .cargo_warnings(false)
         .try_get_compiler()
         .ok()?;
     let name = compiler.path().file_name()?.to_str()?.to_string();
@@ -267,11 +270,24 @@ impl BusyboxBuild {
         let dot_config = self.src.join(".config");
         fs::copy(checked_in, &dot_config).with_path("copy", checked_in)?;
         let cmd = self.make(sh, "menuconfig");
-        cmd.run().map_err(|e| Error::Command {
-            command: "make menuconfig".into(),
+        let command_line = cmd.to_string();
+        // The menu reads keys from the terminal: it gets ours, unlike the logged makes.
+        let mut command = std::process::Command::from(cmd);
+        command.stdin(Stdio::inherit()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        crate::hosttools::die_with_parent(&mut command, libc::SIGTERM);
+        let hint = "menuconfig needs a terminal and ncurses: sudo apt-get install libncurses-dev";
+        let status = command.status().map_err(|e| Error::Command {
+            command: command_line.clone(),
             status: String::new(),
-            details: format!("{e}\nmenuconfig needs ncurses: sudo apt-get install libncurses-dev"),
+            details: format!("could not run it: {e}\n{hint}"),
         })?;
+        if !status.success() {
+            return Err(Error::Command {
+                command: command_line,
+                status: format!(": {status}"),
+                details: hint.into(),
+            });
+        }
         let text = fs::read_to_string(&dot_config).with_path("read", &dot_config)?;
         fs::write(checked_in, text).with_path("write", checked_in)
     }
@@ -351,17 +367,36 @@ pub fn run_logged(
         fs::OpenOptions::new().create(true).append(true).open(log).with_path("open", log)?;
     let start = file.seek(SeekFrom::End(0)).with_path("seek", log)?;
     writeln!(file, "$ {command_line}").with_path("write", log)?;
+    let mut out_log = file.try_clone().with_path("open", log)?;
     let mut command = std::process::Command::from(cmd);
-    command.stdout(file.try_clone().with_path("open", log)?).stderr(file);
+    // Standard output passes through here on its way to the log, so that progress can show
+    // what a long make is doing; standard error goes to the log directly.
+    command.stdout(Stdio::piped()).stderr(file);
     command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     // Ctrl-C reaches make through the terminal's process group; a kill of busyroot alone
     // must stop it too.
     crate::hosttools::die_with_parent(&mut command, libc::SIGTERM);
     let started = command.spawn().and_then(|mut child| {
-        if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            // The child may exit without reading everything; that is not an error here.
-            let _ = pipe.write_all(bytes);
+        let answers = stdin.map(<[u8]>::to_vec).zip(child.stdin.take());
+        // Fed from another thread, so that a child answering questions and printing at the
+        // same time never blocks on a full pipe.
+        let feeder = std::thread::spawn(move || {
+            if let Some((bytes, mut pipe)) = answers {
+                // The child may exit without reading everything; that is not an error here.
+                let _ = pipe.write_all(&bytes);
+            }
+        });
+        if let Some(stdout) = child.stdout.take() {
+            let mut reader = BufReader::new(stdout);
+            let mut line = Vec::new();
+            while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                // A log that cannot be written loses lines, not the build.
+                let _ = out_log.write_all(&line);
+                progress.output(String::from_utf8_lossy(&line).trim_end());
+                line.clear();
+            }
         }
+        let _ = feeder.join();
         child.wait()
     });
     let status = started.map_err(|e| Error::Command {

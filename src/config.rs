@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::arch::Arch;
 use crate::error::{Error, Result};
+use crate::fetch::Source;
 
 /// busyroot's configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -57,6 +58,13 @@ pub struct BusyboxConfig {
     pub url: String,
     /// sha256 of the tarball. Default: the checksum of the 1.37.0 release.
     pub sha256: String,
+    /// Backup download URLs, tried in order when `url` fails; the sha256 decides whether a
+    /// download is used. Each entry is a full URL: `{version}` is replaced by the version, and
+    /// an entry containing `{apt-archive}` is tried once for each archive base URL in the
+    /// host's apt sources (and skipped on a host without any).
+    /// Default: [`DEBIAN_BUSYBOX_MIRRORS`], Debian's copy of the tarball, first under the host's
+    /// own apt archives, then under Debian's default archive.
+    pub mirrors: Vec<String>,
     /// The checked-in BusyBox `.config`, relative to the workspace root.
     /// Default: `"busybox-config/.config"`.
     pub config: PathBuf,
@@ -66,12 +74,21 @@ pub struct BusyboxConfig {
 pub const BUSYBOX_1_37_0_SHA256: &str =
     "3311dff32e746499f4df0d5df04d7eb396382d7e108bb9250e7b519b837043a4";
 
+/// Where Debian keeps BusyBox's upstream tarball (byte for byte, as `*.orig.tar.bz2`): under
+/// the host's own apt archives, then under Debian's default archive, which an Ubuntu host's
+/// archive (carrying another BusyBox release) cannot replace.
+pub const DEBIAN_BUSYBOX_MIRRORS: [&str; 2] = [
+    "{apt-archive}/pool/main/b/busybox/busybox_{version}.orig.tar.bz2",
+    "https://deb.debian.org/debian/pool/main/b/busybox/busybox_{version}.orig.tar.bz2",
+];
+
 impl Default for BusyboxConfig {
     fn default() -> BusyboxConfig {
         BusyboxConfig {
             version: "1.37.0".into(),
             url: "https://busybox.net/downloads/busybox-{version}.tar.bz2".into(),
             sha256: BUSYBOX_1_37_0_SHA256.into(),
+            mirrors: DEBIAN_BUSYBOX_MIRRORS.iter().map(|m| m.to_string()).collect(),
             config: PathBuf::from("busybox-config/.config"),
         }
     }
@@ -88,6 +105,16 @@ impl BusyboxConfig {
         let url = self.url();
         url.rsplit('/').next().unwrap_or(&url).to_string()
     }
+
+    /// What to fetch: the tarball, its backup sources and its checksum.
+    pub fn source(&self) -> Source {
+        Source {
+            url: self.url(),
+            mirrors: self.mirrors.iter().map(|m| m.replace("{version}", &self.version)).collect(),
+            file_name: self.file_name(),
+            sha256: self.sha256.clone(),
+        }
+    }
 }
 
 /// `[workspace.metadata.busyroot.kernel]`: the kernel `cargo xtask kernel` builds.
@@ -101,6 +128,10 @@ pub struct KernelConfig {
     pub url: String,
     /// sha256 of the tarball. Default: the checksum of the 6.1.141 release.
     pub sha256: String,
+    /// Backup download URLs, tried in order when `url` fails, as for `busybox.mirrors`
+    /// (`{version}` and `{apt-archive}` are replaced). Distributions repack the kernel source,
+    /// so only a copy of kernel.org's tarball can pass the checksum. Default: none.
+    pub mirrors: Vec<String>,
     /// A local source tarball (`.tar.xz`, `.tar.gz`, `.tar.bz2`) or unpacked source tree to
     /// build instead of the download, relative to the workspace root. Default: none.
     pub source: Option<PathBuf>,
@@ -123,6 +154,7 @@ impl Default for KernelConfig {
             version: "6.1.141".into(),
             url: "https://cdn.kernel.org/pub/linux/kernel/v6.x/linux-{version}.tar.xz".into(),
             sha256: LINUX_6_1_141_SHA256.into(),
+            mirrors: Vec::new(),
             source: None,
             fragments: PathBuf::from("kernel-config"),
             base: KernelBase::Tinyconfig,
@@ -140,6 +172,16 @@ impl KernelConfig {
     pub fn file_name(&self) -> String {
         let url = self.url();
         url.rsplit('/').next().unwrap_or(&url).to_string()
+    }
+
+    /// What to fetch for the pinned release: the tarball, its backup sources and its checksum.
+    pub fn source(&self) -> Source {
+        Source {
+            url: self.url(),
+            mirrors: self.mirrors.iter().map(|m| m.replace("{version}", &self.version)).collect(),
+            file_name: self.file_name(),
+            sha256: self.sha256.clone(),
+        }
     }
 }
 
@@ -322,6 +364,26 @@ mod tests {
         assert_eq!(c.kernel.file_name(), "linux-6.1.141.tar.xz");
         assert_eq!(c.kernel.fragments, Path::new("kernel-config"));
         assert_eq!(c.kernel.base, KernelBase::Tinyconfig);
+        let source = c.busybox.source();
+        assert_eq!(source.mirrors[1], DEBIAN_BUSYBOX_MIRRORS[1].replace("{version}", "1.37.0"));
+        assert!(
+            source.mirrors[1].ends_with("/debian/pool/main/b/busybox/busybox_1.37.0.orig.tar.bz2")
+        );
+        assert!(source.mirrors[0].starts_with("{apt-archive}/pool/main/b/busybox/"));
+        assert!(c.kernel.source().mirrors.is_empty());
+    }
+
+    #[test]
+    fn mirrors_are_configurable_with_the_version_filled_in() {
+        let c = parse(
+            "[busybox]\nversion = \"1.36.1\"\nmirrors = [\"http://m.example/bb-{version}.tar.bz2\"]\n\
+             [kernel]\nmirrors = [\"http://k.example/linux-{version}.tar.xz\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.busybox.source().mirrors, ["http://m.example/bb-1.36.1.tar.bz2"]);
+        assert_eq!(c.kernel.source().mirrors, ["http://k.example/linux-6.1.141.tar.xz"]);
+        let err = parse("busybox.mirrors = \"http://one\"").unwrap_err().to_string();
+        assert!(err.contains("busybox.mirrors") && err.contains("invalid type"), "{err}");
     }
 
     #[test]
@@ -361,7 +423,7 @@ mod tests {
         fn any_unknown_key_is_named(key in "[a-z][a-z0-9_]{0,12}", section in 0usize..4) {
             let known = ["arch", "busybox", "skeleton", "device-table", "image", "kernel", "run",
                          "version", "url", "sha256", "config", "size", "label", "uuid", "qemu",
-                         "lkvm", "mem", "cpus", "timeout", "hostname", "checks"];
+                         "lkvm", "mem", "cpus", "timeout", "hostname", "checks", "mirrors"];
             proptest::prop_assume!(!known.contains(&key.as_str()));
             let table = ["", "[busybox]\n", "[image]\n", "[run]\n"][section];
             let err = parse(&format!("{table}{key} = 1")).unwrap_err().to_string();

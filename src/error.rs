@@ -38,6 +38,16 @@ pub enum Error {
     /// A source tarball could not be found or downloaded.
     #[error("{0}")]
     Fetch(String),
+    /// The pinned kernel release could not be fetched. A distribution's kernel source is not
+    /// kernel.org's bytes, so it is never substituted silently: the message names the one
+    /// installed under `/usr/src` (`local_source`), or the package that provides one.
+    #[error("{message}\n{}", kernel_source_hint(.local_source.as_deref()))]
+    KernelFetch {
+        /// Why the fetch failed, with every source tried.
+        message: String,
+        /// A kernel source tarball installed by the distribution, if there is one.
+        local_source: Option<PathBuf>,
+    },
     /// A configuration key is unknown, of the wrong type or has an invalid value.
     #[error("invalid configuration in `{path}`: {message}")]
     Config {
@@ -102,6 +112,20 @@ impl Error {
     /// Wraps an I/O error with the action and path it concerns.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io { action, path: path.into(), source }
+    }
+}
+
+fn kernel_source_hint(local: Option<&std::path::Path>) -> String {
+    match local {
+        Some(path) => format!(
+            "a distribution's kernel source is installed at `{}`; it is not the pinned \
+             release (distributions repack it), but it builds: set `kernel.source` to it",
+            path.display()
+        ),
+        None => "or build a distribution's kernel source instead: the `linux-source` package \
+                 (`linux-source-6.1` on Debian 12) installs one as \
+                 /usr/src/linux-source-<version>.tar.xz; set `kernel.source` to it"
+            .to_string(),
     }
 }
 

@@ -1,5 +1,5 @@
-//! Fetching source tarballs: a shared cache, an optional mirror, an offline mode, and a sha256
-//! check before anything is used.
+//! Fetching source tarballs: a shared cache, an optional mirror, backup download sources, an
+//! offline mode, and a sha256 check before anything is used.
 //!
 //! Invariant: a file under its final name in the cache always has the pinned checksum. Downloads
 //! and mirror copies land in a temporary file that is renamed only after the checksum matched.
@@ -14,11 +14,17 @@ use xshell::{cmd, Shell};
 use crate::error::{Error, IoContext, Result};
 use crate::progress::Progress;
 
-/// A file to fetch: its upstream URL, the name it is stored under and its pinned sha256.
+/// In a backup source, stands for each archive base URL of the host's apt sources.
+pub const APT_ARCHIVE: &str = "{apt-archive}";
+
+/// A file to fetch: where it is published, the name it is stored under and its pinned sha256.
 #[derive(Debug, Clone)]
 pub struct Source {
     /// Upstream download URL.
     pub url: String,
+    /// Backup download URLs, tried in order after `url`; [`APT_ARCHIVE`] in one of them
+    /// stands for each archive base URL in the host's apt sources (none without apt).
+    pub mirrors: Vec<String>,
     /// File name in the cache and in a mirror (the last component of the upstream URL).
     pub file_name: String,
     /// Expected sha256, lower-case hex.
@@ -52,8 +58,10 @@ impl FetchOptions {
     }
 }
 
-/// Returns the path of `source` in the cache, fetching it from the mirror or upstream first if
-/// needed. Every candidate is checked against the pinned sha256 before it is used.
+/// Returns the path of `source` in the cache, fetching it first if needed: from the mirror,
+/// then upstream, then each backup source in order. Every candidate is checked against the
+/// pinned sha256 before it is used; each one that fails is reported in one line and the next
+/// is tried.
 pub fn fetch(
     sh: &Shell,
     source: &Source,
@@ -78,14 +86,14 @@ pub fn fetch(
     remove_stale_parts(&opts.cache_dir, &source.file_name);
 
     let mut tried = Vec::new();
+    let mut urls = Vec::new();
     if let Some(mirror) = &opts.mirror {
         if is_url(mirror) {
-            if !opts.offline {
-                let url = format!("{}/{}", mirror.trim_end_matches('/'), source.file_name);
-                download(sh, &url, source, &cached, progress)?;
-                return Ok(cached);
+            if opts.offline {
+                tried.push(format!("mirror URL `{mirror}` (skipped: offline)"));
+            } else {
+                urls.push(format!("{}/{}", mirror.trim_end_matches('/'), source.file_name));
             }
-            tried.push(format!("mirror URL `{mirror}` (skipped: offline)"));
         } else {
             let candidate = Path::new(mirror).join(&source.file_name);
             if candidate.is_file() {
@@ -109,8 +117,120 @@ pub fn fetch(
             source.sha256
         )));
     }
-    download(sh, &source.url, source, &cached, progress)?;
-    Ok(cached)
+    urls.push(source.url.clone());
+    let archives = apt_archives();
+    urls.extend(expand_mirrors(&source.mirrors, &archives));
+    let mut seen = std::collections::HashSet::new();
+    urls.retain(|url| seen.insert(url.clone()));
+
+    for url in &urls {
+        match download(sh, url, source, &cached, progress) {
+            Ok(()) => return Ok(cached),
+            Err(err) => {
+                let reason = match err {
+                    Error::Checksum { expected, actual, .. } => {
+                        format!("wrong checksum: expected sha256 {expected}, got {actual}")
+                    }
+                    other => other.to_string(),
+                };
+                progress.note(&format!("could not fetch `{url}`: {reason}"));
+                tried.push(format!("`{url}`: {reason}"));
+            }
+        }
+    }
+    Err(Error::Fetch(format!(
+        "could not fetch `{}` from any source:\n  {}\n\
+         to work offline, put `{}` (sha256 {}) into the cache directory ($BUSYROOT_CACHE) or \
+         into a directory and set BUSYROOT_MIRROR to it",
+        source.file_name,
+        tried.join("\n  "),
+        source.file_name,
+        source.sha256
+    )))
+}
+
+/// The backup URLs of `mirrors`, with [`APT_ARCHIVE`] replaced by each of `archives` (an entry
+/// naming it is dropped when there are none).
+pub fn expand_mirrors(mirrors: &[String], archives: &[String]) -> Vec<String> {
+    let mut urls = Vec::new();
+    for mirror in mirrors {
+        if mirror.contains(APT_ARCHIVE) {
+            for archive in archives {
+                urls.push(mirror.replace(APT_ARCHIVE, archive.trim_end_matches('/')));
+            }
+        } else {
+            urls.push(mirror.clone());
+        }
+    }
+    urls
+}
+
+/// The HTTP(S) archive base URLs of the host's apt sources, in the order apt lists them:
+/// `URIs:` of `/etc/apt/sources.list.d/*.sources`, then the `deb` and `deb-src` lines of
+/// `/etc/apt/sources.list` and `/etc/apt/sources.list.d/*.list`.
+pub fn apt_archives() -> Vec<String> {
+    let dir = Path::new("/etc/apt/sources.list.d");
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    let mut urls = Vec::new();
+    for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "sources")) {
+        urls.extend(fs::read_to_string(file).map(|t| deb822_uris(&t)).unwrap_or_default());
+    }
+    let lists = std::iter::once(PathBuf::from("/etc/apt/sources.list"))
+        .chain(files.iter().filter(|f| f.extension().is_some_and(|e| e == "list")).cloned());
+    for file in lists {
+        urls.extend(fs::read_to_string(file).map(|t| one_line_uris(&t)).unwrap_or_default());
+    }
+    let mut seen = std::collections::HashSet::new();
+    urls.retain(|url| seen.insert(url.clone()));
+    urls
+}
+
+/// The `URIs:` of a deb822 `.sources` file, skipping stanzas with `Enabled: no`.
+fn deb822_uris(text: &str) -> Vec<String> {
+    let mut urls = Vec::new();
+    for stanza in text.split("\n\n") {
+        let field = |name: &str| {
+            stanza.lines().find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_string())
+            })
+        };
+        if field("Enabled").is_some_and(|v| v.eq_ignore_ascii_case("no")) {
+            continue;
+        }
+        if let Some(uris) = field("URIs") {
+            urls.extend(uris.split_whitespace().filter(|u| is_http(u)).map(String::from));
+        }
+    }
+    urls
+}
+
+/// The archive URLs of one-line-style `deb URL suite components` entries.
+fn one_line_uris(text: &str) -> Vec<String> {
+    let mut urls = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if !matches!(words.next(), Some("deb" | "deb-src")) {
+            continue;
+        }
+        // Options such as `[arch=amd64 signed-by=...]` come before the URL.
+        let mut word = words.next();
+        if word.is_some_and(|w| w.starts_with('[')) {
+            while word.is_some_and(|w| !w.ends_with(']')) {
+                word = words.next();
+            }
+            word = words.next();
+        }
+        urls.extend(word.filter(|w| is_http(w)).map(String::from));
+    }
+    urls
+}
+
+fn is_http(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
 }
 
 /// Deletes partial downloads of `file_name` left by runs that were killed: those whose process
@@ -133,7 +253,8 @@ fn is_url(s: &str) -> bool {
     ["http://", "https://", "ftp://", "file://"].iter().any(|p| s.starts_with(p))
 }
 
-/// Downloads `url` with curl (which retries transient failures) into the cache.
+/// Downloads `url` with curl (which retries transient failures) into the cache; a failure
+/// says why in words.
 fn download(
     sh: &Shell,
     url: &str,
@@ -142,20 +263,60 @@ fn download(
     progress: &dyn Progress,
 ) -> Result<()> {
     install(url, source, cached, |tmp| {
+        // The status code goes to stdout (the body goes to `tmp`), to name an HTTP error.
+        let write_out = "%{http_code}";
         let cmd = cmd!(
             sh,
-            "curl --fail --silent --show-error --location --retry 3 --retry-connrefused --retry-delay 2 --connect-timeout 30 --output {tmp} {url}"
+            "curl --fail --silent --show-error --location --retry 3 --retry-connrefused --retry-delay 2 --connect-timeout 30 --write-out {write_out} --output {tmp} {url}"
         );
         progress.command(&cmd.to_string());
-        cmd.quiet().ignore_stdout().output().map(drop).map_err(|e| {
-            Error::Fetch(format!(
-                "failed to download `{url}`: {e}\n\
-                 to work offline, put `{}` (sha256 {}) into a directory and set \
-                 BUSYROOT_MIRROR to it",
-                source.file_name, source.sha256
-            ))
-        })
+        let out = cmd
+            .quiet()
+            .ignore_status()
+            .output()
+            .map_err(|e| Error::Fetch(format!("cannot run `curl` (is it installed?): {e}")))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(Error::Fetch(curl_reason(
+            out.status.code(),
+            &String::from_utf8_lossy(&out.stdout),
+            &String::from_utf8_lossy(&out.stderr),
+        )))
     })
+}
+
+/// Why curl failed, in words: its exit code for the common failures, else its own message.
+pub fn curl_reason(code: Option<i32>, http_code: &str, stderr: &str) -> String {
+    // curl prints one `curl: (N) message` line per attempt; the last one is final.
+    let message = stderr
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("curl: "))
+        .map(|m| m.split_once(") ").map_or(m, |(_, text)| text).trim().to_string())
+        .unwrap_or_default();
+    let detail = |what: &str| {
+        let lower = message.to_lowercase();
+        if message.is_empty() {
+            what.to_string()
+        } else if lower.starts_with(what) {
+            lower
+        } else {
+            format!("{what} ({message})")
+        }
+    };
+    match code {
+        Some(6) => detail("could not resolve host"),
+        Some(7) => detail("could not connect"),
+        Some(22) => format!("HTTP error {}", http_code.trim()),
+        Some(28) => detail("timed out"),
+        Some(18) => detail("the transfer ended early"),
+        Some(35 | 60) => detail("TLS failure"),
+        Some(5) => detail("could not resolve proxy"),
+        Some(n) if !message.is_empty() => format!("{message} (curl exit status {n})"),
+        Some(n) => format!("curl failed with exit status {n}"),
+        None => "curl was killed by a signal".to_string(),
+    }
 }
 
 /// Produces the file through `produce` at a temporary name beside `cached`, checks its sha256
@@ -223,6 +384,7 @@ mod tests {
         fs::write(mirror.join("thing-1.0.tar.bz2"), content).unwrap();
         let source = Source {
             url: "https://example.invalid/thing-1.0.tar.bz2".into(),
+            mirrors: Vec::new(),
             file_name: "thing-1.0.tar.bz2".into(),
             sha256: sha256_bytes(b"good bytes"),
         };
@@ -294,5 +456,52 @@ mod tests {
         let err = fetch(&sh, &source, &opts, &Silent).unwrap_err().to_string();
         assert!(err.contains("not available offline"), "{err}");
         assert!(err.contains("BUSYROOT_MIRROR") && err.contains(&source.sha256), "{err}");
+    }
+
+    #[test]
+    fn apt_sources_give_archive_urls_in_order() {
+        let deb822 = "Types: deb\n# a comment\nURIs: http://a.example/debian\nSuites: bookworm\n\n\
+                      Types: deb\nURIs: https://b.example/debian-security cdrom:/x\n\n\
+                      Enabled: no\nURIs: http://off.example/debian\n";
+        assert_eq!(
+            deb822_uris(deb822),
+            ["http://a.example/debian", "https://b.example/debian-security"]
+        );
+        let list = "# deb http://commented.example/x bookworm main\n\
+                    deb http://c.example/debian bookworm main\n\
+                    deb-src [arch=amd64 signed-by=/k.gpg] https://d.example/ubuntu noble main\n\
+                    deb file:/srv/local ./\n";
+        assert_eq!(one_line_uris(list), ["http://c.example/debian", "https://d.example/ubuntu"]);
+    }
+
+    #[test]
+    fn mirrors_expand_once_per_apt_archive_and_drop_without_one() {
+        let mirrors = vec![
+            "{apt-archive}/pool/main/b/busybox/busybox_1.37.0.orig.tar.bz2".to_string(),
+            "https://fallback.example/debian/pool/x.tar.bz2".to_string(),
+        ];
+        let archives = vec!["http://a.example/debian/".to_string(), "http://b.example/d".into()];
+        assert_eq!(
+            expand_mirrors(&mirrors, &archives),
+            [
+                "http://a.example/debian/pool/main/b/busybox/busybox_1.37.0.orig.tar.bz2",
+                "http://b.example/d/pool/main/b/busybox/busybox_1.37.0.orig.tar.bz2",
+                "https://fallback.example/debian/pool/x.tar.bz2",
+            ]
+        );
+        assert_eq!(
+            expand_mirrors(&mirrors, &[]),
+            ["https://fallback.example/debian/pool/x.tar.bz2"]
+        );
+    }
+
+    #[test]
+    fn curl_failures_are_described_in_words() {
+        let dns = "curl: (6) Could not resolve host: busybox.net\n".repeat(4);
+        assert_eq!(curl_reason(Some(6), "000", &dns), "could not resolve host: busybox.net");
+        let http = "curl: (22) The requested URL returned error: 404\n";
+        assert_eq!(curl_reason(Some(22), "404", http), "HTTP error 404");
+        assert!(curl_reason(Some(7), "000", "").starts_with("could not connect"));
+        assert_eq!(curl_reason(Some(99), "", "curl: (99) odd\n"), "odd (curl exit status 99)");
     }
 }

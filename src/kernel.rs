@@ -52,6 +52,13 @@ struct Header {
 const KERNEL_HEADERS: &[Header] =
     &[Header { file: "gelf.h", purpose: "kernel build (objtool)", package: "libelf-dev" }];
 
+/// The file name endings of the source tarballs busyroot unpacks.
+pub const TARBALL_SUFFIXES: [&str; 7] =
+    [".tar.xz", ".tar.gz", ".tar.bz2", ".tar", ".txz", ".tgz", ".tbz2"];
+
+/// [`TARBALL_SUFFIXES`] as the messages and the command-line help list them.
+pub const TARBALL_NAMES: &str = ".tar.xz, .tar.gz, .tar.bz2, .tar, .txz, .tgz or .tbz2";
+
 /// Where the kernel's source comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelSource {
@@ -65,7 +72,7 @@ pub enum KernelSource {
         /// Its expected sha256, lower-case hex.
         sha256: String,
     },
-    /// A local `.tar.xz`, `.tar.gz` or `.tar.bz2`, used as is.
+    /// A local tarball (any of [`TARBALL_SUFFIXES`]), used as is.
     Tarball(PathBuf),
     /// An unpacked source tree, built out of tree (`O=`) and never written to.
     Tree(PathBuf),
@@ -103,7 +110,7 @@ impl KernelSource {
         let unusable = |why: String| {
             Error::Other(format!(
                 "kernel source `{}` cannot be used: {why}; give a Linux source tarball \
-                 (.tar.xz, .tar.gz, .tar.bz2) or an unpacked source tree",
+                 ({TARBALL_NAMES}) or an unpacked source tree",
                 path.display()
             ))
         };
@@ -113,9 +120,7 @@ impl KernelSource {
             return Ok(KernelSource::Tree(path));
         }
         let name = path.to_string_lossy();
-        let tarball = [".tar", ".tar.xz", ".txz", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2"]
-            .iter()
-            .any(|ext| name.ends_with(ext));
+        let tarball = TARBALL_SUFFIXES.iter().any(|ext| name.ends_with(ext));
         if !tarball {
             return Err(unusable("not a directory and not named like a tarball".into()));
         }
@@ -520,13 +525,23 @@ impl KernelBuilder {
             }
             KernelSource::Tarball(path) => (path.clone(), short_id(&tarball_identity(path)?)),
             KernelSource::Pinned | KernelSource::Url { .. } => {
+                let source_kind = source;
                 let source = self.fetch_source(source);
                 let id = short_id(&source.sha256);
                 if self.unpacked_dir(&id).is_dir() {
                     return Ok(self.unpacked_dir(&id));
                 }
                 let path = timed(progress, "fetch kernel", || {
-                    let path = fetch::fetch(sh, &source, &self.fetch, progress)?;
+                    let path = fetch::fetch(sh, &source, &self.fetch, progress);
+                    let path = match (path, source_kind) {
+                        (Err(Error::Fetch(message)), KernelSource::Pinned) => {
+                            return Err(Error::KernelFetch {
+                                message,
+                                local_source: installed_kernel_source(Path::new("/usr/src")),
+                            })
+                        }
+                        (path, _) => path?,
+                    };
                     Ok((path, source.file_name.clone()))
                 })?;
                 (path, id)
@@ -549,14 +564,11 @@ impl KernelBuilder {
         match source {
             KernelSource::Url { url, sha256 } => fetch::Source {
                 file_name: url.rsplit('/').next().unwrap_or(url).to_string(),
+                mirrors: Vec::new(),
                 url: url.clone(),
                 sha256: sha256.clone(),
             },
-            _ => fetch::Source {
-                url: cfg.url(),
-                file_name: cfg.file_name(),
-                sha256: cfg.sha256.clone(),
-            },
+            _ => cfg.source(),
         }
     }
 
@@ -874,9 +886,54 @@ fn timed<T>(
     Ok(value)
 }
 
+/// The newest `linux-source-*.tar.xz` (or `.tar.bz2`) a distribution package installed in `dir`.
+pub fn installed_kernel_source(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with("linux-source-")
+                && (name.ends_with(".tar.xz") || name.ends_with(".tar.bz2"))
+        })
+        .collect();
+    found.sort_by_key(|p| version_key(&p.file_name().unwrap_or_default().to_string_lossy()));
+    found.pop()
+}
+
+/// Numbers in a file name, for comparing versions: `linux-source-6.10` sorts after `-6.9`.
+fn version_key(name: &str) -> Vec<u64> {
+    name.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tarball_names_list_every_suffix() {
+        for suffix in TARBALL_SUFFIXES {
+            assert!(TARBALL_NAMES.split([',', ' ']).any(|n| n == suffix), "{suffix}");
+        }
+    }
+
+    #[test]
+    fn an_unfetchable_pinned_kernel_points_at_the_installed_distribution_source() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(installed_kernel_source(dir.path()), None);
+        for name in ["linux-source-6.9.tar.xz", "linux-source-6.10.tar.xz", "linux-6.1.tar.xz"] {
+            fs::write(dir.path().join(name), b"").unwrap();
+        }
+        let found = installed_kernel_source(dir.path());
+        assert_eq!(found, Some(dir.path().join("linux-source-6.10.tar.xz")));
+        let err = Error::KernelFetch { message: "could not fetch".into(), local_source: found };
+        let text = err.to_string();
+        assert!(text.contains("linux-source-6.10.tar.xz") && text.contains("kernel.source"));
+        assert!(!text.contains("--"), "the library names no flags: {text}");
+        let err = Error::KernelFetch { message: "could not fetch".into(), local_source: None };
+        assert!(err.to_string().contains("`linux-source-6.1` on Debian 12"), "{err}");
+    }
 
     fn fragment(name: &str, text: &str) -> Fragment {
         Fragment { path: PathBuf::from(name), text: text.into() }

@@ -13,6 +13,9 @@ pub trait Progress {
     fn command(&self, _command_line: &str) {}
     /// A remark worth showing the user.
     fn note(&self, _message: &str) {}
+    /// A line the running command printed (e.g. `  CC      kernel/fork.o`), which says what a
+    /// long step is doing now; showing the latest now and then is enough.
+    fn output(&self, _line: &str) {}
 }
 
 /// Reports nothing.

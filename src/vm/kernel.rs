@@ -45,6 +45,7 @@ pub struct KernelChoice {
 /// exists. A named kernel that does not exist is an error rather than a reason to fall
 /// through, so a typo is not silently replaced by another kernel.
 pub fn select_kernel(
+    arch: Arch,
     flag: Option<&Path>,
     env: Option<&OsStr>,
     config: Option<&Path>,
@@ -70,8 +71,9 @@ pub fn select_kernel(
         "no kernel to boot; pass --kernel PATH, set $BUSYROOT_KERNEL, set `kernel` in \
          [workspace.metadata.busyroot.run], or build one with `cargo xtask kernel` \
          (it would be at `{}`); a distribution kernel works too, e.g. Debian's \
-         linux-image-cloud-amd64 unpacked with `dpkg-deb -x`",
-        built.display()
+         {} unpacked with `dpkg-deb -x`",
+        built.display(),
+        arch.info().distro_kernel_package
     )))
 }
 
@@ -182,21 +184,26 @@ mod tests {
             p
         });
         let pick = |flag: Option<&Path>, env: Option<&Path>, config: Option<&Path>| {
-            select_kernel(flag, env.map(Path::as_os_str), config, &built).unwrap()
+            select_kernel(Arch::X86_64, flag, env.map(Path::as_os_str), config, &built).unwrap()
         };
         assert_eq!(pick(Some(&a), Some(&b), Some(&c)).source, KernelSource::Flag);
         assert_eq!(pick(None, Some(&b), Some(&c)).path, b);
         assert_eq!(pick(None, None, Some(&c)).source, KernelSource::Config);
         assert_eq!(pick(None, None, None).source, KernelSource::Built);
         // An empty variable counts as unset.
-        let empty = select_kernel(None, Some(OsStr::new("")), None, &built).unwrap();
+        let empty = select_kernel(Arch::X86_64, None, Some(OsStr::new("")), None, &built).unwrap();
         assert_eq!(empty.source, KernelSource::Built);
 
         let missing = dir.path().join("missing");
-        let err = select_kernel(Some(&missing), None, None, &built).unwrap_err().to_string();
+        let err = select_kernel(Arch::X86_64, Some(&missing), None, None, &built)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing") && err.contains("--kernel"), "{err}");
-        let err = select_kernel(None, None, None, &missing).unwrap_err().to_string();
+        let err = select_kernel(Arch::X86_64, None, None, None, &missing).unwrap_err().to_string();
         assert!(err.contains("$BUSYROOT_KERNEL") && err.contains("cargo xtask kernel"), "{err}");
+        assert!(err.contains("linux-image-cloud-amd64"), "{err}");
+        let err = select_kernel(Arch::Aarch64, None, None, None, &missing).unwrap_err().to_string();
+        assert!(err.contains("linux-image-cloud-arm64") && !err.contains("amd64"), "{err}");
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! a boot can fail (panic, bogus kernel, wrong expectation). kvmtool has its own module,
 //! `kvmtool.rs`, which uses the set-up here.
 //!
-//! The kernel comes from `$BUSYROOT_TEST_KERNEL` (CI unpacks Debian's cloud kernel); the
-//! images from `$BUSYROOT_TEST_IMAGE_DIR` (holding rootfs.ext4 and rootfs.cpio.gz) or else
-//! the rootfs the test run builds.
+//! The kernel comes from `$BUSYROOT_TEST_KERNEL` (CI unpacks Debian's cloud kernel), else it
+//! is the one `cargo xtask kernel` built; the images from `$BUSYROOT_TEST_IMAGE_DIR` (holding
+//! rootfs.ext4 and rootfs.cpio.gz) or else the rootfs the test run builds.
 
 use std::path::PathBuf;
 
@@ -26,13 +26,12 @@ pub(super) struct Setup {
 }
 
 pub(super) fn setup(test: &str) -> Option<Setup> {
-    let Some(kernel) = std::env::var_os("BUSYROOT_TEST_KERNEL").filter(|k| !k.is_empty()) else {
-        support::skip(
-            test,
-            "$BUSYROOT_TEST_KERNEL is not set; point it at an x86_64 kernel such as Debian's \
-             linux-image-*-cloud-amd64 /boot/vmlinuz-* (unpacked with dpkg-deb -x)",
-        );
-        return None;
+    let kernel = match support::test_kernel() {
+        Ok(kernel) => kernel,
+        Err(reason) => {
+            support::skip(test, &reason);
+            return None;
+        }
     };
     if !support::have(Arch::X86_64.info().qemu) {
         support::skip(test, "qemu-system-x86_64 is not installed (package qemu-system-x86)");
@@ -54,7 +53,7 @@ pub(super) fn setup(test: &str) -> Option<Setup> {
     for image in [&ext4, &cpio] {
         assert!(image.is_file(), "`{}` is missing", image.display());
     }
-    Some(Setup { kernel: kernel.into(), ext4, cpio, tmp: support::tempdir() })
+    Some(Setup { kernel, ext4, cpio, tmp: support::tempdir() })
 }
 
 impl Setup {

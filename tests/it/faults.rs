@@ -139,6 +139,15 @@ fn a_run_killed_while_writing_images_leaves_the_previous_outputs_and_recovers() 
 /// A tiny HTTP server on loopback that answers every request with `body` (declaring
 /// `declared` bytes), then closes the connection.
 fn serve(body: Vec<u8>, declared: usize) -> (String, std::thread::JoinHandle<()>) {
+    serve_status("200 OK", body, declared)
+}
+
+/// [`serve`] with the given HTTP status line (e.g. "404 Not Found").
+fn serve_status(
+    status: &'static str,
+    body: Vec<u8>,
+    declared: usize,
+) -> (String, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let handle = std::thread::spawn(move || {
@@ -149,7 +158,7 @@ fn serve(body: Vec<u8>, declared: usize) -> (String, std::thread::JoinHandle<()>
             let mut buf = [0u8; 4096];
             let _ = conn.read(&mut buf);
             let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n"
+                "HTTP/1.1 {status}\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n"
             );
             let _ = conn.write_all(head.as_bytes());
             let _ = conn.write_all(&body);
@@ -164,6 +173,7 @@ fn serve(body: Vec<u8>, declared: usize) -> (String, std::thread::JoinHandle<()>
 fn source() -> Source {
     Source {
         url: "http://127.0.0.1:9/unused/thing-1.0.tar.bz2".into(),
+        mirrors: Vec::new(),
         file_name: "thing-1.0.tar.bz2".into(),
         sha256: fetch::sha256_bytes(b"the real tarball"),
     }
@@ -185,6 +195,72 @@ fn a_tampered_download_is_rejected_and_not_kept() {
     assert!(err.contains(&fetch::sha256_bytes(b"evil tarball")), "{err}");
     assert!(err.contains(&source().sha256), "{err}");
     assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0, "the cache must stay empty");
+}
+
+/// Collects the notes a fetch reports.
+#[derive(Default)]
+struct Notes(std::sync::Mutex<Vec<String>>);
+
+impl Progress for Notes {
+    fn note(&self, message: &str) {
+        self.0.lock().unwrap().push(message.to_string());
+    }
+}
+
+/// Row "upstream unreachable": the backup sources are tried in order; each failure is one line
+/// in words; the first source that has the right file wins.
+#[test]
+fn a_tarball_served_only_by_the_second_backup_source_is_fetched() {
+    if !support::have("curl") {
+        let test = "a_tarball_served_only_by_the_second_backup_source_is_fetched";
+        return skip(test, "curl is not installed");
+    }
+    let cache = support::tempdir();
+    let (missing, missing_server) = serve_status("404 Not Found", b"gone".to_vec(), 4);
+    let (good, good_server) = serve(b"the real tarball".to_vec(), 16);
+    let source = Source {
+        mirrors: vec![format!("{missing}/pool/thing_1.0.orig.tar.bz2"), format!("{good}/t.bz2")],
+        ..source()
+    };
+    let opts = FetchOptions { cache_dir: cache.path().into(), mirror: None, offline: false };
+    let notes = Notes::default();
+    let path = fetch::fetch(&xshell::Shell::new().unwrap(), &source, &opts, &notes).unwrap();
+    missing_server.join().unwrap();
+    good_server.join().unwrap();
+    assert_eq!(path, cache.path().join("thing-1.0.tar.bz2"));
+    assert_eq!(std::fs::read(&path).unwrap(), b"the real tarball");
+    let notes = notes.0.into_inner().unwrap();
+    assert_eq!(notes.len(), 2, "one line per failed source: {notes:#?}");
+    assert!(notes[0].contains("127.0.0.1:9/unused") && notes[0].contains("could not connect"));
+    assert!(notes[1].contains(&missing) && notes[1].ends_with("HTTP error 404"), "{notes:#?}");
+}
+
+/// Row "tampered download" with a backup source: the wrong file is rejected with both
+/// checksums and the next source is used.
+#[test]
+fn a_wrong_file_at_the_first_source_is_rejected_and_the_next_used() {
+    if !support::have("curl") {
+        let test = "a_wrong_file_at_the_first_source_is_rejected_and_the_next_used";
+        return skip(test, "curl is not installed");
+    }
+    let cache = support::tempdir();
+    let (evil, evil_server) = serve(b"evil tarball".to_vec(), 12);
+    let (good, good_server) = serve(b"the real tarball".to_vec(), 16);
+    let source = Source { url: format!("{evil}/thing-1.0.tar.bz2"), ..source() };
+    let source = Source { mirrors: vec![format!("{good}/thing-1.0.tar.bz2")], ..source };
+    let opts = FetchOptions { cache_dir: cache.path().into(), mirror: None, offline: false };
+    let notes = Notes::default();
+    let path = fetch::fetch(&xshell::Shell::new().unwrap(), &source, &opts, &notes).unwrap();
+    evil_server.join().unwrap();
+    good_server.join().unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"the real tarball");
+    let notes = notes.0.into_inner().unwrap();
+    assert_eq!(notes.len(), 1, "{notes:#?}");
+    assert!(notes[0].contains(&evil) && notes[0].contains("wrong checksum"), "{notes:#?}");
+    assert!(notes[0].contains(&fetch::sha256_bytes(b"evil tarball")), "{notes:#?}");
+    assert!(notes[0].contains(&source.sha256), "{notes:#?}");
+    let names: Vec<_> = std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap()).collect();
+    assert_eq!(names.len(), 1, "only the good file is kept");
 }
 
 /// Rows "truncated download" and "network failure": the transfer is retried, then reported

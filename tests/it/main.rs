@@ -3,6 +3,7 @@
 mod boot;
 mod cross;
 mod faults;
+mod firstrun;
 mod incremental;
 mod kernel;
 mod kvmtool;

@@ -1,9 +1,10 @@
 //! Shared test helpers: the rootfs built once per test run, skipping with a reason, and
 //! readers that take the produced images apart with the real tools.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use busyroot::arch::Arch;
 use busyroot::build::{Outputs, RootfsBuilder};
 use busyroot::config::Workspace;
 use busyroot::fetch::FetchOptions;
@@ -17,11 +18,51 @@ pub fn workspace() -> Workspace {
 /// Prints why a test does not run; tests call this and return. In CI (`CI` set), which
 /// provides every tool, kernel and tarball, a skip is a failure instead, so a broken CI set-up
 /// cannot pass by running nothing.
+///
+/// The line must reach whoever runs `cargo test`, although the test then passes and libtest
+/// hides a passing test's output: it captures what the print macros write, so the line is
+/// written straight to a duplicate of file descriptor 2, past the capture.
 pub fn skip(test: &str, reason: &str) {
     if std::env::var_os("CI").is_some() {
         panic!("{test} would be skipped in CI: {reason}");
     }
-    eprintln!("skipping {test}: {reason}");
+    let line = format!("skipping {test}: {reason}\n");
+    let fd = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned();
+    match fd {
+        Ok(fd) => {
+            let _ = std::io::Write::write_all(&mut std::fs::File::from(fd), line.as_bytes());
+        }
+        Err(_) => eprint!("{line}"),
+    }
+}
+
+/// The x86_64 kernel the boot tests use: `$BUSYROOT_TEST_KERNEL`, else the one
+/// `cargo xtask kernel` built in this workspace; `Err` holds the reason to skip.
+pub fn test_kernel() -> Result<PathBuf, String> {
+    if let Some(kernel) = std::env::var_os("BUSYROOT_TEST_KERNEL").filter(|k| !k.is_empty()) {
+        return Ok(kernel.into());
+    }
+    built_test_kernel().map_err(|built| {
+        format!(
+            "$BUSYROOT_TEST_KERNEL is not set and {built}; or point $BUSYROOT_TEST_KERNEL at \
+             an x86_64 kernel such as Debian's linux-image-*-cloud-amd64 /boot/vmlinuz-* \
+             (unpacked with dpkg-deb -x)"
+        )
+    })
+}
+
+/// The x86_64 kernel `cargo xtask kernel` built in this workspace; `Err` holds the reason to
+/// skip.
+pub fn built_test_kernel() -> Result<PathBuf, String> {
+    let path = busyroot::kernel::kernel_image_path(&workspace(), Arch::X86_64);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "no kernel is built at `{}`; build it with `cargo xtask kernel`",
+            path.display()
+        ))
+    }
 }
 
 /// Tests never download: they use the cache and `BUSYROOT_MIRROR` only.
@@ -38,7 +79,7 @@ pub fn tarball_missing(ws: &Workspace) -> Option<String> {
     (!in_cache && !in_mirror).then(|| {
         format!(
             "`{name}` is neither in the cache `{}` nor in $BUSYROOT_MIRROR; see README.md, \
-             section Offline",
+             section \"Downloads, offline use and mirrors\"",
             opts.cache_dir.display()
         )
     })

@@ -24,7 +24,9 @@ pub struct BenchArgs {
     /// Runs of the cold build and its by-hand baseline (each takes about a minute); 0 skips it
     #[arg(long, default_value_t = 3)]
     pub cold_runs: usize,
-    /// Kernel for the boot figure [default: $BUSYROOT_KERNEL]; without one the figure is skipped
+    /// Kernel for the boot figure, found as `run` finds it [default: $BUSYROOT_KERNEL, else
+    /// config `run.kernel`, else the one `cargo xtask kernel` built]; without one the figure is
+    /// skipped
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
     /// Print the table as JSON
@@ -125,11 +127,7 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("bench: cold build ({} runs, about a minute each)", args.cold_runs);
         let tarball = busyroot::fetch::fetch(
             sh,
-            &busyroot::fetch::Source {
-                url: ws.config.busybox.url(),
-                file_name: ws.config.busybox.file_name(),
-                sha256: ws.config.busybox.sha256.clone(),
-            },
+            &ws.config.busybox.source(),
             &busyroot::fetch::FetchOptions::from_env(),
             &busyroot::progress::Silent,
         )?;
@@ -161,8 +159,23 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
         });
     }
 
-    let kernel =
-        args.kernel.clone().or_else(|| std::env::var_os("BUSYROOT_KERNEL").map(PathBuf::from));
+    // The same choice as `cargo xtask run`; only having no kernel at all skips the figure.
+    let env_kernel = std::env::var_os("BUSYROOT_KERNEL").filter(|k| !k.is_empty());
+    let config_kernel = ws.config.run.kernel.as_ref().map(|k| ws.path(k));
+    let built = busyroot::kernel::kernel_image_path(&ws, arch);
+    let named = args.kernel.is_some() || env_kernel.is_some() || config_kernel.is_some();
+    let kernel = (named || built.is_file())
+        .then(|| {
+            vm::select_kernel(
+                arch,
+                args.kernel.as_deref(),
+                env_kernel.as_deref(),
+                config_kernel.as_deref(),
+                &built,
+            )
+        })
+        .transpose()?
+        .map(|choice| choice.path);
     match kernel {
         Some(kernel) => {
             eprintln!("bench: boot check");
@@ -189,7 +202,10 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
                 baseline,
             });
         }
-        None => eprintln!("bench: no kernel (--kernel or $BUSYROOT_KERNEL): boot figure skipped"),
+        None => eprintln!(
+            "bench: no kernel (--kernel, $BUSYROOT_KERNEL, config `run.kernel` or one built by \
+             `cargo xtask kernel`): boot figure skipped"
+        ),
     }
 
     if args.json {

@@ -10,11 +10,13 @@ use crate::rootfs::workspace;
 /// Flags of `cargo xtask kernel`.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct KernelArgs {
-    /// Target architecture: x86_64, aarch64 or riscv64 [default: config, else the host's]
+    /// Target architecture: x86_64 (or amd64), aarch64 (or arm64) or riscv64 [default: config
+    /// `arch`, else the host's]
     #[arg(long)]
     pub arch: Option<String>,
-    /// Linux source: a .tar.xz/.tar.gz tarball or an unpacked tree (used as is), or a tarball
-    /// URL (needs --sha256) [default: config `kernel.source`, else the pinned kernel.org release]
+    /// Linux source: a tarball (.tar.xz, .tar.gz, .tar.bz2, .tar, .txz, .tgz or .tbz2) or an
+    /// unpacked tree, used as is, or a tarball URL (needs --sha256) [default: config
+    /// `kernel.source`, else the pinned kernel.org release]
     #[arg(long, value_name = "PATH|URL")]
     pub source: Option<String>,
     /// sha256 of the tarball a --source URL points to
@@ -46,5 +48,18 @@ pub fn build(sh: &Shell, args: &KernelArgs) -> anyhow::Result<BuiltKernel> {
     }
     builder.offline(args.offline);
     let arch = builder.target_arch();
-    builder.build(sh, &Reporter::new()).with_context(|| format!("build the {arch} kernel"))
+    builder
+        .build(sh, &Reporter::new())
+        .map_err(with_flag_hint)
+        .with_context(|| format!("build the {arch} kernel"))
+}
+
+/// The library names the configuration key; on the command line, `--source` is the way.
+fn with_flag_hint(err: busyroot::Error) -> anyhow::Error {
+    match &err {
+        busyroot::Error::KernelFetch { local_source: Some(path), .. } => {
+            anyhow::anyhow!("{err}, or pass --source {}", path.display())
+        }
+        _ => err.into(),
+    }
 }

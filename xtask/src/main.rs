@@ -49,3 +49,43 @@ fn main() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    fn help(command: &str, arg: &str) -> String {
+        let cli = Cli::command();
+        let sub = cli.find_subcommand(command).unwrap();
+        let arg = sub.get_arguments().find(|a| a.get_id() == arg).unwrap();
+        arg.get_help().unwrap().to_string()
+    }
+
+    #[test]
+    fn kernel_source_help_lists_the_formats_the_library_accepts() {
+        let help = help("kernel", "source");
+        assert!(help.contains(busyroot::kernel::TARBALL_NAMES), "{help}");
+    }
+
+    #[test]
+    fn arch_help_names_the_aliases_the_parser_accepts() {
+        for command in ["rootfs", "kernel", "run", "menuconfig"] {
+            let help = help(command, "arch");
+            for (alias, arch) in [("amd64", "x86_64"), ("arm64", "aarch64")] {
+                assert!(help.contains(alias), "{command}: {help}");
+                assert_eq!(alias.parse::<busyroot::arch::Arch>().unwrap().name(), arch);
+            }
+        }
+    }
+
+    #[test]
+    fn every_command_that_builds_takes_offline() {
+        for command in ["rootfs", "kernel", "run", "menuconfig"] {
+            let cli = Cli::command();
+            let sub = cli.find_subcommand(command).unwrap();
+            assert!(sub.get_arguments().any(|a| a.get_id() == "offline"), "{command}");
+        }
+    }
+}

@@ -12,7 +12,8 @@ use crate::progress::Reporter;
 /// Flags of `cargo xtask rootfs`.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct RootfsArgs {
-    /// Target architecture: x86_64, aarch64 or riscv64 [default: config, else the host's]
+    /// Target architecture: x86_64 (or amd64), aarch64 (or arm64) or riscv64 [default: config
+    /// `arch`, else the host's]
     #[arg(long)]
     pub arch: Option<String>,
     /// Never touch the network: use only the cache and $BUSYROOT_MIRROR (same as BUSYROOT_OFFLINE=1)
@@ -55,6 +56,10 @@ pub fn build(sh: &Shell, args: &RootfsArgs) -> anyhow::Result<Outputs> {
 
 /// `cargo xtask menuconfig`: BusyBox's menuconfig on the checked-in config, written back.
 pub fn menuconfig(sh: &Shell, args: RootfsArgs) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+        anyhow::bail!("menuconfig is interactive: run `cargo xtask menuconfig` in a terminal");
+    }
     let mut builder = RootfsBuilder::new(workspace()?)?;
     if let Some(arch) = &args.arch {
         builder.arch(arch.parse().map_err(anyhow::Error::msg)?);

@@ -131,11 +131,15 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
     let env_kernel = std::env::var_os("BUSYROOT_KERNEL");
     let nothing_given = args.kernel.is_none() && env_kernel.is_none() && config.kernel.is_none();
     if args.build_kernel && nothing_given {
-        let kernel_args =
-            crate::kernel::KernelArgs { arch: Some(arch.to_string()), ..Default::default() };
+        let kernel_args = crate::kernel::KernelArgs {
+            arch: Some(arch.to_string()),
+            offline: args.offline,
+            ..Default::default()
+        };
         crate::kernel::build(sh, &kernel_args)?;
     }
     let kernel = vm::select_kernel(
+        arch,
         args.kernel.as_deref(),
         env_kernel.as_deref(),
         config.kernel.as_deref(),

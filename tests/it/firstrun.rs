@@ -1,0 +1,95 @@
+//! What a new user meets first: a skipped test says so on the terminal, and the smallest
+//! `"auto"` image boots with the kernel `cargo xtask kernel` built, passes every check, and
+//! the boot adds no file to the image (`/dev` lives in memory).
+
+use busyroot::arch::Arch;
+use busyroot::build::RootfsBuilder;
+use busyroot::config::ImageSizeSetting;
+use busyroot::vm::{
+    self, AccelRequest, CheckPlan, Outcome, Root, RootBusRequest, Timeouts, VmSpec, Vmm,
+};
+
+use crate::support::{self, run, skip};
+
+/// The `used/total files` of `e2fsck -fn` on `image`.
+fn e2fsck_files(image: &std::path::Path) -> (u64, u64) {
+    let out = run("e2fsck", &["-fn", image.to_str().unwrap()], None);
+    let re = regex::Regex::new(r"(\d+)/(\d+) files").unwrap();
+    let caps = re.captures(&out).unwrap_or_else(|| panic!("no file count in: {out}"));
+    (caps[1].parse().unwrap(), caps[2].parse().unwrap())
+}
+
+#[test]
+fn the_smallest_auto_image_boots_with_the_built_kernel_and_gains_no_files() {
+    let test = "the_smallest_auto_image_boots_with_the_built_kernel_and_gains_no_files";
+    let kernel = match support::built_test_kernel() {
+        Ok(kernel) => kernel,
+        Err(reason) => return skip(test, &reason),
+    };
+    if !support::have(Arch::X86_64.info().qemu) {
+        return skip(test, "qemu-system-x86_64 is not installed (package qemu-system-x86)");
+    }
+    if !support::have("e2fsck") {
+        return skip(test, "e2fsck is not installed (package e2fsprogs)");
+    }
+    let tmp = support::tempdir();
+    let mut ws = match support::built_checkout(&tmp.path().join("checkout")) {
+        Ok(ws) => ws,
+        Err(reason) => return skip(test, &reason),
+    };
+    ws.config.image.size = ImageSizeSetting::Auto;
+    let mut builder = RootfsBuilder::new(ws).unwrap();
+    builder.fetch_options(support::offline_fetch());
+    let sh = xshell::Shell::new().unwrap();
+    let outputs = builder.build(&sh, &support::Eprint).expect("build the auto-sized rootfs");
+
+    // The guest writes to the disk: boot a copy.
+    let image = tmp.path().join("boot.ext4");
+    std::fs::copy(&outputs.ext4, &image).unwrap();
+    let (built_files, inodes) = e2fsck_files(&image);
+    let size_mib = std::fs::metadata(&image).unwrap().len() >> 20;
+    eprintln!("auto image: {size_mib} MiB, {built_files}/{inodes} files");
+
+    let bus = vm::choose_root_bus(RootBusRequest::Auto, &kernel, Vmm::Qemu).unwrap();
+    let root = Root::Disk { image: image.clone(), bus: bus.value };
+    let mut spec = VmSpec::new(Arch::X86_64, kernel, root, tmp.path().join("console.log"));
+    spec.accel = vm::choose_accel(AccelRequest::Auto, Arch::X86_64).unwrap().value;
+    let timeouts = Timeouts::from_env(spec.accel, None).unwrap();
+    let plan = CheckPlan::standard(&spec, &vm::RunConfig::default().hostname, timeouts);
+    let report = vm::boot_check(&sh, &spec, &plan).unwrap();
+    assert_eq!(report.outcome, Outcome::Passed, "{report:#?}");
+
+    let (booted_files, _) = e2fsck_files(&image);
+    assert_eq!(
+        booted_files, built_files,
+        "the boot changed the number of files in the image (device nodes written to /dev?)"
+    );
+}
+
+/// Not a test of its own: the child of `a_skipped_test_says_so_although_it_passes`.
+#[test]
+fn child_that_skips() {
+    if std::env::var_os("BUSYROOT_TEST_SKIP_CHILD").is_some() {
+        skip("child_that_skips", "the parent test asked it to");
+    }
+}
+
+/// libtest hides what a passing test prints; a skip's reason must still be seen.
+#[test]
+fn a_skipped_test_says_so_although_it_passes() {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(&exe)
+        .args(["--exact", "firstrun::child_that_skips", "--test-threads=1"])
+        .env("BUSYROOT_TEST_SKIP_CHILD", "1")
+        .env_remove("CI")
+        .output()
+        .unwrap();
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "`{} firstrun::child_that_skips` failed:\n{text}", exe.display());
+    assert!(text.contains("test firstrun::child_that_skips ... ok"), "{text}");
+    assert!(
+        text.contains("skipping child_that_skips: the parent test asked it to"),
+        "the skip is not shown:\n{text}"
+    );
+}
