@@ -13,6 +13,9 @@ pub trait Progress {
     fn command(&self, _command_line: &str) {}
     /// A remark worth showing the user.
     fn note(&self, _message: &str) {}
+    /// An input the build uses, configured or busyroot's built-in one; its `Display` is the
+    /// summary line (`skeleton: built-in (…/rootfs-skel)`).
+    fn input(&self, _input: &crate::inputs::Input) {}
 }
 
 /// Reports nothing.

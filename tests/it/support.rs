@@ -125,11 +125,20 @@ pub fn tempdir() -> tempfile::TempDir {
 
 /// A copy of the build inputs at a new path, with its own target directory: another checkout.
 pub fn checkout_copy(ws: &Workspace, root: &Path) -> Workspace {
-    let c = &ws.config;
-    for input in [&c.busybox.config, &c.skeleton, &c.device_table] {
-        copy_tree(&ws.path(input), &root.join(input));
-    }
-    Workspace { root: root.to_path_buf(), target_dir: root.join("target"), config: c.clone() }
+    // The inputs are configured explicitly in the copy, so that they are the copy's own
+    // (unset keys would mean busyroot's built-in files, wherever the workspace is).
+    let mut config = ws.config.clone();
+    let inputs = ws.rootfs_inputs().unwrap();
+    let copy = |input: &busyroot::inputs::Input| {
+        let relative = input.path.strip_prefix(&ws.root).unwrap().to_path_buf();
+        copy_tree(&input.path, &root.join(&relative));
+        relative
+    };
+    config.busybox.config = Some(copy(&inputs.busybox_config));
+    config.skeleton = Some(inputs.skeleton.iter().map(copy).collect());
+    config.overlays = inputs.overlays.iter().map(copy).collect();
+    config.device_table = Some(inputs.device_tables.iter().map(copy).collect());
+    Workspace { root: root.to_path_buf(), target_dir: root.join("target"), config }
 }
 
 /// Another checkout whose BusyBox is already built: the inputs are copied and so is the build

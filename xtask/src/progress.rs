@@ -54,4 +54,8 @@ impl Progress for Reporter {
     fn note(&self, message: &str) {
         self.println(&format!("note: {message}"));
     }
+
+    fn input(&self, input: &busyroot::inputs::Input) {
+        self.println(&format!("input: {input}"));
+    }
 }
