@@ -6,6 +6,7 @@ mod faults;
 mod incremental;
 mod kernel;
 mod kvmtool;
+mod layers;
 mod payload;
 mod rootfs;
 mod support;
