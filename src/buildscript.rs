@@ -15,7 +15,9 @@
 //!
 //! and the crate then reads `env!("BUSYROOT_EXT4")` (see [`BuildScript::run`] for every
 //! variable). The configuration is `[workspace.metadata.busyroot]` of the workspace the crate
-//! belongs to, with paths relative to that workspace's root, exactly as for `cargo xtask`.
+//! belongs to, with paths relative to that workspace's root, exactly as for `cargo xtask`; an
+//! unset input key means busyroot's own file ([`crate::inputs`]), so a crate that sets nothing
+//! but `image.label` gets a working image.
 //!
 //! By default everything, the BusyBox build included, happens in `$OUT_DIR/busyroot/<arch>/`:
 //! the build script writes nothing outside `OUT_DIR`, `cargo clean` removes it all, and each
@@ -135,8 +137,8 @@ impl BuildScript {
     }
 
     /// Builds the images and prints the `cargo:` lines: `rerun-if-changed` for the workspace's
-    /// Cargo.toml, the BusyBox config, the device table, the skeleton and everything in it
-    /// (and the git files that date the image when `SOURCE_DATE_EPOCH` is unset),
+    /// Cargo.toml and every input of [`Inputs::of`] (and the git files that date the image
+    /// when `SOURCE_DATE_EPOCH` is unset),
     /// `rerun-if-env-changed` for [`ENV_VARS`], and `rustc-env` for `BUSYROOT_ARCH`,
     /// `BUSYROOT_DIR`, `BUSYROOT_EXT4`, `BUSYROOT_CPIO`, `BUSYROOT_TAR` and the images'
     /// `BUSYROOT_EXT4_SHA256`, `BUSYROOT_CPIO_SHA256` and `BUSYROOT_TAR_SHA256`.

@@ -20,7 +20,8 @@ pub struct Config {
     pub busybox: BusyboxConfig,
     /// Skeleton trees merged in order over the BusyBox install (a later tree wins file by
     /// file), relative to the workspace root; one path or a list. Default (unset): busyroot's
-    /// own `rootfs-skel/`, whatever the workspace holds (see [`crate::inputs`]).
+    /// own `rootfs-skel/`, whatever the workspace holds (see [`crate::inputs`]; a path
+    /// `busyroot:<path>` names a file in busyroot's own source, in this key and the others).
     #[serde(deserialize_with = "one_or_many")]
     pub skeleton: Option<Vec<PathBuf>>,
     /// Trees or tar archives (`.tar`, `.tar.gz`, `.tgz`, `.tar.bz2`) merged in order over the

@@ -7,6 +7,11 @@
 //! `rootfs-skel/`): a stray directory must not silently change the image, so only the
 //! configuration decides. busyroot's own workspace therefore gets its own files either way.
 //!
+//! A configured path that starts with `busyroot:` names a file in busyroot's own source
+//! (`busyroot:device-table.txt`), so a dependent can list a built-in input next to its own
+//! (`device-table = ["busyroot:device-table.txt", "devices.txt"]`) without knowing where
+//! Cargo keeps busyroot.
+//!
 //! The built-in inputs are found through the busyroot crate's own source directory
 //! (`CARGO_MANIFEST_DIR` when busyroot was compiled), which Cargo keeps whole in its git
 //! checkout or the vendored copy a dependent builds from.
@@ -123,6 +128,9 @@ impl Workspace {
     }
 
     fn configured(&self, key: &'static str, relative: &Path) -> Result<Input> {
+        if let Some(own) = relative.to_str().and_then(|p| p.strip_prefix(BUILTIN_PREFIX)) {
+            return self.builtin(key, own);
+        }
         let path = self.path(relative);
         if std::fs::symlink_metadata(&path).is_err() {
             return Err(Error::Config {
@@ -141,9 +149,9 @@ impl Workspace {
         let path = builtin_dir().join(relative);
         if !path.exists() {
             return Err(Error::Other(format!(
-                "busyroot's built-in `{key}` input `{}` is missing: the busyroot source at \
-                 `{}` is incomplete; fetch it again, or set `{key}` in \
-                 [workspace.metadata.busyroot]",
+                "busyroot's built-in `{key}` input `{}` does not exist: check the name after \
+                 `{BUILTIN_PREFIX}` in [workspace.metadata.busyroot], or, for an unset key, \
+                 fetch busyroot again (its source at `{}` is incomplete)",
                 path.display(),
                 builtin_dir().display()
             )));
@@ -152,6 +160,9 @@ impl Workspace {
         Ok(Input { key, path, shown, origin: Origin::BuiltIn })
     }
 }
+
+/// The prefix of a configured path that names a file in busyroot's own source.
+pub const BUILTIN_PREFIX: &str = "busyroot:";
 
 const BUSYBOX: &str = "busybox-config/.config";
 const SKELETON: &str = "rootfs-skel";
@@ -205,6 +216,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`device-table`") && err.contains("a.txt`, which does not exist"));
+        let ws = workspace(dir.path(), "device-table = [\"busyroot:device-table.txt\", \"skel\"]");
+        let tables = ws.rootfs_inputs().unwrap().device_tables;
+        assert_eq!(tables[0].path, builtin_dir().join("device-table.txt"));
+        assert_eq!((tables[0].origin, tables[1].origin), (Origin::BuiltIn, Origin::Configured));
+        let err = workspace(dir.path(), "skeleton = \"busyroot:nope\"").rootfs_inputs();
+        assert!(err.unwrap_err().to_string().contains("built-in `skeleton` input"));
         let err = workspace(dir.path(), "kernel.fragments = \"kc\"").kernel_fragments();
         assert!(err.unwrap_err().to_string().contains("`kernel.fragments`"));
     }

@@ -363,5 +363,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`etc/evil`: symlink to `../../../etc/shadow` in overlay `links.tar` points outside the image root"), "{err}");
+
+        // The tar crate refuses to write `..` names, so forge the header bytes directly.
+        let mut h = header(tar::EntryType::Regular, 0o644, 0, 0);
+        h.set_size(1);
+        h.as_old_mut().name[..12].copy_from_slice(b"../../escape");
+        h.set_cksum();
+        let mut raw = h.as_bytes().to_vec();
+        raw.extend_from_slice(&[b'x'; 512]);
+        raw.extend_from_slice(&[0; 1024]);
+        fs::write(&tarball, raw).unwrap();
+        let mut m = Manifest::new(0);
+        let err = LayerStack::new(&mut m, 0)
+            .add(&layer("overlay `links.tar`", &tarball))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("entry `../../escape` points outside the image root"), "{err}");
     }
 }
