@@ -5,8 +5,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use busyroot::build::{Outputs, RootfsBuilder};
-use busyroot::config::Workspace;
+use busyroot::config::{Config, Workspace};
 use busyroot::fetch::FetchOptions;
+use busyroot::inputs::Input;
 use busyroot::progress::Progress;
 
 /// The workspace this test binary belongs to.
@@ -123,21 +124,27 @@ pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
-/// A copy of the build inputs at a new path, with its own target directory: another checkout.
-pub fn checkout_copy(ws: &Workspace, root: &Path) -> Workspace {
-    // The inputs are configured explicitly in the copy, so that they are the copy's own
-    // (unset keys would mean busyroot's built-in files, wherever the workspace is).
+/// `ws`'s configuration with every rootfs input named by its path relative to the workspace
+/// root, so that a copy of the tree at another root uses its own copies of the inputs (an
+/// unset key would mean busyroot's built-in files, wherever the workspace is).
+pub fn explicit_inputs(ws: &Workspace) -> Config {
     let mut config = ws.config.clone();
     let inputs = ws.rootfs_inputs().unwrap();
-    let copy = |input: &busyroot::inputs::Input| {
-        let relative = input.path.strip_prefix(&ws.root).unwrap().to_path_buf();
-        copy_tree(&input.path, &root.join(&relative));
-        relative
-    };
-    config.busybox.config = Some(copy(&inputs.busybox_config));
-    config.skeleton = Some(inputs.skeleton.iter().map(copy).collect());
-    config.overlays = inputs.overlays.iter().map(copy).collect();
-    config.device_table = Some(inputs.device_tables.iter().map(copy).collect());
+    let relative = |input: &Input| input.path.strip_prefix(&ws.root).unwrap().to_path_buf();
+    config.busybox.config = Some(relative(&inputs.busybox_config));
+    config.skeleton = Some(inputs.skeleton.iter().map(relative).collect());
+    config.overlays = inputs.overlays.iter().map(relative).collect();
+    config.device_table = Some(inputs.device_tables.iter().map(relative).collect());
+    config
+}
+
+/// A copy of the build inputs at a new path, with its own target directory: another checkout.
+pub fn checkout_copy(ws: &Workspace, root: &Path) -> Workspace {
+    let inputs = ws.rootfs_inputs().unwrap();
+    for input in inputs.all() {
+        copy_tree(&input.path, &root.join(input.path.strip_prefix(&ws.root).unwrap()));
+    }
+    let config = explicit_inputs(ws);
     Workspace { root: root.to_path_buf(), target_dir: root.join("target"), config }
 }
 
