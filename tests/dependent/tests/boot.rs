@@ -2,11 +2,10 @@
 //! own CI would. The kernel comes from `$BUSYROOT_TEST_KERNEL`; without it (or QEMU) the test
 //! says why and passes, except in CI (`CI` set), where that is a failure.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use busyroot::arch::Arch;
-use busyroot::vm::{self, AccelRequest, CheckPlan, Outcome, Root, RootBusRequest, Timeouts};
-use busyroot::vm::{VmSpec, Vmm};
+use busyroot::vm::{Outcome, Vm};
 
 fn skip(test: &str, reason: &str) {
     if std::env::var_os("CI").is_some() {
@@ -34,24 +33,15 @@ fn both_images_boot_and_pass_the_checks() {
     if busyroot::hosttools::find_program(arch.info().qemu).is_none() {
         return skip(test, &format!("`{}` is not installed", arch.info().qemu));
     }
-    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let accel = vm::choose_accel(AccelRequest::Auto, arch).unwrap().value;
-    let bus = vm::choose_root_bus(RootBusRequest::Auto, &kernel, Vmm::Qemu).unwrap().value;
-    // The guest writes to its disk: boot a copy, so the build output stays as built.
-    let disk = scratch.join("boot.ext4");
-    std::fs::copy(dependent::ROOTFS_EXT4, &disk).unwrap();
-    let roots = [
-        ("disk", Root::Disk { image: disk, bus }),
-        ("initramfs", Root::Initramfs(PathBuf::from(dependent::ROOTFS_CPIO))),
-    ];
-    let sh = busyroot::xshell::Shell::new().unwrap();
-    for (name, root) in roots {
-        let log = scratch.join(format!("console-{name}.log"));
-        let mut spec = VmSpec::new(arch, kernel.clone(), root, log);
-        spec.accel = accel;
-        let timeouts = Timeouts::from_env(spec.accel, None).unwrap();
-        let plan = CheckPlan::standard(&spec, &vm::RunConfig::default().hostname, timeouts);
-        let report = vm::boot_check(&sh, &spec, &plan).unwrap();
-        assert_eq!(report.outcome, Outcome::Passed, "{name}: {report:#?}");
+    // The disk is booted from a copy, so the build output stays as built; both runs do the
+    // standard checks, and the disk is checked with e2fsck after power-off.
+    for root in ["disk", "initramfs"] {
+        let mut vm = Vm::new(arch, kernel.clone());
+        match root {
+            "disk" => vm.disk(dependent::ROOTFS_EXT4),
+            _ => vm.initramfs(dependent::ROOTFS_CPIO),
+        };
+        let report = vm.work_dir(env!("CARGO_TARGET_TMPDIR")).check().unwrap();
+        assert_eq!(report.outcome, Outcome::Passed, "{root}: {report:#?}");
     }
 }
