@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 use crate::fetch::{self, FetchOptions};
 use crate::fingerprint::{manifest_digest, Fingerprint};
 use crate::image::{self, ext4};
+use crate::inputs::{Input, Origin, RootfsInputs};
+use crate::layers::{Layer, LayerStack};
 use crate::manifest::Manifest;
 use crate::progress::Progress;
 
@@ -51,6 +53,8 @@ pub struct Outputs {
     pub entries: usize,
     /// Every stage in order, fresh or with the reason it ran.
     pub stages: Vec<StageReport>,
+    /// Every input the images were built from, configured or built in, in the order used.
+    pub inputs: Vec<Input>,
 }
 
 /// Builds a root filesystem for one architecture from a workspace's configuration.
@@ -159,7 +163,12 @@ impl RootfsBuilder {
             toolchain,
             source_date_epoch: epoch,
         };
-        let checked_in = ws.path(&cfg.busybox.config);
+        // Which inputs are configured and which are busyroot's own, said before any work.
+        let inputs = ws.rootfs_inputs()?;
+        for input in inputs.all() {
+            progress.input(input);
+        }
+        let checked_in = inputs.busybox_config.path.clone();
         let config_text =
             std::fs::read(&checked_in).map_err(|e| Error::io("read", &checked_in, e))?;
 
@@ -193,7 +202,7 @@ impl RootfsBuilder {
         })?;
 
         let started = Instant::now();
-        let manifest = self.manifest(&bb.install_dir, epoch)?;
+        let manifest = compose(&inputs, &bb.install_dir, epoch)?;
         progress.finish("manifest", started.elapsed(), &format!("{} entries", manifest.len()));
         let manifest_fp = Fingerprint::new().with("manifest", manifest_digest(&manifest)?);
 
@@ -205,6 +214,7 @@ impl RootfsBuilder {
             files: Vec::new(),
             entries: manifest.len(),
             stages: Vec::new(),
+            inputs: inputs.all().cloned().collect(),
         };
         let opts = ext4::Ext4Options {
             size: match cfg.image.size {
@@ -269,20 +279,49 @@ impl RootfsBuilder {
         let source = cfg.source();
         let tarball = fetch::fetch(sh, &source, &self.fetch, progress)?;
         bb.unpack(&tarball, &source.sha256)?;
-        let checked_in = ws.path(&cfg.config);
+        let checked_in = ws.busybox_config()?;
+        // Unset, `busybox.config` is busyroot's own file, which in a dependent lies in Cargo's
+        // checkout or a vendored copy: never edit that in place.
+        if checked_in.origin == Origin::BuiltIn && !checked_in.path.starts_with(&ws.root) {
+            return Err(Error::Other(format!(
+                "`busybox.config` is unset, so the build uses busyroot's built-in `{}`, which \
+                 is not yours to edit; copy it into your workspace, set `busybox.config` in \
+                 [workspace.metadata.busyroot] of `{}` to the copy, and run this again",
+                checked_in.path.display(),
+                ws.root.join("Cargo.toml").display()
+            )));
+        }
+        let checked_in = checked_in.path;
         bb.menuconfig(sh, &checked_in)?;
         Ok(checked_in)
     }
 
-    /// The manifest: BusyBox install, then the skeleton over it, then the device table.
+    /// The manifest: the BusyBox install, the skeleton trees and the overlays over it in
+    /// order, then the device tables.
     pub fn manifest(&self, install_dir: &Path, epoch: u64) -> Result<Manifest> {
-        let ws = &self.workspace;
-        let mut manifest = Manifest::new(epoch);
-        crate::skeleton::add_tree(&mut manifest, install_dir, epoch)?;
-        crate::skeleton::add_tree(&mut manifest, &ws.path(&ws.config.skeleton), epoch)?;
-        DeviceTable::load(&ws.path(&ws.config.device_table))?.apply(&mut manifest, epoch)?;
-        Ok(manifest)
+        compose(&self.workspace.rootfs_inputs()?, install_dir, epoch)
     }
+}
+
+/// Stacks the layers of `inputs` over the BusyBox install and applies the device tables.
+fn compose(inputs: &RootfsInputs, install_dir: &Path, epoch: u64) -> Result<Manifest> {
+    let mut manifest = Manifest::new(epoch);
+    let mut stack = LayerStack::new(&mut manifest, epoch);
+    stack.add(&Layer { name: "the BusyBox install".into(), path: install_dir.to_path_buf() })?;
+    for (what, input) in inputs
+        .skeleton
+        .iter()
+        .map(|i| ("skeleton", i))
+        .chain(inputs.overlays.iter().map(|i| ("overlay", i)))
+    {
+        let built_in = if input.origin == Origin::BuiltIn { " (built-in)" } else { "" };
+        let name = format!("{what} `{}`{built_in}", input.shown.display());
+        stack.add(&Layer { name, path: input.path.clone() })?;
+    }
+    for table in &inputs.device_tables {
+        DeviceTable::load(&table.path)?.apply(&mut manifest, epoch)?;
+    }
+    Ok(manifest)
 }
 
 /// Checks the host programs and the C compiler, reporting everything missing in one error.

@@ -15,7 +15,9 @@
 //!
 //! and the crate then reads `env!("BUSYROOT_EXT4")` (see [`BuildScript::run`] for every
 //! variable). The configuration is `[workspace.metadata.busyroot]` of the workspace the crate
-//! belongs to, with paths relative to that workspace's root, exactly as for `cargo xtask`.
+//! belongs to, with paths relative to that workspace's root, exactly as for `cargo xtask`; an
+//! unset input key means busyroot's own file ([`crate::inputs`]), so a crate that sets nothing
+//! but `image.label` gets a working image.
 //!
 //! By default everything, the BusyBox build included, happens in `$OUT_DIR/busyroot/<arch>/`:
 //! the build script writes nothing outside `OUT_DIR`, `cargo clean` removes it all, and each
@@ -135,8 +137,8 @@ impl BuildScript {
     }
 
     /// Builds the images and prints the `cargo:` lines: `rerun-if-changed` for the workspace's
-    /// Cargo.toml, the BusyBox config, the device table, the skeleton and everything in it
-    /// (and the git files that date the image when `SOURCE_DATE_EPOCH` is unset),
+    /// Cargo.toml and every input of [`Inputs::of`] (and the git files that date the image
+    /// when `SOURCE_DATE_EPOCH` is unset),
     /// `rerun-if-env-changed` for [`ENV_VARS`], and `rustc-env` for `BUSYROOT_ARCH`,
     /// `BUSYROOT_DIR`, `BUSYROOT_EXT4`, `BUSYROOT_CPIO`, `BUSYROOT_TAR` and the images'
     /// `BUSYROOT_EXT4_SHA256`, `BUSYROOT_CPIO_SHA256` and `BUSYROOT_TAR_SHA256`.
@@ -234,27 +236,23 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    /// The inputs of `workspace`'s configuration: its Cargo.toml, the BusyBox config, the
-    /// device table, the skeleton directory and, in order, every directory and file in it,
-    /// and [`ENV_VARS`].
+    /// The inputs of `workspace`'s configuration: its Cargo.toml, the BusyBox config, each
+    /// device table, each skeleton tree and overlay with, in order, every directory and file
+    /// in it (an overlay archive as itself), and [`ENV_VARS`]. Built-in inputs are listed too:
+    /// a vendored busyroot's files can change.
     ///
-    /// Symbolic links in the skeleton are not listed one by one: Cargo follows a listed link,
+    /// Symbolic links in the trees are not listed one by one: Cargo follows a listed link,
     /// so one dangling on the host (as links into the image's `/bin` do) would look changed
-    /// on every build. The listed skeleton directory covers them, since Cargo scans a listed
+    /// on every build. The listed tree directory covers them, since Cargo scans a listed
     /// directory recursively and looks at links themselves there.
     pub fn of(workspace: &Workspace) -> Result<Inputs> {
-        let config = &workspace.config;
-        let skeleton = workspace.path(&config.skeleton);
-        let mut paths = vec![
-            workspace.root.join("Cargo.toml"),
-            workspace.path(&config.busybox.config),
-            workspace.path(&config.device_table),
-            skeleton.clone(),
-        ];
-        for path in &paths {
-            cargo_path(path)?;
+        let resolved = workspace.rootfs_inputs()?;
+        let mut paths = vec![workspace.root.join("Cargo.toml")];
+        for input in resolved.all() {
+            cargo_path(&input.path)?;
+            paths.push(input.path.clone());
+            walk(&input.path, &mut paths);
         }
-        walk(&skeleton, &mut paths);
         Ok(Inputs { paths, env_vars: ENV_VARS.iter().map(|v| v.to_string()).collect() })
     }
 }
@@ -380,6 +378,10 @@ impl Progress for CargoProgress {
     fn note(&self, message: &str) {
         self.say(&format!("note: {message}"));
     }
+
+    fn input(&self, input: &crate::inputs::Input) {
+        self.say(&format!("input: {input}"));
+    }
 }
 
 /// `message` as `cargo:warning` lines, one per line of text (Cargo reads one directive per
@@ -407,7 +409,7 @@ mod tests {
     }
 
     #[test]
-    fn inputs_list_the_config_and_every_skeleton_entry_but_links() {
+    fn inputs_list_the_config_and_every_layer_entry_but_links() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
         std::fs::create_dir_all(root.join("rootfs-skel/etc/init.d")).unwrap();
@@ -416,26 +418,53 @@ mod tests {
         std::fs::create_dir(root.join("rootfs-skel/sbin")).unwrap();
         // Dangles on the host, as links into the image's /bin do.
         std::os::unix::fs::symlink("../bin/busybox", root.join("rootfs-skel/sbin/init")).unwrap();
+        std::fs::create_dir_all(root.join("more/etc")).unwrap();
+        std::fs::write(root.join("more/etc/motd"), "hi\n").unwrap();
+        for file in ["bb.config", "extra.tar.gz", "a.txt", "b.txt"] {
+            std::fs::write(root.join(file), "").unwrap();
+        }
+        let mut ws = workspace(root);
+        ws.config = Config::from_toml(
+            "skeleton = [\"rootfs-skel\", \"more\"]\noverlays = [\"extra.tar.gz\"]\n\
+             device-table = [\"a.txt\", \"b.txt\"]\nbusybox.config = \"bb.config\"",
+            Path::new("Cargo.toml"),
+        )
+        .unwrap();
 
-        let inputs = Inputs::of(&workspace(root)).unwrap();
+        let inputs = Inputs::of(&ws).unwrap();
         let relative: Vec<_> =
             inputs.paths.iter().map(|p| p.strip_prefix(root).unwrap().to_str().unwrap()).collect();
         assert_eq!(
             relative,
             [
                 "Cargo.toml",
-                "busybox-config/.config",
-                "device-table.txt",
+                "bb.config",
                 "rootfs-skel",
                 "rootfs-skel/etc",
                 "rootfs-skel/etc/init.d",
                 "rootfs-skel/etc/init.d/rcS",
                 "rootfs-skel/etc/passwd",
                 "rootfs-skel/sbin",
+                "more",
+                "more/etc",
+                "more/etc/motd",
+                "extra.tar.gz",
+                "a.txt",
+                "b.txt",
             ]
         );
         for var in ["BUSYROOT_CACHE", "BUSYROOT_MIRROR", "BUSYROOT_OFFLINE", "SOURCE_DATE_EPOCH"] {
             assert!(inputs.env_vars.iter().any(|v| v == var), "{var} is not watched");
+        }
+    }
+
+    #[test]
+    fn unset_inputs_watch_the_builtin_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let inputs = Inputs::of(&workspace(tmp.path())).unwrap();
+        let builtin = crate::inputs::builtin_dir();
+        for file in ["busybox-config/.config", "rootfs-skel/etc/inittab", "device-table.txt"] {
+            assert!(inputs.paths.contains(&builtin.join(file)), "{file} is not watched");
         }
     }
 
@@ -456,6 +485,7 @@ mod tests {
             dir,
             entries: 3,
             stages: Vec::new(),
+            inputs: Vec::new(),
         };
         let inputs = Inputs {
             paths: vec!["/ws/Cargo.toml".into(), "/ws/rootfs-skel".into()],

@@ -12,39 +12,33 @@ use crate::error::{Error, Result};
 use crate::fetch::Source;
 
 /// busyroot's configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
 pub struct Config {
     /// Guest architecture. Default: the host's.
     pub arch: Option<Arch>,
     /// Where BusyBox comes from and how it is configured.
     pub busybox: BusyboxConfig,
-    /// Skeleton tree merged over the BusyBox install, relative to the workspace root.
-    /// Default: `"rootfs-skel"`.
-    pub skeleton: PathBuf,
-    /// Device and permission table (makedevs format), relative to the workspace root.
-    /// Default: `"device-table.txt"`.
-    pub device_table: PathBuf,
+    /// Skeleton trees merged in order over the BusyBox install (a later tree wins file by
+    /// file), relative to the workspace root; one path or a list. Default (unset): busyroot's
+    /// own `rootfs-skel/`, whatever the workspace holds (see [`crate::inputs`]; a path
+    /// `busyroot:<path>` names a file in busyroot's own source, in this key and the others).
+    #[serde(deserialize_with = "one_or_many")]
+    pub skeleton: Option<Vec<PathBuf>>,
+    /// Trees or tar archives (`.tar`, `.tar.gz`, `.tgz`, `.tar.bz2`) merged in order over the
+    /// skeleton, relative to the workspace root. Default: none.
+    pub overlays: Vec<PathBuf>,
+    /// Device and permission tables (Buildroot's makedevs format), applied in order, relative
+    /// to the workspace root; one path or a list. Default (unset): busyroot's own
+    /// `device-table.txt`.
+    #[serde(deserialize_with = "one_or_many")]
+    pub device_table: Option<Vec<PathBuf>>,
     /// Settings of the ext4 image.
     pub image: ImageConfig,
     /// Where the boot-test kernel comes from and how it is configured.
     pub kernel: KernelConfig,
     /// Settings of `cargo xtask run`.
     pub run: crate::vm::RunConfig,
-}
-
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            arch: None,
-            busybox: BusyboxConfig::default(),
-            skeleton: PathBuf::from("rootfs-skel"),
-            device_table: PathBuf::from("device-table.txt"),
-            image: ImageConfig::default(),
-            kernel: KernelConfig::default(),
-            run: crate::vm::RunConfig::default(),
-        }
-    }
 }
 
 /// `[workspace.metadata.busyroot.busybox]`.
@@ -65,9 +59,9 @@ pub struct BusyboxConfig {
     /// Default: [`DEBIAN_BUSYBOX_MIRRORS`], Debian's copy of the tarball, first under the host's
     /// own apt archives, then under Debian's default archive.
     pub mirrors: Vec<String>,
-    /// The checked-in BusyBox `.config`, relative to the workspace root.
-    /// Default: `"busybox-config/.config"`.
-    pub config: PathBuf,
+    /// The checked-in BusyBox `.config`, relative to the workspace root. Default (unset):
+    /// busyroot's own `busybox-config/.config`.
+    pub config: Option<PathBuf>,
 }
 
 /// sha256 of `busybox-1.37.0.tar.bz2` as published upstream.
@@ -89,7 +83,7 @@ impl Default for BusyboxConfig {
             url: "https://busybox.net/downloads/busybox-{version}.tar.bz2".into(),
             sha256: BUSYBOX_1_37_0_SHA256.into(),
             mirrors: DEBIAN_BUSYBOX_MIRRORS.iter().map(|m| m.to_string()).collect(),
-            config: PathBuf::from("busybox-config/.config"),
+            config: None,
         }
     }
 }
@@ -136,8 +130,8 @@ pub struct KernelConfig {
     /// build instead of the download, relative to the workspace root. Default: none.
     pub source: Option<PathBuf>,
     /// Directory holding the configuration fragments `common.config` and `<arch>.config`,
-    /// relative to the workspace root. Default: `"kernel-config"`.
-    pub fragments: PathBuf,
+    /// relative to the workspace root. Default (unset): busyroot's own `kernel-config/`.
+    pub fragments: Option<PathBuf>,
     /// The configuration the fragments are merged over. Default: `"tinyconfig"`.
     pub base: KernelBase,
 }
@@ -156,7 +150,7 @@ impl Default for KernelConfig {
             sha256: LINUX_6_1_141_SHA256.into(),
             mirrors: Vec::new(),
             source: None,
-            fragments: PathBuf::from("kernel-config"),
+            fragments: None,
             base: KernelBase::Tinyconfig,
         }
     }
@@ -287,6 +281,22 @@ impl Config {
     }
 }
 
+/// Reads a key that is either one path or a list of paths.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Vec<PathBuf>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a path or a list of paths")]
+    enum Raw {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    Ok(Some(match Raw::deserialize(d)? {
+        Raw::One(path) => vec![path],
+        Raw::Many(paths) => paths,
+    }))
+}
+
 fn describe(path: String, inner: String) -> String {
     // serde_path_to_error names the table holding an unknown key ("image"), and the inner
     // message names the key itself; print both as one dotted key.
@@ -362,7 +372,9 @@ mod tests {
             "https://cdn.kernel.org/pub/linux/kernel/v6.x/linux-6.1.141.tar.xz"
         );
         assert_eq!(c.kernel.file_name(), "linux-6.1.141.tar.xz");
-        assert_eq!(c.kernel.fragments, Path::new("kernel-config"));
+        assert_eq!(c.kernel.fragments, None);
+        assert_eq!((&c.skeleton, &c.device_table, &c.busybox.config), (&None, &None, &None));
+        assert!(c.overlays.is_empty());
         assert_eq!(c.kernel.base, KernelBase::Tinyconfig);
         let source = c.busybox.source();
         assert_eq!(source.mirrors[1], DEBIAN_BUSYBOX_MIRRORS[1].replace("{version}", "1.37.0"));
@@ -396,7 +408,7 @@ mod tests {
         assert_eq!(c.kernel.file_name(), "linux-6.6.74.tar.xz");
         assert_eq!(c.kernel.sha256, "ab");
         assert_eq!(c.kernel.source.as_deref(), Some(Path::new("../linux")));
-        assert_eq!(c.kernel.fragments, Path::new("kconfig"));
+        assert_eq!(c.kernel.fragments.as_deref(), Some(Path::new("kconfig")));
         assert_eq!(c.kernel.base.make_target(), "allnoconfig");
         let err = parse("[kernel]\nfragment = \"x\"").unwrap_err().to_string();
         assert!(err.contains("unknown field `fragment`") && err.contains("kernel"), "{err}");
@@ -421,7 +433,7 @@ mod tests {
         /// Any unknown key, at the top or in a section, is named in the error.
         #[test]
         fn any_unknown_key_is_named(key in "[a-z][a-z0-9_]{0,12}", section in 0usize..4) {
-            let known = ["arch", "busybox", "skeleton", "device-table", "image", "kernel", "run",
+            let known = ["arch", "busybox", "skeleton", "overlays", "device-table", "image", "kernel", "run",
                          "version", "url", "sha256", "config", "size", "label", "uuid", "qemu",
                          "lkvm", "mem", "cpus", "timeout", "hostname", "checks", "mirrors"];
             proptest::prop_assume!(!known.contains(&key.as_str()));
@@ -438,11 +450,23 @@ mod tests {
     }
 
     #[test]
+    fn layer_keys_take_one_path_or_a_list() {
+        let c = parse("skeleton = \"skel\"\ndevice-table = [\"a.txt\", \"b.txt\"]").unwrap();
+        assert_eq!(c.skeleton, Some(vec![PathBuf::from("skel")]));
+        assert_eq!(c.device_table, Some(vec![PathBuf::from("a.txt"), PathBuf::from("b.txt")]));
+        let c = parse("skeleton = [\"a\", \"b\"]\noverlays = [\"o\", \"t.tar.gz\"]").unwrap();
+        assert_eq!(c.skeleton.unwrap().len(), 2);
+        assert_eq!(c.overlays, [PathBuf::from("o"), PathBuf::from("t.tar.gz")]);
+        let err = parse("overlays = \"o\"").unwrap_err().to_string();
+        assert!(err.contains("`overlays`") && err.contains("expected a sequence"), "{err}");
+    }
+
+    #[test]
     fn unknown_and_mistyped_keys_are_named() {
         let err = parse("[image]\nsise = 3").unwrap_err().to_string();
         assert!(err.contains("unknown field `sise`") && err.contains("image"), "{err}");
         let err = parse("skeleton = 3").unwrap_err().to_string();
-        assert!(err.contains("`skeleton`") && err.contains("invalid type"), "{err}");
+        assert!(err.contains("`skeleton`") && err.contains("a path or a list of paths"), "{err}");
         let err = parse("arch = \"sparc\"").unwrap_err().to_string();
         assert!(err.contains("unknown architecture `sparc`"), "{err}");
     }

@@ -2,9 +2,16 @@
 //! `<name> <type> <mode> <uid> <gid> <major> <minor> <start> <inc> <count>`.
 //!
 //! Types: `d` directory (created if missing), `f` regular file (must exist; sets mode and
-//! owner), `c`/`b` character/block device, `p` fifo. `-` stands for an unused field. With a
-//! non-zero `count`, entries `<name><start>` … are created with minors `minor + i * inc`.
+//! owner), `r` a directory and everything below it (mode and owner set on each; symlinks get
+//! the owner only), `c`/`b` character/block device, `p` fifo. `-` stands for an unused field.
+//! `uid` and `gid` are numbers or names, looked up in the image's own `/etc/passwd` and
+//! `/etc/group` (never the host's).
+//!
+//! Batches follow Buildroot's `package/makedevs/makedevs.c`: a `count` of 0 or 1 makes one
+//! node named exactly `<name>`; a `count` of N > 1 makes `<name><start>` …
+//! `<name><start + N - 1>`, the i-th (from 0) with minor `minor + i * inc`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -17,6 +24,8 @@ pub enum EntryType {
     Dir,
     /// `f`: an existing regular file.
     File,
+    /// `r`: an existing directory and everything below it.
+    Recursive,
     /// `c`: a character device.
     Char,
     /// `b`: a block device.
@@ -37,9 +46,9 @@ pub struct TableLine {
     /// Permission bits (octal in the file).
     pub mode: u32,
     /// Owner.
-    pub uid: u32,
+    pub uid: Owner,
     /// Group.
-    pub gid: u32,
+    pub gid: Owner,
     /// Major number (devices).
     pub major: u32,
     /// Minor number of the first device.
@@ -48,8 +57,17 @@ pub struct TableLine {
     pub start: u32,
     /// Minor increment between members of a series.
     pub inc: u32,
-    /// Number of members; 0 for a single entry named exactly `path`.
+    /// Number of members; 0 or 1 for a single entry named exactly `path`.
     pub count: u32,
+}
+
+/// A `uid` or `gid` column: a number, or a name looked up in the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// A numeric id (`-` is 0).
+    Id(u32),
+    /// A user or group name, resolved against the image's `/etc/passwd` or `/etc/group`.
+    Name(String),
 }
 
 /// A parsed table and the file it came from.
@@ -88,20 +106,47 @@ impl DeviceTable {
     }
 
     /// Applies every line to `manifest`: creates directories, devices and fifos, and sets
-    /// modes and owners. New parent directories get mode 0755 and owner 0:0.
+    /// modes and owners. New parent directories get mode 0755 and owner 0:0. Owner names are
+    /// looked up in the manifest's `/etc/passwd` and `/etc/group`.
     pub fn apply(&self, manifest: &mut Manifest, mtime: u64) -> Result<()> {
+        let mut accounts = Accounts::default();
         for l in &self.lines {
             let err = |message: String| Error::DeviceTable {
                 path: self.path.clone(),
                 line: l.line,
                 message,
             };
+            let uid = accounts.resolve(manifest, &l.uid, Database::Passwd).map_err(err)?;
+            let gid = accounts.resolve(manifest, &l.gid, Database::Group).map_err(err)?;
+            if l.kind == EntryType::Recursive {
+                let top = match manifest.get(&l.path) {
+                    Some(_) => l.path.clone(),
+                    None => {
+                        return Err(err(format!(
+                            "type `r` names `{}`, which is not in the image; create it in the \
+                             skeleton or an overlay, or with a `d` line before this one",
+                            l.path
+                        )))
+                    }
+                };
+                for (path, entry) in manifest.iter_mut() {
+                    if *path == top || path.is_below(&top) {
+                        entry.uid = uid;
+                        entry.gid = gid;
+                        if !matches!(entry.kind, Kind::Symlink(_)) {
+                            entry.mode = l.mode;
+                        }
+                    }
+                }
+                continue;
+            }
             for (path, minor) in l.expand() {
                 let kind = match l.kind {
                     EntryType::Dir => Kind::Dir,
                     EntryType::Char => Kind::CharDevice { major: l.major, minor },
                     EntryType::Block => Kind::BlockDevice { major: l.major, minor },
                     EntryType::Fifo => Kind::Fifo,
+                    EntryType::Recursive => unreachable!("handled above"),
                     EntryType::File => match manifest.get(&path) {
                         Some(Entry {
                             kind: kind @ (Kind::File { .. } | Kind::Bytes(_)), ..
@@ -118,7 +163,7 @@ impl DeviceTable {
                 if let Some(parent) = path.parent() {
                     ensure_dirs(manifest, &parent, mtime).map_err(&err)?;
                 }
-                let entry = Entry { kind, mode: l.mode, uid: l.uid, gid: l.gid, mtime };
+                let entry = Entry { kind, mode: l.mode, uid, gid, mtime };
                 manifest.insert(path, entry).map_err(err)?;
             }
         }
@@ -126,10 +171,81 @@ impl DeviceTable {
     }
 }
 
+/// Which account database a name is looked up in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Database {
+    Passwd,
+    Group,
+}
+
+impl Database {
+    fn path(self) -> &'static str {
+        match self {
+            Database::Passwd => "etc/passwd",
+            Database::Group => "etc/group",
+        }
+    }
+}
+
+/// The image's `/etc/passwd` and `/etc/group`, read when a name first needs them.
+#[derive(Debug, Default)]
+struct Accounts {
+    loaded: HashMap<Database, HashMap<String, u32>>,
+}
+
+impl Accounts {
+    fn resolve(&mut self, manifest: &Manifest, owner: &Owner, db: Database) -> Result<u32, String> {
+        let name = match owner {
+            Owner::Id(id) => return Ok(*id),
+            Owner::Name(name) => name,
+        };
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.loaded.entry(db) {
+            slot.insert(read_ids(manifest, db)?);
+        }
+        let what = if db == Database::Passwd { "user" } else { "group" };
+        self.loaded[&db].get(name).copied().ok_or_else(|| {
+            format!(
+                "{what} `{name}` is not in the image's `/{}`; add it there (in the skeleton or \
+                 an overlay) or use a number",
+                db.path()
+            )
+        })
+    }
+}
+
+/// Name → id from the image's `/etc/passwd` or `/etc/group` (`name:password:id:…` lines).
+fn read_ids(manifest: &Manifest, db: Database) -> Result<HashMap<String, u32>, String> {
+    let path = ImagePath::parse(db.path()).expect("a valid path");
+    let bytes = match manifest.get(&path).map(|e| &e.kind) {
+        Some(Kind::Bytes(b)) => b.clone(),
+        Some(Kind::File { source, .. }) => std::fs::read(source)
+            .map_err(|e| format!("cannot read `{}` for `{path}`: {e}", source.display()))?,
+        Some(_) => return Err(format!("`{path}` in the image is not a regular file")),
+        None => {
+            return Err(format!(
+                "the image has no `{path}` to look names up in; add one to the skeleton or use \
+                 numeric ids"
+            ))
+        }
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?.trim();
+            let id = fields.nth(1)?.trim().parse().ok()?;
+            (!name.is_empty() && !name.starts_with('#')).then(|| (name.to_string(), id))
+        })
+        .collect())
+}
+
 impl TableLine {
-    /// The paths and minor numbers this line stands for.
+    /// The paths and minor numbers this line stands for, as Buildroot's makedevs expands
+    /// them: one entry named `path` for a count of 0 or 1, else `count` entries named `path`
+    /// with the numbers `start`, `start + 1`, … appended and minors `minor`, `minor + inc`, ….
     pub fn expand(&self) -> Vec<(ImagePath, u32)> {
-        if self.count == 0 {
+        if self.count <= 1 {
             return vec![(self.path.clone(), self.minor)];
         }
         (0..self.count)
@@ -179,15 +295,16 @@ fn parse_line(content: &str, line: usize) -> Result<TableLine, String> {
         return Err(format!("name `{name}` must be an absolute path inside the image"));
     }
     let path = ImagePath::parse(name)
-        .filter(|p| !p.is_root() || fields[1] == "d")
+        .filter(|p| !p.is_root() || fields[1] == "d" || fields[1] == "r")
         .ok_or_else(|| format!("name `{name}` leaves the image root or is empty"))?;
     let kind = match fields[1] {
         "d" => EntryType::Dir,
         "f" => EntryType::File,
+        "r" => EntryType::Recursive,
         "c" => EntryType::Char,
         "b" => EntryType::Block,
         "p" => EntryType::Fifo,
-        other => return Err(format!("unknown type `{other}`; use d, f, c, b or p")),
+        other => return Err(format!("unknown type `{other}`; use f, d, r, c, b or p")),
     };
     let mode = u32::from_str_radix(fields[2], 8)
         .ok()
@@ -199,13 +316,27 @@ fn parse_line(content: &str, line: usize) -> Result<TableLine, String> {
             f => f.parse().map_err(|_| format!("{what} `{f}` is not a number (or `-`)")),
         }
     };
+    let owner = |i: usize, what: &str| -> Result<Owner, String> {
+        let f = fields[i];
+        if f == "-" {
+            Ok(Owner::Id(0))
+        } else if f.bytes().all(|b| b.is_ascii_digit()) {
+            f.parse().map(Owner::Id).map_err(|_| format!("{what} `{f}` is too large"))
+        } else if f.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            && !f.starts_with('-')
+        {
+            Ok(Owner::Name(f.to_string()))
+        } else {
+            Err(format!("{what} `{f}` is neither a number nor a user or group name (or `-`)"))
+        }
+    };
     let parsed = TableLine {
         line,
         path,
         kind,
         mode,
-        uid: number(3, "uid")?,
-        gid: number(4, "gid")?,
+        uid: owner(3, "uid")?,
+        gid: owner(4, "gid")?,
         major: number(5, "major")?,
         minor: number(6, "minor")?,
         start: number(7, "start")?,
@@ -216,14 +347,19 @@ fn parse_line(content: &str, line: usize) -> Result<TableLine, String> {
     if is_device && (fields[5] == "-" || fields[6] == "-") {
         return Err("a device needs major and minor numbers".into());
     }
-    if !is_device && parsed.count > 0 {
-        return Err("only device entries (c, b) can have a count".into());
+    if !is_device && kind != EntryType::Fifo && parsed.count > 0 {
+        return Err("only device and fifo entries (c, b, p) can have a count".into());
     }
     if parsed.major > 0xfff || parsed.minor > 0xfffff {
         return Err("device numbers must fit Linux's 12-bit major and 20-bit minor".into());
     }
     if parsed.count > 1024 {
         return Err(format!("count {} is larger than 1024", parsed.count));
+    }
+    let last_minor =
+        u64::from(parsed.minor) + u64::from(parsed.count.saturating_sub(1)) * u64::from(parsed.inc);
+    if is_device && last_minor > 0xfffff {
+        return Err(format!("the batch reaches minor {last_minor}, beyond Linux's 20 bits"));
     }
     Ok(parsed)
 }
@@ -257,16 +393,115 @@ mod tests {
         assert_eq!(t.lines[1].line, 3);
     }
 
+    /// The examples of makedevs' own usage text (Buildroot, `package/makedevs/makedevs.c`),
+    /// plus its rule that a count of 1 appends no number.
+    #[test]
+    fn batches_expand_as_buildroots_makedevs() {
+        let t = parse(
+            "/dev/hda b 640 0 0 3 1 1 1 15\n\
+             /dev/rtp b 640 0 0 250 0 0 1 5\n\
+             /dev/gps b 640 0 0 251 0 1 1 5\n\
+             /dev/uio b 640 0 0 252 0 1 2 5\n\
+             /dev/uio b 640 0 0 252 1 6 2 5\n\
+             /dev/one c 600 0 0 10 7 4 1 1\n\
+             /run/fifo p 600 0 0 - - 0 1 2\n",
+        )
+        .unwrap();
+        let names = |i: usize| -> Vec<String> {
+            t.lines[i].expand().into_iter().map(|(p, m)| format!("{} {m}", p.file_name())).collect()
+        };
+        let hda = names(0);
+        assert_eq!((hda.len(), hda[0].as_str(), hda[14].as_str()), (15, "hda1 1", "hda15 15"));
+        assert_eq!(names(1), ["rtp0 0", "rtp1 1", "rtp2 2", "rtp3 3", "rtp4 4"]);
+        assert_eq!(names(2), ["gps1 0", "gps2 1", "gps3 2", "gps4 3", "gps5 4"]);
+        assert_eq!(names(3), ["uio1 0", "uio2 2", "uio3 4", "uio4 6", "uio5 8"]);
+        assert_eq!(names(4), ["uio6 1", "uio7 3", "uio8 5", "uio9 7", "uio10 9"]);
+        assert_eq!(names(5), ["one 7"]);
+        assert_eq!(names(6), ["fifo0 0", "fifo1 1"]);
+    }
+
+    fn image_with_accounts() -> Manifest {
+        let mut m = Manifest::new(1);
+        let dir = Entry { kind: Kind::Dir, mode: 0o755, uid: 0, gid: 0, mtime: 1 };
+        let file = |text: &str| Entry {
+            kind: Kind::Bytes(text.as_bytes().to_vec()),
+            mode: 0o644,
+            ..dir.clone()
+        };
+        m.insert(ImagePath::parse("etc").unwrap(), dir.clone()).unwrap();
+        m.insert(
+            ImagePath::parse("etc/passwd").unwrap(),
+            file("root:x:0:0::/root:/bin/sh\nwww:x:33:33::/var/www:/bin/false\n"),
+        )
+        .unwrap();
+        m.insert(
+            ImagePath::parse("etc/group").unwrap(),
+            file("root:x:0:\nwww:x:33:\nvideo:x:44:www\n"),
+        )
+        .unwrap();
+        m.insert(ImagePath::parse("srv").unwrap(), dir.clone()).unwrap();
+        m.insert(ImagePath::parse("srv/www").unwrap(), dir.clone()).unwrap();
+        m.insert(ImagePath::parse("srv/www/index.html").unwrap(), file("hi")).unwrap();
+        m.insert(
+            ImagePath::parse("srv/www/link").unwrap(),
+            Entry { kind: Kind::Symlink("index.html".into()), mode: 0o777, ..dir.clone() },
+        )
+        .unwrap();
+        m.insert(ImagePath::parse("srv/www2").unwrap(), dir).unwrap();
+        m
+    }
+
+    #[test]
+    fn names_resolve_against_the_image_and_r_reaches_everything_below() {
+        let mut m = image_with_accounts();
+        let t = parse("/srv/www r 750 www video - - - - -\n/dev/video c 660 root video 81 0 - - -")
+            .unwrap();
+        t.apply(&mut m, 1).unwrap();
+        let get = |p: &str| m.get(&ImagePath::parse(p).unwrap()).unwrap().clone();
+        for p in ["srv/www", "srv/www/index.html"] {
+            assert_eq!((get(p).mode, get(p).uid, get(p).gid), (0o750, 33, 44), "{p}");
+        }
+        assert_eq!((get("srv/www/link").mode, get("srv/www/link").uid), (0o777, 33));
+        assert_eq!((get("srv/www2").uid, get("srv").uid), (0, 0), "siblings and parents stay");
+        assert_eq!((get("dev/video").uid, get("dev/video").gid), (0, 44));
+    }
+
+    #[test]
+    fn unknown_names_and_missing_r_targets_are_errors_with_the_line() {
+        let mut m = image_with_accounts();
+        let e = parse("/srv d 755 0 0 - - - - -\n/srv/www r 750 nobody 0 - - - - -")
+            .unwrap()
+            .apply(&mut m, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("table.txt` line 2: user `nobody` is not in the image's `/etc/passwd`"),
+            "{e}"
+        );
+        let e = parse("\n\n/x p 600 0 audio - - - - -").unwrap().apply(&mut m, 1).unwrap_err();
+        assert!(
+            e.to_string().contains("line 3: group `audio` is not in the image's `/etc/group`"),
+            "{e}"
+        );
+        let e = parse("/nowhere r 755 0 0 - - - - -").unwrap().apply(&mut m, 1).unwrap_err();
+        assert!(e.to_string().contains("line 1: type `r` names `/nowhere`"), "{e}");
+        let e =
+            parse("/x p 600 www 0 - - - - -").unwrap().apply(&mut Manifest::new(0), 0).unwrap_err();
+        assert!(e.to_string().contains("line 1: the image has no `/etc/passwd`"), "{e}");
+    }
+
     #[test]
     fn malformed_lines_name_file_line_and_field() {
         assert!(err("/dev/x c 600 0 0 5\n").contains("table.txt` line 1: expected 10 fields"));
         assert!(err("\n/dev/x z 600 0 0 5 1 - - -").contains("line 2: unknown type `z`"));
         assert!(err("/dev/x c 999 0 0 5 1 - - -").contains("mode `999`"));
-        assert!(err("/dev/x c 600 root 0 5 1 - - -").contains("uid `root`"));
+        assert!(err("/dev/x c 600 r:t 0 5 1 - - -").contains("uid `r:t` is neither"));
+        assert!(err("/dev/x c 600 0 99999999999 5 1 - - -").contains("gid `99999999999` is too"));
+        assert!(err("/dev/x c 600 0 0 5 1048575 0 1 2").contains("beyond Linux's 20 bits"));
         assert!(err("dev/x c 600 0 0 5 1 - - -").contains("absolute path"));
         assert!(err("/../x c 600 0 0 5 1 - - -").contains("leaves the image root"));
         assert!(err("/dev/x c 600 0 0 - 1 - - -").contains("needs major and minor"));
-        assert!(err("/dev/x d 755 0 0 - - 0 1 4").contains("only device entries"));
+        assert!(err("/dev/x d 755 0 0 - - 0 1 4").contains("only device and fifo entries"));
     }
 
     #[test]
@@ -300,7 +535,8 @@ mod tests {
             let text = format!("{name} {kind} {mode:o} {uid} {gid} {major} {minor} 0 1 {count}");
             let t = parse(&text).unwrap();
             let l = &t.lines[0];
-            prop_assert_eq!((l.mode, l.uid, l.gid, l.major, l.minor, l.count), (mode, uid, gid, major, minor, count));
+            prop_assert_eq!((l.mode, l.major, l.minor, l.count), (mode, major, minor, count));
+            prop_assert_eq!((&l.uid, &l.gid), (&Owner::Id(uid), &Owner::Id(gid)));
             prop_assert_eq!(l.expand().len(), count.max(1) as usize);
         }
 

@@ -11,21 +11,7 @@ use crate::error::{Error, IoContext, Result};
 /// temporary sibling directory that is renamed to `dest` only when every entry succeeded, so an
 /// interrupted extraction never looks finished.
 pub fn unpack(tarball: &Path, dest: &Path) -> Result<()> {
-    let file = fs::File::open(tarball).with_path("open", tarball)?;
-    let name = tarball.to_string_lossy();
-    let reader: Box<dyn Read> = if name.ends_with(".bz2") {
-        Box::new(bzip2::read::BzDecoder::new(std::io::BufReader::new(file)))
-    } else if name.ends_with(".gz") || name.ends_with(".tgz") {
-        Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)))
-    } else if name.ends_with(".tar") {
-        Box::new(file)
-    } else {
-        return Err(Error::Other(format!(
-            "cannot unpack `{}`: only .tar, .tar.gz and .tar.bz2 are supported",
-            tarball.display()
-        )));
-    };
-
+    let reader = open_archive(tarball)?;
     let parent = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).with_path("create directory", parent)?;
     let tmp = temp_dir(dest);
@@ -43,6 +29,31 @@ pub fn unpack(tarball: &Path, dest: &Path) -> Result<()> {
         let _ = fs::remove_dir_all(&tmp);
     }
     result
+}
+
+/// Opens a `.tar`, `.tar.gz` (`.tgz`) or `.tar.bz2` archive for reading, decompressing by
+/// its name.
+pub fn open_archive(tarball: &Path) -> Result<Box<dyn Read>> {
+    let name = tarball.to_string_lossy();
+    let compression = if name.ends_with(".bz2") || name.ends_with(".tbz2") {
+        "bz2"
+    } else if name.ends_with(".gz") || name.ends_with(".tgz") {
+        "gz"
+    } else if name.ends_with(".tar") {
+        ""
+    } else {
+        return Err(Error::Other(format!(
+            "cannot read `{}` as a tar archive: only .tar, .tar.gz (.tgz) and .tar.bz2 are \
+             supported; recompress it, e.g. with `gzip`",
+            tarball.display()
+        )));
+    };
+    let file = std::io::BufReader::new(fs::File::open(tarball).with_path("open", tarball)?);
+    Ok(match compression {
+        "bz2" => Box::new(bzip2::read::BzDecoder::new(file)),
+        "gz" => Box::new(flate2::read::GzDecoder::new(file)),
+        _ => Box::new(file),
+    })
 }
 
 /// The one top-level directory an unpacked source tarball holds (`busybox-1.37.0/`,

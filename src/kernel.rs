@@ -453,6 +453,7 @@ impl KernelBuilder {
     /// are immutable, so for them a matching fingerprint is enough.
     pub fn build(&self, sh: &Shell, progress: &dyn Progress) -> Result<BuiltKernel> {
         let plan = self.plan(sh)?;
+        progress.input(&self.workspace.kernel_fragments()?);
         let _lock = self.lock(progress)?;
         let out_dir = self.output_dir();
         let image = out_dir.join(image_name(self.arch));
@@ -672,7 +673,7 @@ impl KernelBuilder {
     /// exist (an architecture that needs nothing of its own has an empty one).
     fn read_fragments(&self) -> Result<Vec<Fragment>> {
         let ws = &self.workspace;
-        let dir = ws.path(&ws.config.kernel.fragments);
+        let dir = ws.kernel_fragments()?.path;
         [COMMON_FRAGMENT.to_string(), format!("{}.config", self.arch.name())]
             .iter()
             .map(|name| {
@@ -733,7 +734,7 @@ impl KernelBuilder {
             if !lost.is_empty() {
                 let names = lost.iter().map(|o| o.name.clone()).collect();
                 let known = known_options(&configured.tree, &names);
-                let dir = self.workspace.path(&self.workspace.config.kernel.fragments);
+                let dir = self.workspace.kernel_fragments()?.path;
                 return Err(lost_options_error(&lost, &known, &dot_config, &dir));
             }
             plan.configure_fp.store(&stamp)?;

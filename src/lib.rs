@@ -10,7 +10,10 @@
 //!   not change are skipped.
 //! - [`image`]: the writers, each turning a [`manifest::Manifest`] into one file
 //!   ([`image::ext4::write`], [`image::cpio::write`], [`image::tar::write`]), usable without
-//!   BusyBox for any tree ([`skeleton::add_tree`], [`devtable::DeviceTable`]).
+//!   BusyBox for any tree ([`skeleton::add_tree`], [`layers::LayerStack`] for trees and tar
+//!   archives in order, [`devtable::DeviceTable`]).
+//! - [`inputs`]: which BusyBox config, skeleton, overlays, device tables and kernel fragments
+//!   a build uses: the configured ones, or busyroot's built-in ones for unset keys.
 //! - [`vm`]: the VM runner. [`vm::Vm`] boots a kernel and an image with shares, modules and
 //!   overlays, and runs the standard checks ([`vm::Vm::check`]) or a command whose output and
 //!   exit status come back ([`vm::Vm::run`]); [`vm::run`] takes a [`vm::VmSpec`] and a
@@ -72,7 +75,9 @@ pub mod fetch;
 pub mod fingerprint;
 pub mod hosttools;
 pub mod image;
+pub mod inputs;
 pub mod kernel;
+pub mod layers;
 pub mod lock;
 pub mod manifest;
 pub mod progress;

@@ -123,6 +123,14 @@ impl ImagePath {
         self.0.is_empty()
     }
 
+    /// True when this path lies strictly below `dir` (every path lies below the root).
+    pub fn is_below(&self, dir: &ImagePath) -> bool {
+        if dir.is_root() {
+            return !self.is_root();
+        }
+        self.0.strip_prefix(dir.as_str()).is_some_and(|rest| rest.starts_with('/'))
+    }
+
     /// The parent directory; `None` for the root.
     pub fn parent(&self) -> Option<ImagePath> {
         if self.is_root() {
@@ -207,6 +215,11 @@ impl Manifest {
         self.entries.get_mut(path)
     }
 
+    /// All entries in path order, for changing modes and owners in place.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&ImagePath, &mut Entry)> {
+        self.entries.iter_mut()
+    }
+
     /// All entries in path order; the root comes first.
     pub fn iter(&self) -> impl Iterator<Item = (&ImagePath, &Entry)> {
         self.entries.iter()
@@ -250,6 +263,10 @@ mod tests {
         assert_eq!(p.parent().unwrap().as_str(), "a/b");
         assert_eq!(p.file_name(), "c");
         assert_eq!(p.to_string(), "/a/b/c");
+        assert!(p.is_below(&ImagePath::parse("a/b").unwrap()));
+        assert!(p.is_below(&ImagePath::root()));
+        assert!(!p.is_below(&p) && !p.is_below(&ImagePath::parse("a/bb").unwrap()));
+        assert!(!ImagePath::parse("a/bc").unwrap().is_below(&ImagePath::parse("a/b").unwrap()));
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub trait Progress {
     /// A line the running command printed (e.g. `  CC      kernel/fork.o`), which says what a
     /// long step is doing now; showing the latest now and then is enough.
     fn output(&self, _line: &str) {}
+    /// An input the build uses, configured or busyroot's built-in one; its `Display` is the
+    /// summary line (`skeleton: built-in (…/rootfs-skel)`).
+    fn input(&self, _input: &crate::inputs::Input) {}
 }
 
 /// Reports nothing.

@@ -6,22 +6,26 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 
-use crate::devtable::ensure_dirs;
 use crate::error::{Error, IoContext, Result};
+use crate::layers::{Layer, LayerStack};
 use crate::manifest::{Entry, ImagePath, Kind, Manifest};
 
 /// Adds every entry below `root` to `manifest` (later trees override earlier ones file by
-/// file). Sockets, devices, unreadable files and symlinks that escape the image root are
-/// errors naming the host path.
+/// file). Sockets, devices, unreadable files, symlinks that escape the image root and a
+/// directory where the manifest has a file (or the other way round) are errors naming the
+/// host path.
 pub fn add_tree(manifest: &mut Manifest, root: &Path, mtime: u64) -> Result<()> {
     let meta = fs::metadata(root).with_path("read", root)?;
     if !meta.is_dir() {
         return Err(Error::Tree { path: root.to_path_buf(), message: "is not a directory".into() });
     }
-    walk(manifest, root, &ImagePath::root(), mtime)
+    let layer = Layer { name: format!("`{}`", root.display()), path: root.to_path_buf() };
+    LayerStack::new(manifest, mtime).add(&layer)
 }
 
-fn walk(manifest: &mut Manifest, host_dir: &Path, dir: &ImagePath, mtime: u64) -> Result<()> {
+/// Adds the tree below `host_dir` at `dir` to the current layer of `stack`.
+pub(crate) fn walk(stack: &mut LayerStack, host_dir: &Path, dir: &ImagePath) -> Result<()> {
+    let mtime = stack.mtime();
     let mut names = Vec::new();
     for entry in fs::read_dir(host_dir).with_path("read directory", host_dir)? {
         names.push(entry.with_path("read directory", host_dir)?.file_name());
@@ -49,8 +53,9 @@ fn walk(manifest: &mut Manifest, host_dir: &Path, dir: &ImagePath, mtime: u64) -
                 .to_string();
             if !link_stays_inside(dir, &target) {
                 return Err(tree_err(format!(
-                    "symlink to `{target}` points outside the image root; make it relative to \
-                     a path inside the image or absolute"
+                    "symlink to `{target}` in {} points outside the image root; make it \
+                     relative to a path inside the image or absolute",
+                    stack.current()
                 )));
             }
             Kind::Symlink(target)
@@ -74,14 +79,10 @@ fn walk(manifest: &mut Manifest, host_dir: &Path, dir: &ImagePath, mtime: u64) -
             _ => 0o644,
         };
         let is_dir = kind == Kind::Dir;
-        ensure_dirs(manifest, dir, mtime).map_err(&tree_err)?;
-        let entry = Entry { kind, mode, uid: 0, gid: 0, mtime };
-        // A directory that already exists keeps its table-given mode and owner.
-        if !(is_dir && manifest.get(&path).is_some_and(|e| e.kind == Kind::Dir)) {
-            manifest.insert(path.clone(), entry).map_err(&tree_err)?;
-        }
+        // A directory that already exists keeps its mode and owner.
+        stack.put(path.clone(), Entry { kind, mode, uid: 0, gid: 0, mtime }, &host, false)?;
         if is_dir {
-            walk(manifest, &host, &path, mtime)?;
+            walk(stack, &host, &path)?;
         }
     }
     Ok(())
@@ -89,7 +90,7 @@ fn walk(manifest: &mut Manifest, host_dir: &Path, dir: &ImagePath, mtime: u64) -
 
 /// True when a symlink in directory `dir` with `target` resolves (lexically) inside the image.
 /// Absolute targets are resolved from the image root, as the guest will see them.
-fn link_stays_inside(dir: &ImagePath, target: &str) -> bool {
+pub(crate) fn link_stays_inside(dir: &ImagePath, target: &str) -> bool {
     let mut depth: usize =
         if target.starts_with('/') || dir.is_root() { 0 } else { dir.as_str().split('/').count() };
     for part in target.split('/') {

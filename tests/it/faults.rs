@@ -71,6 +71,7 @@ fn child_build_for_the_kill_test() {
         }
     }
     let mut ws = support::workspace();
+    ws.config = support::explicit_inputs(&ws);
     ws.root = root.into();
     ws.target_dir = ws.root.join("target");
     build(&ws, &Announce).unwrap();

@@ -41,7 +41,7 @@ fn source_tree() -> Result<&'static Path, String> {
 fn workspace_with(fragments: &Path, target: &Path) -> Workspace {
     let mut ws = support::workspace();
     ws.target_dir = target.to_path_buf();
-    ws.config.kernel.fragments = fragments.to_path_buf();
+    ws.config.kernel.fragments = Some(fragments.to_path_buf());
     ws
 }
 

@@ -7,6 +7,7 @@ mod firstrun;
 mod incremental;
 mod kernel;
 mod kvmtool;
+mod layers;
 mod payload;
 mod rootfs;
 mod support;

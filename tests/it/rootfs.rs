@@ -12,13 +12,13 @@ use busyroot::manifest::{Kind, Manifest};
 use crate::support::{self, have, run, skip};
 
 /// `path → "type mode uid:gid extra"` where extra is the device numbers or link target.
-type Listing = BTreeMap<String, String>;
+pub(crate) type Listing = BTreeMap<String, String>;
 
 fn describe(kind: char, mode: u32, uid: u64, gid: u64, extra: &str) -> String {
     format!("{kind} {:04o} {uid}:{gid} {extra}", mode & 0o7777).trim_end().to_string()
 }
 
-fn manifest_listing(m: &Manifest) -> Listing {
+pub(crate) fn manifest_listing(m: &Manifest) -> Listing {
     m.iter()
         .map(|(path, e)| {
             let (kind, extra) = match &e.kind {
@@ -34,7 +34,7 @@ fn manifest_listing(m: &Manifest) -> Listing {
         .collect()
 }
 
-fn tar_listing(tar: &Path) -> Listing {
+pub(crate) fn tar_listing(tar: &Path) -> Listing {
     let mut archive = tar::Archive::new(std::fs::File::open(tar).unwrap());
     let mut listing = Listing::new();
     for entry in archive.entries().unwrap() {
@@ -65,7 +65,7 @@ fn devices(h: &tar::Header) -> String {
 }
 
 /// `cpio -tv --numeric-uid-gid` of the gunzipped initramfs, as a listing.
-fn cpio_listing(cpio_gz: &Path) -> Listing {
+pub(crate) fn cpio_listing(cpio_gz: &Path) -> Listing {
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(std::fs::File::open(cpio_gz).unwrap())
         .read_to_end(&mut raw)
@@ -118,7 +118,7 @@ fn mode_from_ls(s: &str) -> u32 {
 }
 
 /// Every inode of the ext4 image via one debugfs batch of `stat` commands.
-fn ext4_listing(image: &Path, paths: &[String]) -> Listing {
+pub(crate) fn ext4_listing(image: &Path, paths: &[String]) -> Listing {
     let dir = support::tempdir();
     let batch = dir.path().join("batch");
     let commands: String = paths.iter().map(|p| format!("stat \"{p}\"\n")).collect();

@@ -6,8 +6,9 @@ use std::sync::OnceLock;
 
 use busyroot::arch::Arch;
 use busyroot::build::{Outputs, RootfsBuilder};
-use busyroot::config::Workspace;
+use busyroot::config::{Config, Workspace};
 use busyroot::fetch::FetchOptions;
+use busyroot::inputs::Input;
 use busyroot::progress::Progress;
 
 /// The workspace this test binary belongs to.
@@ -164,13 +165,28 @@ pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
+/// `ws`'s configuration with every rootfs input named by its path relative to the workspace
+/// root, so that a copy of the tree at another root uses its own copies of the inputs (an
+/// unset key would mean busyroot's built-in files, wherever the workspace is).
+pub fn explicit_inputs(ws: &Workspace) -> Config {
+    let mut config = ws.config.clone();
+    let inputs = ws.rootfs_inputs().unwrap();
+    let relative = |input: &Input| input.path.strip_prefix(&ws.root).unwrap().to_path_buf();
+    config.busybox.config = Some(relative(&inputs.busybox_config));
+    config.skeleton = Some(inputs.skeleton.iter().map(relative).collect());
+    config.overlays = inputs.overlays.iter().map(relative).collect();
+    config.device_table = Some(inputs.device_tables.iter().map(relative).collect());
+    config
+}
+
 /// A copy of the build inputs at a new path, with its own target directory: another checkout.
 pub fn checkout_copy(ws: &Workspace, root: &Path) -> Workspace {
-    let c = &ws.config;
-    for input in [&c.busybox.config, &c.skeleton, &c.device_table] {
-        copy_tree(&ws.path(input), &root.join(input));
+    let inputs = ws.rootfs_inputs().unwrap();
+    for input in inputs.all() {
+        copy_tree(&input.path, &root.join(input.path.strip_prefix(&ws.root).unwrap()));
     }
-    Workspace { root: root.to_path_buf(), target_dir: root.join("target"), config: c.clone() }
+    let config = explicit_inputs(ws);
+    Workspace { root: root.to_path_buf(), target_dir: root.join("target"), config }
 }
 
 /// Another checkout whose BusyBox is already built: the inputs are copied and so is the build

@@ -85,7 +85,10 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
     xtask_rootfs()?;
     let src = dir.join(format!("busybox-{}", ws.config.busybox.version));
     let install = dir.join("install");
-    let skeleton = ws.path(&ws.config.skeleton);
+    let inputs = ws.rootfs_inputs()?;
+    let Some(skeleton) = inputs.skeleton.last().map(|i| i.path.clone()) else {
+        anyhow::bail!("bench edits a skeleton file, but `skeleton` is set to an empty list");
+    };
     let mut rows = Vec::new();
 
     eprintln!("bench: nothing changed");
@@ -131,7 +134,7 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
             &busyroot::fetch::FetchOptions::from_env(),
             &busyroot::progress::Silent,
         )?;
-        let config = ws.path(&ws.config.busybox.config);
+        let config = inputs.busybox_config.path.clone();
         let ours = time_runs(args.cold_runs, |_| {
             // Everything the rootfs build made, but not a kernel built beside it.
             for entry in std::fs::read_dir(&dir)?.flatten() {

@@ -134,6 +134,10 @@ impl Progress for Reporter {
             step.latest = line.to_string();
         }
     }
+
+    fn input(&self, input: &busyroot::inputs::Input) {
+        self.println(&format!("input: {input}"));
+    }
 }
 
 #[cfg(test)]
