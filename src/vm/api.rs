@@ -391,7 +391,7 @@ impl Vm {
             for overlay in &self.overlays {
                 choose("overlay", overlay.display().to_string());
             }
-            Some(layer::manifest(&self.overlays, &module_files, LAYER_EPOCH)?)
+            Some(layer::manifest(None, &self.overlays, &module_files, LAYER_EPOCH)?)
         };
         if let Some(layer) = &layer {
             spec.root = match &spec.root {
@@ -400,13 +400,22 @@ impl Vm {
                     layer::initramfs(base, layer, &boot)?;
                     Root::Initramfs(boot)
                 }
-                Root::Disk { image, bus } => {
-                    let base = match &self.image {
+                Root::Disk { image: copy, bus } => {
+                    let original = match &self.image {
                         Some(Image::Disk(original)) => original.clone(),
-                        _ => image.clone(),
+                        _ => copy.clone(),
                     };
-                    layer::disk(&base, layer, image)?;
-                    Root::Disk { image: image.clone(), bus: *bus }
+                    let listing = layer::listing_of(&original)?;
+                    let whole = layer::manifest(
+                        Some(&listing),
+                        &self.overlays,
+                        &module_files,
+                        LAYER_EPOCH,
+                    )?;
+                    let sh = Shell::new()
+                        .map_err(|e| Error::Other(format!("cannot start a shell: {e}")))?;
+                    layer::disk(&sh, &original, &whole, copy)?;
+                    Root::Disk { image: copy.clone(), bus: *bus }
                 }
             };
         }

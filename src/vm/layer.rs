@@ -1,33 +1,41 @@
 //! Extra files for one run, laid over the built image without rebuilding it: overlay trees
 //! and kernel modules. The layer is a manifest of its own, rendered by the same writers as the
 //! image: for an initramfs it is a second compressed cpio archive appended to a copy of the
-//! first (the kernel unpacks them in order, later files replacing earlier ones).
+//! first (the kernel unpacks them in order, later files replacing earlier ones); for a disk,
+//! the image's own listing (`rootfs.tar`) with the layer over it, written as a new ext4 boot
+//! copy.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use xshell::Shell;
+
 use super::modules::GuestFile;
 use crate::error::{Error, IoContext, Result};
+use crate::image::ext4;
+use crate::layers::{Layer, LayerStack};
 use crate::manifest::{Entry, ImagePath, Kind, Manifest};
 
-/// The manifest of a run's extra files: each overlay tree (owned 0:0, modes normalised as
-/// for the skeleton), then `modules` (0644, 0:0) under `/lib/modules/<version>/`.
+/// The manifest of a run's extra files laid over `base` (an image's tar listing, or nothing):
+/// each overlay (a tree owned 0:0 with modes normalised as for the skeleton, or a tar archive
+/// keeping its owners), then `modules` (0644, 0:0) under `/lib/modules/<version>/`. A path that
+/// is a directory in one layer and a file in another is an error naming both.
 pub(crate) fn manifest(
+    base: Option<&Path>,
     overlays: &[PathBuf],
     modules: &[GuestFile],
     mtime: u64,
 ) -> Result<Manifest> {
     let mut layer = Manifest::new(mtime);
+    let mut stack = LayerStack::new(&mut layer, mtime);
+    if let Some(tar) = base {
+        stack.add(&Layer { name: format!("the image `{}`", tar.display()), path: tar.into() })?;
+    }
     for overlay in overlays {
-        if overlay.is_dir() {
-            crate::skeleton::add_tree(&mut layer, overlay, mtime)?;
-        } else {
-            return Err(Error::Other(format!(
-                "the overlay `{}` is not a directory; tar archives are laid over a build by \
-                 the configuration's `overlays`",
-                overlay.display()
-            )));
-        }
+        stack.add(&Layer {
+            name: format!("overlay `{}`", overlay.display()),
+            path: overlay.clone(),
+        })?;
     }
     for file in modules {
         let guest = file.guest.to_string_lossy();
@@ -37,14 +45,8 @@ pub(crate) fn manifest(
         let parent = path.parent().expect("a module path has a directory");
         let fail = |message: String| Error::Tree { path: file.host.clone(), message };
         crate::devtable::ensure_dirs(&mut layer, &parent, mtime).map_err(fail)?;
-        let entry = Entry {
-            kind: Kind::File { source: file.host.clone(), size },
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime,
-        };
-        layer.insert(path, entry).map_err(fail)?;
+        let kind = Kind::File { source: file.host.clone(), size };
+        layer.insert(path, Entry { kind, mode: 0o644, uid: 0, gid: 0, mtime }).map_err(fail)?;
     }
     Ok(layer)
 }
@@ -65,11 +67,38 @@ pub(crate) fn initramfs(base: &Path, layer: &Manifest, out: &Path) -> Result<()>
     result
 }
 
-/// Writes the disk image `out`: the image `base` was built with (its `rootfs.tar` beside it is
-/// the listing of its manifest) with `layer` laid over it.
-pub(crate) fn disk(base: &Path, layer: &Manifest, out: &Path) -> Result<()> {
-    let _ = (base, layer, out);
-    Err(Error::Other(
-        "overlays and modules are laid over an initramfs only so far; boot the initramfs".into(),
-    ))
+/// The tar listing busyroot writes beside its disk image (`rootfs.tar` beside `rootfs.ext4`):
+/// the same manifest, so the boot copy can be written anew with a layer over it.
+pub(crate) fn listing_of(image: &Path) -> Result<PathBuf> {
+    let tar = image.with_file_name("rootfs.tar");
+    if tar.is_file() {
+        Ok(tar)
+    } else {
+        Err(Error::Other(format!(
+            "cannot lay files over the disk image `{}`: its listing `{}` is missing (busyroot \
+             writes it beside every image it builds); boot the initramfs instead",
+            image.display(),
+            tar.display()
+        )))
+    }
+}
+
+/// Writes the disk image `out` from `manifest` (the image's listing with the layer over it),
+/// as large as the original `image` or as the content needs with room to spare.
+pub(crate) fn disk(sh: &Shell, image: &Path, manifest: &Manifest, out: &Path) -> Result<()> {
+    let original = std::fs::metadata(image).with_path("stat", image)?.len();
+    let needed = ext4::needed_bytes(manifest);
+    let size = original.max(needed + needed / 4).next_multiple_of(1 << 20);
+    let opts = ext4::Ext4Options {
+        size: ext4::ImageSize::Bytes(size),
+        label: "busyroot-boot".into(),
+        uuid: "b0070000-0000-4000-8000-000000000001".into(),
+        hash_seed: "b0070000-0000-4000-8000-000000000002".into(),
+        timestamp: manifest_time(manifest),
+    };
+    ext4::write(sh, manifest, out, &opts)
+}
+
+fn manifest_time(manifest: &Manifest) -> u64 {
+    manifest.iter().map(|(_, e)| e.mtime).max().unwrap_or(0)
 }

@@ -166,3 +166,76 @@ fn a_missing_program_is_refused_before_booting() {
     let report = vm.run(["uname", "-r"]).unwrap().report;
     assert!(matches!(report.outcome, Outcome::BootFailed(_)), "{report:#?}");
 }
+
+#[test]
+fn overlays_reach_the_disk_and_the_initramfs_and_leave_the_image_as_built() {
+    let Some(setup) =
+        setup("overlays_reach_the_disk_and_the_initramfs_and_leave_the_image_as_built")
+    else {
+        return;
+    };
+    let tree = support::tempdir();
+    std::fs::create_dir_all(tree.path().join("opt/t")).unwrap();
+    std::fs::write(tree.path().join("opt/t/hello"), "#!/bin/sh\necho hello from the overlay\n")
+        .unwrap();
+    let mut perms = std::fs::metadata(tree.path().join("opt/t/hello")).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(tree.path().join("opt/t/hello"), perms).unwrap();
+    // A tar overlay over the tree: replaces /etc/hostname for this run only.
+    let etc = support::tempdir();
+    std::fs::create_dir(etc.path().join("etc")).unwrap();
+    std::fs::write(etc.path().join("etc/hostname"), "overlaid\n").unwrap();
+    let tar = tree.path().join("../etc-overlay.tar");
+    support::run(
+        "tar",
+        &["-C", etc.path().to_str().unwrap(), "-cf", tar.to_str().unwrap(), "etc"],
+        None,
+    );
+    let before = busyroot::fetch::sha256_file(&setup.ext4).unwrap();
+    for disk in [false, true] {
+        let mut vm = Vm::new(Arch::X86_64, &setup.kernel);
+        if disk {
+            vm.disk(&setup.ext4);
+        } else {
+            vm.initramfs(&setup.cpio);
+        }
+        vm.overlay(tree.path()).overlay(&tar).size(256, 1);
+        let out = vm
+            .run(["/bin/sh", "-c", "/opt/t/hello; cat /etc/hostname; stat -c %u:%g /opt/t/hello"])
+            .unwrap();
+        assert_eq!(out.status, 0, "{:#?}", out.report);
+        assert_eq!(out.stdout, "hello from the overlay\noverlaid\n0:0\n", "disk: {disk}");
+    }
+    std::fs::remove_file(&tar).unwrap();
+    assert_eq!(
+        busyroot::fetch::sha256_file(&setup.ext4).unwrap(),
+        before,
+        "the image stays as built"
+    );
+}
+
+#[test]
+fn a_distribution_kernel_loads_its_modules_for_a_virtiofs_share() {
+    // Debian's cloud kernel (CI's $BUSYROOT_TEST_KERNEL): virtio-pci, fuse and virtiofs are
+    // modules, delivered from the package's own tree into the boot copy of the disk.
+    let test = "a_distribution_kernel_loads_its_modules_for_a_virtiofs_share";
+    let Some(kernel) = std::env::var_os("BUSYROOT_TEST_KERNEL").map(PathBuf::from) else {
+        return support::skip(test, "$BUSYROOT_TEST_KERNEL (Debian's cloud kernel) is not set");
+    };
+    let root = kernel.parent().and_then(Path::parent).unwrap().to_path_buf();
+    if !root.join("lib/modules").is_dir() {
+        return support::skip(test, &format!("no lib/modules beside `{}`", kernel.display()));
+    }
+    if busyroot::vm::find_virtiofsd().is_none() {
+        return support::skip(
+            test,
+            "virtiofsd is not installed (cargo install virtiofsd --locked)",
+        );
+    }
+    let Some(setup) = setup(test) else { return };
+    let mut vm = Vm::new(Arch::X86_64, &kernel);
+    vm.disk(&setup.ext4).modules(&root).share(setup.guest_dir.path()).size(256, 1);
+    let out = vm.run([setup.prog(), "3".into()]).unwrap();
+    assert_eq!(out.status, 3, "{:#?}", out.report);
+    assert!(out.stdout.starts_with("hello from prog on x86_64\n"), "{}", out.stdout);
+}
