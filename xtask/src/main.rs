@@ -21,7 +21,8 @@ enum Command {
     Rootfs(rootfs::RootfsArgs),
     /// Build a minimal boot-test kernel into target/busyroot/<arch>/kernel/.
     Kernel(kernel::KernelArgs),
-    /// Boot the image under QEMU or kvmtool, interactively or as a smoke check (--check).
+    /// Boot the image under QEMU or kvmtool: interactively, as a smoke check (--check), or to
+    /// run a command in the guest (-- CMD) and exit with its status.
     Run(run::RunArgs),
     /// Time the edit-boot loop against the same work done by hand, measured in the same run.
     Bench(bench::BenchArgs),

@@ -16,12 +16,12 @@ use xshell::Shell;
 use crate::rootfs::{self, RootfsArgs};
 
 /// Flags of `cargo xtask run`.
-///
-/// Exit codes: with `-- CMD`, CMD's own exit status; 124 if it ran past --cmd-timeout; 125 if
-/// it could not run (the boot, a check, or the set-up of shares and modules failed); 130 on
-/// Ctrl-C. With --check alone: 0 passed, 1 a check failed, 2 the boot failed. The last line on
-/// stderr always says which case it was (`busyroot: …`), and --json records it as `verdict`.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Exit codes: with `-- CMD`, CMD's own exit status; 124 if it ran past --cmd-timeout; 125 if it
+could not run (the boot, a check, or the set-up of shares and modules failed); 130 on Ctrl-C.
+With --check alone: 0 passed, 1 a check failed, 2 the boot failed. The last line on stderr
+always says which case it was (`busyroot: …`); --json records it as `verdict`.")]
 pub struct RunArgs {
     /// Kernel image to boot [default: $BUSYROOT_KERNEL, else config `kernel`, else the kernel
     /// built by `cargo xtask kernel`].
@@ -44,9 +44,9 @@ pub struct RunArgs {
     /// a tar archive of one. Copied into the guest; those the shares need are loaded.
     #[arg(long, value_name = "PATH")]
     pub modules: Option<PathBuf>,
-    /// Lay the files of a directory over the image for this run only, owned 0:0
-    /// (repeatable; the built image stays as built).
-    #[arg(long, value_name = "DIR")]
+    /// Lay a directory's files (owned 0:0) or a tar archive's (with its owners) over the image
+    /// for this run only (repeatable; the built image stays as built).
+    #[arg(long, value_name = "DIR|TAR")]
     pub overlay: Vec<PathBuf>,
     /// Seconds CMD may run before the VM is killed (exit 124) [default: no limit].
     #[arg(long, value_name = "SECONDS")]
