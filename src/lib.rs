@@ -77,6 +77,7 @@ pub mod hosttools;
 pub mod image;
 pub mod inputs;
 pub mod kernel;
+pub mod lava;
 pub mod layers;
 pub mod lock;
 pub mod manifest;

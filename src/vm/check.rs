@@ -110,6 +110,11 @@ impl Check {
         self.expect.as_str()
     }
 
+    /// Whether the command must also exit with status 0.
+    pub fn requires_success(&self) -> bool {
+        self.require_success
+    }
+
     /// Judges what the guest printed and the exit status.
     pub(crate) fn judge(&self, output: String, status: i32, duration: Duration) -> CheckResult {
         let status_ok = !self.require_success || status == 0;

@@ -27,7 +27,7 @@ mod kvmtool;
 mod layer;
 mod modules;
 mod process;
-mod qemu;
+pub(crate) mod qemu;
 mod report;
 mod session;
 mod share;

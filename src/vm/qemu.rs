@@ -61,6 +61,34 @@ impl Backend for Qemu {
 
 /// QEMU's arguments for `spec`.
 fn args(spec: &VmSpec, console: ConsoleMode) -> Vec<OsString> {
+    let mut args = machine_args(spec);
+    match console {
+        // Only the serial port on stdio: no monitor multiplexed in, so no byte we send
+        // (Ctrl-A included) is ever eaten by QEMU.
+        ConsoleMode::Piped => args.extend(piped_console_args()),
+        // Serial and monitor share stdio (Ctrl-A X quits, Ctrl-A C switches); Ctrl-C
+        // goes to the guest, and QEMU itself logs the console.
+        ConsoleMode::Terminal => {
+            let mut chardev = OsString::from("stdio,id=console,mux=on,signal=off,logfile=");
+            chardev.push(qemu_escape(&spec.console_log));
+            args.push("-chardev".into());
+            args.push(chardev);
+            args.extend(
+                ["-serial", "chardev:console", "-mon", "chardev=console,mode=readline"]
+                    .map(OsString::from),
+            );
+        }
+    }
+    args.extend(kernel_args(spec));
+    args.extend(root_args(spec));
+    shares(spec, &mut args);
+    args
+}
+
+/// The machine: type, accelerator, CPU, firmware, memory and CPUs, no display, no network,
+/// and an exit instead of a reboot, so a guest `poweroff` or a panic (with panic=-1) ends the
+/// QEMU process. Shared with the LAVA device dictionary.
+pub(crate) fn machine_args(spec: &VmSpec) -> Vec<OsString> {
     let info = spec.arch.info();
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
@@ -76,30 +104,28 @@ fn args(spec: &VmSpec, console: ConsoleMode) -> Vec<OsString> {
         push(&["-bios", firmware]);
     }
     push(&["-m", &spec.mem_mib.to_string(), "-smp", &spec.cpus.to_string()]);
-    // No display, no network, and an exit instead of a reboot: a guest `poweroff` or a
-    // panic (with panic=-1) ends the QEMU process.
     push(&["-display", "none", "-nic", "none", "-no-reboot"]);
-    match console {
-        // Only the serial port on stdio: no monitor multiplexed in, so no byte we send
-        // (Ctrl-A included) is ever eaten by QEMU.
-        ConsoleMode::Piped => push(&["-serial", "stdio", "-monitor", "none"]),
-        // Serial and monitor share stdio (Ctrl-A X quits, Ctrl-A C switches); Ctrl-C
-        // goes to the guest, and QEMU itself logs the console.
-        ConsoleMode::Terminal => {
-            let mut chardev = OsString::from("stdio,id=console,mux=on,signal=off,logfile=");
-            chardev.push(qemu_escape(&spec.console_log));
-            args.push("-chardev".into());
-            args.push(chardev);
-            args.extend(
-                ["-serial", "chardev:console", "-mon", "chardev=console,mode=readline"]
-                    .map(OsString::from),
-            );
-        }
-    }
-    args.push("-kernel".into());
-    args.push(spec.kernel.clone().into());
-    args.push("-append".into());
-    args.push(spec.kernel_cmdline().into());
+    args
+}
+
+/// The serial console alone on stdio, with no monitor.
+pub(crate) fn piped_console_args() -> Vec<OsString> {
+    ["-serial", "stdio", "-monitor", "none"].map(OsString::from).to_vec()
+}
+
+/// The kernel and its command line.
+pub(crate) fn kernel_args(spec: &VmSpec) -> Vec<OsString> {
+    vec![
+        "-kernel".into(),
+        spec.kernel.clone().into(),
+        "-append".into(),
+        spec.kernel_cmdline().into(),
+    ]
+}
+
+/// The root file system: the initramfs, or the disk on its bus.
+pub(crate) fn root_args(spec: &VmSpec) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
     match &spec.root {
         Root::Initramfs(cpio) => {
             args.push("-initrd".into());
@@ -129,7 +155,6 @@ fn args(spec: &VmSpec, console: ConsoleMode) -> Vec<OsString> {
             }
         }
     }
-    shares(spec, &mut args);
     args
 }
 

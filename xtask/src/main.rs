@@ -2,6 +2,7 @@
 
 mod bench;
 mod kernel;
+mod lava;
 mod progress;
 mod rootfs;
 mod run;
@@ -26,6 +27,8 @@ enum Command {
     Run(run::RunArgs),
     /// Time the edit-boot loop against the same work done by hand, measured in the same run.
     Bench(bench::BenchArgs),
+    /// Write a LAVA job, a QEMU device dictionary and an artifact directory; --run runs it.
+    Lava(lava::LavaArgs),
     /// Open BusyBox's menuconfig on busybox-config/.config and write the result back.
     Menuconfig(rootfs::RootfsArgs),
 }
@@ -39,6 +42,7 @@ fn main() {
             Command::Kernel(args) => kernel::run(&sh, args).map(|()| 0),
             Command::Run(args) => run::run(&sh, args),
             Command::Bench(args) => bench::run(&sh, args).map(|()| 0),
+            Command::Lava(args) => lava::run(&sh, args),
             Command::Menuconfig(args) => rootfs::menuconfig(&sh, args).map(|()| 0),
         }
     })();

@@ -212,7 +212,7 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
     Ok(report.exit_code())
 }
 
-fn write_report(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_report(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     busyroot::image::write_atomically(path, |tmp| {
         std::fs::write(tmp, text).map_err(|e| busyroot::Error::io("write", tmp, e))
     })
@@ -280,7 +280,7 @@ fn shell_words(argv: &[String]) -> String {
     argv.iter().map(|w| vm::shell_quote(w)).collect::<Vec<_>>().join(" ")
 }
 
-fn print_check(result: &vm::CheckResult) {
+pub(crate) fn print_check(result: &vm::CheckResult) {
     if let Some(why) = &result.skipped {
         eprintln!("  skip  {}: {why}", result.name);
     } else if result.passed {
