@@ -946,6 +946,20 @@ pub struct LavaRun {
     pub duration: Duration,
 }
 
+/// Fails unless we run as root, which `lava-run` needs: it keeps its work under
+/// `/var/lib/lava` and manages the guest's processes itself.
+pub fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    Err(Error::Other(
+        "lava-run must run as root (it keeps its work under /var/lib/lava and starts the \
+         guest's QEMU itself); run the job as root"
+            .into(),
+    ))
+}
+
 /// Runs `lava-run` on `job_file` and `device_file` with output in `output_dir`, its stdout
 /// and stderr going to `log`. lava-run needs root (it writes under `/var/lib/lava` and
 /// manages the guest's processes). It gets SIGTERM when we die; at `timeout` it gets SIGTERM
@@ -958,14 +972,7 @@ pub fn run_lava(
     log: &Path,
     timeout: Duration,
 ) -> Result<LavaRun> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(Error::Other(
-            "lava-run must run as root (it keeps its work under /var/lib/lava and starts the \
-             guest's QEMU itself); run this as root"
-                .into(),
-        ));
-    }
+    require_root()?;
     let program =
         crate::hosttools::find_program("lava-run").ok_or_else(|| Error::MissingTools {
             list: "  lava-run (running LAVA jobs locally), package lava-dispatcher".into(),
@@ -1177,6 +1184,19 @@ mod tests {
         let disk = self::cell(Medium::Disk(RootBus::Virtio), TestStyle::TestShell);
         let err = self::job(&disk, "j", &artifacts()).unwrap_err().to_string();
         assert!(err.contains("libguestfs"), "{err}");
+    }
+
+    #[test]
+    fn lava_run_is_refused_without_root() {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        match require_root() {
+            Ok(()) => assert!(root, "accepted a user that is not root"),
+            Err(e) => {
+                assert!(!root, "refused root: {e}");
+                assert!(e.to_string().contains("lava-run must run as root"), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -72,6 +72,13 @@ pub struct LavaArgs {
 }
 
 pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
+    if args.run {
+        // Before building anything: a build by root would leave root's files behind.
+        lava::require_root().context(
+            "`--run` runs lava-run, which needs root; run `sudo -E cargo xtask lava --run …`, or \
+             leave out --run and submit job.yaml to a lab",
+        )?;
+    }
     let ws = rootfs::workspace()?;
     let config = ws.config.run.clone();
     let arch = match args.arch.or(ws.config.arch).or_else(Arch::host) {
