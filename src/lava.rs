@@ -865,13 +865,21 @@ pub fn report(ctx: &ReportContext<'_>, log: &LavaLog) -> RunReport {
     let mut failed = Vec::new();
     let outcome = if !booted {
         let errors = last_errors();
-        let message = errors.last().cloned().unwrap_or_else(|| {
+        // LAVA's first error names the action that failed; its last is a generic summary.
+        let first = if ctx.timed_out { errors.last() } else { errors.first() };
+        let message = first.cloned().unwrap_or_else(|| {
             "the guest never showed its shell prompt to LAVA (no `login-action` result)".into()
         });
         let kind = if ctx.timed_out || message.contains("timed out") {
             BootFailureKind::Timeout
         } else {
             BootFailureKind::VmmExited
+        };
+        // A panic says more than LAVA's "the infrastructure is not working correctly".
+        let panic = log.console.iter().find(|l| l.contains("Kernel panic - not syncing"));
+        let (kind, message) = match panic {
+            Some(line) => (BootFailureKind::Panic, line.trim().to_string()),
+            None => (kind, message),
         };
         Outcome::BootFailed(BootFailure { kind, message, console_tail: tail.clone() })
     } else {
@@ -1350,6 +1358,14 @@ mod tests {
         let r = report(&ctx, &log);
         assert!(matches!(&r.outcome, Outcome::BootFailed(f) if f.kind == BootFailureKind::Timeout));
         assert_eq!(r.exit_code(), 2);
+        let panic = "[    2.08] Kernel panic - not syncing: VFS: Unable to mount root fs";
+        log.console.push(panic.into());
+        let r = report(&ctx, &log);
+        assert!(
+            matches!(&r.outcome, Outcome::BootFailed(f) if f.kind == BootFailureKind::Panic && f.message == panic),
+            "{:?}",
+            r.outcome
+        );
     }
 
     #[test]
