@@ -54,6 +54,11 @@ pub struct LavaArgs {
     /// Seconds the payload command may run [default: 600].
     #[arg(long, value_name = "SECONDS")]
     pub cmd_timeout: Option<u64>,
+    /// Take rootfs.ext4, rootfs.cpio.gz and rootfs.tar from DIR (as `cargo xtask rootfs`
+    /// wrote them, e.g. target/busyroot/<arch>) instead of building them; nothing is written
+    /// there.
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
     /// Run the job with the local lava-run (as root) and report its cases.
     #[arg(long)]
     pub run: bool,
@@ -85,10 +90,28 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
         Some(arch) => arch,
         None => anyhow::bail!("the host architecture is not supported; pass --arch"),
     };
-    let outputs = rootfs::build(
-        sh,
-        &RootfsArgs { arch: Some(arch.name().to_string()), offline: args.offline },
-    )?;
+    let (cpio, ext4, tar) = match &args.images {
+        Some(dir) => {
+            let [cpio, ext4, tar] =
+                ["rootfs.cpio.gz", "rootfs.ext4", "rootfs.tar"].map(|f| dir.join(f));
+            for file in [&cpio, &ext4, &tar] {
+                anyhow::ensure!(
+                    file.is_file(),
+                    "`{}` is missing; --images takes a directory that `cargo xtask rootfs` \
+                     wrote (target/busyroot/<arch>)",
+                    file.display()
+                );
+            }
+            (cpio, ext4, tar)
+        }
+        None => {
+            let outputs = rootfs::build(
+                sh,
+                &RootfsArgs { arch: Some(arch.name().to_string()), offline: args.offline },
+            )?;
+            (outputs.cpio, outputs.ext4, outputs.tar)
+        }
+    };
     let built = busyroot::kernel::kernel_image_path(&ws, arch);
     let env_kernel = std::env::var_os("BUSYROOT_KERNEL");
     let config_kernel = config.kernel.as_ref().map(|k| ws.path(k));
@@ -102,11 +125,11 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
     eprintln!("kernel: {} ({})", kernel.path.display(), kernel.source);
 
     let (medium, root) = if args.initramfs {
-        (Medium::Initramfs, Root::Initramfs(outputs.cpio.clone()))
+        (Medium::Initramfs, Root::Initramfs(cpio.clone()))
     } else {
         let bus = vm::choose_root_bus(args.root_bus, &kernel.path, vm::Vmm::Qemu)?;
         eprintln!("root:   rootfs.ext4 on {} ({})", bus.value, bus.reason);
-        (Medium::Disk(bus.value), Root::Disk { image: outputs.ext4.clone(), bus: bus.value })
+        (Medium::Disk(bus.value), Root::Disk { image: ext4.clone(), bus: bus.value })
     };
     let accel = vm::choose_accel(AccelRequest::Auto, arch)?;
     eprintln!("accel:  {} ({})", accel.value, accel.reason);
@@ -143,12 +166,7 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
         if args.test_shell { "test-shell" } else { "interactive" }
     );
     let out = args.out.clone().unwrap_or_else(|| ws.target_dir.join("busyroot/lava").join(&label));
-    let sources = ArtifactSources {
-        cpio: outputs.cpio.clone(),
-        ext4: outputs.ext4.clone(),
-        tar: outputs.tar.clone(),
-        kernel: kernel.path.clone(),
-    };
+    let sources = ArtifactSources { cpio, ext4, tar, kernel: kernel.path.clone() };
     let artifacts_root = out.join("artifacts");
     std::fs::create_dir_all(&artifacts_root)
         .with_context(|| format!("create `{}`", artifacts_root.display()))?;
