@@ -14,10 +14,15 @@ use crate::rootfs::{self, RootfsArgs};
 use crate::run::{print_check, write_report};
 
 /// Flags of `cargo xtask lava`.
-///
-/// Exit codes with --run: 0 every case passed, 1 a case failed (named), 2 the guest never
-/// reached its prompt or lava-run could not run.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "\
+The job's cases are the standard checks (and the configured ones) and CMD. Submit job.yaml to
+a lab with `lavacli jobs submit`; the lab needs a `qemu` device type and the artifacts at
+--base-url. --run needs root (lava-run does).
+
+Exit codes with --run: 0 every case passed; 1 a case failed or reported nothing (each named);
+2 the guest never reached its prompt, or lava-run could not run. lava-run's own exit status
+only says whether the job ran; the cases come from its log (lava-run.log in --out).")]
 pub struct LavaArgs {
     /// Where a lab fetches the artifact directory from: a URL prefix under which
     /// <name>/<version>/<arch>/ is served [default: file:// of OUT/artifacts].
