@@ -1194,6 +1194,52 @@ mod tests {
         assert!(err.contains("libguestfs"), "{err}");
     }
 
+    /// LAVA's own schemas (`lava_common`, from Debian's lava-dispatcher) judge the jobs and
+    /// device dictionaries, strictly, as lava-run and a lab's server do before running a job.
+    #[test]
+    fn lava_schemas_accept_the_jobs_and_devices() {
+        let python = "/usr/bin/python3";
+        let sh = xshell::Shell::new().unwrap();
+        let probe = xshell::cmd!(sh, "{python} -c 'import lava_common.schemas'")
+            .quiet()
+            .ignore_stderr()
+            .run();
+        if probe.is_err() {
+            let reason = "lava_common is not installed (apt-get install lava-dispatcher)";
+            assert!(std::env::var_os("CI").is_none(), "CI must install lava-dispatcher: {reason}");
+            eprintln!("skipping lava_schemas_accept_the_jobs_and_devices: {reason}");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let script = "import json, sys\n\
+            from lava_common.schemas import validate\n\
+            from lava_common.schemas.device import validate as validate_device\n\
+            validate(json.load(open(sys.argv[1])), strict=True)\n\
+            validate_device(json.load(open(sys.argv[2])))\n";
+        for (medium, style) in [
+            (Medium::Initramfs, TestStyle::Interactive),
+            (Medium::Disk(RootBus::Nvme), TestStyle::Interactive),
+            (Medium::Initramfs, TestStyle::TestShell),
+        ] {
+            let job = job(&cell(medium, style), "busyroot x86_64", &artifacts()).unwrap();
+            let (job_file, device_file) =
+                (tmp.path().join("job.yaml"), tmp.path().join("dev.yaml"));
+            fs::write(&job_file, job.definition_text()).unwrap();
+            fs::write(&device_file, job.device_text()).unwrap();
+            let out = xshell::cmd!(sh, "{python} -c {script} {job_file} {device_file}")
+                .quiet()
+                .ignore_status()
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "LAVA's schema refused the {medium:?} {style:?} job or device:\n{}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                job.definition_text()
+            );
+        }
+    }
+
     #[test]
     fn lava_run_is_refused_without_root() {
         // SAFETY: geteuid has no preconditions.
