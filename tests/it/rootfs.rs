@@ -290,3 +290,47 @@ fn ci_builds_images_as_an_unprivileged_user() {
     let euid = unsafe { libc::geteuid() };
     assert_ne!(euid, 0, "CI must run the image build and tests as an unprivileged user");
 }
+
+/// The sha256 of each output for the repository's inputs (skeleton, device table, BusyBox
+/// config and version, image settings) with the file times fixed at [`PINNED_EPOCH`] and the
+/// BusyBox binary replaced by [`PINNED_BUSYBOX`], so that the figures do not depend on the
+/// host's compiler. Recorded from the code as of issue 13's redesign, before it started.
+const PINNED_SHA256: [(&str, &str); 3] = [
+    ("rootfs.ext4", "2b4be10ca1fff56f1fa0b20290c44fa32794f065f3b3ba149eec92753a782619"),
+    ("rootfs.cpio.gz", "0cfded91cfc086681c8bbf69b78836715233e899b2958599f23bc5a64316c75e"),
+    ("rootfs.tar", "ac292e3e22b5952a952ed41e39efb5ee41513c79a88d090faa221e39232d1cf1"),
+];
+const PINNED_EPOCH: u64 = 1_700_000_000;
+const PINNED_BUSYBOX: &[u8] = b"busyroot: a stand-in for the BusyBox binary\n";
+
+/// A refactor must not change a byte of any output: the pipeline (manifest, device table,
+/// image settings, the three writers) is pinned by the outputs' sha256s.
+#[test]
+fn outputs_for_fixed_inputs_keep_their_recorded_sha256() {
+    let test = "outputs_for_fixed_inputs_keep_their_recorded_sha256";
+    let dir = support::tempdir();
+    let ws = match support::built_checkout(&dir.path().join("checkout")) {
+        Ok(ws) => ws,
+        Err(reason) => return skip(test, &reason),
+    };
+    let mut builder = RootfsBuilder::new(ws).unwrap();
+    builder.fetch_options(support::offline_fetch()).source_date_epoch(PINNED_EPOCH);
+    // The install stage stays fresh (its stamp and binary are there); only the bytes the
+    // compiler made are swapped for fixed ones.
+    let binary = builder.output_dir().join("install/bin/busybox");
+    std::fs::write(&binary, PINNED_BUSYBOX).unwrap();
+    let outputs = builder.build(&xshell::Shell::new().unwrap(), &support::Eprint).unwrap();
+    let got: Vec<(String, String)> = outputs
+        .files
+        .iter()
+        .map(|f| (f.path.file_name().unwrap().to_string_lossy().into_owned(), f.sha256.clone()))
+        .collect();
+    let want: Vec<(String, String)> =
+        PINNED_SHA256.iter().map(|(n, s)| (n.to_string(), s.to_string())).collect();
+    assert_eq!(
+        got, want,
+        "the outputs changed. If this commit changes an input on purpose (skeleton, device \
+         table, BusyBox config, image settings) or the image format on purpose, update \
+         PINNED_SHA256 to the values above; a refactor must never need that"
+    );
+}
