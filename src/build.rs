@@ -183,7 +183,8 @@ impl RootfsBuilder {
 
         let configure_fp =
             Fingerprint::new().after("tarball", &unpack_fp).with("busybox config", &config_text);
-        stage.run("configure", &configure_fp, true, || {
+        // A freshly unpacked tree has no `.config`: configure must run again, whatever its stamp.
+        stage.run("configure", &configure_fp, bb.src.join(".config").is_file(), || {
             bb.configure(sh, &checked_in, progress).map(|()| String::new())
         })?;
 

@@ -5,14 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use xshell::{cmd, Shell};
 
 use crate::arch::Arch;
 use crate::error::{Error, IoContext, Result};
+use crate::host::exec::run_logged;
 use crate::progress::Progress;
 
 /// How to call the C compiler for a target.
@@ -271,12 +270,9 @@ impl BusyboxBuild {
         fs::copy(checked_in, &dot_config).with_path("copy", checked_in)?;
         let cmd = self.make(sh, "menuconfig");
         let command_line = cmd.to_string();
-        // The menu reads keys from the terminal: it gets ours, unlike the logged makes.
-        let mut command = std::process::Command::from(cmd);
-        command.stdin(Stdio::inherit()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
-        crate::hosttools::die_with_parent(&mut command, libc::SIGTERM);
         let hint = "menuconfig needs a terminal and ncurses: sudo apt-get install libncurses-dev";
-        let status = command.status().map_err(|e| Error::Command {
+        // The menu reads keys from the terminal: it gets ours, unlike the logged makes.
+        let status = crate::host::exec::interactive(cmd).map_err(|e| Error::Command {
             command: command_line.clone(),
             status: String::new(),
             details: format!("could not run it: {e}\n{hint}"),
@@ -348,79 +344,6 @@ fn diff_options(wanted: &BTreeMap<String, String>, got: &BTreeMap<String, String
             (None, None) => None,
         })
         .collect()
-}
-
-/// Runs `cmd` with `stdin` fed to it and stdout and stderr appended to `log`. On failure the
-/// error names the command, the log and its last lines.
-pub fn run_logged(
-    cmd: xshell::Cmd<'_>,
-    stdin: Option<&[u8]>,
-    log: &Path,
-    progress: &dyn Progress,
-) -> Result<()> {
-    let command_line = cmd.to_string();
-    progress.command(&command_line);
-    if let Some(dir) = log.parent() {
-        fs::create_dir_all(dir).with_path("create directory", dir)?;
-    }
-    let mut file =
-        fs::OpenOptions::new().create(true).append(true).open(log).with_path("open", log)?;
-    let start = file.seek(SeekFrom::End(0)).with_path("seek", log)?;
-    writeln!(file, "$ {command_line}").with_path("write", log)?;
-    let mut out_log = file.try_clone().with_path("open", log)?;
-    let mut command = std::process::Command::from(cmd);
-    // Standard output passes through here on its way to the log, so that progress can show
-    // what a long make is doing; standard error goes to the log directly.
-    command.stdout(Stdio::piped()).stderr(file);
-    command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-    // Ctrl-C reaches make through the terminal's process group; a kill of busyroot alone
-    // must stop it too.
-    crate::hosttools::die_with_parent(&mut command, libc::SIGTERM);
-    let started = command.spawn().and_then(|mut child| {
-        let answers = stdin.map(<[u8]>::to_vec).zip(child.stdin.take());
-        // Fed from another thread, so that a child answering questions and printing at the
-        // same time never blocks on a full pipe.
-        let feeder = std::thread::spawn(move || {
-            if let Some((bytes, mut pipe)) = answers {
-                // The child may exit without reading everything; that is not an error here.
-                let _ = pipe.write_all(&bytes);
-            }
-        });
-        if let Some(stdout) = child.stdout.take() {
-            let mut reader = BufReader::new(stdout);
-            let mut line = Vec::new();
-            while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-                // A log that cannot be written loses lines, not the build.
-                let _ = out_log.write_all(&line);
-                progress.output(String::from_utf8_lossy(&line).trim_end());
-                line.clear();
-            }
-        }
-        let _ = feeder.join();
-        child.wait()
-    });
-    let status = started.map_err(|e| Error::Command {
-        command: command_line.clone(),
-        status: String::new(),
-        details: format!("could not run it: {e}; is it installed?"),
-    })?;
-    if status.success() {
-        return Ok(());
-    }
-    Err(Error::Command {
-        command: command_line,
-        status: format!(": {status}"),
-        details: format!("full log: {}\nlast lines:\n{}", log.display(), tail(log, start, 25)),
-    })
-}
-
-/// The last `n` lines written to `log` after byte offset `from`.
-pub fn tail(log: &Path, from: u64, n: usize) -> String {
-    let Ok(mut f) = fs::File::open(log) else { return String::new() };
-    let _ = f.seek(SeekFrom::Start(from));
-    let lines: Vec<String> = BufReader::new(f).lines().map_while(|l| l.ok()).collect();
-    let skip = lines.len().saturating_sub(n);
-    lines[skip..].iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
 }
 
 #[cfg(test)]

@@ -270,10 +270,8 @@ fn download(
             "curl --fail --silent --show-error --location --retry 3 --retry-connrefused --retry-delay 2 --connect-timeout 30 --write-out {write_out} --output {tmp} {url}"
         );
         progress.command(&cmd.to_string());
-        let out = cmd
-            .quiet()
-            .ignore_status()
-            .output()
+        // curl must not outlive a killed run and go on writing the partial file.
+        let out = crate::host::exec::output(cmd)
             .map_err(|e| Error::Fetch(format!("cannot run `curl` (is it installed?): {e}")))?;
         if out.status.success() {
             return Ok(());

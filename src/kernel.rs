@@ -16,11 +16,12 @@ use xshell::{cmd, Shell};
 
 use crate::arch::Arch;
 use crate::build::FALLBACK_EPOCH;
-use crate::busybox::{run_logged, Toolchain};
+use crate::busybox::Toolchain;
 use crate::config::Workspace;
 use crate::error::{Error, IoContext, Result};
 use crate::fetch::{self, sha256_bytes, FetchOptions};
 use crate::fingerprint::Fingerprint;
+use crate::host::exec::run_logged;
 use crate::hosttools::{find_program, Tool};
 use crate::image::write_atomically;
 use crate::progress::Progress;
@@ -299,11 +300,6 @@ pub fn kernel_dir(ws: &Workspace, arch: Arch) -> PathBuf {
 /// `kernel/Image`.
 pub fn kernel_image_path(ws: &Workspace, arch: Arch) -> PathBuf {
     kernel_dir(ws, arch).join(image_name(arch))
-}
-
-/// The kernel `cargo xtask kernel` built for `arch`, if it did.
-pub fn built_kernel(ws: &Workspace, arch: Arch) -> Option<PathBuf> {
-    Some(kernel_image_path(ws, arch)).filter(|p| p.is_file())
 }
 
 /// The image's file name, which is also its make target (`bzImage`, `Image`).

@@ -73,6 +73,7 @@ pub mod error;
 pub mod extract;
 pub mod fetch;
 pub mod fingerprint;
+pub mod host;
 pub mod hosttools;
 pub mod image;
 pub mod inputs;

@@ -69,29 +69,59 @@ fn ci_runs_the_test_command_from_the_readme() {
     assert!(ci.contains(command), ".ci/run must run README's test command `{command}`");
 }
 
+/// The body of `fn name(` in `source`: from its line to the closing brace at the same
+/// indentation.
+fn fn_body<'a>(source: &'a str, name: &str) -> Option<&'a str> {
+    let at = source.find(&format!("fn {name}("))?;
+    let line_start = source[..at].rfind('\n').map_or(0, |i| i + 1);
+    let indent = &source[line_start..at];
+    let indent = &indent[..indent.len() - indent.trim_start().len()];
+    let end = source[at..].find(&format!("\n{indent}}}\n"))?;
+    Some(&source[at..at + end])
+}
+
+/// Every row of docs/faults.md names tests that exist and that inject the fault: a test's body
+/// asserts something, and a row about killing or Ctrl-C names at least one test that sends a
+/// signal (`.kill()`, `libc::kill`, `killpg`).
 #[test]
-fn every_test_named_in_docs_faults_exists() {
+fn every_fault_in_docs_faults_is_injected_by_a_named_test() {
     let doc = std::fs::read_to_string(root().join("docs/faults.md")).unwrap();
-    let mut sources = String::new();
     let mut files = Vec::new();
     for dir in ["src", "tests"] {
         rust_files(&root().join(dir), &mut files);
     }
-    for f in &files {
-        sources.push_str(&std::fs::read_to_string(f).unwrap());
-    }
-    let mut missing = Vec::new();
-    for name in doc.split('`').skip(1).step_by(2).filter(|n| n.contains("::")) {
-        let last = name.rsplit("::").next().unwrap();
-        let found = if last == "*" {
-            let module = name.split("::").next().unwrap();
-            files.iter().any(|f| f.file_stem().is_some_and(|s| s == module))
-        } else {
-            sources.contains(&format!("fn {last}("))
-        };
-        if !found {
-            missing.push(name);
+    let sources: Vec<String> = files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
+    let mut problems = Vec::new();
+    for row in doc
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| fault") && !l.starts_with("| ---"))
+    {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (fault, tests) = (cells[1], cells[3]);
+        let mut bodies = Vec::new();
+        for name in tests.split('`').skip(1).step_by(2).filter(|n| n.contains("::")) {
+            let last = name.rsplit("::").next().unwrap();
+            if last == "*" {
+                let module = name.split("::").next().unwrap();
+                if !files.iter().any(|f| f.file_stem().is_some_and(|s| s == module)) {
+                    problems.push(format!("`{name}`: no module `{module}`"));
+                }
+                continue;
+            }
+            match sources.iter().find_map(|s| fn_body(s, last)) {
+                Some(body) if body.contains("assert") => bodies.push(body),
+                Some(_) => problems.push(format!("`{name}` asserts nothing")),
+                None => problems.push(format!("`{name}` does not exist")),
+            }
+        }
+        let signalled = ["killed", "kill ", "Ctrl-C"].iter().any(|w| fault.contains(w));
+        let sends = |b: &&str| [".kill()", "libc::kill(", "killpg("].iter().any(|k| b.contains(k));
+        if signalled && !bodies.iter().any(sends) {
+            problems.push(format!("row `{fault}`: no named test sends a signal"));
+        }
+        if bodies.is_empty() && !tests.contains("::*") {
+            problems.push(format!("row `{fault}` names no test"));
         }
     }
-    assert!(missing.is_empty(), "docs/faults.md names tests that do not exist: {missing:?}");
+    assert!(problems.is_empty(), "docs/faults.md: {problems:#?}");
 }

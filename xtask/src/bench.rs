@@ -3,15 +3,15 @@
 //! baseline and the ratio.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use busyroot::arch::Arch;
 use busyroot::build::RootfsBuilder;
+use busyroot::host::exec::Running;
 use busyroot::hosttools::find_program;
+use busyroot::progress::Silent;
 use busyroot::vm::{self, Root, RootBusRequest, VmSpec, Vmm};
 use xshell::{cmd, Shell};
 
@@ -132,7 +132,7 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
             sh,
             &ws.config.busybox.source(),
             &busyroot::fetch::FetchOptions::from_env(),
-            &busyroot::progress::Silent,
+            &Silent,
         )?;
         let config = inputs.busybox_config.path.clone();
         let ours = time_runs(args.cold_runs, |_| {
@@ -195,7 +195,7 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
             let image = scratch.path().join("bare.ext4");
             let baseline = time_runs(args.runs, |_| {
                 std::fs::copy(dir.join("rootfs.ext4"), &image)?;
-                bare_qemu_boot(arch, &kernel, &image)
+                bare_qemu_boot(sh, arch, &kernel, &image)
             })?;
             rows.push(Row {
                 figure: "run --check (disk)",
@@ -288,8 +288,9 @@ fn by_hand_cold(
 }
 
 /// QEMU with the same command line `cargo xtask run --check` uses, driven by hand: wait for
-/// the banner, type `poweroff`, wait for QEMU to exit.
-fn bare_qemu_boot(arch: Arch, kernel: &Path, image: &Path) -> anyhow::Result<()> {
+/// the banner, type `poweroff`, wait for QEMU to exit. A guest that stays silent or never
+/// powers off fails at the deadline; QEMU never outlives this function.
+fn bare_qemu_boot(sh: &Shell, arch: Arch, kernel: &Path, image: &Path) -> anyhow::Result<()> {
     let bus = vm::choose_root_bus(RootBusRequest::Auto, kernel, Vmm::Qemu)?.value;
     let mut spec = VmSpec::new(
         arch,
@@ -300,29 +301,13 @@ fn bare_qemu_boot(arch: Arch, kernel: &Path, image: &Path) -> anyhow::Result<()>
     spec.accel = vm::choose_accel(vm::AccelRequest::Auto, arch)?.value;
     let run_dir = image.parent().context("the image has a directory")?;
     let args: Vec<OsString> = Vmm::Qemu.launch(&spec, vm::ConsoleMode::Piped, run_dir)?.args;
-    let mut child = Command::new(&spec.program)
-        .args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("start `{}`", spec.program.display()))?;
-    let mut stdin = child.stdin.take().context("stdin")?;
-    let stdout = BufReader::new(child.stdout.take().context("stdout")?);
+    let program = &spec.program;
     let deadline = Instant::now() + Duration::from_secs(300);
-    for line in stdout.split(b'\n') {
-        if String::from_utf8_lossy(&line?).contains("Welcome to mini Linux") {
-            // The shell may not be reading yet; a few newlines first cost nothing.
-            stdin.write_all(b"\n\npoweroff\n")?;
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            bail!("bare QEMU did not reach the banner within 300 s");
-        }
-    }
-    let status = child.wait()?;
-    anyhow::ensure!(status.success(), "bare QEMU exited with {status}");
+    let mut qemu = Running::spawn(cmd!(sh, "{program} {args...}").quiet(), &Silent)?;
+    qemu.wait_for_line(vm::BANNER, deadline)?;
+    // The shell may not be reading yet; a few newlines first cost nothing.
+    qemu.write_stdin(b"\n\npoweroff\n")?;
+    qemu.wait_success(deadline)?;
     Ok(())
 }
 

@@ -1,0 +1,4 @@
+//! The host layer: what busyroot needs from the machine it runs on, apart from any one
+//! pipeline step.
+
+pub mod exec;
