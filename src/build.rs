@@ -331,15 +331,9 @@ fn check_host_tools(sh: &Shell, arch: Arch) -> Result<Toolchain> {
     let toolchain = Toolchain::find_for_busybox(sh, arch);
     match (tools, toolchain) {
         (Ok(()), Ok(t)) => Ok(t),
-        (
-            Err(Error::MissingTools { list: l1, install: i1 }),
-            Err(Error::MissingTools { list: l2, install: i2 }),
-        ) => {
-            let extra = i2.trim_start_matches("sudo apt-get install");
-            Err(Error::MissingTools {
-                list: format!("{l1}\n{l2}"),
-                install: format!("{i1}{extra}"),
-            })
+        (Err(Error::MissingTools(mut tools)), Err(Error::MissingTools(more))) => {
+            tools.extend(more);
+            Err(Error::MissingTools(tools))
         }
         (Err(e), _) | (_, Err(e)) => Err(e),
     }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};
 
 use crate::arch::Arch;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, MissingTools, Result};
 use crate::host::exec::run_logged;
 use crate::progress::Progress;
 
@@ -93,13 +93,11 @@ impl Toolchain {
 
 /// The error for missing parts of a toolchain: one `(what, package)` line each.
 fn missing(lines: &[(String, &str)]) -> Error {
-    let list: Vec<String> =
-        lines.iter().map(|(what, package)| format!("  {what}, package {package}")).collect();
-    let packages: Vec<&str> = lines.iter().map(|&(_, package)| package).collect();
-    Error::MissingTools {
-        list: list.join("\n"),
-        install: format!("sudo apt-get install {}", packages.join(" ")),
+    let mut missing = MissingTools::default();
+    for (what, package) in lines {
+        missing.push(what.clone(), *package);
     }
+    Error::MissingTools(missing)
 }
 
 impl Toolchain {

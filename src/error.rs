@@ -85,13 +85,8 @@ pub enum Error {
         details: String,
     },
     /// Host programs the run needs are not installed.
-    #[error("missing host programs:\n{list}\ninstall them all with:\n  {install}")]
-    MissingTools {
-        /// One line per missing program with its package.
-        list: String,
-        /// The one command that installs every missing package.
-        install: String,
-    },
+    #[error("{0}")]
+    MissingTools(MissingTools),
     /// The image is too small for its content.
     #[error(
         "the content needs a {needed_mib} MiB image but `image.size` is {size_mib} MiB; \
@@ -106,6 +101,59 @@ pub enum Error {
     /// Anything else, already phrased for the user.
     #[error("{0}")]
     Other(String),
+}
+
+/// One program, library or header a run needs that is not installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingTool {
+    /// What is missing and what for, e.g. "mke2fs (writing rootfs.ext4)".
+    pub what: String,
+    /// The Debian/Ubuntu package that provides it.
+    pub package: String,
+}
+
+/// Everything missing on the host, collected so that one error lists it all with one install
+/// command. Rendered only by its `Display`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MissingTools(pub Vec<MissingTool>);
+
+impl MissingTools {
+    /// Adds `what`, provided by `package`.
+    pub fn push(&mut self, what: impl Into<String>, package: impl Into<String>) {
+        self.0.push(MissingTool { what: what.into(), package: package.into() });
+    }
+
+    /// Adds everything `other` lists.
+    pub fn extend(&mut self, other: MissingTools) {
+        self.0.extend(other.0);
+    }
+
+    /// The packages to install, sorted, each once.
+    pub fn packages(&self) -> Vec<&str> {
+        let mut packages: Vec<&str> = self.0.iter().map(|m| m.package.as_str()).collect();
+        packages.sort_unstable();
+        packages.dedup();
+        packages
+    }
+
+    /// `Ok` when nothing is missing, else the error listing it.
+    pub fn into_result(self) -> Result<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::MissingTools(self))
+        }
+    }
+}
+
+impl std::fmt::Display for MissingTools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "missing host programs:")?;
+        for m in &self.0 {
+            writeln!(f, "  {}, package {}", m.what, m.package)?;
+        }
+        write!(f, "install them all with:\n  sudo apt-get install {}", self.packages().join(" "))
+    }
 }
 
 impl Error {

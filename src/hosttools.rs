@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, MissingTools, Result};
 
 /// A program the run needs and the Debian/Ubuntu package that provides it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,15 +62,11 @@ pub fn check(tools: &[Tool]) -> Result<()> {
 }
 
 fn missing(tools: &[&Tool]) -> Error {
-    let list = tools
-        .iter()
-        .map(|t| format!("  {} ({}), package {}", t.program, t.purpose, t.package))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let mut packages: Vec<&str> = tools.iter().map(|t| t.package).collect();
-    packages.sort();
-    packages.dedup();
-    Error::MissingTools { list, install: format!("sudo apt-get install {}", packages.join(" ")) }
+    let mut missing = MissingTools::default();
+    for t in tools {
+        missing.push(format!("{} ({})", t.program, t.purpose), t.package);
+    }
+    Error::MissingTools(missing)
 }
 
 /// Makes the kernel send `signal` to the child started from `command` when this process's

@@ -18,7 +18,7 @@ use crate::arch::Arch;
 use crate::build::FALLBACK_EPOCH;
 use crate::busybox::Toolchain;
 use crate::config::Workspace;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, MissingTools, Result};
 use crate::fetch::{self, sha256_bytes, FetchOptions};
 use crate::fingerprint::Fingerprint;
 use crate::host::exec::run_logged;
@@ -622,47 +622,31 @@ impl KernelBuilder {
             KernelSource::Tree(_) => false,
         };
         let tools = KERNEL_TOOLS.iter().chain(if needs_xz { XZ_TOOLS } else { &[] });
-        let absent: Vec<&Tool> = tools.filter(|t| find_program(t.program).is_none()).collect();
-        let mut missing: Vec<String> = absent
-            .iter()
-            .map(|t| format!("  {} ({}), package {}", t.program, t.purpose, t.package))
-            .collect();
-        let mut packages: Vec<String> = absent.iter().map(|t| t.package.to_string()).collect();
+        let mut missing = MissingTools::default();
+        for t in tools.filter(|t| find_program(t.program).is_none()) {
+            missing.push(format!("{} ({})", t.program, t.purpose), t.package);
+        }
         for header in KERNEL_HEADERS {
             let found = ["/usr/include", "/usr/local/include"]
                 .iter()
                 .any(|dir| Path::new(dir).join(header.file).is_file());
             if !found {
-                missing.push(format!(
-                    "  <{}> ({}), package {}",
-                    header.file, header.purpose, header.package
-                ));
-                packages.push(header.package.to_string());
+                missing.push(format!("<{}> ({})", header.file, header.purpose), header.package);
             }
         }
         let toolchain = match &self.toolchain {
             Some(t) => Some(t.clone()),
             None => match Toolchain::find(self.arch) {
                 Ok(t) => Some(t),
-                Err(Error::MissingTools { list, install }) => {
-                    missing.push(list);
-                    packages.extend(install.split_whitespace().skip(3).map(String::from));
+                Err(Error::MissingTools(more)) => {
+                    missing.extend(more);
                     None
                 }
                 Err(e) => return Err(e),
             },
         };
-        match toolchain {
-            Some(t) if missing.is_empty() => Ok(t),
-            _ => {
-                packages.sort();
-                packages.dedup();
-                Err(Error::MissingTools {
-                    list: missing.join("\n"),
-                    install: format!("sudo apt-get install {}", packages.join(" ")),
-                })
-            }
-        }
+        missing.into_result()?;
+        Ok(toolchain.expect("a missing toolchain is listed as missing"))
     }
 
     /// Reads `common.config` and `<arch>.config` from the fragments directory; both must

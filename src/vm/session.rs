@@ -250,15 +250,15 @@ fn spawn_error(spec: &VmSpec, program: &Path, err: io::Error) -> Error {
     let backend = spec.vmm.backend();
     if err.kind() == io::ErrorKind::NotFound {
         let package = backend.package(spec.arch);
-        Error::MissingTools {
-            list: format!(
-                "  {} ({}; Debian/Ubuntu package `{package}`; or set ${} to the program)",
-                program.display(),
-                backend.display_name(),
-                backend.env_var()
-            ),
-            install: format!("sudo apt-get install {package}"),
-        }
+        let mut missing = crate::error::MissingTools::default();
+        let what = format!(
+            "{} ({}; or set ${} to the program)",
+            program.display(),
+            backend.display_name(),
+            backend.env_var()
+        );
+        missing.push(what, package);
+        Error::MissingTools(missing)
     } else {
         Error::io("run", program, err)
     }
