@@ -193,6 +193,14 @@ impl Arch {
         std::env::consts::ARCH.parse().ok()
     }
 
+    /// `configured` if given, else the host's; an unsupported host is
+    /// [`Error::UnsupportedHost`](crate::Error::UnsupportedHost).
+    pub fn configured_or_host(configured: Option<Arch>) -> crate::Result<Arch> {
+        configured
+            .or_else(Arch::host)
+            .ok_or(crate::Error::UnsupportedHost { host: std::env::consts::ARCH })
+    }
+
     /// The facts about this architecture.
     pub fn info(self) -> &'static ArchInfo {
         match self {

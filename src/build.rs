@@ -11,23 +11,23 @@ use xshell::Shell;
 use crate::arch::Arch;
 use crate::busybox::{BusyboxBuild, Toolchain};
 use crate::config::{ImageSizeSetting, Workspace};
+use crate::context::{source_date_epoch, FALLBACK_EPOCH};
 use crate::devtable::DeviceTable;
 use crate::error::{Error, Result};
 use crate::fetch::{self, FetchOptions};
 use crate::fingerprint::{manifest_digest, Fingerprint};
-use crate::image::{self, ext4};
+use crate::host::fs::{sha256_bytes, sha256_file};
+use crate::image::{ext4, Format};
 use crate::inputs::{Input, Origin, RootfsInputs};
 use crate::layers::{Layer, LayerStack};
 use crate::manifest::Manifest;
 use crate::progress::Progress;
 
-/// Used for file times when neither `SOURCE_DATE_EPOCH` nor a git commit gives one:
-/// 2000-01-01T00:00:00Z.
-pub const FALLBACK_EPOCH: u64 = 946_684_800;
-
 /// One output file with what the summary reports about it.
 #[derive(Debug, Clone)]
 pub struct Output {
+    /// Its format.
+    pub format: Format,
     /// Where it is.
     pub path: PathBuf,
     /// Its size in bytes.
@@ -47,7 +47,7 @@ pub struct Outputs {
     pub cpio: PathBuf,
     /// The tar archive.
     pub tar: PathBuf,
-    /// Size and checksum of each of the three, in the order ext4, cpio, tar.
+    /// Each output, in the order of [`Format::ALL`].
     pub files: Vec<Output>,
     /// Number of entries in the manifest, the root included.
     pub entries: usize,
@@ -67,26 +67,30 @@ pub struct RootfsBuilder {
     toolchain: Option<Toolchain>,
 }
 
+impl Outputs {
+    /// The output in `format`.
+    pub fn get(&self, format: Format) -> &Output {
+        self.files.iter().find(|f| f.format == format).expect("every format is written")
+    }
+}
+
 impl RootfsBuilder {
     /// A builder for the configured architecture (else the host's), fetching as the
     /// environment says ([`FetchOptions::from_env`]).
     pub fn new(workspace: Workspace) -> Result<RootfsBuilder> {
-        let arch = match workspace.config.arch.or_else(Arch::host) {
-            Some(arch) => arch,
-            None => {
-                return Err(Error::Other(format!(
-                    "the host architecture `{}` is not supported; pass --arch",
-                    std::env::consts::ARCH
-                )))
-            }
-        };
-        Ok(RootfsBuilder {
+        let arch = Arch::configured_or_host(workspace.config.arch)?;
+        Ok(RootfsBuilder::for_arch(workspace, arch))
+    }
+
+    /// A builder for `arch`, whatever the configuration and the host say.
+    pub fn for_arch(workspace: Workspace, arch: Arch) -> RootfsBuilder {
+        RootfsBuilder {
             workspace,
             arch,
             fetch: FetchOptions::from_env(),
             source_date_epoch: None,
             toolchain: None,
-        })
+        }
     }
 
     /// Builds for `arch` instead.
@@ -140,7 +144,7 @@ impl RootfsBuilder {
         let _lock = crate::lock::DirLock::acquire(&dir.join("busyroot.lock"), progress)?;
         // Under the lock no other run is writing, so temporary files here are leftovers of a
         // run that was killed.
-        image::remove_stale_temporaries(&dir)?;
+        crate::host::fs::remove_dead_temporaries(&dir)?;
 
         // Everything the run needs from the host, reported at once before any work starts.
         let toolchain = match &self.toolchain {
@@ -208,9 +212,9 @@ impl RootfsBuilder {
         let manifest_fp = Fingerprint::new().with("manifest", manifest_digest(&manifest)?);
 
         let outputs = Outputs {
-            ext4: dir.join("rootfs.ext4"),
-            cpio: dir.join("rootfs.cpio.gz"),
-            tar: dir.join("rootfs.tar"),
+            ext4: dir.join(Format::Ext4.file_name()),
+            cpio: dir.join(Format::CpioGz.file_name()),
+            tar: dir.join(Format::Tar.file_name()),
             dir: dir.clone(),
             files: Vec::new(),
             entries: manifest.len(),
@@ -234,28 +238,24 @@ impl RootfsBuilder {
         let ext4_fp = Fingerprint::new()
             .after("content", &manifest_fp)
             .with("image settings", format!("{opts:?}"));
-        type Writer<'a> = &'a dyn Fn(&Path) -> Result<()>;
-        let writers: [(&str, &PathBuf, &Fingerprint, Writer); 3] = [
-            ("rootfs.ext4", &outputs.ext4, &ext4_fp, &|out| ext4::write(sh, &manifest, out, &opts)),
-            ("rootfs.cpio.gz", &outputs.cpio, &manifest_fp, &|out| {
-                image::cpio::write(&manifest, out)
-            }),
-            ("rootfs.tar", &outputs.tar, &manifest_fp, &|out| image::tar::write(&manifest, out)),
-        ];
         let mut files = Vec::new();
-        for (name, path, fp, write) in writers {
+        for format in Format::ALL {
+            let (name, path) = (format.file_name(), dir.join(format.file_name()));
+            let fp = if format.uses_settings() { &ext4_fp } else { &manifest_fp };
             // Each output's size and sha256 are kept beside its stamp: the summary needs no
             // rehashing, and an output changed behind our back is noticed and rewritten.
             let sum_path = stamps.join(format!("{name}.sum"));
             let recorded = OutputSum::load(&sum_path);
-            let intact = recorded.as_ref().is_some_and(|r| r.matches(path));
-            let ran = stage.run(name, fp, intact, || write(path).map(|()| String::new()))?;
+            let intact = recorded.as_ref().is_some_and(|r| r.matches(&path));
+            let ran = stage.run(name, fp, intact, || {
+                format.write(sh, &manifest, &path, &opts).map(|()| String::new())
+            })?;
             let sum = match recorded {
                 Some(sum) if !ran => sum,
-                _ => OutputSum::compute(path)?,
+                _ => OutputSum::compute(&path)?,
             };
             sum.store(&sum_path)?;
-            files.push(Output { path: path.clone(), size: sum.size, sha256: sum.sha256 });
+            files.push(Output { format, path, size: sum.size, sha256: sum.sha256 });
         }
         Ok(Outputs { files, stages: report, ..outputs })
     }
@@ -339,25 +339,9 @@ fn check_host_tools(sh: &Shell, arch: Arch) -> Result<Toolchain> {
     }
 }
 
-/// `SOURCE_DATE_EPOCH`, else the date of the workspace's last git commit, else
-/// [`FALLBACK_EPOCH`].
-pub fn source_date_epoch(sh: &Shell, root: &Path) -> u64 {
-    if let Some(e) = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok()) {
-        return e;
-    }
-    let _dir = sh.push_dir(root);
-    xshell::cmd!(sh, "git log -1 --format=%ct")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(FALLBACK_EPOCH)
-}
-
 /// A fixed UUID derived from the label and architecture, so images are bit-identical.
 fn derived_uuid(purpose: &str, label: &str, arch: Arch) -> String {
-    let h = fetch::sha256_bytes(format!("busyroot {purpose} {label} {arch}").as_bytes());
+    let h = sha256_bytes(format!("busyroot {purpose} {label} {arch}").as_bytes());
     // Shape it as a version-4 UUID (random-looking, from a hash).
     let mut hex: Vec<char> = h[..32].chars().collect();
     hex[12] = '4';
@@ -436,7 +420,7 @@ impl OutputSum {
     fn compute(path: &Path) -> Result<OutputSum> {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
-        Ok(OutputSum { size: meta.len(), mtime: meta.mtime(), sha256: fetch::sha256_file(path)? })
+        Ok(OutputSum { size: meta.len(), mtime: meta.mtime(), sha256: sha256_file(path)? })
     }
 
     fn load(path: &Path) -> Option<OutputSum> {
@@ -449,7 +433,7 @@ impl OutputSum {
 
     fn store(&self, path: &Path) -> Result<()> {
         let text = format!("{} {} {}\n", self.size, self.mtime, self.sha256);
-        image::write_atomically(path, |tmp| {
+        crate::host::fs::write_atomically(path, |tmp| {
             std::fs::write(tmp, text).map_err(|e| Error::io("write", tmp, e))
         })
     }

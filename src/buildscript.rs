@@ -165,9 +165,10 @@ impl BuildScript {
         }
 
         let progress = CargoProgress { warnings: self.verbose };
-        let mut builder = RootfsBuilder::new(workspace.clone())?;
-        builder.arch(arch).offline(self.offline);
-        builder.source_date_epoch(crate::build::source_date_epoch(&sh, &workspace.root));
+        // The architecture is known: an unsupported host does not matter.
+        let mut builder = RootfsBuilder::for_arch(workspace.clone(), arch);
+        builder.offline(self.offline);
+        builder.source_date_epoch(crate::context::source_date_epoch(&sh, &workspace.root));
         let built = builder.build(&sh, &progress)?;
         let outputs = if self.share_target_dir { self.copy_out(built, arch)? } else { built };
 
@@ -207,9 +208,10 @@ impl BuildScript {
         let mut files = built.files.clone();
         for file in &mut files {
             let copy = moved(&file.path);
-            let current = copy.is_file().then(|| crate::fetch::sha256_file(&copy)).transpose()?;
+            let current =
+                copy.is_file().then(|| crate::host::fs::sha256_file(&copy)).transpose()?;
             if current.as_deref() != Some(file.sha256.as_str()) {
-                crate::image::write_atomically(&copy, |tmp| {
+                crate::host::fs::write_atomically(&copy, |tmp| {
                     std::fs::copy(&file.path, tmp).map(drop).with_path("copy into", tmp)
                 })?;
             }
@@ -399,6 +401,7 @@ mod tests {
     use super::*;
     use crate::build::Output;
     use crate::config::Config;
+    use crate::image::Format;
 
     fn workspace(root: &Path) -> Workspace {
         Workspace {
@@ -471,16 +474,20 @@ mod tests {
     #[test]
     fn directives_watch_inputs_and_export_outputs() {
         let dir = PathBuf::from("/out/busyroot/x86_64");
-        let output =
-            |name: &str, sha: &str| Output { path: dir.join(name), size: 1, sha256: sha.into() };
+        let output = |format: Format, sha: &str| Output {
+            format,
+            path: dir.join(format.file_name()),
+            size: 1,
+            sha256: sha.into(),
+        };
         let outputs = Outputs {
             ext4: dir.join("rootfs.ext4"),
             cpio: dir.join("rootfs.cpio.gz"),
             tar: dir.join("rootfs.tar"),
             files: vec![
-                output("rootfs.ext4", "e4"),
-                output("rootfs.cpio.gz", "c0"),
-                output("rootfs.tar", "7a"),
+                output(Format::Ext4, "e4"),
+                output(Format::CpioGz, "c0"),
+                output(Format::Tar, "7a"),
             ],
             dir,
             entries: 3,
@@ -561,9 +568,9 @@ mod tests {
             .iter()
             .map(|file| {
                 assert_eq!(file.path.parent(), Some(outputs.dir.as_path()));
-                assert_eq!(crate::fetch::sha256_file(&file.path).unwrap(), file.sha256);
+                assert_eq!(crate::host::fs::sha256_file(&file.path).unwrap(), file.sha256);
                 let shared = workspace.arch_dir(arch).join(file.path.file_name().unwrap());
-                assert_eq!(crate::fetch::sha256_file(&shared).unwrap(), file.sha256);
+                assert_eq!(crate::host::fs::sha256_file(&shared).unwrap(), file.sha256);
                 std::fs::metadata(&file.path).unwrap().modified().unwrap()
             })
             .collect();

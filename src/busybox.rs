@@ -12,6 +12,7 @@ use xshell::{cmd, Shell};
 use crate::arch::Arch;
 use crate::error::{Error, IoContext, MissingTools, Result};
 use crate::host::exec::run_logged;
+use crate::host::kconfig::set_options;
 use crate::progress::Progress;
 
 /// How to call the C compiler for a target.
@@ -163,7 +164,7 @@ impl BusyboxBuild {
         if fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == sha256) {
             return Ok(false);
         }
-        let scratch = self.src.with_extension("unpacked");
+        let scratch = crate::host::fs::temp_path(&self.src);
         crate::extract::unpack(tarball, &scratch)?;
         // The tarball holds one top-level directory (busybox-<version>/); it becomes `src`.
         let top = crate::extract::single_top_dir(&scratch, tarball)?;
@@ -226,7 +227,7 @@ impl BusyboxBuild {
     pub fn check_binary(&self, arch: Arch) -> Result<()> {
         let path = self.src.join("busybox");
         let data = fs::read(&path).with_path("read", &path)?;
-        let problem = match ElfSummary::parse(&data) {
+        let problem = match crate::host::elf::summary(&data) {
             None => Some("is not a 64-bit little-endian ELF program".to_string()),
             Some(elf) if elf.machine != arch.info().elf_machine => {
                 let built_for = Arch::ALL
@@ -287,46 +288,6 @@ impl BusyboxBuild {
     }
 }
 
-/// The parts of an ELF header the binary check needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ElfSummary {
-    /// `e_machine`.
-    machine: u16,
-    /// Whether a program header names an interpreter (`PT_INTERP`): a dynamic program.
-    dynamic: bool,
-}
-
-impl ElfSummary {
-    /// Reads a 64-bit little-endian ELF file's header and program headers; `None` for
-    /// anything else.
-    fn parse(data: &[u8]) -> Option<ElfSummary> {
-        const PT_INTERP: u32 = 3;
-        if data.get(..6)? != b"\x7fELF\x02\x01" {
-            return None;
-        }
-        let u16_at = |at: usize| Some(u16::from_le_bytes(data.get(at..at + 2)?.try_into().ok()?));
-        let u32_at = |at: usize| Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?));
-        let u64_at = |at: usize| Some(u64::from_le_bytes(data.get(at..at + 8)?.try_into().ok()?));
-        let phoff = usize::try_from(u64_at(32)?).ok()?;
-        let (phentsize, phnum) = (usize::from(u16_at(54)?), usize::from(u16_at(56)?));
-        let mut dynamic = false;
-        for i in 0..phnum {
-            dynamic |= u32_at(phoff.checked_add(i.checked_mul(phentsize)?)?)? == PT_INTERP;
-        }
-        Some(ElfSummary { machine: u16_at(18)?, dynamic })
-    }
-}
-
-/// `CONFIG_X` → value for every line that sets an option (comments and "is not set" skipped).
-pub fn set_options(config: &str) -> BTreeMap<String, String> {
-    config
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
-
 fn diff_options(wanted: &BTreeMap<String, String>, got: &BTreeMap<String, String>) -> Vec<String> {
     let mut keys: Vec<&String> = wanted.keys().chain(got.keys()).collect();
     keys.sort();
@@ -349,49 +310,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn set_options_ignore_comments() {
-        let opts = set_options("#\n# CONFIG_TC is not set\nCONFIG_STATIC=y\nCONFIG_X=\"a=b\"\n");
-        assert_eq!(opts.len(), 2);
-        assert_eq!(opts["CONFIG_X"], "\"a=b\"");
-    }
-
-    #[test]
     fn diff_names_every_changed_option() {
         let a = set_options("CONFIG_A=y\nCONFIG_B=y\n");
         let b = set_options("CONFIG_A=y\nCONFIG_C=y\n");
         let d = diff_options(&a, &b);
         assert_eq!(d.len(), 2, "{d:?}");
         assert!(d[0].starts_with("CONFIG_B") && d[1].starts_with("CONFIG_C"));
-    }
-
-    /// A minimal 64-bit little-endian ELF header for `machine` with one program header of
-    /// type `p_type`.
-    fn elf(machine: u16, p_type: u32) -> Vec<u8> {
-        let mut data = b"\x7fELF\x02\x01\x01".to_vec();
-        data.resize(64 + 56, 0);
-        data[18..20].copy_from_slice(&machine.to_le_bytes());
-        data[32..40].copy_from_slice(&64u64.to_le_bytes());
-        data[54..56].copy_from_slice(&56u16.to_le_bytes());
-        data[56..58].copy_from_slice(&1u16.to_le_bytes());
-        data[64..68].copy_from_slice(&p_type.to_le_bytes());
-        data
-    }
-
-    #[test]
-    fn elf_headers_tell_machine_and_linking() {
-        let aarch64 = Arch::Aarch64.info().elf_machine;
-        let load = ElfSummary::parse(&elf(aarch64, 1)).unwrap();
-        assert_eq!(load, ElfSummary { machine: aarch64, dynamic: false });
-        assert!(ElfSummary::parse(&elf(aarch64, 3)).unwrap().dynamic);
-        assert_eq!(ElfSummary::parse(b"#!/bin/sh\n"), None);
-        // A header whose program headers lie past the end of the file is not trusted.
-        assert_eq!(ElfSummary::parse(&elf(aarch64, 1)[..66]), None);
-
-        // The test binary itself: an ELF program for the host.
-        if let Some(host) = Arch::host() {
-            let me = fs::read(std::env::current_exe().unwrap()).unwrap();
-            assert_eq!(ElfSummary::parse(&me).unwrap().machine, host.info().elf_machine);
-        }
     }
 
     #[test]
@@ -404,12 +328,20 @@ mod tests {
             toolchain: Toolchain { cross_compile: "x86_64-linux-gnu-".into(), cc: "x".into() },
             source_date_epoch: 0,
         };
-        fs::write(dir.path().join("busybox"), elf(Arch::X86_64.info().elf_machine, 1)).unwrap();
+        fs::write(
+            dir.path().join("busybox"),
+            crate::host::elf::test_file(Arch::X86_64.info().elf_machine, 1),
+        )
+        .unwrap();
         bb.check_binary(Arch::X86_64).unwrap();
         let err = bb.check_binary(Arch::Riscv64).unwrap_err().to_string();
         assert!(err.contains("built for x86_64, not riscv64"), "{err}");
         assert!(err.contains("riscv64-linux-gnu-"), "{err}");
-        fs::write(dir.path().join("busybox"), elf(Arch::X86_64.info().elf_machine, 3)).unwrap();
+        fs::write(
+            dir.path().join("busybox"),
+            crate::host::elf::test_file(Arch::X86_64.info().elf_machine, 3),
+        )
+        .unwrap();
         let err = bb.check_binary(Arch::X86_64).unwrap_err().to_string();
         assert!(err.contains("dynamically linked"), "{err}");
     }

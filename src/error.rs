@@ -98,6 +98,15 @@ pub enum Error {
         /// The configured size in MiB.
         size_mib: u64,
     },
+    /// No target architecture was named and the host's is not one busyroot builds for.
+    #[error(
+        "the host architecture `{host}` is not supported; name the target architecture \
+         (x86_64, aarch64 or riscv64)"
+    )]
+    UnsupportedHost {
+        /// The host's architecture, as Rust names it.
+        host: &'static str,
+    },
     /// Anything else, already phrased for the user.
     #[error("{0}")]
     Other(String),

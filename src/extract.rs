@@ -14,7 +14,7 @@ pub fn unpack(tarball: &Path, dest: &Path) -> Result<()> {
     let reader = open_archive(tarball)?;
     let parent = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).with_path("create directory", parent)?;
-    let tmp = temp_dir(dest);
+    let tmp = crate::host::fs::temp_path(dest);
     if tmp.exists() {
         fs::remove_dir_all(&tmp).with_path("remove", &tmp)?;
     }
@@ -73,11 +73,6 @@ pub fn single_top_dir(dir: &Path, tarball: &Path) -> Result<PathBuf> {
             message: "expected the tarball to hold exactly one top-level directory".into(),
         }),
     }
-}
-
-fn temp_dir(dest: &Path) -> PathBuf {
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    dest.with_file_name(format!(".{name}.unpacking"))
 }
 
 fn unpack_into(reader: impl Read, tarball: &Path, dest: &Path) -> Result<()> {

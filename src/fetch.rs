@@ -5,13 +5,12 @@
 //! and mirror copies land in a temporary file that is renamed only after the checksum matched.
 
 use std::fs;
-use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
 use crate::error::{Error, IoContext, Result};
+pub use crate::host::fs::{sha256_bytes, sha256_file};
 use crate::progress::Progress;
 
 /// In a backup source, stands for each archive base URL of the host's apt sources.
@@ -83,7 +82,7 @@ pub fn fetch(
         });
     }
     fs::create_dir_all(&opts.cache_dir).with_path("create directory", &opts.cache_dir)?;
-    remove_stale_parts(&opts.cache_dir, &source.file_name);
+    crate::host::fs::remove_dead_temporaries(&opts.cache_dir)?;
 
     let mut tried = Vec::new();
     let mut urls = Vec::new();
@@ -111,7 +110,7 @@ pub fn fetch(
         return Err(Error::Fetch(format!(
             "`{}` is not available offline; looked in:\n  {}\n\
              put the file (sha256 {}) into the cache directory ($BUSYROOT_CACHE) or into a \
-             directory named by $BUSYROOT_MIRROR, or drop --offline / BUSYROOT_OFFLINE",
+             directory named by $BUSYROOT_MIRROR, or allow downloads (offline mode off)",
             source.file_name,
             tried.join("\n  "),
             source.sha256
@@ -233,22 +232,6 @@ fn is_http(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://")
 }
 
-/// Deletes partial downloads of `file_name` left by runs that were killed: those whose process
-/// (the number after `.part-`) no longer exists. A concurrent run's partial file is kept.
-fn remove_stale_parts(cache_dir: &Path, file_name: &str) {
-    let prefix = format!(".{file_name}.part-");
-    let Ok(entries) = fs::read_dir(cache_dir) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-}
-
 fn is_url(s: &str) -> bool {
     ["http://", "https://", "ftp://", "file://"].iter().any(|p| s.starts_with(p))
 }
@@ -325,7 +308,7 @@ fn install(
     cached: &Path,
     produce: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {
-    let tmp = cached.with_file_name(format!(".{}.part-{}", source.file_name, std::process::id()));
+    let tmp = crate::host::fs::temp_path(cached);
     let result = produce(&tmp).and_then(|()| {
         let actual = sha256_file(&tmp)?;
         if actual != source.sha256 {
@@ -342,32 +325,6 @@ fn install(
         let _ = fs::remove_file(&tmp);
     }
     result
-}
-
-/// The sha256 of a file as lower-case hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = fs::File::open(path).with_path("open", path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("read", path, e)),
-        };
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
-/// The sha256 of a byte string as lower-case hex.
-pub fn sha256_bytes(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -435,9 +392,9 @@ mod tests {
         let (_dir, source, opts) = setup(b"good bytes");
         fs::create_dir_all(&opts.cache_dir).unwrap();
         // No process has pid 0x3fffffff (above the kernel's pid_max limit).
-        let dead = opts.cache_dir.join(".thing-1.0.tar.bz2.part-1073741823");
+        let dead = opts.cache_dir.join(".thing-1.0.tar.bz2.tmp-1073741823");
         // Process 1 always exists: it stands for a concurrent run that is still downloading.
-        let live = opts.cache_dir.join(".thing-1.0.tar.bz2.part-1");
+        let live = opts.cache_dir.join(".thing-1.0.tar.bz2.tmp-1");
         fs::write(&dead, b"half").unwrap();
         fs::write(&live, b"half").unwrap();
         let sh = Shell::new().unwrap();

@@ -11,7 +11,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::error::{IoContext, Result};
-use crate::fetch::sha256_bytes;
+use crate::host::fs::{sha256_bytes, sha256_file};
 use crate::manifest::{Kind, Manifest};
 
 /// The inputs of one stage, each as a name and the hash of its value.
@@ -59,7 +59,7 @@ impl Fingerprint {
 
     /// Stores the fingerprint atomically.
     pub fn store(&self, path: &Path) -> Result<()> {
-        crate::image::write_atomically(path, |tmp| {
+        crate::host::fs::write_atomically(path, |tmp| {
             fs::write(tmp, self.to_text()).with_path("write", tmp)
         })
     }
@@ -89,7 +89,7 @@ pub fn manifest_digest(manifest: &Manifest) -> Result<String> {
     for (path, e) in manifest.iter() {
         let content = match &e.kind {
             Kind::File { source, size } => {
-                format!("file {size} {}", crate::fetch::sha256_file(source)?)
+                format!("file {size} {}", sha256_file(source)?)
             }
             Kind::Bytes(b) => format!("bytes {}", sha256_bytes(b)),
             other => format!("{other:?}"),

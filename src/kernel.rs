@@ -15,15 +15,15 @@ use std::time::{Instant, UNIX_EPOCH};
 use xshell::{cmd, Shell};
 
 use crate::arch::Arch;
-use crate::build::FALLBACK_EPOCH;
 use crate::busybox::Toolchain;
 use crate::config::Workspace;
+use crate::context::FALLBACK_EPOCH;
 use crate::error::{Error, IoContext, MissingTools, Result};
-use crate::fetch::{self, sha256_bytes, FetchOptions};
+use crate::fetch::{self, FetchOptions};
 use crate::fingerprint::Fingerprint;
 use crate::host::exec::run_logged;
+use crate::host::fs::{remove_dead_temporaries, sha256_bytes, temp_path, write_atomically};
 use crate::hosttools::{find_program, Tool};
-use crate::image::write_atomically;
 use crate::progress::Progress;
 
 /// The fragment every architecture uses; `<arch>.config` beside it adds the arch's own.
@@ -151,34 +151,16 @@ pub struct Fragment {
     pub text: String,
 }
 
-/// `CONFIG_X` → `Some(value)` for set options, `None` for `# CONFIG_X is not set` and `=n`.
-fn parse_options(text: &str) -> BTreeMap<String, Option<String>> {
-    let mut options = BTreeMap::new();
-    for line in text.lines().map(str::trim) {
-        if let Some(name) = line.strip_prefix("# ").and_then(|l| l.strip_suffix(" is not set")) {
-            if name.starts_with("CONFIG_") {
-                options.insert(name.to_string(), None);
-            }
-        } else if let Some((name, value)) = line.split_once('=') {
-            if name.starts_with("CONFIG_") && !line.starts_with('#') {
-                let value = value.trim();
-                options.insert(name.trim().to_string(), (value != "n").then(|| value.to_string()));
-            }
-        }
-    }
-    options
-}
-
 /// Every option the fragments set (a later fragment overriding an earlier one) that `config`
 /// does not have with the same value. An option missing from `config` counts as unset.
 pub fn lost_options(fragments: &[Fragment], config: &str) -> Vec<LostOption> {
     let mut wanted: BTreeMap<String, (Option<String>, &Path)> = BTreeMap::new();
     for fragment in fragments {
-        for (name, value) in parse_options(&fragment.text) {
+        for (name, value) in crate::host::kconfig::parse(&fragment.text) {
             wanted.insert(name, (value, &fragment.path));
         }
     }
-    let actual = parse_options(config);
+    let actual = crate::host::kconfig::parse(config);
     wanted
         .into_iter()
         .filter_map(|(name, (requested, fragment))| {
@@ -358,20 +340,20 @@ impl KernelBuilder {
     /// (`kernel.source`, else the pinned release), fetching as the environment says
     /// ([`FetchOptions::from_env`]).
     pub fn new(workspace: Workspace) -> Result<KernelBuilder> {
-        let Some(arch) = workspace.config.arch.or_else(Arch::host) else {
-            return Err(Error::Other(format!(
-                "the host architecture `{}` is not supported; pass --arch",
-                std::env::consts::ARCH
-            )));
-        };
-        Ok(KernelBuilder {
+        let arch = Arch::configured_or_host(workspace.config.arch)?;
+        Ok(KernelBuilder::for_arch(workspace, arch))
+    }
+
+    /// A builder for `arch`, whatever the configuration and the host say.
+    pub fn for_arch(workspace: Workspace, arch: Arch) -> KernelBuilder {
+        KernelBuilder {
             workspace,
             arch,
             source: None,
             fetch: FetchOptions::from_env(),
             source_date_epoch: None,
             toolchain: None,
-        })
+        }
     }
 
     /// Builds for `arch` instead.
@@ -499,7 +481,7 @@ impl KernelBuilder {
     fn lock(&self, progress: &dyn Progress) -> Result<crate::lock::DirLock> {
         let lock = self.workspace.arch_dir(self.arch).join("kernel.lock");
         let lock = crate::lock::DirLock::acquire(&lock, progress)?;
-        crate::image::remove_stale_temporaries(&self.output_dir())?;
+        remove_dead_temporaries(&self.output_dir())?;
         Ok(lock)
     }
 
@@ -787,10 +769,8 @@ fn is_xz(path: &Path) -> bool {
 /// unpack a kernel several times faster than a Rust decoder would, and need no new
 /// dependency); everything else through [`crate::extract`].
 fn unpack_source(sh: &Shell, tarball: &Path, dest: &Path, progress: &dyn Progress) -> Result<()> {
-    let name = dest.file_name().unwrap_or_default().to_string_lossy().into_owned();
-    let prefix = format!(".{name}.unpacking-");
-    remove_dead_scratch(dest.parent().unwrap_or(Path::new(".")), &prefix);
-    let scratch = dest.with_file_name(format!("{prefix}{}", std::process::id()));
+    remove_dead_temporaries(dest.parent().unwrap_or(Path::new(".")))?;
+    let scratch = temp_path(dest);
     if scratch.exists() {
         fs::remove_dir_all(&scratch).with_path("remove", &scratch)?;
     }
@@ -800,22 +780,10 @@ fn unpack_source(sh: &Shell, tarball: &Path, dest: &Path, progress: &dyn Progres
             let unpack = cmd!(sh, "tar --extract --xz --no-same-owner --file {tarball}")
                 .arg("--directory")
                 .arg(&scratch);
-            let command_line = unpack.to_string();
-            progress.command(&command_line);
-            let mut command = std::process::Command::from(unpack);
-            crate::hosttools::die_with_parent(&mut command, libc::SIGTERM);
-            let failed = |details: String| Error::Command {
-                command: command_line.clone(),
-                status: String::new(),
-                details: format!("{details}\nis `{}` an intact .tar.xz?", tarball.display()),
-            };
-            let out = command.output().map_err(|e| failed(e.to_string()))?;
-            if !out.status.success() {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                let last: Vec<&str> = stderr.lines().rev().take(10).collect();
-                let last: Vec<&str> = last.into_iter().rev().collect();
-                return Err(failed(format!("{}\n{}", out.status, last.join("\n"))));
-            }
+            progress.command(&unpack.to_string());
+            crate::host::exec::run_captured(unpack).map_err(|e| {
+                Error::Other(format!("{e}\nis `{}` an intact .tar.xz?", tarball.display()))
+            })?;
         } else {
             crate::extract::unpack(tarball, &scratch)?;
         }
@@ -829,21 +797,6 @@ fn unpack_source(sh: &Shell, tarball: &Path, dest: &Path, progress: &dyn Progres
     })();
     let _ = fs::remove_dir_all(&scratch);
     result
-}
-
-/// Removes the scratch directories (`<prefix><pid>`) of unpacking runs that were killed;
-/// a run still unpacking keeps its own.
-fn remove_dead_scratch(dir: &Path, prefix: &str) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(prefix).and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 fn copy_atomically(from: &Path, to: &Path) -> Result<()> {
@@ -918,19 +871,6 @@ mod tests {
 
     fn fragment(name: &str, text: &str) -> Fragment {
         Fragment { path: PathBuf::from(name), text: text.into() }
-    }
-
-    #[test]
-    fn options_parse_with_not_set_and_n_as_unset() {
-        let o = parse_options(
-            "#\n# General\n#\nCONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=n\n\
-             CONFIG_S=\"a=b\"\n# CONFIG_D=y is a comment\n",
-        );
-        assert_eq!(o["CONFIG_A"].as_deref(), Some("y"));
-        assert_eq!(o["CONFIG_B"], None);
-        assert_eq!(o["CONFIG_C"], None);
-        assert_eq!(o["CONFIG_S"].as_deref(), Some("\"a=b\""));
-        assert!(!o.contains_key("CONFIG_D"));
     }
 
     #[test]

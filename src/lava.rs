@@ -260,7 +260,7 @@ pub fn write_artifacts(
     ];
     let mut files = BTreeMap::new();
     for (file, source) in by_name {
-        files.insert(file.to_string(), crate::fetch::sha256_file(source)?);
+        files.insert(file.to_string(), crate::host::fs::sha256_file(source)?);
     }
     let sums = sha256sums(&files);
     let version = match version {
@@ -268,7 +268,7 @@ pub fn write_artifacts(
             check_path_part("version", v)?;
             v.to_string()
         }
-        None => crate::fetch::sha256_bytes(sums.as_bytes())[..12].to_string(),
+        None => crate::host::fs::sha256_bytes(sums.as_bytes())[..12].to_string(),
     };
     check_path_part("name", name)?;
     let dir = root.join(name).join(&version).join(arch.name());
@@ -281,11 +281,11 @@ pub fn write_artifacts(
         let _ = fs::remove_file(&sums_path);
         for (file, source) in by_name {
             let dest = dir.join(file);
-            crate::image::write_atomically(&dest, |tmp| {
+            crate::host::fs::write_atomically(&dest, |tmp| {
                 fs::copy(source, tmp).map(drop).with_path("copy into", tmp)
             })?;
         }
-        crate::image::write_atomically(&sums_path, |tmp| {
+        crate::host::fs::write_atomically(&sums_path, |tmp| {
             fs::write(tmp, &sums).with_path("write", tmp)
         })?;
     }
@@ -981,11 +981,11 @@ pub fn run_lava(
     timeout: Duration,
 ) -> Result<LavaRun> {
     require_root()?;
-    let program =
-        crate::hosttools::find_program("lava-run").ok_or_else(|| Error::MissingTools {
-            list: "  lava-run (running LAVA jobs locally), package lava-dispatcher".into(),
-            install: "sudo apt-get install lava-dispatcher".into(),
-        })?;
+    let program = crate::hosttools::require(&crate::hosttools::Tool {
+        program: "lava-run",
+        purpose: "running LAVA jobs locally",
+        package: "lava-dispatcher",
+    })?;
     // Two runs at once need different job ids: LAVA's scratch directory is named after it.
     let job_id = std::process::id().to_string();
     let cmd = xshell::cmd!(
@@ -1450,7 +1450,7 @@ mod tests {
         assert_eq!(fs::read_to_string(a.dir.join("kernel")).unwrap(), "kernel");
         // SHA256SUMS holds what `sha256sum` computes, in its format.
         let sums = fs::read_to_string(a.dir.join("SHA256SUMS")).unwrap();
-        let kernel_sum = crate::fetch::sha256_bytes(b"kernel");
+        let kernel_sum = crate::host::fs::sha256_bytes(b"kernel");
         assert!(sums.contains(&format!("{kernel_sum}  kernel\n")), "{sums}");
         assert_eq!(sums.lines().count(), 4);
         let sh = xshell::Shell::new().unwrap();

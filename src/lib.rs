@@ -68,6 +68,7 @@ pub mod build;
 pub mod buildscript;
 pub mod busybox;
 pub mod config;
+pub mod context;
 pub mod devtable;
 pub mod error;
 pub mod extract;

@@ -1,4 +1,7 @@
 //! The host layer: what busyroot needs from the machine it runs on, apart from any one
 //! pipeline step.
 
+pub mod elf;
 pub mod exec;
+pub mod fs;
+pub mod kconfig;

@@ -16,7 +16,8 @@ use std::path::Path;
 use flate2::{Compression, GzBuilder};
 
 use crate::error::{Error, IoContext, Result};
-use crate::image::{open_source, write_atomically};
+use crate::host::fs::write_atomically;
+use crate::image::open_source;
 use crate::manifest::{Entry, ImagePath, Kind, Manifest};
 
 /// gzip level for the initramfs: zlib's default. On a 2 MB static BusyBox, level 9 output is

@@ -40,8 +40,9 @@ use std::process::Output;
 use xshell::{cmd, Shell};
 
 use crate::error::{Error, IoContext, Result};
+use crate::host::fs::write_atomically;
 use crate::hosttools::{self, ROOTFS_TOOLS};
-use crate::image::{open_source, write_atomically};
+use crate::image::open_source;
 use crate::manifest::{Entry, ImagePath, Kind, Manifest};
 
 /// How big the image file is.

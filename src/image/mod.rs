@@ -9,46 +9,58 @@ pub mod ext4;
 pub mod tar;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
 
-/// Runs `write` on a temporary path next to `out` and renames the result to `out` only if
-/// `write` succeeded. The temporary file is removed on failure.
-pub fn write_atomically(out: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).with_path("create directory", dir)?;
-    let tmp = temp_path(out);
-    let _ = fs::remove_file(&tmp);
-    let result = write(&tmp).and_then(|()| fs::rename(&tmp, out).with_path("rename into", out));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+/// An output format. Adding one is a writer module here plus an arm in each match below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Format {
+    /// An ext4 file system image ([`ext4`]).
+    Ext4,
+    /// A gzip-compressed newc initramfs ([`cpio`]).
+    CpioGz,
+    /// A tar archive ([`tar`]).
+    Tar,
 }
 
-/// Removes what killed runs left in `dir`: temporary outputs (`.name.tmp-<pid>`) and their
-/// staging directories. Call it only while holding the directory's lock.
-pub fn remove_stale_temporaries(dir: &Path) -> Result<()> {
-    let Ok(entries) = fs::read_dir(dir) else { return Ok(()) };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') && name.contains(".tmp-") {
-            let path = entry.path();
-            let removed =
-                if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
-            removed.with_path("remove leftover", &path)?;
+impl Format {
+    /// Every format, in the order they are written and reported.
+    pub const ALL: [Format; 3] = [Format::Ext4, Format::CpioGz, Format::Tar];
+
+    /// The output's file name, which is also its stage name: `rootfs.ext4`, ….
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Format::Ext4 => "rootfs.ext4",
+            Format::CpioGz => "rootfs.cpio.gz",
+            Format::Tar => "rootfs.tar",
         }
     }
-    Ok(())
-}
 
-/// `dir/.name.tmp-<pid>`: hidden, unique per process, in the same directory so the final
-/// rename is atomic.
-fn temp_path(out: &Path) -> PathBuf {
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    out.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    /// Writes `manifest` to `out` in this format; `ext4` holds the settings only the ext4
+    /// writer uses.
+    pub fn write(
+        self,
+        sh: &xshell::Shell,
+        manifest: &Manifest,
+        out: &Path,
+        ext4: &ext4::Ext4Options,
+    ) -> Result<()> {
+        match self {
+            Format::Ext4 => ext4::write(sh, manifest, out, ext4),
+            Format::CpioGz => cpio::write(manifest, out),
+            Format::Tar => tar::write(manifest, out),
+        }
+    }
+
+    /// Whether the image settings are an input of this format besides the manifest.
+    pub fn uses_settings(self) -> bool {
+        match self {
+            Format::Ext4 => true,
+            Format::CpioGz | Format::Tar => false,
+        }
+    }
 }
 
 /// Opens a host file that a manifest entry refers to.

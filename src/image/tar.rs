@@ -21,8 +21,8 @@ use std::path::Path;
 use tar::{EntryType, Header};
 
 use crate::error::{Error, IoContext, Result};
+use crate::host::fs::write_atomically;
 use crate::image::cpio::copy_file_content;
-use crate::image::write_atomically;
 use crate::manifest::{Entry, ImagePath, Kind, Manifest};
 
 const BLOCK: usize = 512;

@@ -55,7 +55,7 @@ pub(crate) fn manifest(
 pub(crate) fn initramfs(base: &Path, layer: &Manifest, out: &Path) -> Result<()> {
     let extra = out.with_extension("layer.cpio.gz");
     crate::image::cpio::write(layer, &extra)?;
-    let result = crate::image::write_atomically(out, |tmp| {
+    let result = crate::host::fs::write_atomically(out, |tmp| {
         let mut file = std::fs::File::create(tmp).with_path("create", tmp)?;
         for part in [base, extra.as_path()] {
             let bytes = std::fs::read(part).with_path("read", part)?;

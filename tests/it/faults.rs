@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use busyroot::build::{Outputs, RootfsBuilder};
 use busyroot::config::Workspace;
 use busyroot::fetch::{self, FetchOptions, Source};
+use busyroot::image::Format;
 use busyroot::progress::{Progress, Silent};
 
 use crate::support::{self, run, skip};
@@ -145,7 +146,7 @@ fn a_run_killed_while_writing_images_leaves_the_previous_outputs_and_recovers() 
     let out = &before.dir;
     let sha = busyroot::fetch::sha256_file(&before.ext4).unwrap();
     // Either the old image is intact or the child had already renamed a complete new one.
-    let fresh_enough = sha == before.files[0].sha256
+    let fresh_enough = sha == before.get(Format::Ext4).sha256
         || std::process::Command::new(busyroot::hosttools::find_program("e2fsck").unwrap())
             .args(["-fn", before.ext4.to_str().unwrap()])
             .status()
@@ -155,7 +156,11 @@ fn a_run_killed_while_writing_images_leaves_the_previous_outputs_and_recovers() 
 
     let after = build(&ws, &Silent).unwrap();
     assert!(leftovers(out).is_empty(), "leftovers: {:?}", leftovers(out));
-    assert_ne!(after.files[2].sha256, before.files[2].sha256, "the edit must reach the tar");
+    assert_ne!(
+        after.get(Format::Tar).sha256,
+        before.get(Format::Tar).sha256,
+        "the edit must reach the tar"
+    );
     run("e2fsck", &["-fn", after.ext4.to_str().unwrap()], None);
     let again = build(&ws, &Silent).unwrap();
     assert!(again.stages.iter().all(|s| s.fresh()), "{:?}", again.stages);
@@ -398,7 +403,7 @@ fn source() -> Source {
 }
 
 /// Row "run killed during download": a run killed (SIGKILL) while curl downloads leaves only its
-/// `.part-<pid>` file, curl dies with it, and the next run removes that file and fetches.
+/// `.name.tmp-<pid>` file, curl dies with it, and the next run removes that file and fetches.
 #[test]
 fn a_run_killed_during_download_leaves_a_partial_file_the_next_run_removes() {
     let test = "a_run_killed_during_download_leaves_a_partial_file_the_next_run_removes";
@@ -434,7 +439,7 @@ fn a_run_killed_during_download_leaves_a_partial_file_the_next_run_removes() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let part = cache.join(format!(".{}.part-{}", source().file_name, child.id()));
+    let part = cache.join(format!(".{}.tmp-{}", source().file_name, child.id()));
     wait_for(&mut child, &log, "downloading", || {
         std::fs::metadata(&part).is_ok_and(|m| m.len() > 0)
     });

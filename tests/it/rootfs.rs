@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use busyroot::build::{source_date_epoch, RootfsBuilder};
+use busyroot::build::RootfsBuilder;
 use busyroot::config::ImageSizeSetting;
+use busyroot::context::source_date_epoch;
 use busyroot::manifest::{Kind, Manifest};
 
 use crate::support::{self, have, run, skip};
@@ -320,13 +321,9 @@ fn outputs_for_fixed_inputs_keep_their_recorded_sha256() {
     let binary = builder.output_dir().join("install/bin/busybox");
     std::fs::write(&binary, PINNED_BUSYBOX).unwrap();
     let outputs = builder.build(&xshell::Shell::new().unwrap(), &support::Eprint).unwrap();
-    let got: Vec<(String, String)> = outputs
-        .files
-        .iter()
-        .map(|f| (f.path.file_name().unwrap().to_string_lossy().into_owned(), f.sha256.clone()))
-        .collect();
-    let want: Vec<(String, String)> =
-        PINNED_SHA256.iter().map(|(n, s)| (n.to_string(), s.to_string())).collect();
+    let got: Vec<(&str, &str)> =
+        outputs.files.iter().map(|f| (f.format.file_name(), f.sha256.as_str())).collect();
+    let want = PINNED_SHA256.to_vec();
     assert_eq!(
         got, want,
         "the outputs changed. If this commit changes an input on purpose (skeleton, device \

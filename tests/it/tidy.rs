@@ -48,7 +48,7 @@ fn code_is_formatted() {
 #[test]
 fn shipped_busybox_config_is_static_without_nss_and_tc() {
     let text = std::fs::read_to_string(root().join("busybox-config/.config")).unwrap();
-    let opts = busyroot::busybox::set_options(&text);
+    let opts = busyroot::host::kconfig::set_options(&text);
     let set = |k: &str| opts.get(k).map(String::as_str);
     assert_eq!(set("CONFIG_STATIC"), Some("y"), "static glibc: the image has no libc");
     assert_eq!(set("CONFIG_USE_BB_PWD_GRP"), Some("y"), "static glibc cannot load NSS modules");

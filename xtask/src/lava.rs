@@ -254,7 +254,7 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
 }
 
 fn write_text(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    busyroot::image::write_atomically(path, |tmp| {
+    busyroot::host::fs::write_atomically(path, |tmp| {
         std::fs::write(tmp, text).map_err(|e| busyroot::Error::io("write", tmp, e))
     })
     .with_context(|| format!("write `{}`", path.display()))

@@ -50,6 +50,13 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(err) => {
             eprintln!("error: {err:#}");
+            // The library names no flags; the command line says which one helps.
+            let unsupported_host = err
+                .chain()
+                .any(|e| matches!(e.downcast_ref(), Some(busyroot::Error::UnsupportedHost { .. })));
+            if unsupported_host {
+                eprintln!("hint: pass --arch");
+            }
             std::process::exit(2);
         }
     }

@@ -213,7 +213,7 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
 }
 
 pub(crate) fn write_report(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    busyroot::image::write_atomically(path, |tmp| {
+    busyroot::host::fs::write_atomically(path, |tmp| {
         std::fs::write(tmp, text).map_err(|e| busyroot::Error::io("write", tmp, e))
     })
     .with_context(|| format!("write the report `{}`", path.display()))?;

@@ -1,0 +1,103 @@
+//! Files: outputs written under one temporary-name scheme (`.name.tmp-<pid>`) and renamed into
+//! place, the one cleaner of what killed runs left, and sha256 digests.
+//!
+//! Invariant: a file or directory under its final name is complete; anything being written is
+//! a hidden `.name.tmp-<pid>` beside it, removable once process `<pid>` is gone.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+
+/// `dir/.name.tmp-<pid>`: hidden, unique per process, in the same directory as `out` so the
+/// final rename is atomic.
+pub fn temp_path(out: &Path) -> PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    out.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Runs `write` on a temporary path next to `out` and renames the result to `out` only if
+/// `write` succeeded. The temporary file is removed on failure.
+pub fn write_atomically(out: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).with_path("create directory", dir)?;
+    let tmp = temp_path(out);
+    let _ = fs::remove_file(&tmp);
+    let result = write(&tmp).and_then(|()| fs::rename(&tmp, out).with_path("rename into", out));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Removes from `dir` the temporaries (files or directories named `.name.tmp-<pid>…`) of
+/// processes that no longer run: what killed runs left. A live run's are kept.
+pub fn remove_dead_temporaries(dir: &Path) -> Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((_, after)) = name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp-")) else {
+            continue;
+        };
+        let pid: String = after.chars().take_while(char::is_ascii_digit).collect();
+        if pid.is_empty() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let removed =
+            if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+        removed.with_path("remove leftover", &path)?;
+    }
+    Ok(())
+}
+
+/// The sha256 of a file as lower-case hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = fs::File::open(path).with_path("open", path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read", path, e)),
+        };
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// The sha256 of a byte string as lower-case hex.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporaries_of_dead_processes_go_and_live_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        // No process has pid 0x3fffffff (above the kernel's pid_max limit); process 1 always runs.
+        let dead = dir.path().join(".rootfs.ext4.tmp-1073741823");
+        let dead_dir = dir.path().join(".rootfs.ext4.tmp-1073741823.d");
+        let live = dir.path().join(".busybox.tar.bz2.tmp-1");
+        let kept = dir.path().join("rootfs.tmp-1073741823");
+        for f in [&dead, &live, &kept] {
+            fs::write(f, b"x").unwrap();
+        }
+        fs::create_dir_all(dead_dir.join("root")).unwrap();
+        remove_dead_temporaries(dir.path()).unwrap();
+        assert!(!dead.exists() && !dead_dir.exists());
+        assert!(live.exists() && kept.exists());
+    }
+}
