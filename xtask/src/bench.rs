@@ -70,8 +70,8 @@ fn time_runs(
 pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
     let ws = crate::rootfs::workspace()?;
-    let arch = ws.config.arch.or_else(Arch::host).context("unsupported host architecture")?;
-    let builder = RootfsBuilder::new(ws.clone())?;
+    let arch = Arch::configured_or_host(ws.config.arch)?;
+    let builder = RootfsBuilder::for_arch(ws.clone(), arch);
     let dir = builder.output_dir();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = ws.root.clone();

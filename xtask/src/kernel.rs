@@ -1,6 +1,8 @@
 //! `cargo xtask kernel`: build a minimal boot-test kernel into target/busyroot/<arch>/kernel/.
 
 use anyhow::Context;
+use busyroot::arch::Arch;
+use busyroot::config::Workspace;
 use busyroot::kernel::{BuiltKernel, KernelBuilder, KernelSource};
 use xshell::Shell;
 
@@ -13,7 +15,7 @@ pub struct KernelArgs {
     /// Target architecture: x86_64 (or amd64), aarch64 (or arm64) or riscv64 [default: config
     /// `arch`, else the host's]
     #[arg(long)]
-    pub arch: Option<String>,
+    pub arch: Option<Arch>,
     /// Linux source: a tarball (.tar.xz, .tar.gz, .tar.bz2, .tar, .txz, .tgz or .tbz2) or an
     /// unpacked tree, used as is, or a tarball URL (needs --sha256) [default: config
     /// `kernel.source`, else the pinned kernel.org release]
@@ -28,18 +30,16 @@ pub struct KernelArgs {
 }
 
 pub fn run(sh: &Shell, args: KernelArgs) -> anyhow::Result<()> {
-    let kernel = build(sh, &args)?;
+    let kernel = build(sh, workspace()?, &args)?;
     println!("kernel image  {}  {:>10} bytes", kernel.image.display(), kernel.size);
     println!("kernel config {}", kernel.config.display());
     Ok(())
 }
 
-/// Builds (or reuses) the kernel; shared with `cargo xtask run --build-kernel`.
-pub fn build(sh: &Shell, args: &KernelArgs) -> anyhow::Result<BuiltKernel> {
-    let mut builder = KernelBuilder::new(workspace()?)?;
-    if let Some(arch) = &args.arch {
-        builder.arch(arch.parse().map_err(anyhow::Error::msg)?);
-    }
+/// Builds (or reuses) the kernel of `ws`; shared with `cargo xtask run --build-kernel`.
+pub fn build(sh: &Shell, ws: Workspace, args: &KernelArgs) -> anyhow::Result<BuiltKernel> {
+    let arch = Arch::configured_or_host(args.arch.or(ws.config.arch))?;
+    let mut builder = KernelBuilder::for_arch(ws, arch);
     if let Some(source) = &args.source {
         let cwd = std::env::current_dir().context("find the current directory")?;
         builder.source(KernelSource::parse(source, args.sha256.as_deref(), &cwd)?);
@@ -47,7 +47,6 @@ pub fn build(sh: &Shell, args: &KernelArgs) -> anyhow::Result<BuiltKernel> {
         anyhow::bail!("`--sha256` applies to a `--source` URL only; pass --source too");
     }
     builder.offline(args.offline);
-    let arch = builder.target_arch();
     builder
         .build(sh, &Reporter::new())
         .map_err(with_flag_hint)

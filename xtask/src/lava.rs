@@ -12,6 +12,7 @@ use xshell::Shell;
 
 use crate::rootfs::{self, RootfsArgs};
 use crate::run::{print_check, write_report};
+use busyroot::image::Format;
 
 /// Flags of `cargo xtask lava`.
 #[derive(clap::Args, Debug)]
@@ -91,14 +92,11 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
     }
     let ws = rootfs::workspace()?;
     let config = ws.config.run.clone();
-    let arch = match args.arch.or(ws.config.arch).or_else(Arch::host) {
-        Some(arch) => arch,
-        None => anyhow::bail!("the host architecture is not supported; pass --arch"),
-    };
+    let arch = Arch::configured_or_host(args.arch.or(ws.config.arch))?;
     let (cpio, ext4, tar) = match &args.images {
         Some(dir) => {
             let [cpio, ext4, tar] =
-                ["rootfs.cpio.gz", "rootfs.ext4", "rootfs.tar"].map(|f| dir.join(f));
+                [Format::CpioGz, Format::Ext4, Format::Tar].map(|f| dir.join(f.file_name()));
             for file in [&cpio, &ext4, &tar] {
                 anyhow::ensure!(
                     file.is_file(),
@@ -110,10 +108,8 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
             (cpio, ext4, tar)
         }
         None => {
-            let outputs = rootfs::build(
-                sh,
-                &RootfsArgs { arch: Some(arch.name().to_string()), offline: args.offline },
-            )?;
+            let rootfs_args = RootfsArgs { arch: Some(arch), offline: args.offline };
+            let outputs = rootfs::build(sh, ws.clone(), &rootfs_args)?;
             (outputs.cpio, outputs.ext4, outputs.tar)
         }
     };

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
+use busyroot::arch::Arch;
 use busyroot::build::{Outputs, RootfsBuilder};
 use busyroot::config::Workspace;
 use xshell::Shell;
@@ -15,14 +16,14 @@ pub struct RootfsArgs {
     /// Target architecture: x86_64 (or amd64), aarch64 (or arm64) or riscv64 [default: config
     /// `arch`, else the host's]
     #[arg(long)]
-    pub arch: Option<String>,
+    pub arch: Option<Arch>,
     /// Never touch the network: use only the cache and $BUSYROOT_MIRROR (same as BUSYROOT_OFFLINE=1)
     #[arg(long)]
     pub offline: bool,
 }
 
 pub fn run(sh: &Shell, args: RootfsArgs) -> anyhow::Result<()> {
-    let outputs = build(sh, &args)?;
+    let outputs = build(sh, workspace()?, &args)?;
     println!("rootfs for {} entries in {}:", outputs.entries, outputs.dir.display());
     for file in &outputs.files {
         println!("  {}  {:>10} bytes  sha256 {}", file.path.display(), file.size, file.sha256);
@@ -43,14 +44,11 @@ pub fn workspace() -> anyhow::Result<Workspace> {
     Ok(Workspace::load(dir)?)
 }
 
-/// Builds (or reuses) the images; shared with `cargo xtask run`.
-pub fn build(sh: &Shell, args: &RootfsArgs) -> anyhow::Result<Outputs> {
-    let mut builder = RootfsBuilder::new(workspace()?)?;
-    if let Some(arch) = &args.arch {
-        builder.arch(arch.parse().map_err(anyhow::Error::msg)?);
-    }
+/// Builds (or reuses) the images of `ws`; shared with `cargo xtask run`.
+pub fn build(sh: &Shell, ws: Workspace, args: &RootfsArgs) -> anyhow::Result<Outputs> {
+    let arch = Arch::configured_or_host(args.arch.or(ws.config.arch))?;
+    let mut builder = RootfsBuilder::for_arch(ws, arch);
     builder.offline(args.offline);
-    let arch = builder.target_arch();
     builder.build(sh, &Reporter::new()).with_context(|| format!("build the {arch} rootfs"))
 }
 
@@ -60,10 +58,9 @@ pub fn menuconfig(sh: &Shell, args: RootfsArgs) -> anyhow::Result<()> {
     if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
         anyhow::bail!("menuconfig is interactive: run `cargo xtask menuconfig` in a terminal");
     }
-    let mut builder = RootfsBuilder::new(workspace()?)?;
-    if let Some(arch) = &args.arch {
-        builder.arch(arch.parse().map_err(anyhow::Error::msg)?);
-    }
+    let ws = workspace()?;
+    let arch = Arch::configured_or_host(args.arch.or(ws.config.arch))?;
+    let mut builder = RootfsBuilder::for_arch(ws, arch);
     builder.offline(args.offline);
     let config = builder.menuconfig(sh, &Reporter::new())?;
     println!("wrote {}", config.display());

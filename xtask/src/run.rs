@@ -109,10 +109,7 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
     // Paths in the configuration are relative to the workspace root.
     config.kernel = config.kernel.map(|k| ws.path(&k));
     config.checks_file = config.checks_file.map(|f| ws.path(&f));
-    let arch = match args.arch.or(ws.config.arch).or_else(Arch::host) {
-        Some(arch) => arch,
-        None => anyhow::bail!("the host architecture is not supported; pass --arch"),
-    };
+    let arch = Arch::configured_or_host(args.arch.or(ws.config.arch))?;
     if args.vmm.needs_kvm() {
         let accel = vm::choose_accel(args.accel, arch)?;
         anyhow::ensure!(
@@ -122,21 +119,19 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
             accel.reason
         );
     }
-    let outputs = rootfs::build(
-        sh,
-        &RootfsArgs { arch: Some(arch.name().to_string()), offline: args.offline },
-    )?;
+    let outputs =
+        rootfs::build(sh, ws.clone(), &RootfsArgs { arch: Some(arch), offline: args.offline })?;
 
     let built = busyroot::kernel::kernel_image_path(&ws, arch);
     let env_kernel = std::env::var_os("BUSYROOT_KERNEL");
     let nothing_given = args.kernel.is_none() && env_kernel.is_none() && config.kernel.is_none();
     if args.build_kernel && nothing_given {
         let kernel_args = crate::kernel::KernelArgs {
-            arch: Some(arch.to_string()),
+            arch: Some(arch),
             offline: args.offline,
             ..Default::default()
         };
-        crate::kernel::build(sh, &kernel_args)?;
+        crate::kernel::build(sh, ws.clone(), &kernel_args)?;
     }
     let kernel = vm::select_kernel(
         arch,
