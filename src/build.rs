@@ -11,7 +11,7 @@ use xshell::Shell;
 use crate::arch::Arch;
 use crate::busybox::{BusyboxBuild, Toolchain};
 use crate::config::{ImageSizeSetting, Workspace};
-use crate::context::{source_date_epoch, FALLBACK_EPOCH};
+use crate::context::{source_date_epoch, Layout, FALLBACK_EPOCH};
 use crate::devtable::DeviceTable;
 use crate::error::{Error, Result};
 use crate::fetch::{self, FetchOptions};
@@ -131,17 +131,23 @@ impl RootfsBuilder {
 
     /// Where the outputs go: `<target>/busyroot/<arch>/`.
     pub fn output_dir(&self) -> PathBuf {
-        self.workspace.arch_dir(self.arch)
+        self.layout().dir().to_path_buf()
+    }
+
+    /// Every path of this build.
+    pub fn layout(&self) -> Layout {
+        Layout::new(&self.workspace, self.arch)
     }
 
     /// Runs every stage that is not fresh and returns the outputs with a report of what ran.
     pub fn build(&self, sh: &Shell, progress: &dyn Progress) -> Result<Outputs> {
         let ws = &self.workspace;
         let cfg = &ws.config;
-        let dir = self.output_dir();
-        let stamps = dir.join("stamps");
+        let layout = self.layout();
+        let dir = layout.dir().to_path_buf();
+        let stamps = layout.stamps();
         let mut report = Vec::new();
-        let _lock = crate::lock::DirLock::acquire(&dir.join("busyroot.lock"), progress)?;
+        let _lock = crate::lock::DirLock::acquire(&layout.lock(), progress)?;
         // Under the lock no other run is writing, so temporary files here are leftovers of a
         // run that was killed.
         crate::host::fs::remove_dead_temporaries(&dir)?;
@@ -161,9 +167,9 @@ impl RootfsBuilder {
 
         let source = cfg.busybox.source();
         let bb = BusyboxBuild {
-            src: dir.join(format!("busybox-{}", cfg.busybox.version)),
-            install_dir: dir.join("install"),
-            log: dir.join("busybox-build.log"),
+            src: layout.busybox_src(&cfg.busybox.version),
+            install_dir: layout.install(),
+            log: layout.busybox_log(),
             toolchain,
             source_date_epoch: epoch,
         };
@@ -212,9 +218,9 @@ impl RootfsBuilder {
         let manifest_fp = Fingerprint::new().with("manifest", manifest_digest(&manifest)?);
 
         let outputs = Outputs {
-            ext4: dir.join(Format::Ext4.file_name()),
-            cpio: dir.join(Format::CpioGz.file_name()),
-            tar: dir.join(Format::Tar.file_name()),
+            ext4: layout.output(Format::Ext4),
+            cpio: layout.output(Format::CpioGz),
+            tar: layout.output(Format::Tar),
             dir: dir.clone(),
             files: Vec::new(),
             entries: manifest.len(),
@@ -240,7 +246,7 @@ impl RootfsBuilder {
             .with("image settings", format!("{opts:?}"));
         let mut files = Vec::new();
         for format in Format::ALL {
-            let (name, path) = (format.file_name(), dir.join(format.file_name()));
+            let (name, path) = (format.file_name(), layout.output(format));
             let fp = if format.uses_settings() { &ext4_fp } else { &manifest_fp };
             // Each output's size and sha256 are kept beside its stamp: the summary needs no
             // rehashing, and an output changed behind our back is noticed and rewritten.
@@ -265,12 +271,12 @@ impl RootfsBuilder {
     pub fn menuconfig(&self, sh: &Shell, progress: &dyn Progress) -> Result<PathBuf> {
         let ws = &self.workspace;
         let cfg = &ws.config.busybox;
-        let dir = self.output_dir();
-        let _lock = crate::lock::DirLock::acquire(&dir.join("busyroot.lock"), progress)?;
+        let layout = self.layout();
+        let _lock = crate::lock::DirLock::acquire(&layout.lock(), progress)?;
         let bb = BusyboxBuild {
-            src: dir.join(format!("busybox-{}", cfg.version)),
-            install_dir: dir.join("install"),
-            log: dir.join("busybox-build.log"),
+            src: layout.busybox_src(&cfg.version),
+            install_dir: layout.install(),
+            log: layout.busybox_log(),
             toolchain: match &self.toolchain {
                 Some(t) => t.clone(),
                 None => Toolchain::find(self.arch)?,

@@ -343,7 +343,7 @@ impl Workspace {
 
     /// `<target>/busyroot/<arch>/`, where a build for `arch` keeps everything it produces.
     pub fn arch_dir(&self, arch: Arch) -> PathBuf {
-        self.target_dir.join("busyroot").join(arch.name())
+        crate::context::Layout::new(self, arch).dir().to_path_buf()
     }
 
     /// A configured path, resolved against the workspace root.

@@ -1,9 +1,89 @@
-//! What a command resolves once and passes down. For now: the file times of reproducible
-//! outputs (`SOURCE_DATE_EPOCH`), shared by the rootfs and kernel builders.
+//! What a command resolves once and passes down: the [`Layout`] of everything under
+//! `<target>/busyroot/<arch>/`, and the file times of reproducible outputs
+//! (`SOURCE_DATE_EPOCH`), shared by the rootfs and kernel builders.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use xshell::Shell;
+
+use crate::arch::Arch;
+use crate::config::Workspace;
+use crate::image::Format;
+
+/// Every path under `<target>/busyroot/<arch>/`, named here and nowhere else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    dir: PathBuf,
+    arch: Arch,
+}
+
+impl Layout {
+    /// The layout of `ws`'s target directory for `arch`.
+    pub fn new(ws: &Workspace, arch: Arch) -> Layout {
+        Layout { dir: ws.target_dir.join("busyroot").join(arch.name()), arch }
+    }
+
+    /// `<target>/busyroot/<arch>/`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The rootfs build's lock file.
+    pub fn lock(&self) -> PathBuf {
+        self.dir.join("busyroot.lock")
+    }
+
+    /// The stage stamps and output sums of the rootfs build.
+    pub fn stamps(&self) -> PathBuf {
+        self.dir.join("stamps")
+    }
+
+    /// The output in `format`.
+    pub fn output(&self, format: Format) -> PathBuf {
+        self.dir.join(format.file_name())
+    }
+
+    /// The unpacked BusyBox source of `version`, built in place.
+    pub fn busybox_src(&self, version: &str) -> PathBuf {
+        self.dir.join(format!("busybox-{version}"))
+    }
+
+    /// Where `make install` puts BusyBox.
+    pub fn install(&self) -> PathBuf {
+        self.dir.join("install")
+    }
+
+    /// The full log of the BusyBox build.
+    pub fn busybox_log(&self) -> PathBuf {
+        self.dir.join("busybox-build.log")
+    }
+
+    /// Where `cargo xtask kernel` puts the image and its `.config`.
+    pub fn kernel_dir(&self) -> PathBuf {
+        self.dir.join("kernel")
+    }
+
+    /// The built kernel image: `kernel/bzImage` or `kernel/Image`.
+    pub fn kernel_image(&self) -> PathBuf {
+        let image = self.arch.info().kernel_image;
+        self.kernel_dir().join(image.rsplit('/').next().unwrap_or(image))
+    }
+
+    /// The kernel's out-of-tree build directory.
+    pub fn kernel_build(&self) -> PathBuf {
+        self.dir.join("kernel-build")
+    }
+
+    /// The full log of every kernel make run.
+    pub fn kernel_log(&self) -> PathBuf {
+        self.dir.join("kernel-build.log")
+    }
+
+    /// The kernel build's lock file.
+    pub fn kernel_lock(&self) -> PathBuf {
+        self.dir.join("kernel.lock")
+    }
+}
 
 /// Used for file times when neither `SOURCE_DATE_EPOCH` nor a git commit gives one:
 /// 2000-01-01T00:00:00Z.

@@ -17,7 +17,7 @@ use xshell::{cmd, Shell};
 use crate::arch::Arch;
 use crate::busybox::Toolchain;
 use crate::config::Workspace;
-use crate::context::FALLBACK_EPOCH;
+use crate::context::{Layout, FALLBACK_EPOCH};
 use crate::error::{Error, IoContext, MissingTools, Result};
 use crate::fetch::{self, FetchOptions};
 use crate::fingerprint::Fingerprint;
@@ -272,16 +272,10 @@ fn utc_timestamp(epoch: u64) -> String {
     )
 }
 
-/// `<target>/busyroot/<arch>/kernel/`, where `cargo xtask kernel` puts the image and its
-/// `.config`.
-pub fn kernel_dir(ws: &Workspace, arch: Arch) -> PathBuf {
-    ws.arch_dir(arch).join("kernel")
-}
-
 /// Where the built kernel image for `arch` is (or would be): `kernel/bzImage` or
 /// `kernel/Image`.
 pub fn kernel_image_path(ws: &Workspace, arch: Arch) -> PathBuf {
-    kernel_dir(ws, arch).join(image_name(arch))
+    Layout::new(ws, arch).kernel_image()
 }
 
 /// The image's file name, which is also its make target (`bzImage`, `Image`).
@@ -411,17 +405,21 @@ impl KernelBuilder {
 
     /// Where the outputs go: `<target>/busyroot/<arch>/kernel/`.
     pub fn output_dir(&self) -> PathBuf {
-        kernel_dir(&self.workspace, self.arch)
+        self.layout().kernel_dir()
     }
 
     /// The out-of-tree build directory, one per architecture so they never clash.
     pub fn build_dir(&self) -> PathBuf {
-        self.workspace.arch_dir(self.arch).join("kernel-build")
+        self.layout().kernel_build()
     }
 
     /// The full log of every make run.
     pub fn log_path(&self) -> PathBuf {
-        self.workspace.arch_dir(self.arch).join("kernel-build.log")
+        self.layout().kernel_log()
+    }
+
+    fn layout(&self) -> Layout {
+        Layout::new(&self.workspace, self.arch)
     }
 
     /// Configures and builds the kernel, or returns the previous build at once when no input
@@ -479,8 +477,7 @@ impl KernelBuilder {
     /// Makes a second run for the same architecture wait, so two makes never share a build
     /// directory; then clears what a killed run left among the outputs.
     fn lock(&self, progress: &dyn Progress) -> Result<crate::lock::DirLock> {
-        let lock = self.workspace.arch_dir(self.arch).join("kernel.lock");
-        let lock = crate::lock::DirLock::acquire(&lock, progress)?;
+        let lock = crate::lock::DirLock::acquire(&self.layout().kernel_lock(), progress)?;
         remove_dead_temporaries(&self.output_dir())?;
         Ok(lock)
     }

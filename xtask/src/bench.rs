@@ -83,8 +83,9 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
     let _dir = sh.push_dir(&root);
     eprintln!("bench: warming up (building the rootfs once)");
     xtask_rootfs()?;
-    let src = dir.join(format!("busybox-{}", ws.config.busybox.version));
-    let install = dir.join("install");
+    let layout = builder.layout();
+    let src = layout.busybox_src(&ws.config.busybox.version);
+    let install = layout.install();
     let inputs = ws.rootfs_inputs()?;
     let Some(skeleton) = inputs.skeleton.last().map(|i| i.path.clone()) else {
         anyhow::bail!("bench edits a skeleton file, but `skeleton` is set to an empty list");
