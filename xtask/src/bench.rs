@@ -198,6 +198,26 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
                 std::fs::copy(dir.join("rootfs.ext4"), &image)?;
                 bare_qemu_boot(sh, arch, &kernel, &image)
             })?;
+            eprintln!("bench: run -- true");
+            let kernel_arg = kernel.clone();
+            let ours_true = time_runs(args.runs, |_| {
+                let out = cmd!(sh, "{cargo} xtask run --initramfs --kernel {kernel_arg} -- true")
+                    .quiet()
+                    .ignore_stdout()
+                    .ignore_stderr()
+                    .output()?;
+                anyhow::ensure!(out.status.success(), "`cargo xtask run -- true` failed");
+                Ok(())
+            })?;
+            let cpio = dir.join("rootfs.cpio.gz");
+            let baseline_true = time_runs(args.runs, |_| bare_qemu_boot(sh, arch, &kernel, &cpio))?;
+            rows.push(Row {
+                figure: "run -- true (initramfs)",
+                target: "within 15% of bare QEMU",
+                ours: ours_true,
+                baseline_name: "bare QEMU: initramfs to the shell, poweroff",
+                baseline: baseline_true,
+            });
             rows.push(Row {
                 figure: "run --check (disk)",
                 target: "within 10% of bare QEMU",
@@ -292,13 +312,13 @@ fn by_hand_cold(
 /// the banner, type `poweroff`, wait for QEMU to exit. A guest that stays silent or never
 /// powers off fails at the deadline; QEMU never outlives this function.
 fn bare_qemu_boot(sh: &Shell, arch: Arch, kernel: &Path, image: &Path) -> anyhow::Result<()> {
-    let bus = vm::choose_root_bus(RootBusRequest::Auto, kernel, Vmm::Qemu)?.value;
-    let mut spec = VmSpec::new(
-        arch,
-        kernel.to_path_buf(),
-        Root::Disk { image: image.to_path_buf(), bus },
-        image.with_extension("log"),
-    );
+    let root = if image.to_string_lossy().ends_with(".cpio.gz") {
+        Root::Initramfs(image.to_path_buf())
+    } else {
+        let bus = vm::choose_root_bus(RootBusRequest::Auto, kernel, Vmm::Qemu)?.value;
+        Root::Disk { image: image.to_path_buf(), bus }
+    };
+    let mut spec = VmSpec::new(arch, kernel.to_path_buf(), root, image.with_extension("log"));
     spec.accel = vm::choose_accel(vm::AccelRequest::Auto, arch)?.value;
     let run_dir = image.parent().context("the image has a directory")?;
     let args: Vec<OsString> = Vmm::Qemu.launch(&spec, vm::ConsoleMode::Piped, run_dir)?.args;
