@@ -39,7 +39,13 @@ pub struct Config {
     pub kernel: KernelConfig,
     /// Settings of `cargo xtask run`.
     pub run: crate::vm::RunConfig,
+    /// `[[matrix]]`: the cells `cargo xtask matrix` boots, in order (see [`MatrixCell`] for
+    /// each key and its default). Default: none, which means every architecture whose kernel
+    /// `cargo xtask kernel` built, each with the disk and the initramfs.
+    pub matrix: Vec<MatrixCell>,
 }
+
+pub use crate::matrix::{MatrixCell, Medium};
 
 /// `[workspace.metadata.busyroot.busybox]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -435,7 +441,8 @@ mod tests {
         fn any_unknown_key_is_named(key in "[a-z][a-z0-9_]{0,12}", section in 0usize..4) {
             let known = ["arch", "busybox", "skeleton", "overlays", "device-table", "image", "kernel", "run",
                          "version", "url", "sha256", "config", "size", "label", "uuid", "qemu",
-                         "lkvm", "mem", "cpus", "timeout", "hostname", "checks", "mirrors"];
+                         "lkvm", "mem", "cpus", "timeout", "hostname", "checks", "mirrors",
+                         "matrix"];
             proptest::prop_assume!(!known.contains(&key.as_str()));
             let table = ["", "[busybox]\n", "[image]\n", "[run]\n"][section];
             let err = parse(&format!("{table}{key} = 1")).unwrap_err().to_string();

@@ -18,6 +18,8 @@
 //!   overlays, and runs the standard checks ([`vm::Vm::check`]) or a command whose output and
 //!   exit status come back ([`vm::Vm::run`]); [`vm::run`] takes a [`vm::VmSpec`] and a
 //!   [`vm::RunPlan`] made by hand, and reports [`vm::Event`]s to a [`vm::Observer`].
+//! - [`matrix`]: many boots at once: the cells of `[[matrix]]` ([`matrix::cells`]), split into
+//!   CI shards ([`matrix::Shard`]) and run with bounded parallelism ([`matrix::run_matrix`]).
 //! - [`buildscript::BuildScript`]: all of the above from a `build.rs`, honouring `OUT_DIR`,
 //!   telling Cargo what to watch and exporting the image paths to `env!`.
 //!
@@ -83,6 +85,7 @@ pub mod lava;
 pub mod layers;
 pub mod lock;
 pub mod manifest;
+pub mod matrix;
 pub mod progress;
 pub mod skeleton;
 pub mod vm;

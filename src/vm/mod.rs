@@ -58,6 +58,8 @@ pub use modules::{
     kernel_release, kernel_release_of, modules_for, read_modinfo, GuestFile, Module, ModuleTree,
     MODULE_SYMBOLS,
 };
+pub(crate) use process::{interrupted, InterruptGuard};
+pub(crate) use report::{case as junit_case, xml as xml_escape};
 pub(crate) use spec::qemu_escape;
 
 /// The exit code of an interrupted run (Ctrl-C), as a shell reports a death by SIGINT.

@@ -236,6 +236,13 @@ impl RunReport {
     /// The result as a JUnit XML document: a "boot" test case, one per check, one for the
     /// payload command, and one per TAP test point it printed.
     pub fn to_junit(&self) -> String {
+        let suite = self.to_junit_suite(&format!("busyroot-boot-{}", self.arch));
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n{suite}</testsuites>\n")
+    }
+
+    /// The `<testsuite>` element of [`RunReport::to_junit`], named `name`, for a document
+    /// that holds several runs.
+    pub fn to_junit_suite(&self, name: &str) -> String {
         let mut cases = String::new();
         let (mut tests, mut failures, mut errors) = (1, 0, 0);
         let boot_secs = self.boot_time.unwrap_or(self.total_time).as_secs_f64();
@@ -317,11 +324,10 @@ impl RunReport {
             }
         }
         format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n  <testsuite \
-             name=\"busyroot-boot-{arch}\" tests=\"{tests}\" failures=\"{failures}\" \
+            "  <testsuite name=\"{name}\" tests=\"{tests}\" failures=\"{failures}\" \
              errors=\"{errors}\" time=\"{time:.3}\">\n{cases}    <system-out>console log: \
-             {log}</system-out>\n  </testsuite>\n</testsuites>\n",
-            arch = self.arch,
+             {log}</system-out>\n  </testsuite>\n",
+            name = xml(name),
             time = self.total_time.as_secs_f64(),
             log = xml(&self.console_log.display().to_string()),
         )
@@ -339,7 +345,7 @@ fn tap_word(outcome: &TapOutcome) -> &'static str {
 }
 
 /// Appends one `<testcase>`, empty or holding `body`.
-fn case(out: &mut String, class: &str, name: &str, secs: f64, body: Option<String>) {
+pub(crate) fn case(out: &mut String, class: &str, name: &str, secs: f64, body: Option<String>) {
     let _ = write!(
         out,
         "    <testcase classname=\"{class}\" name=\"{}\" time=\"{secs:.3}\"",
@@ -357,7 +363,7 @@ fn first_line(text: &str) -> &str {
     text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim()
 }
 
-fn xml(s: &str) -> String {
+pub(crate) fn xml(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

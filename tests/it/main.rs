@@ -8,6 +8,7 @@ mod incremental;
 mod kernel;
 mod kvmtool;
 mod layers;
+mod matrix;
 mod payload;
 mod rootfs;
 mod support;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use busyroot::arch::Arch;
 use busyroot::build::RootfsBuilder;
+use busyroot::config::Workspace;
 use busyroot::host::exec::Running;
 use busyroot::hosttools::find_program;
 use busyroot::progress::Silent;
@@ -29,6 +30,12 @@ pub struct BenchArgs {
     /// skipped
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
+    /// Runs of the matrix figure (every cell at once against one after another); 0 skips it
+    #[arg(long, default_value_t = 1)]
+    pub matrix_runs: usize,
+    /// VMs at once in the matrix figure [default: the number of cores]
+    #[arg(long, value_name = "N")]
+    pub matrix_jobs: Option<usize>,
     /// Print the table as JSON
     #[arg(long)]
     pub json: bool,
@@ -232,12 +239,58 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
         ),
     }
 
+    if let Some(row) = matrix_row(sh, &ws, &args)? {
+        rows.push(row);
+    }
+
     if args.json {
         println!("{}", to_json(&rows));
     } else {
         print_table(&rows);
     }
     Ok(())
+}
+
+/// The matrix (`cargo xtask matrix`: every cell, several VMs at once) against the same cells
+/// run one after another, alternating, in the same run; `None` when there are no cells.
+fn matrix_row(sh: &Shell, ws: &Workspace, args: &BenchArgs) -> anyhow::Result<Option<Row>> {
+    let cells = busyroot::matrix::cells(ws)?;
+    if args.matrix_runs == 0 || cells.is_empty() {
+        eprintln!("bench: no matrix cells (no kernel built) or --matrix-runs 0: matrix skipped");
+        return Ok(None);
+    }
+    crate::matrix::build_images(sh, ws, &cells, false)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let jobs = args.matrix_jobs.unwrap_or(cores).max(1);
+    eprintln!(
+        "bench: matrix of {} cells, {jobs} at a time and one after another ({cores} cores)",
+        cells.len()
+    );
+    let (mut parallel, mut serial) = (Vec::new(), Vec::new());
+    for _ in 0..args.matrix_runs {
+        for (jobs, samples) in [(1, &mut serial), (jobs, &mut parallel)] {
+            let report = busyroot::matrix::run_matrix(sh, &cells, jobs, &vm::Quiet);
+            if !report.passed() {
+                let failed: Vec<String> = report
+                    .failed()
+                    .iter()
+                    .map(|c| format!("{}: {}", c.cell.name, c.detail()))
+                    .collect();
+                anyhow::bail!(
+                    "the matrix failed, so its time means nothing: {}",
+                    failed.join("; ")
+                );
+            }
+            samples.push(report.wall_time);
+        }
+    }
+    Ok(Some(Row {
+        figure: "matrix, all cells at once (--jobs)",
+        target: "<= 0.6x on 2 cores",
+        ours: parallel,
+        baseline_name: "the same cells one after another",
+        baseline: serial,
+    }))
 }
 
 /// The image step by hand: stage install + skeleton, then mke2fs -d, debugfs for the device

@@ -3,6 +3,7 @@
 mod bench;
 mod kernel;
 mod lava;
+mod matrix;
 mod progress;
 mod rootfs;
 mod run;
@@ -25,6 +26,8 @@ enum Command {
     /// Boot the image under QEMU or kvmtool: interactively, as a smoke check (--check), or to
     /// run a command in the guest (-- CMD) and exit with its status.
     Run(run::RunArgs),
+    /// Boot every cell of the matrix (or one CI shard of it), several at a time; one table.
+    Matrix(matrix::MatrixArgs),
     /// Time the edit-boot loop against the same work done by hand, measured in the same run.
     Bench(bench::BenchArgs),
     /// Write a LAVA job, a QEMU device dictionary and an artifact directory; --run runs it.
@@ -41,6 +44,7 @@ fn main() {
             Command::Rootfs(args) => rootfs::run(&sh, args).map(|()| 0),
             Command::Kernel(args) => kernel::run(&sh, args).map(|()| 0),
             Command::Run(args) => run::run(&sh, args),
+            Command::Matrix(args) => matrix::run(&sh, args),
             Command::Bench(args) => bench::run(&sh, args).map(|()| 0),
             Command::Lava(args) => lava::run(&sh, args),
             Command::Menuconfig(args) => rootfs::menuconfig(&sh, args).map(|()| 0),
