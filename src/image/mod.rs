@@ -1,4 +1,4 @@
-//! Image writers: each renders a [`Manifest`](crate::manifest::Manifest) into one output file.
+//! Image writers: each renders a [`Manifest`] into one output file.
 //!
 //! Invariant: a writer reads nothing but the manifest (and the host files its entries point
 //! to), and publishes its output by renaming a finished temporary file into place, so a failed
