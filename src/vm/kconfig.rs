@@ -22,13 +22,15 @@ pub struct KernelConfig {
 }
 
 impl KernelConfig {
-    /// Parses `.config` text: `CONFIG_FOO=value` lines; `# CONFIG_FOO is not set` and
-    /// anything else is ignored.
+    /// Parses `.config` text with the one Kconfig parser ([`crate::host::kconfig`]): the
+    /// options that are set, keyed without `CONFIG_`, string values without their quotes.
     pub fn parse(text: &str, source: impl Into<String>) -> KernelConfig {
-        let values = text
-            .lines()
-            .filter_map(|line| line.trim().strip_prefix("CONFIG_")?.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        let values = crate::host::kconfig::set_options(text)
+            .into_iter()
+            .map(|(k, v)| {
+                let name = k.strip_prefix("CONFIG_").unwrap_or(&k).to_string();
+                (name, v.trim_matches('"').to_string())
+            })
             .collect();
         KernelConfig { values, source: source.into() }
     }
