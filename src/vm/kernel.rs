@@ -102,14 +102,6 @@ pub(crate) fn sniff(head: &[u8]) -> Option<KernelFormat> {
     })
 }
 
-/// `e_machine` of a little-endian ELF file (every arch busyroot supports is one).
-pub(crate) fn elf_machine(head: &[u8]) -> Option<u16> {
-    if !at(head, 0, b"\x7fELF") || head.get(5) != Some(&1) {
-        return None;
-    }
-    Some(u16::from_le_bytes([*head.get(18)?, *head.get(19)?]))
-}
-
 /// What a look at the kernel file says before booting it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum KernelVerdict {
@@ -127,7 +119,7 @@ pub(crate) fn inspect(path: &Path, arch: Arch, formats: &[KernelFormat]) -> Resu
     std::fs::File::open(path)
         .and_then(|f| f.take(8192).read_to_end(&mut head))
         .map_err(|e| Error::io("read", path, e))?;
-    Ok(verdict(sniff(&head), elf_machine(&head), arch, formats, path))
+    Ok(verdict(sniff(&head), crate::host::elf::machine(&head), arch, formats, path))
 }
 
 /// The verdict on a file of `format` (and, for ELF, `machine`) as a kernel for `arch`.
@@ -209,8 +201,8 @@ mod tests {
     #[test]
     fn sniffs_formats() {
         assert_eq!(sniff(b"\x7fELF\x02\x01"), Some(KernelFormat::Elf));
-        assert_eq!(elf_machine(b"\x7fELF\x02\x01"), None, "too short for e_machine");
-        assert_eq!(elf_machine(&elf(183)), Some(183));
+        assert_eq!(crate::host::elf::machine(b"\x7fELF\x02\x01"), None, "too short for e_machine");
+        assert_eq!(crate::host::elf::machine(&elf(183)), Some(183));
         assert_eq!(sniff(&[0x55; 4096]), None);
     }
 
@@ -243,7 +235,7 @@ mod tests {
     fn verdicts_per_arch() {
         let p = Path::new("k");
         let judge = |head: &[u8], arch: Arch| {
-            verdict(sniff(head), elf_machine(head), arch, arch.info().kernel_formats, p)
+            verdict(sniff(head), crate::host::elf::machine(head), arch, arch.info().kernel_formats, p)
         };
         for arch in Arch::ALL {
             for &format in arch.info().kernel_formats {
