@@ -235,7 +235,13 @@ mod tests {
     fn verdicts_per_arch() {
         let p = Path::new("k");
         let judge = |head: &[u8], arch: Arch| {
-            verdict(sniff(head), crate::host::elf::machine(head), arch, arch.info().kernel_formats, p)
+            verdict(
+                sniff(head),
+                crate::host::elf::machine(head),
+                arch,
+                arch.info().kernel_formats,
+                p,
+            )
         };
         for arch in Arch::ALL {
             for &format in arch.info().kernel_formats {
