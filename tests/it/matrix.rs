@@ -19,22 +19,8 @@ use super::support;
 /// The workspace with `cells` as its `[[matrix]]`, if the kernel, QEMU and the rootfs are
 /// there; else `None` after saying why.
 fn setup(test: &str, cells: Vec<MatrixCell>) -> Option<Workspace> {
+    support::built_kernel_and_rootfs(test)?;
     let mut ws = support::workspace();
-    let kernel = busyroot::kernel::kernel_image_path(&ws, Arch::X86_64);
-    if !kernel.is_file() {
-        let why =
-            format!("no kernel at `{}`; build it with `cargo xtask kernel`", kernel.display());
-        support::skip(test, &why);
-        return None;
-    }
-    if !support::have("qemu-system-x86_64") {
-        support::skip(test, "qemu-system-x86_64 is not installed (package qemu-system-x86)");
-        return None;
-    }
-    if let Err(reason) = support::rootfs() {
-        support::skip(test, &format!("no rootfs to boot: {reason}"));
-        return None;
-    }
     ws.config.matrix = cells;
     Some(ws)
 }
@@ -157,19 +143,17 @@ fn matrix_runs_disk_and_initramfs_cells_in_parallel_and_reports_each() {
 /// Set in the child process of the Ctrl-C test: where the child writes its report.
 const CHILD_ENV: &str = "BUSYROOT_TEST_MATRIX_CHILD";
 
-/// Not a test of its own: the Ctrl-C test runs the test binary again with only this test and
-/// [`CHILD_ENV`] set, so that its SIGINT reaches a process running nothing but the matrix.
-/// Without that variable it returns at once.
-#[test]
-fn ctrl_c_child() {
-    let Some(out) = std::env::var_os(CHILD_ENV).map(PathBuf::from) else { return };
+/// The Ctrl-C test's child: the test binary run again with only that test and [`CHILD_ENV`]
+/// set, so that its SIGINT reaches a process running nothing but the matrix.
+fn ctrl_c_child(out: PathBuf) {
     let sleep: &[&str] = &["/bin/sleep", "600"];
     let cells = vec![
         cell("it-sigint-disk", Medium::Disk, Some(sleep)),
         cell("it-sigint-initramfs", Medium::Initramfs, Some(sleep)),
         cell("it-sigint-third", Medium::Initramfs, None),
     ];
-    let ws = setup("ctrl_c_child", cells).expect("the parent checked the set-up");
+    let ws = setup("ctrl_c_stops_every_vm_of_a_running_matrix", cells)
+        .expect("the parent checked the set-up");
     let cells = matrix::cells(&ws).unwrap();
     let sh = xshell::Shell::new().unwrap();
     struct Tell;
@@ -190,13 +174,16 @@ fn ctrl_c_child() {
 #[test]
 fn ctrl_c_stops_every_vm_of_a_running_matrix() {
     let test = "ctrl_c_stops_every_vm_of_a_running_matrix";
+    if let Some(out) = std::env::var_os(CHILD_ENV) {
+        return ctrl_c_child(out.into());
+    }
     if setup(test, Vec::new()).is_none() {
         return;
     }
     let dir = support::tempdir();
     let out = dir.path().join("report.json");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["matrix::ctrl_c_child", "--exact", "--nocapture", "--test-threads=1"])
+        .args([&format!("matrix::{test}"), "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, &out)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -21,24 +21,7 @@ struct Setup {
 }
 
 fn setup(test: &str) -> Option<Setup> {
-    let kernel = busyroot::kernel::kernel_image_path(&support::workspace(), Arch::X86_64);
-    if !kernel.is_file() {
-        let why =
-            format!("no kernel at `{}`; build it with `cargo xtask kernel`", kernel.display());
-        support::skip(test, &why);
-        return None;
-    }
-    if !support::have("qemu-system-x86_64") {
-        support::skip(test, "qemu-system-x86_64 is not installed (package qemu-system-x86)");
-        return None;
-    }
-    let outputs = match support::rootfs() {
-        Ok(outputs) => outputs,
-        Err(reason) => {
-            support::skip(test, &format!("no rootfs to boot: {reason}"));
-            return None;
-        }
-    };
+    let (kernel, outputs) = support::built_kernel_and_rootfs(test)?;
     let guest_dir = support::tempdir();
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest");
     let prog = guest_dir.path().join("prog");

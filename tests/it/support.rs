@@ -217,3 +217,27 @@ pub fn assert_no_process(pid: Option<u32>) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     assert!(stat.is_empty(), "process {pid} is still there: {stat}");
 }
+
+/// What booting the x86_64 image with the kernel `cargo xtask kernel` built needs: that
+/// kernel's path and the rootfs, or `None` after saying why the test does not run.
+pub fn built_kernel_and_rootfs(test: &str) -> Option<(std::path::PathBuf, &'static Outputs)> {
+    let arch = busyroot::arch::Arch::X86_64;
+    let kernel = busyroot::kernel::kernel_image_path(&workspace(), arch);
+    if !kernel.is_file() {
+        let why =
+            format!("no kernel at `{}`; build it with `cargo xtask kernel`", kernel.display());
+        skip(test, &why);
+        return None;
+    }
+    if !have(arch.info().qemu) {
+        skip(test, "qemu-system-x86_64 is not installed (package qemu-system-x86)");
+        return None;
+    }
+    match rootfs() {
+        Ok(outputs) => Some((kernel, outputs)),
+        Err(reason) => {
+            skip(test, &format!("no rootfs to boot: {reason}"));
+            None
+        }
+    }
+}
