@@ -38,9 +38,9 @@ use std::time::Duration;
 use xshell::{cmd, Shell};
 
 use crate::arch::Arch;
-use crate::build::{Outputs, RootfsBuilder};
 use crate::config::Workspace;
 use crate::error::{Error, IoContext, Result};
+use crate::pipeline::rootfs::{Outputs, RootfsBuilder};
 use crate::progress::Progress;
 
 /// Environment variables a build reads whatever the architecture; a change to any of them
@@ -399,9 +399,9 @@ pub fn warning_lines(message: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::Output;
     use crate::config::Config;
     use crate::image::Format;
+    use crate::pipeline::rootfs::Output;
 
     fn workspace(root: &Path) -> Workspace {
         Workspace {
@@ -547,7 +547,7 @@ mod tests {
     fn a_shared_build_is_copied_into_out_dir() {
         let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
         let workspace = Workspace::load(manifest_dir).unwrap();
-        let fetch = crate::fetch::FetchOptions::from_env();
+        let fetch = crate::host::fetch::FetchOptions::from_env();
         let name = workspace.config.busybox.file_name();
         let mirrored = fetch.mirror.as_ref().is_some_and(|m| Path::new(m).join(&name).is_file());
         if !fetch.cache_dir.join(&name).is_file() && !mirrored {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::arch::Arch;
 use crate::error::{Error, Result};
-use crate::fetch::Source;
+use crate::host::fetch::Source;
 
 /// busyroot's configuration.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

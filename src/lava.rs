@@ -981,7 +981,7 @@ pub fn run_lava(
     timeout: Duration,
 ) -> Result<LavaRun> {
     require_root()?;
-    let program = crate::hosttools::require(&crate::hosttools::Tool {
+    let program = crate::host::tools::require(&crate::host::tools::Tool {
         program: "lava-run",
         purpose: "running LAVA jobs locally",
         package: "lava-dispatcher",
@@ -999,7 +999,7 @@ pub fn run_lava(
     let file = fs::File::create(log).with_path("create", log)?;
     let mut command = std::process::Command::from(cmd);
     command.stdin(Stdio::null()).stdout(file.try_clone().with_path("open", log)?).stderr(file);
-    crate::hosttools::die_with_parent(&mut command, libc::SIGTERM);
+    crate::host::tools::die_with_parent(&mut command, libc::SIGTERM);
     let started = Instant::now();
     let mut child = command.spawn().map_err(|e| Error::Command {
         command: command_line.clone(),

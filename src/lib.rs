@@ -4,14 +4,14 @@
 //! `ARCHITECTURE.md` for where each step lives and which invariants hold. `cargo xtask` is a
 //! command line over this library, and a project that vendors busyroot uses the same API:
 //!
-//! - [`build::RootfsBuilder`]: configuration in ([`config::Workspace`], read from
-//!   `[workspace.metadata.busyroot]`), [`build::Outputs`] out: the paths of `rootfs.ext4`,
+//! - [`pipeline::rootfs::RootfsBuilder`]: configuration in ([`config::Workspace`], read from
+//!   `[workspace.metadata.busyroot]`), [`pipeline::rootfs::Outputs`] out: the paths of `rootfs.ext4`,
 //!   `rootfs.cpio.gz` and `rootfs.tar` with their sizes and sha256s. Stages whose inputs did
 //!   not change are skipped.
-//! - [`image`]: the writers, each turning a [`manifest::Manifest`] into one file
+//! - [`image`]: the writers, each turning a [`tree::manifest::Manifest`] into one file
 //!   ([`image::ext4::write`], [`image::cpio::write`], [`image::tar::write`]), usable without
-//!   BusyBox for any tree ([`skeleton::add_tree`], [`layers::LayerStack`] for trees and tar
-//!   archives in order, [`devtable::DeviceTable`]).
+//!   BusyBox for any tree ([`tree::skeleton::add_tree`], [`tree::layers::LayerStack`] for trees and tar
+//!   archives in order, [`tree::devtable::DeviceTable`]).
 //! - [`inputs`]: which BusyBox config, skeleton, overlays, device tables and kernel fragments
 //!   a build uses: the configured ones, or busyroot's built-in ones for unset keys.
 //! - [`vm`]: the VM runner. [`vm::Vm`] boots a kernel and an image with shares, modules and
@@ -34,7 +34,7 @@
 //! ```no_run
 //! use std::path::Path;
 //!
-//! use busyroot::build::RootfsBuilder;
+//! use busyroot::pipeline::rootfs::RootfsBuilder;
 //! use busyroot::config::Workspace;
 //! use busyroot::progress::Silent;
 //! use busyroot::vm::{Outcome, Vm};
@@ -66,28 +66,18 @@
 #![deny(missing_docs)]
 
 pub mod arch;
-pub mod build;
 pub mod buildscript;
-pub mod busybox;
 pub mod config;
 pub mod context;
-pub mod devtable;
 pub mod error;
-pub mod extract;
-pub mod fetch;
-pub mod fingerprint;
 pub mod host;
-pub mod hosttools;
 pub mod image;
 pub mod inputs;
-pub mod kernel;
 pub mod lava;
-pub mod layers;
-pub mod lock;
-pub mod manifest;
 pub mod matrix;
+pub mod pipeline;
 pub mod progress;
-pub mod skeleton;
+pub mod tree;
 pub mod vm;
 
 pub use error::{Error, Result};

@@ -37,7 +37,7 @@ pub fn run_logged(
     command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     // Ctrl-C reaches make through the terminal's process group; a kill of busyroot alone
     // must stop it too.
-    crate::hosttools::die_with_parent(&mut command, libc::SIGTERM);
+    crate::host::tools::die_with_parent(&mut command, libc::SIGTERM);
     let started = command.spawn().and_then(|mut child| {
         let answers = stdin.map(<[u8]>::to_vec).zip(child.stdin.take());
         // Fed from another thread, so that a child answering questions and printing at the
@@ -81,7 +81,7 @@ pub fn run_logged(
 pub fn output(cmd: xshell::Cmd<'_>) -> std::io::Result<std::process::Output> {
     let mut command = std::process::Command::from(cmd);
     command.stdin(Stdio::null());
-    crate::hosttools::die_with_parent(&mut command, libc::SIGTERM);
+    crate::host::tools::die_with_parent(&mut command, libc::SIGTERM);
     command.output()
 }
 
@@ -90,7 +90,7 @@ pub fn output(cmd: xshell::Cmd<'_>) -> std::io::Result<std::process::Output> {
 pub fn interactive(cmd: xshell::Cmd<'_>) -> std::io::Result<ExitStatus> {
     let mut command = std::process::Command::from(cmd);
     command.stdin(Stdio::inherit()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
-    crate::hosttools::die_with_parent(&mut command, libc::SIGTERM);
+    crate::host::tools::die_with_parent(&mut command, libc::SIGTERM);
     command.status()
 }
 
@@ -151,7 +151,7 @@ impl Running {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        crate::hosttools::die_with_parent(&mut std_command, libc::SIGKILL);
+        crate::host::tools::die_with_parent(&mut std_command, libc::SIGKILL);
         let mut child = std_command.spawn().map_err(|e| Error::Command {
             command: command.clone(),
             status: String::new(),

@@ -3,5 +3,9 @@
 
 pub mod elf;
 pub mod exec;
+pub mod extract;
+pub mod fetch;
 pub mod fs;
 pub mod kconfig;
+pub mod lock;
+pub mod tools;

@@ -18,7 +18,7 @@ use flate2::{Compression, GzBuilder};
 use crate::error::{Error, IoContext, Result};
 use crate::host::fs::write_atomically;
 use crate::image::open_source;
-use crate::manifest::{Entry, ImagePath, Kind, Manifest};
+use crate::tree::manifest::{Entry, ImagePath, Kind, Manifest};
 
 /// gzip level for the initramfs: zlib's default. On a 2 MB static BusyBox, level 9 output is
 /// only 0.2% smaller but takes 8% longer in a release build and 70% longer in a debug build;
@@ -210,7 +210,7 @@ pub(super) mod fixtures {
 
     use proptest::prelude::*;
 
-    use crate::manifest::{Entry, ImagePath, Kind, Manifest};
+    use crate::tree::manifest::{Entry, ImagePath, Kind, Manifest};
 
     /// 2023-11-14 22:13:20 UTC.
     pub const MTIME: u64 = 1_700_000_000;

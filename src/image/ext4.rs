@@ -41,9 +41,9 @@ use xshell::{cmd, Shell};
 
 use crate::error::{Error, IoContext, Result};
 use crate::host::fs::write_atomically;
-use crate::hosttools::{self, ROOTFS_TOOLS};
+use crate::host::tools::{self, ROOTFS_TOOLS};
 use crate::image::open_source;
-use crate::manifest::{Entry, ImagePath, Kind, Manifest};
+use crate::tree::manifest::{Entry, ImagePath, Kind, Manifest};
 
 /// How big the image file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +197,7 @@ impl Tools {
     fn find() -> Result<Tools> {
         let require = |program: &str| {
             let tool = ROOTFS_TOOLS.iter().find(|t| t.program == program);
-            hosttools::require(tool.expect("e2fsprogs programs are in ROOTFS_TOOLS"))
+            tools::require(tool.expect("e2fsprogs programs are in ROOTFS_TOOLS"))
         };
         Ok(Tools {
             mke2fs: require("mke2fs")?,
@@ -647,7 +647,7 @@ mod tests {
     /// The shell, or `None` (with a printed reason) when e2fsprogs is missing.
     fn shell() -> Option<Shell> {
         for program in ["mke2fs", "debugfs", "e2fsck"] {
-            if hosttools::find_program(program).is_none() {
+            if tools::find_program(program).is_none() {
                 eprintln!("skipping: `{program}` (e2fsprogs) is not installed");
                 return None;
             }
@@ -734,7 +734,7 @@ mod tests {
     }
 
     fn debugfs_bytes(sh: &Shell, image: &Path, request: &str) -> Vec<u8> {
-        let debugfs = hosttools::find_program("debugfs").unwrap();
+        let debugfs = tools::find_program("debugfs").unwrap();
         let output =
             cmd!(sh, "{debugfs} -R {request} {image}").quiet().ignore_status().output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -763,7 +763,7 @@ mod tests {
     }
 
     fn e2fsck_is_clean(sh: &Shell, image: &Path) {
-        let e2fsck = hosttools::find_program("e2fsck").unwrap();
+        let e2fsck = tools::find_program("e2fsck").unwrap();
         let output = cmd!(sh, "{e2fsck} -fn {image}").quiet().ignore_status().output().unwrap();
         assert!(output.status.success(), "e2fsck -fn {}:\n{}", image.display(), combined(&output));
     }

@@ -12,7 +12,7 @@ use std::fs;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::manifest::Manifest;
+use crate::tree::manifest::Manifest;
 
 /// An output format. Adding one is a writer module here plus an arm in each match below.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -23,7 +23,7 @@ use tar::{EntryType, Header};
 use crate::error::{Error, IoContext, Result};
 use crate::host::fs::write_atomically;
 use crate::image::cpio::copy_file_content;
-use crate::manifest::{Entry, ImagePath, Kind, Manifest};
+use crate::tree::manifest::{Entry, ImagePath, Kind, Manifest};
 
 const BLOCK: usize = 512;
 

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::arch::Arch;
 use crate::error::{Error, IoContext, Result};
-use crate::manifest::{ImagePath, Manifest};
+use crate::tree::manifest::{ImagePath, Manifest};
 
 /// The time stamped on a run's extra files (2000-01-01): they live only in the boot copy.
 const LAYER_EPOCH: u64 = 946_684_800;

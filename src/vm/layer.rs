@@ -13,8 +13,8 @@ use xshell::Shell;
 use super::modules::GuestFile;
 use crate::error::{Error, IoContext, Result};
 use crate::image::ext4;
-use crate::layers::{Layer, LayerStack};
-use crate::manifest::{Entry, ImagePath, Kind, Manifest};
+use crate::tree::layers::{Layer, LayerStack};
+use crate::tree::manifest::{Entry, ImagePath, Kind, Manifest};
 
 /// The manifest of a run's extra files laid over `base` (an image's tar listing, or nothing):
 /// each overlay (a tree owned 0:0 with modes normalised as for the skeleton, or a tar archive
@@ -44,7 +44,7 @@ pub(crate) fn manifest(
         let size = std::fs::metadata(&file.host).with_path("stat", &file.host)?.len();
         let parent = path.parent().expect("a module path has a directory");
         let fail = |message: String| Error::Tree { path: file.host.clone(), message };
-        crate::devtable::ensure_dirs(&mut layer, &parent, mtime).map_err(fail)?;
+        crate::tree::devtable::ensure_dirs(&mut layer, &parent, mtime).map_err(fail)?;
         let kind = Kind::File { source: file.host.clone(), size };
         layer.insert(path, Entry { kind, mode: 0o644, uid: 0, gid: 0, mtime }).map_err(fail)?;
     }

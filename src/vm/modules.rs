@@ -636,7 +636,7 @@ fn unpack_archive(
         }
         result?;
     } else {
-        crate::extract::unpack(archive, &tree)?;
+        crate::host::extract::unpack(archive, &tree)?;
     }
     fs::write(&stamp, identity).with_path("write", &stamp)?;
     Ok(tree)
@@ -648,7 +648,7 @@ fn host_untar_xz(sh: &Shell, archive: &Path, dest: &Path, progress: &dyn Progres
     let command_line = unpack.to_string();
     progress.command(&command_line);
     let mut command = std::process::Command::from(unpack);
-    crate::hosttools::die_with_parent(&mut command, libc::SIGTERM);
+    crate::host::tools::die_with_parent(&mut command, libc::SIGTERM);
     let failed = |status: String, details: String| Error::Command {
         command: command_line.clone(),
         status,
@@ -944,7 +944,7 @@ mod tests {
             "{message}"
         );
 
-        if crate::hosttools::find_program("xz").is_none() {
+        if crate::host::tools::find_program("xz").is_none() {
             eprintln!("skipping the .tar.xz part: no `xz` on this host");
             return;
         }

@@ -662,7 +662,7 @@ fn fsck(sh: &Shell, image: &Path) -> CheckResult {
         skipped: None,
         duration: Duration::ZERO,
     };
-    let Some(e2fsck) = crate::hosttools::find_program("e2fsck") else {
+    let Some(e2fsck) = crate::host::tools::find_program("e2fsck") else {
         return skipped_fsck("e2fsck not found in $PATH, /usr/sbin or /sbin (install e2fsprogs)");
     };
     match cmd!(sh, "{e2fsck} -fn {image}").quiet().ignore_status().output() {

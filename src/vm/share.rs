@@ -228,7 +228,7 @@ pub fn find_virtiofsd() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
         .map(|c| c.join("bin/virtiofsd"));
-    crate::hosttools::find_program("virtiofsd").or_else(|| {
+    crate::host::tools::find_program("virtiofsd").or_else(|| {
         ["/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"]
             .into_iter()
             .map(PathBuf::from)

@@ -6,8 +6,8 @@
 //! that with `cargo xtask kernel --arch …` and `cargo xtask run --check --arch …`.
 
 use busyroot::arch::Arch;
-use busyroot::build::{Outputs, RootfsBuilder};
-use busyroot::busybox::Toolchain;
+use busyroot::pipeline::busybox::Toolchain;
+use busyroot::pipeline::rootfs::{Outputs, RootfsBuilder};
 use xshell::Shell;
 
 use crate::support::{self, skip, Eprint};

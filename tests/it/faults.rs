@@ -6,10 +6,10 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use busyroot::build::{Outputs, RootfsBuilder};
 use busyroot::config::Workspace;
-use busyroot::fetch::{self, FetchOptions, Source};
+use busyroot::host::fetch::{self, FetchOptions, Source};
 use busyroot::image::Format;
+use busyroot::pipeline::rootfs::{Outputs, RootfsBuilder};
 use busyroot::progress::{Progress, Silent};
 
 use crate::support::{self, run, skip};
@@ -144,10 +144,10 @@ fn a_run_killed_while_writing_images_leaves_the_previous_outputs_and_recovers() 
     assert!(killed, "the child never reached the ext4 stage; its stderr:\n{log}");
 
     let out = &before.dir;
-    let sha = busyroot::fetch::sha256_file(&before.ext4).unwrap();
+    let sha = busyroot::host::fetch::sha256_file(&before.ext4).unwrap();
     // Either the old image is intact or the child had already renamed a complete new one.
     let fresh_enough = sha == before.get(Format::Ext4).sha256
-        || std::process::Command::new(busyroot::hosttools::find_program("e2fsck").unwrap())
+        || std::process::Command::new(busyroot::host::tools::find_program("e2fsck").unwrap())
             .args(["-fn", before.ext4.to_str().unwrap()])
             .status()
             .unwrap()
@@ -594,8 +594,8 @@ fn an_unreadable_skeleton_file_is_named() {
     std::fs::create_dir_all(secret.parent().unwrap()).unwrap();
     std::fs::write(&secret, "x").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
-    let mut m = busyroot::manifest::Manifest::new(0);
-    let err = busyroot::skeleton::add_tree(&mut m, dir.path(), 0).unwrap_err().to_string();
+    let mut m = busyroot::tree::manifest::Manifest::new(0);
+    let err = busyroot::tree::skeleton::add_tree(&mut m, dir.path(), 0).unwrap_err().to_string();
     assert!(err.contains("etc/secret") && err.contains("cannot be read"), "{err}");
 }
 
@@ -605,11 +605,14 @@ fn a_busybox_config_that_is_not_static_is_refused() {
     let dir = support::tempdir();
     let config = dir.path().join(".config");
     std::fs::write(&config, "# CONFIG_STATIC is not set\nCONFIG_ASH=y\n").unwrap();
-    let bb = busyroot::busybox::BusyboxBuild {
+    let bb = busyroot::pipeline::busybox::BusyboxBuild {
         src: dir.path().join("src"),
         install_dir: dir.path().join("install"),
         log: dir.path().join("log"),
-        toolchain: busyroot::busybox::Toolchain { cross_compile: String::new(), cc: "gcc".into() },
+        toolchain: busyroot::pipeline::busybox::Toolchain {
+            cross_compile: String::new(),
+            cc: "gcc".into(),
+        },
         source_date_epoch: EPOCH,
     };
     let err =

@@ -3,8 +3,8 @@
 //! the boot adds no file to the image (`/dev` lives in memory).
 
 use busyroot::arch::Arch;
-use busyroot::build::RootfsBuilder;
 use busyroot::config::ImageSizeSetting;
+use busyroot::pipeline::rootfs::RootfsBuilder;
 use busyroot::vm::{
     self, AccelRequest, CheckPlan, Outcome, Root, RootBusRequest, Timeouts, VmSpec, Vmm,
 };

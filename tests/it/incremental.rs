@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use busyroot::build::{Outputs, RootfsBuilder};
-use busyroot::busybox::Toolchain;
 use busyroot::config::{ImageSizeSetting, Workspace};
+use busyroot::pipeline::busybox::Toolchain;
+use busyroot::pipeline::rootfs::{Outputs, RootfsBuilder};
 
 use crate::support::{self, skip};
 

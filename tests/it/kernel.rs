@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use busyroot::arch::Arch;
-use busyroot::busybox::Toolchain;
 use busyroot::config::Workspace;
-use busyroot::kernel::{KernelBuilder, KernelSource};
+use busyroot::pipeline::busybox::Toolchain;
+use busyroot::pipeline::kernel::{KernelBuilder, KernelSource};
 use busyroot::progress::Silent;
 use busyroot::Error;
 
@@ -192,7 +192,7 @@ fn a_second_build_with_nothing_changed_is_fresh_and_a_changed_fragment_rebuilds(
         result => result.unwrap(),
     };
     assert!(!first.fresh);
-    assert_eq!(first.image, busyroot::kernel::kernel_image_path(&ws, arch));
+    assert_eq!(first.image, busyroot::pipeline::kernel::kernel_image_path(&ws, arch));
     assert!(first.image.is_file());
     assert_eq!(first.config, first.image.with_file_name(".config"));
     let image = std::fs::read_to_string(&first.image).unwrap();
@@ -229,7 +229,7 @@ fn the_pinned_release_is_fetched_like_busybox_with_mirror_and_offline_errors() {
     std::fs::create_dir(&mirror).unwrap();
     let mut builder = KernelBuilder::new(ws).unwrap();
     builder.arch(arch).toolchain(Toolchain { cross_compile: String::new(), cc: "gcc".into() });
-    let fetch = |mirror: Option<&Path>| busyroot::fetch::FetchOptions {
+    let fetch = |mirror: Option<&Path>| busyroot::host::fetch::FetchOptions {
         cache_dir: dir.path().join("cache"),
         mirror: mirror.map(|m| m.display().to_string()),
         offline: true,

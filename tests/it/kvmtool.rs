@@ -141,7 +141,7 @@ fn lkvm(test: &str) -> Option<PathBuf> {
         return None;
     }
     let program = Vmm::Kvmtool.program(Arch::X86_64, None);
-    let found = busyroot::hosttools::find_program(&program.to_string_lossy());
+    let found = busyroot::host::tools::find_program(&program.to_string_lossy());
     if found.is_none() {
         support::skip(
             test,

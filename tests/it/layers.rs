@@ -6,9 +6,9 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use busyroot::build::{Outputs, RootfsBuilder};
 use busyroot::config::Workspace;
 use busyroot::inputs::{builtin_dir, Origin};
+use busyroot::pipeline::rootfs::{Outputs, RootfsBuilder};
 
 use crate::rootfs::{cpio_listing, ext4_listing, manifest_listing, tar_listing};
 use crate::support::{self, have, run, skip};

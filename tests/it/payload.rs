@@ -174,7 +174,7 @@ fn overlays_reach_the_disk_and_the_initramfs_and_leave_the_image_as_built() {
         &["-C", etc.path().to_str().unwrap(), "-cf", tar.to_str().unwrap(), "etc"],
         None,
     );
-    let before = busyroot::fetch::sha256_file(&setup.ext4).unwrap();
+    let before = busyroot::host::fetch::sha256_file(&setup.ext4).unwrap();
     for disk in [false, true] {
         let mut vm = Vm::new(Arch::X86_64, &setup.kernel);
         if disk {
@@ -191,7 +191,7 @@ fn overlays_reach_the_disk_and_the_initramfs_and_leave_the_image_as_built() {
     }
     std::fs::remove_file(&tar).unwrap();
     assert_eq!(
-        busyroot::fetch::sha256_file(&setup.ext4).unwrap(),
+        busyroot::host::fetch::sha256_file(&setup.ext4).unwrap(),
         before,
         "the image stays as built"
     );

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use busyroot::build::RootfsBuilder;
 use busyroot::config::ImageSizeSetting;
 use busyroot::context::source_date_epoch;
-use busyroot::manifest::{Kind, Manifest};
+use busyroot::pipeline::rootfs::RootfsBuilder;
+use busyroot::tree::manifest::{Kind, Manifest};
 
 use crate::support::{self, have, run, skip};
 

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use busyroot::arch::Arch;
-use busyroot::build::{Outputs, RootfsBuilder};
 use busyroot::config::{Config, Workspace};
-use busyroot::fetch::FetchOptions;
+use busyroot::host::fetch::FetchOptions;
 use busyroot::inputs::Input;
+use busyroot::pipeline::rootfs::{Outputs, RootfsBuilder};
 use busyroot::progress::Progress;
 
 /// The workspace this test binary belongs to.
@@ -55,7 +55,7 @@ pub fn test_kernel() -> Result<PathBuf, String> {
 /// The x86_64 kernel `cargo xtask kernel` built in this workspace; `Err` holds the reason to
 /// skip.
 pub fn built_test_kernel() -> Result<PathBuf, String> {
-    let path = busyroot::kernel::kernel_image_path(&workspace(), Arch::X86_64);
+    let path = busyroot::pipeline::kernel::kernel_image_path(&workspace(), Arch::X86_64);
     if path.is_file() {
         Ok(path)
     } else {
@@ -119,7 +119,7 @@ pub fn rootfs() -> Result<&'static Outputs, String> {
 
 /// Runs a program and returns its stdout, panicking with the command and its output on failure.
 pub fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> String {
-    let path = busyroot::hosttools::find_program(program)
+    let path = busyroot::host::tools::find_program(program)
         .unwrap_or_else(|| panic!("`{program}` is not installed"));
     let sh = xshell::Shell::new().unwrap();
     let mut cmd = xshell::cmd!(sh, "{path} {args...}").quiet().ignore_status();
@@ -140,7 +140,7 @@ pub fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> String {
 
 /// Whether a host program is available.
 pub fn have(program: &str) -> bool {
-    busyroot::hosttools::find_program(program).is_some()
+    busyroot::host::tools::find_program(program).is_some()
 }
 
 /// A copy of `src` at `dst` (directories recursively, symlinks as symlinks).
@@ -222,7 +222,7 @@ pub fn assert_no_process(pid: Option<u32>) {
 /// kernel's path and the rootfs, or `None` after saying why the test does not run.
 pub fn built_kernel_and_rootfs(test: &str) -> Option<(std::path::PathBuf, &'static Outputs)> {
     let arch = busyroot::arch::Arch::X86_64;
-    let kernel = busyroot::kernel::kernel_image_path(&workspace(), arch);
+    let kernel = busyroot::pipeline::kernel::kernel_image_path(&workspace(), arch);
     if !kernel.is_file() {
         let why =
             format!("no kernel at `{}`; build it with `cargo xtask kernel`", kernel.display());

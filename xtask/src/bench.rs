@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use busyroot::arch::Arch;
-use busyroot::build::RootfsBuilder;
 use busyroot::config::Workspace;
 use busyroot::host::exec::Running;
-use busyroot::hosttools::find_program;
+use busyroot::host::tools::find_program;
+use busyroot::pipeline::rootfs::RootfsBuilder;
 use busyroot::progress::Silent;
 use busyroot::vm::{self, Root, RootBusRequest, VmSpec, Vmm};
 use xshell::{cmd, Shell};
@@ -136,10 +136,10 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
 
     if args.cold_runs > 0 {
         eprintln!("bench: cold build ({} runs, about a minute each)", args.cold_runs);
-        let tarball = busyroot::fetch::fetch(
+        let tarball = busyroot::host::fetch::fetch(
             sh,
             &ws.config.busybox.source(),
-            &busyroot::fetch::FetchOptions::from_env(),
+            &busyroot::host::fetch::FetchOptions::from_env(),
             &Silent,
         )?;
         let config = inputs.busybox_config.path.clone();
@@ -173,7 +173,7 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
     // The same choice as `cargo xtask run`; only having no kernel at all skips the figure.
     let env_kernel = std::env::var_os("BUSYROOT_KERNEL").filter(|k| !k.is_empty());
     let config_kernel = ws.config.run.kernel.as_ref().map(|k| ws.path(k));
-    let built = busyroot::kernel::kernel_image_path(&ws, arch);
+    let built = busyroot::pipeline::kernel::kernel_image_path(&ws, arch);
     let named = args.kernel.is_some() || env_kernel.is_some() || config_kernel.is_some();
     let kernel = (named || built.is_file())
         .then(|| {

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use busyroot::arch::Arch;
 use busyroot::config::Workspace;
-use busyroot::kernel::{BuiltKernel, KernelBuilder, KernelSource};
+use busyroot::pipeline::kernel::{BuiltKernel, KernelBuilder, KernelSource};
 use xshell::Shell;
 
 use crate::progress::Reporter;

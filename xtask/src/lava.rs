@@ -113,7 +113,7 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
             (outputs.cpio, outputs.ext4, outputs.tar)
         }
     };
-    let built = busyroot::kernel::kernel_image_path(&ws, arch);
+    let built = busyroot::pipeline::kernel::kernel_image_path(&ws, arch);
     let env_kernel = std::env::var_os("BUSYROOT_KERNEL");
     let config_kernel = config.kernel.as_ref().map(|k| ws.path(k));
     let kernel = vm::select_kernel(

@@ -82,7 +82,7 @@ mod tests {
     #[test]
     fn kernel_source_help_lists_the_formats_the_library_accepts() {
         let help = help("kernel", "source");
-        assert!(help.contains(busyroot::kernel::TARBALL_NAMES), "{help}");
+        assert!(help.contains(busyroot::pipeline::kernel::TARBALL_NAMES), "{help}");
     }
 
     #[test]

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use anyhow::Context;
 use busyroot::arch::Arch;
-use busyroot::build::{Outputs, RootfsBuilder};
 use busyroot::config::Workspace;
+use busyroot::pipeline::rootfs::{Outputs, RootfsBuilder};
 use xshell::Shell;
 
 use crate::progress::Reporter;

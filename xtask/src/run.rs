@@ -122,7 +122,7 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
     let outputs =
         rootfs::build(sh, ws.clone(), &RootfsArgs { arch: Some(arch), offline: args.offline })?;
 
-    let built = busyroot::kernel::kernel_image_path(&ws, arch);
+    let built = busyroot::pipeline::kernel::kernel_image_path(&ws, arch);
     let env_kernel = std::env::var_os("BUSYROOT_KERNEL");
     let nothing_given = args.kernel.is_none() && env_kernel.is_none() && config.kernel.is_none();
     if args.build_kernel && nothing_given {

@@ -20,7 +20,7 @@ fn skip(test: &str, reason: &str) {
 
 #[test]
 fn the_image_is_what_the_build_script_reported() {
-    let sha256 = busyroot::fetch::sha256_file(Path::new(minivmm::ROOTFS_EXT4)).unwrap();
+    let sha256 = busyroot::host::fetch::sha256_file(Path::new(minivmm::ROOTFS_EXT4)).unwrap();
     assert_eq!(sha256, minivmm::ROOTFS_EXT4_SHA256);
     assert!(Path::new(minivmm::ROOTFS_INITRAMFS).is_file());
 }
@@ -37,7 +37,7 @@ fn the_guest_boots_and_passes_the_checks() {
     };
     let arch: Arch = minivmm::GUEST_ARCH.parse().unwrap();
     let qemu = arch.info().qemu;
-    if busyroot::hosttools::find_program(qemu).is_none() {
+    if busyroot::host::tools::find_program(qemu).is_none() {
         return skip(test, &format!("`{qemu}` is not installed"));
     }
 

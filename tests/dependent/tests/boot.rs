@@ -30,7 +30,7 @@ fn both_images_boot_and_pass_the_checks() {
     };
     let kernel = PathBuf::from(kernel);
     let arch: Arch = dependent::GUEST_ARCH.parse().unwrap();
-    if busyroot::hosttools::find_program(arch.info().qemu).is_none() {
+    if busyroot::host::tools::find_program(arch.info().qemu).is_none() {
         return skip(test, &format!("`{}` is not installed", arch.info().qemu));
     }
     // The disk is booted from a copy, so the build output stays as built; both runs do the

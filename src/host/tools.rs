@@ -16,7 +16,7 @@ pub struct Tool {
     pub package: &'static str,
 }
 
-/// The programs a rootfs build runs (the C compiler is checked by [`crate::busybox::Toolchain`]).
+/// The programs a rootfs build runs (the C compiler is checked by [`crate::pipeline::busybox::Toolchain`]).
 pub const ROOTFS_TOOLS: &[Tool] = &[
     Tool { program: "make", purpose: "building BusyBox", package: "make" },
     Tool { program: "mke2fs", purpose: "writing rootfs.ext4", package: "e2fsprogs" },

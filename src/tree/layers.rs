@@ -5,7 +5,7 @@
 //! conflict is an error naming both layers, as is a symlink whose target leaves the image root.
 //!
 //! Owners and modes: a tree's entries are owned 0:0 with normalised modes (0755 for
-//! directories and executables, 0644 otherwise, see [`crate::skeleton`]); a tar archive's
+//! directories and executables, 0644 otherwise, see [`crate::tree::skeleton`]); a tar archive's
 //! entries keep the owner, group and mode the archive records, so an archive made with
 //! `tar --owner=0 --group=0` gives root-owned files and one made as a user keeps that user's
 //! ids. Every entry gets the build's timestamp, never the archive's, so images stay
@@ -17,7 +17,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::manifest::{Entry, ImagePath, Kind, Manifest};
+use crate::tree::manifest::{Entry, ImagePath, Kind, Manifest};
 
 /// One layer: a name for messages and where it is on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +48,7 @@ impl<'m> LayerStack<'m> {
         let meta = std::fs::metadata(&layer.path).with_path("read", &layer.path)?;
         self.names.push(layer.name.clone());
         if meta.is_dir() {
-            crate::skeleton::walk(self, &layer.path, &ImagePath::root())
+            crate::tree::skeleton::walk(self, &layer.path, &ImagePath::root())
         } else {
             self.add_tar(&layer.path)
         }
@@ -141,7 +141,7 @@ impl<'m> LayerStack<'m> {
 
     fn add_tar(&mut self, tarball: &Path) -> Result<()> {
         let bad = |message: String| Error::Tree { path: tarball.to_path_buf(), message };
-        let mut archive = tar::Archive::new(crate::extract::open_archive(tarball)?);
+        let mut archive = tar::Archive::new(crate::host::extract::open_archive(tarball)?);
         for entry in archive.entries().with_path("read", tarball)? {
             let mut entry = entry.with_path("read", tarball)?;
             let header = entry.header().clone();
@@ -183,7 +183,7 @@ impl<'m> LayerStack<'m> {
                 tar::EntryType::Symlink => {
                     let target = link_target(&entry, tarball, name)?;
                     let dir = path.parent().unwrap_or_else(ImagePath::root);
-                    if !crate::skeleton::link_stays_inside(&dir, &target) {
+                    if !crate::tree::skeleton::link_stays_inside(&dir, &target) {
                         return Err(bad(format!(
                             "entry `{name}`: symlink to `{target}` in {} points outside the \
                              image root; make it relative to a path inside the image or absolute",

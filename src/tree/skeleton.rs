@@ -7,8 +7,8 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
-use crate::layers::{Layer, LayerStack};
-use crate::manifest::{Entry, ImagePath, Kind, Manifest};
+use crate::tree::layers::{Layer, LayerStack};
+use crate::tree::manifest::{Entry, ImagePath, Kind, Manifest};
 
 /// Adds every entry below `root` to `manifest` (later trees override earlier ones file by
 /// file). Sockets, devices, unreadable files, symlinks that escape the image root and a

@@ -9,19 +9,19 @@ use std::time::{Duration, Instant};
 use xshell::Shell;
 
 use crate::arch::Arch;
-use crate::busybox::{BusyboxBuild, Toolchain};
 use crate::config::{ImageSizeSetting, Workspace};
 use crate::context::{source_date_epoch, Layout, FALLBACK_EPOCH};
-use crate::devtable::DeviceTable;
 use crate::error::{Error, Result};
-use crate::fetch::{self, FetchOptions};
-use crate::fingerprint::{manifest_digest, Fingerprint};
+use crate::host::fetch::{self, FetchOptions};
 use crate::host::fs::{sha256_bytes, sha256_file};
 use crate::image::{ext4, Format};
 use crate::inputs::{Input, Origin, RootfsInputs};
-use crate::layers::{Layer, LayerStack};
-use crate::manifest::Manifest;
+use crate::pipeline::busybox::{BusyboxBuild, Toolchain};
+use crate::pipeline::stage::{manifest_digest, Fingerprint};
 use crate::progress::Progress;
+use crate::tree::devtable::DeviceTable;
+use crate::tree::layers::{Layer, LayerStack};
+use crate::tree::manifest::Manifest;
 
 /// One output file with what the summary reports about it.
 #[derive(Debug, Clone)]
@@ -147,7 +147,7 @@ impl RootfsBuilder {
         let dir = layout.dir().to_path_buf();
         let stamps = layout.stamps();
         let mut report = Vec::new();
-        let _lock = crate::lock::DirLock::acquire(&layout.lock(), progress)?;
+        let _lock = crate::host::lock::DirLock::acquire(&layout.lock(), progress)?;
         // Under the lock no other run is writing, so temporary files here are leftovers of a
         // run that was killed.
         crate::host::fs::remove_dead_temporaries(&dir)?;
@@ -155,7 +155,7 @@ impl RootfsBuilder {
         // Everything the run needs from the host, reported at once before any work starts.
         let toolchain = match &self.toolchain {
             Some(t) => {
-                crate::hosttools::check(crate::hosttools::ROOTFS_TOOLS)?;
+                crate::host::tools::check(crate::host::tools::ROOTFS_TOOLS)?;
                 t.clone()
             }
             None => check_host_tools(sh, self.arch)?,
@@ -272,7 +272,7 @@ impl RootfsBuilder {
         let ws = &self.workspace;
         let cfg = &ws.config.busybox;
         let layout = self.layout();
-        let _lock = crate::lock::DirLock::acquire(&layout.lock(), progress)?;
+        let _lock = crate::host::lock::DirLock::acquire(&layout.lock(), progress)?;
         let bb = BusyboxBuild {
             src: layout.busybox_src(&cfg.version),
             install_dir: layout.install(),
@@ -333,7 +333,7 @@ fn compose(inputs: &RootfsInputs, install_dir: &Path, epoch: u64) -> Result<Mani
 
 /// Checks the host programs and the C compiler, reporting everything missing in one error.
 fn check_host_tools(sh: &Shell, arch: Arch) -> Result<Toolchain> {
-    let tools = crate::hosttools::check(crate::hosttools::ROOTFS_TOOLS);
+    let tools = crate::host::tools::check(crate::host::tools::ROOTFS_TOOLS);
     let toolchain = Toolchain::find_for_busybox(sh, arch);
     match (tools, toolchain) {
         (Ok(()), Ok(t)) => Ok(t),

@@ -69,7 +69,7 @@ impl Toolchain {
     /// The line for the error when the compiler is not on `PATH`.
     fn compiler_missing(&self, arch: Arch) -> Option<(String, &'static str)> {
         let (gcc, _) = self.packages(arch);
-        crate::hosttools::find_program(&self.cc)
+        crate::host::tools::find_program(&self.cc)
             .is_none()
             .then(|| (format!("{} (C compiler for {arch})", self.cc), gcc))
     }
@@ -104,7 +104,7 @@ fn missing(lines: &[(String, &str)]) -> Error {
 impl Toolchain {
     /// What identifies the compiler for fingerprints: its prefix, full path and version text.
     pub fn identity(&self, sh: &Shell) -> String {
-        let path = crate::hosttools::find_program(&self.cc);
+        let path = crate::host::tools::find_program(&self.cc);
         let cc = &self.cc;
         let version = cmd!(sh, "{cc} --version").quiet().ignore_stderr().read().unwrap_or_default();
         format!("{}\n{path:?}\n{version}", self.cross_compile)
@@ -165,9 +165,9 @@ impl BusyboxBuild {
             return Ok(false);
         }
         let scratch = crate::host::fs::temp_path(&self.src);
-        crate::extract::unpack(tarball, &scratch)?;
+        crate::host::extract::unpack(tarball, &scratch)?;
         // The tarball holds one top-level directory (busybox-<version>/); it becomes `src`.
-        let top = crate::extract::single_top_dir(&scratch, tarball)?;
+        let top = crate::host::extract::single_top_dir(&scratch, tarball)?;
         fs::write(top.join(".busyroot-tarball-sha256"), sha256).with_path("write", &stamp)?;
         if self.src.exists() {
             fs::remove_dir_all(&self.src).with_path("remove", &self.src)?;

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{IoContext, Result};
 use crate::host::fs::{sha256_bytes, sha256_file};
-use crate::manifest::{Kind, Manifest};
+use crate::tree::manifest::{Kind, Manifest};
 
 /// The inputs of one stage, each as a name and the hash of its value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

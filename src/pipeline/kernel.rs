@@ -15,15 +15,15 @@ use std::time::{Instant, UNIX_EPOCH};
 use xshell::{cmd, Shell};
 
 use crate::arch::Arch;
-use crate::busybox::Toolchain;
 use crate::config::Workspace;
 use crate::context::{Layout, FALLBACK_EPOCH};
 use crate::error::{Error, IoContext, MissingTools, Result};
-use crate::fetch::{self, FetchOptions};
-use crate::fingerprint::Fingerprint;
 use crate::host::exec::run_logged;
+use crate::host::fetch::{self, FetchOptions};
 use crate::host::fs::{remove_dead_temporaries, sha256_bytes, temp_path, write_atomically};
-use crate::hosttools::{find_program, Tool};
+use crate::host::tools::{find_program, Tool};
+use crate::pipeline::busybox::Toolchain;
+use crate::pipeline::stage::Fingerprint;
 use crate::progress::Progress;
 
 /// The fragment every architecture uses; `<arch>.config` beside it adds the arch's own.
@@ -476,8 +476,8 @@ impl KernelBuilder {
 
     /// Makes a second run for the same architecture wait, so two makes never share a build
     /// directory; then clears what a killed run left among the outputs.
-    fn lock(&self, progress: &dyn Progress) -> Result<crate::lock::DirLock> {
-        let lock = crate::lock::DirLock::acquire(&self.layout().kernel_lock(), progress)?;
+    fn lock(&self, progress: &dyn Progress) -> Result<crate::host::lock::DirLock> {
+        let lock = crate::host::lock::DirLock::acquire(&self.layout().kernel_lock(), progress)?;
         remove_dead_temporaries(&self.output_dir())?;
         Ok(lock)
     }
@@ -764,7 +764,7 @@ fn is_xz(path: &Path) -> bool {
 /// Unpacks a source tarball and moves its single top-level directory to `dest`, so `dest`
 /// appears only once complete. `.tar.xz` goes through the host's `tar` and `xz` (which
 /// unpack a kernel several times faster than a Rust decoder would, and need no new
-/// dependency); everything else through [`crate::extract`].
+/// dependency); everything else through [`crate::host::extract`].
 fn unpack_source(sh: &Shell, tarball: &Path, dest: &Path, progress: &dyn Progress) -> Result<()> {
     remove_dead_temporaries(dest.parent().unwrap_or(Path::new(".")))?;
     let scratch = temp_path(dest);
@@ -782,9 +782,9 @@ fn unpack_source(sh: &Shell, tarball: &Path, dest: &Path, progress: &dyn Progres
                 Error::Other(format!("{e}\nis `{}` an intact .tar.xz?", tarball.display()))
             })?;
         } else {
-            crate::extract::unpack(tarball, &scratch)?;
+            crate::host::extract::unpack(tarball, &scratch)?;
         }
-        let top = crate::extract::single_top_dir(&scratch, tarball)?;
+        let top = crate::host::extract::single_top_dir(&scratch, tarball)?;
         check_tree(&top)?;
         match fs::rename(&top, dest) {
             // Another build unpacking the same tarball at the same time finished first.

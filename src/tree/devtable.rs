@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::manifest::{Entry, ImagePath, Kind, Manifest};
+use crate::tree::manifest::{Entry, ImagePath, Kind, Manifest};
 
 /// The type column of a table line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

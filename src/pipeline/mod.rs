@@ -1,0 +1,7 @@
+//! The build pipelines: the rootfs (BusyBox fetched, configured, built and installed, then
+//! composed into images) and the kernel, both made of stages that one engine skips when fresh.
+
+pub mod busybox;
+pub mod kernel;
+pub mod rootfs;
+pub mod stage;
