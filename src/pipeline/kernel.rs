@@ -23,7 +23,7 @@ use crate::host::fetch::{self, FetchOptions};
 use crate::host::fs::{remove_dead_temporaries, sha256_bytes, temp_path, write_atomically};
 use crate::host::tools::{find_program, Tool};
 use crate::pipeline::busybox::Toolchain;
-use crate::pipeline::stage::Fingerprint;
+use crate::pipeline::stage::{Fingerprint, OutputState, StageReport, Stages};
 use crate::progress::Progress;
 
 /// The fragment every architecture uses; `<arch>.config` beside it adds the arch's own.
@@ -422,8 +422,9 @@ impl KernelBuilder {
         Layout::new(&self.workspace, self.arch)
     }
 
-    /// Configures and builds the kernel, or returns the previous build at once when no input
-    /// changed, and copies the image and its `.config` to [`Self::output_dir`].
+    /// Configures and builds the kernel, skipping each stage whose inputs did not change, and
+    /// copies the image and its `.config` to [`Self::output_dir`]. A fresh build needs neither
+    /// the source nor the network.
     ///
     /// A source tree is always handed to make, which rebuilds what changed in it; tarballs
     /// are immutable, so for them a matching fingerprint is enough.
@@ -434,36 +435,23 @@ impl KernelBuilder {
         let out_dir = self.output_dir();
         let image = out_dir.join(image_name(self.arch));
         let config = out_dir.join(".config");
-        let stamp = out_dir.join("fingerprint");
-        let previous = Fingerprint::load(&stamp);
-        let outputs_exist = image.is_file() && config.is_file();
-        let is_tree = matches!(plan.source, KernelSource::Tree(_));
-        if !is_tree && outputs_exist && previous.as_ref() == Some(&plan.build_fp) {
-            progress.finish("build kernel", Default::default(), "fresh");
-            return Ok(BuiltKernel { size: file_size(&image)?, image, config, fresh: true });
-        }
-
-        let configured = self.configure_with(sh, &plan, progress)?;
-        let reason = match plan.build_fp.changes_since(previous.as_ref()) {
-            _ if !outputs_exist => "first build".to_string(),
-            Some(reason) => reason,
-            None => "source tree: make decides".to_string(),
+        let mut stages = Stages::new(progress, self.layout().stamps());
+        self.configure_stage(sh, &plan, &mut stages, progress)?;
+        let output = match plan.source {
+            KernelSource::Tree(_) => OutputState::Unknown("source tree: make decides"),
+            _ => OutputState::intact_if(image.is_file() && config.is_file()),
         };
-        timed(progress, "build kernel", || {
-            // The stamp goes first so an interrupted build never looks fresh.
-            let _ = fs::remove_file(&stamp);
-            let target = image_name(self.arch);
-            let make = self.make(sh, &configured, &plan, target);
+        stages.run("build kernel", &plan.build_fp, output, || {
+            let tree = self.prepare(sh, &plan.source, progress)?;
+            let make = self.make(sh, &tree, &plan, image_name(self.arch));
             run_logged(make, None, &self.log_path(), progress)?;
-            let built = configured.build_dir.join(self.arch.info().kernel_image);
-            let dot_config = configured.build_dir.join(".config");
-            copy_atomically(&dot_config, &config)?;
-            copy_atomically(&built, &image)?;
-            plan.build_fp.store(&stamp)?;
-            let size = file_size(&image)?;
-            Ok(((), format!("{reason}; {} KiB", size.div_ceil(1024))))
+            let build_dir = self.build_dir();
+            copy_atomically(&build_dir.join(".config"), &config)?;
+            copy_atomically(&build_dir.join(self.arch.info().kernel_image), &image)?;
+            Ok(format!("{} KiB", file_size(&image)?.div_ceil(1024)))
         })?;
-        Ok(BuiltKernel { size: file_size(&image)?, image, config, fresh: false })
+        let fresh = stages.into_report().iter().all(StageReport::fresh);
+        Ok(BuiltKernel { size: file_size(&image)?, image, config, fresh })
     }
 
     /// Runs only the configuration steps: base configuration, fragment merge, olddefconfig
@@ -471,7 +459,10 @@ impl KernelBuilder {
     pub fn configure(&self, sh: &Shell, progress: &dyn Progress) -> Result<ConfiguredKernel> {
         let plan = self.plan(sh)?;
         let _lock = self.lock(progress)?;
-        self.configure_with(sh, &plan, progress)
+        let mut stages = Stages::new(progress, self.layout().stamps());
+        self.configure_stage(sh, &plan, &mut stages, progress)?;
+        let tree = self.prepare(sh, &plan.source, progress)?;
+        Ok(ConfiguredKernel { tree, build_dir: self.build_dir() })
     }
 
     /// Makes a second run for the same architecture wait, so two makes never share a build
@@ -651,33 +642,28 @@ impl KernelBuilder {
             .collect()
     }
 
-    fn configure_with(
+    /// The configuration stage: base configuration, the fragments merged over it,
+    /// olddefconfig, and every fragment option checked in the result.
+    fn configure_stage(
         &self,
         sh: &Shell,
         plan: &Plan,
+        stages: &mut Stages,
         progress: &dyn Progress,
-    ) -> Result<ConfiguredKernel> {
-        let tree = self.prepare(sh, &plan.source, progress)?;
+    ) -> Result<()> {
         let build_dir = self.build_dir();
-        let configured = ConfiguredKernel { tree, build_dir: build_dir.clone() };
-        let stamp = build_dir.join(".busyroot-configured");
         let dot_config = build_dir.join(".config");
-        let previous = Fingerprint::load(&stamp);
-        if dot_config.is_file() && previous.as_ref() == Some(&plan.configure_fp) {
-            progress.finish("configure kernel", Default::default(), "fresh");
-            return Ok(configured);
-        }
-        let reason = plan.configure_fp.changes_since(previous.as_ref()).unwrap_or_default();
-        timed(progress, "configure kernel", || {
-            let _ = fs::remove_file(&stamp);
+        let output = OutputState::intact_if(dot_config.is_file());
+        stages.run("configure kernel", &plan.configure_fp, output, || {
+            let tree = self.prepare(sh, &plan.source, progress)?;
             fs::create_dir_all(&build_dir).with_path("create directory", &build_dir)?;
             let log = self.log_path();
             let base = self.workspace.config.kernel.base.make_target();
-            run_logged(self.make(sh, &configured, plan, base), None, &log, progress)?;
+            run_logged(self.make(sh, &tree, plan, base), None, &log, progress)?;
 
             // merge_config.sh makes its temporary files in the current directory, so it runs
             // in the build directory and never writes into the source.
-            let script = configured.tree.join("scripts/kconfig/merge_config.sh");
+            let script = tree.join("scripts/kconfig/merge_config.sh");
             let fragments: Vec<PathBuf> =
                 plan.fragments.iter().map(|f| self.workspace.root.join(&f.path)).collect();
             let cwd = sh.push_dir(&build_dir);
@@ -686,33 +672,24 @@ impl KernelBuilder {
                 .env("LC_ALL", "C");
             run_logged(merge, None, &log, progress)?;
             drop(cwd);
-            run_logged(self.make(sh, &configured, plan, "olddefconfig"), None, &log, progress)?;
+            run_logged(self.make(sh, &tree, plan, "olddefconfig"), None, &log, progress)?;
 
             let text = fs::read_to_string(&dot_config).with_path("read", &dot_config)?;
             let lost = lost_options(&plan.fragments, &text);
             if !lost.is_empty() {
                 let names = lost.iter().map(|o| o.name.clone()).collect();
-                let known = known_options(&configured.tree, &names);
+                let known = known_options(&tree, &names);
                 let dir = self.workspace.kernel_fragments()?.path;
                 return Err(lost_options_error(&lost, &known, &dot_config, &dir));
             }
-            plan.configure_fp.store(&stamp)?;
-            let detail = if reason.is_empty() { "configured".to_string() } else { reason };
-            Ok(((), detail))
+            Ok(String::new())
         })?;
-        Ok(configured)
+        Ok(())
     }
 
     /// `make` in the source tree, building into the build directory, reproducibly.
-    fn make<'a>(
-        &self,
-        sh: &'a Shell,
-        configured: &ConfiguredKernel,
-        plan: &Plan,
-        target: &str,
-    ) -> xshell::Cmd<'a> {
-        let tree = &configured.tree;
-        let out = format!("O={}", configured.build_dir.display());
+    fn make<'a>(&self, sh: &'a Shell, tree: &Path, plan: &Plan, target: &str) -> xshell::Cmd<'a> {
+        let out = format!("O={}", self.build_dir().display());
         let arch = format!("ARCH={}", self.arch.info().kernel_arch);
         let cross = format!("CROSS_COMPILE={}", plan.toolchain.cross_compile);
         let jobs = format!("-j{}", std::thread::available_parallelism().map_or(2, |n| n.get()));

@@ -4,7 +4,7 @@
 //! published by an atomic rename, so the three outputs always describe one and the same tree.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use xshell::Shell;
 
@@ -17,7 +17,7 @@ use crate::host::fs::{sha256_bytes, sha256_file};
 use crate::image::{ext4, Format};
 use crate::inputs::{Input, Origin, RootfsInputs};
 use crate::pipeline::busybox::{BusyboxBuild, Toolchain};
-use crate::pipeline::stage::{manifest_digest, Fingerprint};
+use crate::pipeline::stage::{manifest_digest, Fingerprint, OutputState, StageReport, Stages};
 use crate::progress::Progress;
 use crate::tree::devtable::DeviceTable;
 use crate::tree::layers::{Layer, LayerStack};
@@ -146,7 +146,6 @@ impl RootfsBuilder {
         let layout = self.layout();
         let dir = layout.dir().to_path_buf();
         let stamps = layout.stamps();
-        let mut report = Vec::new();
         let _lock = crate::host::lock::DirLock::acquire(&layout.lock(), progress)?;
         // Under the lock no other run is writing, so temporary files here are leftovers of a
         // run that was killed.
@@ -184,8 +183,8 @@ impl RootfsBuilder {
 
         // The tarball is needed only to unpack, so a fresh tree needs neither cache nor network.
         let unpack_fp = Fingerprint::new().with("tarball", &source.sha256);
-        let mut stage = Stage { progress, stamps: &stamps, report: &mut report };
-        stage.run("unpack", &unpack_fp, bb.src.is_dir(), || {
+        let mut stage = Stages::new(progress, stamps.clone());
+        stage.run("unpack", &unpack_fp, OutputState::intact_if(bb.src.is_dir()), || {
             let tarball = fetch::fetch(sh, &source, &self.fetch, progress)?;
             bb.unpack(&tarball, &source.sha256)?;
             Ok(bb.src.display().to_string())
@@ -194,7 +193,8 @@ impl RootfsBuilder {
         let configure_fp =
             Fingerprint::new().after("tarball", &unpack_fp).with("busybox config", &config_text);
         // A freshly unpacked tree has no `.config`: configure must run again, whatever its stamp.
-        stage.run("configure", &configure_fp, bb.src.join(".config").is_file(), || {
+        let configured = OutputState::intact_if(bb.src.join(".config").is_file());
+        stage.run("configure", &configure_fp, configured, || {
             bb.configure(sh, &checked_in, progress).map(|()| String::new())
         })?;
 
@@ -203,12 +203,14 @@ impl RootfsBuilder {
         let build_fp = Fingerprint::new()
             .after("configuration", &configure_fp)
             .with("toolchain", bb.toolchain.identity(sh));
-        stage.run("build busybox", &build_fp, bb.src.join("busybox").is_file(), || {
+        let built = OutputState::intact_if(bb.src.join("busybox").is_file());
+        stage.run("build busybox", &build_fp, built, || {
             bb.build(sh, progress)?;
             bb.check_binary(self.arch).map(|()| String::new())
         })?;
         let install_fp = Fingerprint::new().after("busybox", &build_fp);
-        stage.run("install", &install_fp, bb.install_dir.join("bin/busybox").exists(), || {
+        let installed = OutputState::intact_if(bb.install_dir.join("bin/busybox").exists());
+        stage.run("install", &install_fp, installed, || {
             bb.install(sh, progress).map(|()| String::new())
         })?;
 
@@ -253,7 +255,7 @@ impl RootfsBuilder {
             let sum_path = stamps.join(format!("{name}.sum"));
             let recorded = OutputSum::load(&sum_path);
             let intact = recorded.as_ref().is_some_and(|r| r.matches(&path));
-            let ran = stage.run(name, fp, intact, || {
+            let ran = stage.run(name, fp, OutputState::intact_if(intact), || {
                 format.write(sh, &manifest, &path, &opts).map(|()| String::new())
             })?;
             let sum = match recorded {
@@ -263,7 +265,7 @@ impl RootfsBuilder {
             sum.store(&sum_path)?;
             files.push(Output { format, path, size: sum.size, sha256: sum.sha256 });
         }
-        Ok(Outputs { files, stages: report, ..outputs })
+        Ok(Outputs { files, stages: stage.into_report(), ..outputs })
     }
 
     /// Opens BusyBox's menuconfig on the checked-in config (unpacking the source first if
@@ -354,65 +356,6 @@ fn derived_uuid(purpose: &str, label: &str, arch: Arch) -> String {
     hex[16] = ['8', '9', 'a', 'b'][hex[16].to_digit(16).unwrap_or(0) as usize % 4];
     let s: String = hex.into_iter().collect();
     format!("{}-{}-{}-{}-{}", &s[..8], &s[8..12], &s[12..16], &s[16..20], &s[20..])
-}
-
-/// What one stage did in a build.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StageReport {
-    /// The stage's name ("unpack", "configure", "build busybox", "install", "rootfs.ext4", …).
-    pub name: String,
-    /// `None` when the stage was fresh and skipped, else why it ran ("first build",
-    /// "busybox config changed", "output missing", …).
-    pub ran_because: Option<String>,
-}
-
-impl StageReport {
-    /// True when the stage was skipped because nothing it depends on changed.
-    pub fn fresh(&self) -> bool {
-        self.ran_because.is_none()
-    }
-}
-
-/// Runs stages whose fingerprint changed and skips the others, recording which was which.
-struct Stage<'a> {
-    progress: &'a dyn Progress,
-    stamps: &'a Path,
-    report: &'a mut Vec<StageReport>,
-}
-
-impl Stage<'_> {
-    /// Runs `work` unless `fingerprint` equals the stored one and `output_ok`; returns whether
-    /// it ran. The stamp is removed first and written only after success.
-    fn run(
-        &mut self,
-        name: &str,
-        fingerprint: &Fingerprint,
-        output_ok: bool,
-        work: impl FnOnce() -> Result<String>,
-    ) -> Result<bool> {
-        let stamp = self.stamps.join(name);
-        let reason = if output_ok {
-            fingerprint.changes_since(Fingerprint::load(&stamp).as_ref())
-        } else {
-            Some("output missing".to_string())
-        };
-        let Some(reason) = reason else {
-            self.progress.finish(name, Duration::ZERO, "fresh");
-            self.report.push(StageReport { name: name.into(), ran_because: None });
-            return Ok(false);
-        };
-        if stamp.exists() {
-            std::fs::remove_file(&stamp).map_err(|e| Error::io("remove", &stamp, e))?;
-        }
-        self.progress.start(name);
-        let start = Instant::now();
-        let detail = work()?;
-        fingerprint.store(&stamp)?;
-        let detail = if detail.is_empty() { reason.clone() } else { format!("{reason}; {detail}") };
-        self.progress.finish(name, start.elapsed(), &detail);
-        self.report.push(StageReport { name: name.into(), ran_because: Some(reason) });
-        Ok(true)
-    }
 }
 
 /// Size and sha256 of an output, stored beside its stamp.
