@@ -107,6 +107,17 @@ pub enum Error {
         /// The host's architecture, as Rust names it.
         host: &'static str,
     },
+    /// A VMM that runs guests only with KVM was asked to run one without it.
+    #[error(
+        "{vmm} runs guests only with KVM, which is not used here ({why}); boot with QEMU \
+         instead, or on a host with a usable /dev/kvm"
+    )]
+    NeedsKvm {
+        /// The VMM's name.
+        vmm: &'static str,
+        /// Why KVM is not used.
+        why: String,
+    },
     /// Anything else, already phrased for the user.
     #[error("{0}")]
     Other(String),

@@ -16,7 +16,7 @@ use super::kernel::{inspect, KernelVerdict};
 use super::process::{self, InterruptGuard, VmProcess};
 use super::report::{BootFailure, BootFailureKind, CommandResult, Outcome, RunReport};
 use super::share::{Transport, Virtiofsd};
-use super::{Accel, Check, CheckResult, Root, Timeouts, VmSpec};
+use super::{Check, CheckResult, Root, Timeouts, VmSpec};
 use crate::error::{Error, IoContext, Result};
 
 /// The line `/etc/init.d/rcS` prints when the system is up.
@@ -172,14 +172,7 @@ pub fn boot_interactive(spec: &VmSpec, modules: &[String], observer: &dyn Observ
 /// Refuses what cannot start: a KVM-only backend without KVM, a missing kernel file.
 fn preflight(spec: &VmSpec) -> Result<()> {
     let backend = spec.vmm.backend();
-    if backend.needs_kvm() && spec.accel != Accel::Kvm {
-        return Err(Error::Other(format!(
-            "{} runs guests only with KVM, but the accelerator is {}; boot with QEMU instead, \
-             or on a host with a usable /dev/kvm",
-            backend.display_name(),
-            spec.accel
-        )));
-    }
+    spec.vmm.check_accel(spec.accel, &format!("the accelerator is {}", spec.accel))?;
     if !spec.kernel.is_file() {
         return Err(Error::Other(format!(
             "kernel image `{}` does not exist or is not a file",

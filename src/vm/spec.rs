@@ -10,7 +10,7 @@ use super::backend::{Backend, ConsoleMode, Launch};
 use super::share::Share;
 use super::{kvmtool, qemu, Accel};
 use crate::arch::Arch;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A decision together with the reason it was taken, for printing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +46,16 @@ impl Vmm {
     /// Whether this VMM can only run guests with KVM.
     pub fn needs_kvm(self) -> bool {
         self.backend().needs_kvm()
+    }
+
+    /// Refuses `accel` for a VMM that runs guests only with KVM ([`Error::NeedsKvm`]); `why`
+    /// says why the accelerator is not KVM. The one place this rule lives: callers check it
+    /// before a long build, and the runner again before it starts the VMM.
+    pub fn check_accel(self, accel: Accel, why: &str) -> Result<()> {
+        if self.needs_kvm() && accel != Accel::Kvm {
+            return Err(Error::NeedsKvm { vmm: self.backend().display_name(), why: why.into() });
+        }
+        Ok(())
     }
 
     pub(crate) fn backend(self) -> &'static dyn Backend {
@@ -303,5 +313,20 @@ pub fn shell_quote(s: &str) -> String {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kvm_only_vmm_is_refused_without_kvm_and_says_why() {
+        let err = Vmm::Kvmtool.check_accel(Accel::Tcg, "there is no /dev/kvm").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("kvmtool runs guests only with KVM"), "{text}");
+        assert!(text.contains("(there is no /dev/kvm)"), "{text}");
+        assert!(Vmm::Kvmtool.check_accel(Accel::Kvm, "").is_ok());
+        assert!(Vmm::Qemu.check_accel(Accel::Tcg, "").is_ok());
     }
 }

@@ -110,15 +110,9 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
     config.kernel = config.kernel.map(|k| ws.path(&k));
     config.checks_file = config.checks_file.map(|f| ws.path(&f));
     let arch = Arch::configured_or_host(args.arch.or(ws.config.arch))?;
-    if args.vmm.needs_kvm() {
-        let accel = vm::choose_accel(args.accel, arch)?;
-        anyhow::ensure!(
-            accel.value == vm::Accel::Kvm,
-            "{} runs guests only with KVM, which cannot be used here ({}); use --vmm qemu",
-            args.vmm,
-            accel.reason
-        );
-    }
+    // Refused before the build, so a kvmtool run without KVM fails at once.
+    let accel = vm::choose_accel(args.accel, arch)?;
+    args.vmm.check_accel(accel.value, &accel.reason)?;
     let outputs =
         rootfs::build(sh, ws.clone(), &RootfsArgs { arch: Some(arch), offline: args.offline })?;
 
