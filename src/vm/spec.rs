@@ -94,10 +94,10 @@ impl FromStr for Vmm {
 
     fn from_str(s: &str) -> Result<Vmm, String> {
         let alias = if s == "lkvm" { "kvmtool" } else { s };
-        Vmm::ALL
-            .into_iter()
-            .find(|v| v.name() == alias)
-            .ok_or_else(|| format!("unknown VMM `{s}`; supported: qemu, kvmtool"))
+        Vmm::ALL.into_iter().find(|v| v.name() == alias).ok_or_else(|| {
+            let names: Vec<&str> = Vmm::ALL.iter().map(|v| v.name()).collect();
+            format!("unknown VMM `{s}`; supported: {}", names.join(", "))
+        })
     }
 }
 

@@ -138,3 +138,17 @@ fn every_fault_in_docs_faults_is_injected_by_a_named_test() {
     }
     assert!(problems.is_empty(), "docs/faults.md: {problems:#?}");
 }
+
+#[test]
+fn architecture_md_names_every_source_file() {
+    let doc = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let words: Vec<&str> = doc.split(|c: char| !(c.is_alphanumeric() || c == '_')).collect();
+    let unnamed: Vec<String> = files
+        .iter()
+        .map(|f| f.file_stem().unwrap().to_string_lossy().into_owned())
+        .filter(|stem| stem != "mod" && !words.contains(&stem.as_str()))
+        .collect();
+    assert!(unnamed.is_empty(), "say in ARCHITECTURE.md what these are for: {unnamed:?}");
+}
