@@ -97,23 +97,29 @@ impl Default for BusyboxConfig {
 impl BusyboxConfig {
     /// The download URL with the version filled in.
     pub fn url(&self) -> String {
-        self.url.replace("{version}", &self.version)
+        self.source().url
     }
 
     /// The tarball's upstream file name, also its name in the cache and in a mirror.
     pub fn file_name(&self) -> String {
-        let url = self.url();
-        url.rsplit('/').next().unwrap_or(&url).to_string()
+        self.source().file_name
     }
 
     /// What to fetch: the tarball, its backup sources and its checksum.
     pub fn source(&self) -> Source {
-        Source {
-            url: self.url(),
-            mirrors: self.mirrors.iter().map(|m| m.replace("{version}", &self.version)).collect(),
-            file_name: self.file_name(),
-            sha256: self.sha256.clone(),
-        }
+        pinned_source(&self.version, &self.url, &self.mirrors, &self.sha256)
+    }
+}
+
+/// The source of a pinned release: `url` and `mirrors` with `{version}` filled in, the file
+/// name the URL ends in, and the checksum.
+fn pinned_source(version: &str, url: &str, mirrors: &[String], sha256: &str) -> Source {
+    let url = url.replace("{version}", version);
+    Source {
+        file_name: url.rsplit('/').next().unwrap_or(&url).to_string(),
+        mirrors: mirrors.iter().map(|m| m.replace("{version}", version)).collect(),
+        sha256: sha256.to_string(),
+        url,
     }
 }
 
@@ -165,23 +171,17 @@ impl Default for KernelConfig {
 impl KernelConfig {
     /// The download URL with the version filled in.
     pub fn url(&self) -> String {
-        self.url.replace("{version}", &self.version)
+        self.source().url
     }
 
     /// The tarball's upstream file name, also its name in the cache and in a mirror.
     pub fn file_name(&self) -> String {
-        let url = self.url();
-        url.rsplit('/').next().unwrap_or(&url).to_string()
+        self.source().file_name
     }
 
     /// What to fetch for the pinned release: the tarball, its backup sources and its checksum.
     pub fn source(&self) -> Source {
-        Source {
-            url: self.url(),
-            mirrors: self.mirrors.iter().map(|m| m.replace("{version}", &self.version)).collect(),
-            file_name: self.file_name(),
-            sha256: self.sha256.clone(),
-        }
+        pinned_source(&self.version, &self.url, &self.mirrors, &self.sha256)
     }
 }
 

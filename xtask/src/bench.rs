@@ -82,14 +82,16 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
     let dir = builder.output_dir();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = ws.root.clone();
-    let xtask_rootfs = || -> anyhow::Result<()> {
-        let out = cmd!(sh, "{cargo} xtask rootfs").quiet().ignore_stderr().output()?;
-        anyhow::ensure!(out.status.success(), "`cargo xtask rootfs` failed");
+    // `cargo xtask ARGS`, its output thrown away; an error when it fails.
+    let xtask = |args: &[&str]| -> anyhow::Result<()> {
+        let out =
+            cmd!(sh, "{cargo} xtask {args...}").quiet().ignore_stdout().ignore_stderr().output()?;
+        anyhow::ensure!(out.status.success(), "`cargo xtask {}` failed", args.join(" "));
         Ok(())
     };
     let _dir = sh.push_dir(&root);
     eprintln!("bench: warming up (building the rootfs once)");
-    xtask_rootfs()?;
+    xtask(&["rootfs"])?;
     let layout = builder.layout();
     let src = layout.busybox_src(&ws.config.busybox.version);
     let install = layout.install();
@@ -103,7 +105,7 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
     rows.push(Row {
         figure: "rootfs, nothing changed",
         target: "< 0.5 s",
-        ours: time_runs(args.runs, |_| xtask_rootfs())?,
+        ours: time_runs(args.runs, |_| xtask(&["rootfs"]))?,
         baseline_name: "make busybox (up to date)",
         baseline: time_runs(args.runs, |_| {
             cmd!(sh, "make -C {src} busybox").quiet().ignore_stdout().run()?;
@@ -119,10 +121,10 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
         let mut text = original.clone();
         text.extend_from_slice(format!("# bench edit {i}\n").as_bytes());
         std::fs::write(&edited, text)?;
-        xtask_rootfs()
+        xtask(&["rootfs"])
     });
     std::fs::write(&edited, &original)?;
-    xtask_rootfs()?;
+    xtask(&["rootfs"])?;
     let scratch = tempfile::tempdir()?;
     rows.push(Row {
         figure: "rootfs, one skeleton file changed",
@@ -156,7 +158,7 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
                     std::fs::remove_file(entry.path())?;
                 }
             }
-            xtask_rootfs()
+            xtask(&["rootfs"])
         })?;
         let baseline = time_runs(args.cold_runs, |_| {
             by_hand_cold(sh, &tarball, &config, &skeleton, scratch.path())
@@ -171,51 +173,25 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
     }
 
     // The same choice as `cargo xtask run`; only having no kernel at all skips the figure.
-    let env_kernel = std::env::var_os("BUSYROOT_KERNEL").filter(|k| !k.is_empty());
-    let config_kernel = ws.config.run.kernel.as_ref().map(|k| ws.path(k));
     let built = busyroot::pipeline::kernel::kernel_image_path(&ws, arch);
-    let named = args.kernel.is_some() || env_kernel.is_some() || config_kernel.is_some();
-    let kernel = (named || built.is_file())
-        .then(|| {
-            vm::select_kernel(
-                arch,
-                args.kernel.as_deref(),
-                env_kernel.as_deref(),
-                config_kernel.as_deref(),
-                &built,
-            )
-        })
+    let kernel = (crate::run::kernel_named(&ws, args.kernel.as_deref()) || built.is_file())
+        .then(|| crate::run::select_kernel(&ws, arch, args.kernel.as_deref()))
         .transpose()?
         .map(|choice| choice.path);
     match kernel {
         Some(kernel) => {
+            // The runs below boot this kernel: `cargo xtask run` takes $BUSYROOT_KERNEL when
+            // no --kernel is given.
+            let _kernel_env = sh.push_env("BUSYROOT_KERNEL", &kernel);
             eprintln!("bench: boot check");
-            let kernel_arg = kernel.clone();
-            let ours = time_runs(args.runs, |_| {
-                let out = cmd!(sh, "{cargo} xtask run --check --kernel {kernel_arg}")
-                    .quiet()
-                    .ignore_stdout()
-                    .ignore_stderr()
-                    .output()?;
-                anyhow::ensure!(out.status.success(), "`cargo xtask run --check` failed");
-                Ok(())
-            })?;
+            let ours = time_runs(args.runs, |_| xtask(&["run", "--check"]))?;
             let image = scratch.path().join("bare.ext4");
             let baseline = time_runs(args.runs, |_| {
                 std::fs::copy(dir.join("rootfs.ext4"), &image)?;
                 bare_qemu_boot(sh, arch, &kernel, &image)
             })?;
             eprintln!("bench: run -- true");
-            let kernel_arg = kernel.clone();
-            let ours_true = time_runs(args.runs, |_| {
-                let out = cmd!(sh, "{cargo} xtask run --initramfs --kernel {kernel_arg} -- true")
-                    .quiet()
-                    .ignore_stdout()
-                    .ignore_stderr()
-                    .output()?;
-                anyhow::ensure!(out.status.success(), "`cargo xtask run -- true` failed");
-                Ok(())
-            })?;
+            let ours_true = time_runs(args.runs, |_| xtask(&["run", "--initramfs", "--", "true"]))?;
             let cpio = dir.join("rootfs.cpio.gz");
             let baseline_true = time_runs(args.runs, |_| bare_qemu_boot(sh, arch, &kernel, &cpio))?;
             rows.push(Row {
@@ -323,12 +299,9 @@ fn by_hand_images(
     let batch = scratch.join("batch");
     std::fs::write(&batch, "cd /dev\nmknod console c 5 1\nmknod null c 1 3\nmknod tty1 c 4 1\n")?;
     cmd!(sh, "{debugfs} -w -f {batch} {img}").quiet().ignore_stdout().ignore_stderr().run()?;
-    let names = {
-        let _d = sh.push_dir(&stage);
-        cmd!(sh, "find .").quiet().read()?
-    };
     let cpio = {
         let _d = sh.push_dir(&stage);
+        let names = cmd!(sh, "find .").quiet().read()?;
         cmd!(sh, "cpio --quiet -o -H newc").stdin(names + "\n").quiet().output()?.stdout
     };
     let gz = cmd!(sh, "gzip -6 -n").stdin(cpio).quiet().output()?.stdout;

@@ -7,15 +7,13 @@ use busyroot::pipeline::kernel::{BuiltKernel, KernelBuilder, KernelSource};
 use xshell::Shell;
 
 use crate::progress::Reporter;
-use crate::rootfs::workspace;
+use crate::rootfs::Target;
 
 /// Flags of `cargo xtask kernel`.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct KernelArgs {
-    /// Target architecture: x86_64 (or amd64), aarch64 (or arm64) or riscv64 [default: config
-    /// `arch`, else the host's]
-    #[arg(long)]
-    pub arch: Option<Arch>,
+    #[command(flatten)]
+    pub target: Target,
     /// Linux source: a tarball (.tar.xz, .tar.gz, .tar.bz2, .tar, .txz, .tgz or .tbz2) or an
     /// unpacked tree, used as is, or a tarball URL (needs --sha256) [default: config
     /// `kernel.source`, else the pinned kernel.org release]
@@ -24,33 +22,32 @@ pub struct KernelArgs {
     /// sha256 of the tarball a --source URL points to
     #[arg(long, value_name = "HEX")]
     pub sha256: Option<String>,
-    /// Never touch the network: use only the cache and $BUSYROOT_MIRROR (same as BUSYROOT_OFFLINE=1)
-    #[arg(long)]
-    pub offline: bool,
 }
 
 pub fn run(sh: &Shell, args: KernelArgs) -> anyhow::Result<()> {
-    let kernel = build(sh, workspace()?, &args)?;
+    let (ws, arch) = args.target.resolve()?;
+    let kernel = args.build(sh, ws, arch)?;
     println!("kernel image  {}  {:>10} bytes", kernel.image.display(), kernel.size);
     println!("kernel config {}", kernel.config.display());
     Ok(())
 }
 
-/// Builds (or reuses) the kernel of `ws`; shared with `cargo xtask run --build-kernel`.
-pub fn build(sh: &Shell, ws: Workspace, args: &KernelArgs) -> anyhow::Result<BuiltKernel> {
-    let arch = Arch::configured_or_host(args.arch.or(ws.config.arch))?;
-    let mut builder = KernelBuilder::for_arch(ws, arch);
-    if let Some(source) = &args.source {
-        let cwd = std::env::current_dir().context("find the current directory")?;
-        builder.source(KernelSource::parse(source, args.sha256.as_deref(), &cwd)?);
-    } else if args.sha256.is_some() {
-        anyhow::bail!("`--sha256` applies to a `--source` URL only; pass --source too");
+impl KernelArgs {
+    /// Builds (or reuses) the kernel for `arch`; shared with `cargo xtask run --build-kernel`.
+    pub fn build(&self, sh: &Shell, ws: Workspace, arch: Arch) -> anyhow::Result<BuiltKernel> {
+        let mut builder = KernelBuilder::for_arch(ws, arch);
+        if let Some(source) = &self.source {
+            let cwd = std::env::current_dir().context("find the current directory")?;
+            builder.source(KernelSource::parse(source, self.sha256.as_deref(), &cwd)?);
+        } else if self.sha256.is_some() {
+            anyhow::bail!("`--sha256` applies to a `--source` URL only; pass --source too");
+        }
+        builder.offline(self.target.offline);
+        builder
+            .build(sh, &Reporter::new())
+            .map_err(with_flag_hint)
+            .with_context(|| format!("build the {arch} kernel"))
     }
-    builder.offline(args.offline);
-    builder
-        .build(sh, &Reporter::new())
-        .map_err(with_flag_hint)
-        .with_context(|| format!("build the {arch} kernel"))
 }
 
 /// The library names the configuration key; on the command line, `--source` is the way.

@@ -5,13 +5,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use busyroot::arch::Arch;
 use busyroot::lava::{self, ArtifactSources, Cell, Medium, ReportContext, TestStyle};
-use busyroot::vm::{self, AccelRequest, Check, Outcome, Root, RootBusRequest, RunPlan, Timeouts};
+use busyroot::vm::{self, AccelRequest, Outcome, Root, RunPlan, Timeouts};
 use xshell::Shell;
 
-use crate::rootfs::{self, RootfsArgs};
-use crate::run::{print_check, write_report};
+use crate::rootfs::{self, Target};
+use crate::run::{configured_checks, finish, print_check, select_kernel, Boot};
 use busyroot::image::Format;
 
 /// Flags of `cargo xtask lava`.
@@ -33,20 +32,10 @@ pub struct LavaArgs {
     /// [default: target/busyroot/lava/<arch>-<root>-<tests>].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Target architecture: x86_64, aarch64 or riscv64 [default: config `arch`, else the
-    /// host's].
-    #[arg(long)]
-    pub arch: Option<Arch>,
-    /// Boot rootfs.cpio.gz as the initramfs instead of rootfs.ext4 as the root disk.
-    #[arg(long)]
-    pub initramfs: bool,
-    /// Kernel image [default: $BUSYROOT_KERNEL, else config `kernel`, else the kernel built
-    /// by `cargo xtask kernel`].
-    #[arg(long, value_name = "PATH")]
-    pub kernel: Option<PathBuf>,
-    /// Bus of the root disk: auto (from the kernel's config), virtio, nvme or scsi.
-    #[arg(long, value_name = "BUS", default_value = "auto")]
-    pub root_bus: RootBusRequest,
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub boot: Boot,
     /// Run the tests through lava-test-shell (`lava-test-case`) instead of an interactive
     /// test; needs --initramfs, as LAVA adds its overlay to an ext4 image only via libguestfs.
     #[arg(long, requires = "initramfs")]
@@ -74,9 +63,6 @@ pub struct LavaArgs {
     /// With --run, write a JSON report to PATH.
     #[arg(long, value_name = "PATH", requires = "run")]
     pub json: Option<PathBuf>,
-    /// Never touch the network while building: only the cache and $BUSYROOT_MIRROR.
-    #[arg(long)]
-    pub offline: bool,
     /// A command the guest runs as root after the checks (a case that passes on exit 0).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -90,9 +76,8 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
              leave out --run and submit job.yaml to a lab",
         )?;
     }
-    let ws = rootfs::workspace()?;
+    let (ws, arch) = args.target.resolve()?;
     let config = ws.config.run.clone();
-    let arch = Arch::configured_or_host(args.arch.or(ws.config.arch))?;
     let (cpio, ext4, tar) = match &args.images {
         Some(dir) => {
             let [cpio, ext4, tar] =
@@ -108,27 +93,17 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
             (cpio, ext4, tar)
         }
         None => {
-            let rootfs_args = RootfsArgs { arch: Some(arch), offline: args.offline };
-            let outputs = rootfs::build(sh, ws.clone(), &rootfs_args)?;
+            let outputs = rootfs::build(sh, ws.clone(), arch, args.target.offline)?;
             (outputs.cpio, outputs.ext4, outputs.tar)
         }
     };
-    let built = busyroot::pipeline::kernel::kernel_image_path(&ws, arch);
-    let env_kernel = std::env::var_os("BUSYROOT_KERNEL");
-    let config_kernel = config.kernel.as_ref().map(|k| ws.path(k));
-    let kernel = vm::select_kernel(
-        arch,
-        args.kernel.as_deref(),
-        env_kernel.as_deref(),
-        config_kernel.as_deref(),
-        &built,
-    )?;
+    let kernel = select_kernel(&ws, arch, args.boot.kernel.as_deref())?;
     eprintln!("kernel: {} ({})", kernel.path.display(), kernel.source);
 
-    let (medium, root) = if args.initramfs {
+    let (medium, root) = if args.boot.initramfs {
         (Medium::Initramfs, Root::Initramfs(cpio.clone()))
     } else {
-        let bus = vm::choose_root_bus(args.root_bus, &kernel.path, vm::Vmm::Qemu)?;
+        let bus = vm::choose_root_bus(args.boot.root_bus, &kernel.path, vm::Vmm::Qemu)?;
         eprintln!("root:   rootfs.ext4 on {} ({})", bus.value, bus.reason);
         (Medium::Disk(bus.value), Root::Disk { image: ext4.clone(), bus: bus.value })
     };
@@ -137,14 +112,7 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
     let timeouts = Timeouts::from_env(accel.value, config.timeout)?;
     let spec = vm::VmSpec::new(arch, kernel.path.clone(), root, PathBuf::new());
     let mut checks = RunPlan::standard(&spec, &config.hostname, timeouts).checks;
-    for extra in &config.checks {
-        checks.push(Check::from_extra(extra)?);
-    }
-    if let Some(file) = &config.checks_file {
-        for extra in vm::load_checks_file(&ws.path(file))? {
-            checks.push(Check::from_extra(&extra)?);
-        }
-    }
+    checks.extend(configured_checks(&ws)?);
 
     let style = if args.test_shell { TestStyle::TestShell } else { TestStyle::Interactive };
     let mut cell = Cell::new(arch, medium, style, checks);
@@ -163,7 +131,7 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
 
     let label = format!(
         "{arch}-{}-{}",
-        if args.initramfs { "initramfs" } else { "disk" },
+        if args.boot.initramfs { "initramfs" } else { "disk" },
         if args.test_shell { "test-shell" } else { "interactive" }
     );
     let out = args.out.clone().unwrap_or_else(|| ws.target_dir.join("busyroot/lava").join(&label));
@@ -239,14 +207,7 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
             eprintln!("  | {line}");
         }
     }
-    if let Some(path) = &args.junit {
-        write_report(path, &report.to_junit())?;
-    }
-    if let Some(path) = &args.json {
-        write_report(path, &format!("{:#}\n", report.to_json()))?;
-    }
-    eprintln!("{}", report.verdict_line());
-    Ok(report.exit_code())
+    finish(&report, args.junit.as_deref(), args.json.as_deref())
 }
 
 fn write_text(path: &std::path::Path, text: &str) -> anyhow::Result<()> {

@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Build rootfs.ext4, rootfs.cpio.gz and rootfs.tar under target/busyroot/<arch>/.
-    Rootfs(rootfs::RootfsArgs),
+    Rootfs(rootfs::Target),
     /// Build a minimal boot-test kernel into target/busyroot/<arch>/kernel/.
     Kernel(kernel::KernelArgs),
     /// Boot the image under QEMU or kvmtool: interactively, as a smoke check (--check), or to
@@ -33,7 +33,7 @@ enum Command {
     /// Write a LAVA job, a QEMU device dictionary and an artifact directory; --run runs it.
     Lava(lava::LavaArgs),
     /// Open BusyBox's menuconfig on busybox-config/.config and write the result back.
-    Menuconfig(rootfs::RootfsArgs),
+    Menuconfig(rootfs::Target),
 }
 
 fn main() {

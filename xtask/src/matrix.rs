@@ -9,7 +9,7 @@ use busyroot::matrix::{self, CellResult, MatrixEvent, MatrixObserver, MatrixRepo
 use busyroot::vm::{self, Event};
 use xshell::Shell;
 
-use crate::rootfs::{self, RootfsArgs};
+use crate::rootfs;
 
 /// Flags of `cargo xtask matrix`.
 ///
@@ -38,7 +38,7 @@ pub struct MatrixArgs {
     /// goes to target/busyroot/matrix/<cell>/console.log).
     #[arg(long)]
     pub console: bool,
-    /// Never touch the network while building: only the cache and $BUSYROOT_MIRROR.
+    /// Never touch the network: use only the cache and $BUSYROOT_MIRROR (same as BUSYROOT_OFFLINE=1)
     #[arg(long)]
     pub offline: bool,
 }
@@ -100,7 +100,7 @@ pub(crate) fn build_images(
         }
     }
     for arch in archs {
-        rootfs::build(sh, ws.clone(), &RootfsArgs { arch: Some(arch), offline })?;
+        rootfs::build(sh, ws.clone(), arch, offline)?;
     }
     Ok(())
 }
@@ -132,8 +132,7 @@ impl MatrixObserver for Render {
                 ),
                 Event::Note(note) => eprintln!("[{}] {note}", cell.name),
                 Event::CommandStarted(argv) => {
-                    let words: Vec<String> = argv.iter().map(|w| vm::shell_quote(w)).collect();
-                    eprintln!("[{}] running: {}", cell.name, words.join(" "))
+                    eprintln!("[{}] running: {}", cell.name, crate::run::shell_words(&argv))
                 }
                 Event::Stdout(line) | Event::Stderr(line) => eprintln!("[{}] {line}", cell.name),
                 Event::Console(line) if self.console => eprintln!("[{}] | {line}", cell.name),

@@ -10,9 +10,9 @@ use xshell::Shell;
 
 use crate::progress::Reporter;
 
-/// Flags of `cargo xtask rootfs`.
+/// What to build for: the flags of `cargo xtask rootfs`, shared by every command that builds.
 #[derive(clap::Args, Debug, Clone, Default)]
-pub struct RootfsArgs {
+pub struct Target {
     /// Target architecture: x86_64 (or amd64), aarch64 (or arm64) or riscv64 [default: config
     /// `arch`, else the host's]
     #[arg(long)]
@@ -22,8 +22,19 @@ pub struct RootfsArgs {
     pub offline: bool,
 }
 
-pub fn run(sh: &Shell, args: RootfsArgs) -> anyhow::Result<()> {
-    let outputs = build(sh, workspace()?, &args)?;
+impl Target {
+    /// The workspace (see [`workspace`]) and the architecture: --arch, else config `arch`, else
+    /// the host's.
+    pub fn resolve(&self) -> anyhow::Result<(Workspace, Arch)> {
+        let ws = workspace()?;
+        let arch = Arch::configured_or_host(self.arch.or(ws.config.arch))?;
+        Ok((ws, arch))
+    }
+}
+
+pub fn run(sh: &Shell, args: Target) -> anyhow::Result<()> {
+    let (ws, arch) = args.resolve()?;
+    let outputs = build(sh, ws, arch, args.offline)?;
     println!("rootfs for {} entries in {}:", outputs.entries, outputs.dir.display());
     for file in &outputs.files {
         println!("  {}  {:>10} bytes  sha256 {}", file.path.display(), file.size, file.sha256);
@@ -45,21 +56,19 @@ pub fn workspace() -> anyhow::Result<Workspace> {
 }
 
 /// Builds (or reuses) the images of `ws`; shared with `cargo xtask run`.
-pub fn build(sh: &Shell, ws: Workspace, args: &RootfsArgs) -> anyhow::Result<Outputs> {
-    let arch = Arch::configured_or_host(args.arch.or(ws.config.arch))?;
+pub fn build(sh: &Shell, ws: Workspace, arch: Arch, offline: bool) -> anyhow::Result<Outputs> {
     let mut builder = RootfsBuilder::for_arch(ws, arch);
-    builder.offline(args.offline);
+    builder.offline(offline);
     builder.build(sh, &Reporter::new()).with_context(|| format!("build the {arch} rootfs"))
 }
 
 /// `cargo xtask menuconfig`: BusyBox's menuconfig on the checked-in config, written back.
-pub fn menuconfig(sh: &Shell, args: RootfsArgs) -> anyhow::Result<()> {
+pub fn menuconfig(sh: &Shell, args: Target) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
         anyhow::bail!("menuconfig is interactive: run `cargo xtask menuconfig` in a terminal");
     }
-    let ws = workspace()?;
-    let arch = Arch::configured_or_host(args.arch.or(ws.config.arch))?;
+    let (ws, arch) = args.resolve()?;
     let mut builder = RootfsBuilder::for_arch(ws, arch);
     builder.offline(args.offline);
     let config = builder.menuconfig(sh, &Reporter::new())?;

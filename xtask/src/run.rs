@@ -2,18 +2,20 @@
 //! or to run a command in the guest and exit with its status.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use busyroot::arch::Arch;
+use busyroot::config::Workspace;
 use busyroot::vm::{
     self, AccelRequest, Check, Event, Observer, Outcome, RootBusRequest, RunReport, ShareRequest,
     Vm, Vmm,
 };
 use xshell::Shell;
 
-use crate::rootfs::{self, RootfsArgs};
+use crate::kernel::KernelArgs;
+use crate::rootfs::{self, Target};
 
 /// Flags of `cargo xtask run`.
 #[derive(clap::Args, Debug)]
@@ -23,17 +25,12 @@ could not run (the boot, a check, or the set-up of shares and modules failed); 1
 With --check alone: 0 passed, 1 a check failed, 2 the boot failed. The last line on stderr
 always says which case it was (`busyroot: …`); --json records it as `verdict`.")]
 pub struct RunArgs {
-    /// Kernel image to boot [default: $BUSYROOT_KERNEL, else config `kernel`, else the kernel
-    /// built by `cargo xtask kernel`].
-    #[arg(long, value_name = "PATH")]
-    pub kernel: Option<PathBuf>,
+    #[command(flatten)]
+    pub boot: Boot,
     /// Boot, check the guest over the serial console, power off and check the image; exit 0
     /// if everything passed, 1 if a check failed, 2 if the boot failed.
     #[arg(long)]
     pub check: bool,
-    /// Boot rootfs.cpio.gz as an initramfs instead of rootfs.ext4 as the root disk.
-    #[arg(long)]
-    pub initramfs: bool,
     /// Show a host directory to the guest, over virtio-9p or virtiofs as the kernel allows
     /// (repeatable). GUEST_DIR defaults to the same absolute path; `:ro` makes it read-only.
     /// Nothing is shared unless asked for.
@@ -64,9 +61,6 @@ pub struct RunArgs {
     /// Accelerator: auto (KVM only where it can run this guest), kvm or tcg.
     #[arg(long, value_name = "ACCEL", default_value = "auto")]
     pub accel: AccelRequest,
-    /// Bus of the root disk: auto (from the kernel's config), virtio, nvme or scsi.
-    #[arg(long, value_name = "BUS", default_value = "auto")]
-    pub root_bus: RootBusRequest,
     /// Seconds to wait for the init banner [default: 120 under TCG, 30 under KVM; scaled by
     /// $BUSYROOT_TIMEOUT_SCALE].
     #[arg(long, value_name = "SECONDS")]
@@ -74,10 +68,8 @@ pub struct RunArgs {
     /// Extra kernel command-line arguments, after busyroot's own (repeatable).
     #[arg(long, value_name = "ARGS")]
     pub append: Vec<String>,
-    /// Target architecture: x86_64, aarch64 or riscv64 (or amd64, arm64) [default: config
-    /// `arch`, else the host's].
-    #[arg(long)]
-    pub arch: Option<Arch>,
+    #[command(flatten)]
+    pub target: Target,
     /// Guest memory: MiB, or with a suffix (512M, 1G) [default: 256].
     #[arg(long, value_name = "SIZE", value_parser = vm::parse_mem_mib)]
     pub mem: Option<u32>,
@@ -88,9 +80,6 @@ pub struct RunArgs {
     /// none is built yet.
     #[arg(long)]
     pub build_kernel: bool,
-    /// Never touch the network while building: only the cache and $BUSYROOT_MIRROR.
-    #[arg(long)]
-    pub offline: bool,
     /// Write a JUnit XML report to PATH (with --check or a command).
     #[arg(long, value_name = "PATH")]
     pub junit: Option<PathBuf>,
@@ -103,41 +92,38 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+/// The kernel and the root file system to boot; flags of `cargo xtask run` and `lava`.
+#[derive(clap::Args, Debug)]
+pub struct Boot {
+    /// Kernel image to boot [default: $BUSYROOT_KERNEL, else config `run.kernel`, else the
+    /// kernel built by `cargo xtask kernel`].
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Boot rootfs.cpio.gz as the initramfs instead of rootfs.ext4 as the root disk.
+    #[arg(long)]
+    pub initramfs: bool,
+    /// Bus of the root disk: auto (from the kernel's config), virtio, nvme or scsi.
+    #[arg(long, value_name = "BUS", default_value = "auto")]
+    pub root_bus: RootBusRequest,
+}
+
 pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
-    let ws = rootfs::workspace()?;
-    let mut config = ws.config.run.clone();
-    // Paths in the configuration are relative to the workspace root.
-    config.kernel = config.kernel.map(|k| ws.path(&k));
-    config.checks_file = config.checks_file.map(|f| ws.path(&f));
-    let arch = Arch::configured_or_host(args.arch.or(ws.config.arch))?;
+    let (ws, arch) = args.target.resolve()?;
+    let config = ws.config.run.clone();
     // Refused before the build, so a kvmtool run without KVM fails at once.
     let accel = vm::choose_accel(args.accel, arch)?;
     args.vmm.check_accel(accel.value, &accel.reason)?;
-    let outputs =
-        rootfs::build(sh, ws.clone(), &RootfsArgs { arch: Some(arch), offline: args.offline })?;
+    let outputs = rootfs::build(sh, ws.clone(), arch, args.target.offline)?;
 
-    let built = busyroot::pipeline::kernel::kernel_image_path(&ws, arch);
-    let env_kernel = std::env::var_os("BUSYROOT_KERNEL");
-    let nothing_given = args.kernel.is_none() && env_kernel.is_none() && config.kernel.is_none();
-    if args.build_kernel && nothing_given {
-        let kernel_args = crate::kernel::KernelArgs {
-            arch: Some(arch),
-            offline: args.offline,
-            ..Default::default()
-        };
-        crate::kernel::build(sh, ws.clone(), &kernel_args)?;
+    if args.build_kernel && !kernel_named(&ws, args.boot.kernel.as_deref()) {
+        let kernel_args = KernelArgs { target: args.target.clone(), ..Default::default() };
+        kernel_args.build(sh, ws.clone(), arch)?;
     }
-    let kernel = vm::select_kernel(
-        arch,
-        args.kernel.as_deref(),
-        env_kernel.as_deref(),
-        config.kernel.as_deref(),
-        &built,
-    )?;
+    let kernel = select_kernel(&ws, arch, args.boot.kernel.as_deref())?;
     eprintln!("kernel: {} ({})", kernel.path.display(), kernel.source);
 
     let mut machine = Vm::new(arch, kernel.path);
-    if args.initramfs {
+    if args.boot.initramfs {
         machine.initramfs(&outputs.cpio);
     } else {
         machine.disk(&outputs.ext4);
@@ -149,7 +135,7 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
     machine
         .vmm(args.vmm, configured_program)
         .accel(args.accel)
-        .root_bus(args.root_bus)
+        .root_bus(args.boot.root_bus)
         .size(args.mem.unwrap_or(config.mem), args.cpus.unwrap_or(config.cpus))
         .work_dir(&outputs.dir)
         .tap(args.tap);
@@ -174,16 +160,7 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
     }
     let render = Render { console: args.console };
     if args.check {
-        let mut extra = Vec::new();
-        for e in &config.checks {
-            extra.push(Check::from_extra(e)?);
-        }
-        if let Some(file) = &config.checks_file {
-            for e in vm::load_checks_file(file)? {
-                extra.push(Check::from_extra(&e)?);
-            }
-        }
-        machine.checks(&config.hostname, extra);
+        machine.checks(&config.hostname, configured_checks(&ws)?);
     }
     if !args.check && args.command.is_empty() {
         return Ok(machine.interactive(&render)?);
@@ -191,17 +168,55 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
     let command = (!args.command.is_empty()).then(|| args.command.clone());
     let report = machine.run_with(sh, command, &render)?;
     render.summary(&report);
-    if let Some(path) = &args.junit {
+    finish(&report, args.junit.as_deref(), args.json.as_deref())
+}
+
+/// Whether `flag` (--kernel), $BUSYROOT_KERNEL or config `run.kernel` names the kernel to boot.
+pub(crate) fn kernel_named(ws: &Workspace, flag: Option<&Path>) -> bool {
+    let env = std::env::var_os("BUSYROOT_KERNEL").filter(|k| !k.is_empty());
+    flag.is_some() || env.is_some() || ws.config.run.kernel.is_some()
+}
+
+/// The kernel to boot: `flag` (--kernel), else $BUSYROOT_KERNEL, else config `run.kernel`
+/// (relative to the workspace root), else the one `cargo xtask kernel` built.
+pub(crate) fn select_kernel(
+    ws: &Workspace,
+    arch: Arch,
+    flag: Option<&Path>,
+) -> anyhow::Result<vm::KernelChoice> {
+    let env = std::env::var_os("BUSYROOT_KERNEL");
+    let config = ws.config.run.kernel.as_ref().map(|k| ws.path(k));
+    let built = busyroot::pipeline::kernel::kernel_image_path(ws, arch);
+    Ok(vm::select_kernel(arch, flag, env.as_deref(), config.as_deref(), &built)?)
+}
+
+/// The checks the configuration adds to the standard ones: `run.checks`, then those of
+/// `run.checks-file` (relative to the workspace root).
+pub(crate) fn configured_checks(ws: &Workspace) -> anyhow::Result<Vec<Check>> {
+    let mut extras = ws.config.run.checks.clone();
+    if let Some(file) = &ws.config.run.checks_file {
+        extras.extend(vm::load_checks_file(&ws.path(file))?);
+    }
+    Ok(extras.iter().map(Check::from_extra).collect::<Result<_, _>>()?)
+}
+
+/// Writes the reports --junit and --json ask for and the verdict line; returns the exit code.
+pub(crate) fn finish(
+    report: &RunReport,
+    junit: Option<&Path>,
+    json: Option<&Path>,
+) -> anyhow::Result<i32> {
+    if let Some(path) = junit {
         write_report(path, &report.to_junit())?;
     }
-    if let Some(path) = &args.json {
+    if let Some(path) = json {
         write_report(path, &format!("{:#}\n", report.to_json()))?;
     }
     eprintln!("{}", report.verdict_line());
     Ok(report.exit_code())
 }
 
-pub(crate) fn write_report(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_report(path: &Path, text: &str) -> anyhow::Result<()> {
     busyroot::host::fs::write_atomically(path, |tmp| {
         std::fs::write(tmp, text).map_err(|e| busyroot::Error::io("write", tmp, e))
     })
@@ -265,7 +280,7 @@ fn print_tail(lines: &[String]) {
     }
 }
 
-fn shell_words(argv: &[String]) -> String {
+pub(crate) fn shell_words(argv: &[String]) -> String {
     argv.iter().map(|w| vm::shell_quote(w)).collect::<Vec<_>>().join(" ")
 }
 
