@@ -35,22 +35,38 @@ fn leftovers(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A built checkout in `dir` for `test`; `None` after saying why the test skips.
+fn built_checkout(test: &str, dir: &Path) -> Option<Workspace> {
+    support::built_checkout(&dir.join("checkout")).map_err(|reason| skip(test, &reason)).ok()
+}
+
+/// The sha256s of every output.
+fn sums(outputs: &Outputs) -> Vec<String> {
+    outputs.files.iter().map(|f| f.sha256.clone()).collect()
+}
+
+/// What a run after a fault must do: finish, leave no temporary in `out`, and leave every
+/// stage fresh for the run after it. Returns its outputs.
+fn recovers(ws: &Workspace, out: &Path) -> Outputs {
+    let after = build(ws, &Silent).unwrap();
+    assert!(leftovers(out).is_empty(), "leftovers: {:?}", leftovers(out));
+    let again = build(ws, &Silent).unwrap();
+    assert!(again.stages.iter().all(|s| s.fresh()), "{:?}", again.stages);
+    after
+}
+
 /// Row "two runs at once": both finish, one after the other, with the same valid outputs.
 #[test]
 fn concurrent_runs_take_turns_and_both_succeed() {
     let test = "concurrent_runs_take_turns_and_both_succeed";
     let dir = support::tempdir();
-    let ws = match support::built_checkout(&dir.path().join("checkout")) {
-        Ok(ws) => ws,
-        Err(reason) => return skip(test, &reason),
-    };
+    let Some(ws) = built_checkout(test, dir.path()) else { return };
     build(&ws, &Silent).unwrap();
     append(&ws.root.join("rootfs-skel/etc/profile"), "# concurrent edit\n");
     let runs: Vec<Outputs> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..2).map(|_| s.spawn(|| build(&ws, &Silent).unwrap())).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let sums = |o: &Outputs| o.files.iter().map(|f| f.sha256.clone()).collect::<Vec<_>>();
     assert_eq!(sums(&runs[0]), sums(&runs[1]));
     // Exactly one of the two wrote the images; the other found them fresh.
     let wrote = runs.iter().filter(|o| !o.stages.last().unwrap().fresh()).count();
@@ -120,10 +136,7 @@ fn a_run_killed_while_writing_images_leaves_the_previous_outputs_and_recovers() 
         return;
     }
     let dir = support::tempdir();
-    let ws = match support::built_checkout(&dir.path().join("checkout")) {
-        Ok(ws) => ws,
-        Err(reason) => return skip(test, &reason),
-    };
+    let Some(ws) = built_checkout(test, dir.path()) else { return };
     let before = build(&ws, &Silent).unwrap();
     append(&ws.root.join("rootfs-skel/etc/profile"), "# edit before the kill\n");
 
@@ -154,16 +167,13 @@ fn a_run_killed_while_writing_images_leaves_the_previous_outputs_and_recovers() 
             .success();
     assert!(fresh_enough, "rootfs.ext4 was left half-written");
 
-    let after = build(&ws, &Silent).unwrap();
-    assert!(leftovers(out).is_empty(), "leftovers: {:?}", leftovers(out));
+    let after = recovers(&ws, out);
     assert_ne!(
         after.get(Format::Tar).sha256,
         before.get(Format::Tar).sha256,
         "the edit must reach the tar"
     );
     run("e2fsck", &["-fn", after.ext4.to_str().unwrap()], None);
-    let again = build(&ws, &Silent).unwrap();
-    assert!(again.stages.iter().all(|s| s.fresh()), "{:?}", again.stages);
 }
 
 /// The command lines of running processes that mention `needle`.
@@ -206,10 +216,7 @@ fn runs_killed_during_extraction_and_during_make_are_finished_by_the_next_run() 
         return;
     }
     let dir = support::tempdir();
-    let ws = match support::built_checkout(&dir.path().join("checkout")) {
-        Ok(ws) => ws,
-        Err(reason) => return skip(test, &reason),
-    };
+    let Some(ws) = built_checkout(test, dir.path()) else { return };
     let before = build(&ws, &Silent).unwrap();
     let out = before.dir.clone();
     let src = out.join(format!("busybox-{}", ws.config.busybox.version));
@@ -254,15 +261,11 @@ fn runs_killed_during_extraction_and_during_make_are_finished_by_the_next_run() 
     let left = processes_mentioning(&needle);
     assert!(left.is_empty(), "make outlived the killed run: {left:?}");
 
-    let after = build(&ws, &Silent).unwrap();
+    let after = recovers(&ws, &out);
     let ran: Vec<&str> =
         after.stages.iter().filter(|s| !s.fresh()).map(|s| s.name.as_str()).collect();
     assert!(ran.contains(&"build busybox"), "make must run again: {:?}", after.stages);
-    assert!(leftovers(&out).is_empty(), "leftovers: {:?}", leftovers(&out));
-    let sums = |o: &Outputs| o.files.iter().map(|f| f.sha256.clone()).collect::<Vec<_>>();
     assert_eq!(sums(&after), sums(&before), "the recovered build must equal the first");
-    let again = build(&ws, &Silent).unwrap();
-    assert!(again.stages.iter().all(|s| s.fresh()), "{:?}", again.stages);
 }
 
 /// The number of entries under `dir`, recursively.
