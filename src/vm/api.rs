@@ -263,7 +263,18 @@ impl Vm {
         command: Option<Vec<String>>,
         observer: &dyn Observer,
     ) -> Result<(VmSpec, RunPlan)> {
-        let image = self.image.clone().ok_or_else(|| {
+        let sh = Shell::new().map_err(|e| Error::Other(format!("cannot start a shell: {e}")))?;
+        self.prepare_with(&sh, command, observer)
+    }
+
+    /// [`Vm::prepare`] with `sh` for the host tools it runs.
+    fn prepare_with(
+        &self,
+        sh: &Shell,
+        command: Option<Vec<String>>,
+        observer: &dyn Observer,
+    ) -> Result<(VmSpec, RunPlan)> {
+        let image = self.image.as_ref().ok_or_else(|| {
             Error::Other(
                 "no root file system to boot: give the VM a disk image or an initramfs".into(),
             )
@@ -281,20 +292,18 @@ impl Vm {
         choose("accel", format!("{} ({})", accel.value, accel.reason));
 
         let work = self.make_work_dir()?;
+        // The guest writes to its disk; it boots a copy (made below), so the image stays as
+        // built.
+        let copy = work.join("boot.ext4");
         let root = match image {
             Image::Initramfs(cpio) => {
-                require_file(&cpio)?;
+                require_file(cpio)?;
                 choose("root", format!("initramfs {}", cpio.display()));
-                Root::Initramfs(cpio)
+                Root::Initramfs(cpio.clone())
             }
             Image::Disk(image) => {
-                require_file(&image)?;
+                require_file(image)?;
                 let bus = choose_root_bus(self.root_bus, &self.kernel, self.vmm)?;
-                // The guest writes to its disk; boot a copy, so the image stays as built.
-                let copy = work.join("boot.ext4");
-                if copy != image {
-                    std::fs::copy(&image, &copy).with_path("copy to", &copy)?;
-                }
                 choose(
                     "root",
                     format!(
@@ -305,7 +314,7 @@ impl Vm {
                         bus.reason
                     ),
                 );
-                Root::Disk { image: copy, bus: bus.value }
+                Root::Disk { image: copy.clone(), bus: bus.value }
             }
         };
         let mut spec = VmSpec::new(self.arch, self.kernel.clone(), root, work.join("console.log"));
@@ -319,10 +328,8 @@ impl Vm {
         let config = KernelConfig::find(&self.kernel)?;
         let tree = match &self.modules {
             Some(path) => {
-                let sh =
-                    Shell::new().map_err(|e| Error::Other(format!("cannot start a shell: {e}")))?;
                 let tree =
-                    ModuleTree::open(&sh, path, &work.join("modules"), &crate::progress::Silent)?;
+                    ModuleTree::open(sh, path, &work.join("modules"), &crate::progress::Silent)?;
                 if tree.check_kernel(&self.kernel)?.is_none() {
                     observer.event(Event::Note(format!(
                         "cannot tell which kernel release `{}` is; assuming the modules ({}) fit",
@@ -393,37 +400,26 @@ impl Vm {
             }
             Some(layer::manifest(None, &self.overlays, &module_files, LAYER_EPOCH)?)
         };
-        if let Some(layer) = &layer {
-            spec.root = match &spec.root {
-                Root::Initramfs(base) => {
-                    let boot = work.join("boot.cpio.gz");
-                    layer::initramfs(base, layer, &boot)?;
-                    Root::Initramfs(boot)
-                }
-                Root::Disk { image: copy, bus } => {
-                    let original = match &self.image {
-                        Some(Image::Disk(original)) => original.clone(),
-                        _ => copy.clone(),
-                    };
-                    let listing = layer::listing_of(&original)?;
-                    let whole = layer::manifest(
-                        Some(&listing),
-                        &self.overlays,
-                        &module_files,
-                        LAYER_EPOCH,
-                    )?;
-                    let sh = Shell::new()
-                        .map_err(|e| Error::Other(format!("cannot start a shell: {e}")))?;
-                    layer::disk(&sh, &original, &whole, copy)?;
-                    Root::Disk { image: copy.clone(), bus: *bus }
-                }
-            };
+        match (image, &layer) {
+            (Image::Initramfs(base), Some(layer)) => {
+                let boot = work.join("boot.cpio.gz");
+                layer::initramfs(base, layer, &boot)?;
+                spec.root = Root::Initramfs(boot);
+            }
+            // With a layer, the boot copy is written anew: the image's listing and the layer.
+            (Image::Disk(original), Some(_)) => {
+                let listing = layer::listing_of(original)?;
+                let whole =
+                    layer::manifest(Some(&listing), &self.overlays, &module_files, LAYER_EPOCH)?;
+                layer::disk(sh, original, &whole, &copy)?;
+            }
+            (Image::Disk(original), None) if *original != copy => {
+                std::fs::copy(original, &copy).with_path("copy to", &copy)?;
+            }
+            _ => {}
         }
-
-        if let (Some(argv), Some(image)) = (&command, &self.image) {
-            let image = match image {
-                Image::Disk(p) | Image::Initramfs(p) => p,
-            };
+        if let Some(argv) = &command {
+            let (Image::Disk(image) | Image::Initramfs(image)) = image;
             check_command_exists(&argv[0], image, &spec.shares, layer.as_ref())?;
         }
 
@@ -453,7 +449,7 @@ impl Vm {
         command: Option<Vec<String>>,
         observer: &dyn Observer,
     ) -> Result<RunReport> {
-        let (spec, plan) = self.prepare(command, observer)?;
+        let (spec, plan) = self.prepare_with(sh, command, observer)?;
         super::run(sh, &spec, &plan, observer)
     }
 

@@ -110,7 +110,7 @@ impl ModuleTree {
         if is_archive(path) && path.is_file() {
             let unpacked = unpack_archive(sh, path, scratch, progress)?;
             let (root, version) = find_tree(&unpacked).map_err(|e| match e {
-                Error::Tree { message, .. } => Error::Tree { path: path.into(), message },
+                Error::Tree { message, .. } => tree_error(path, message),
                 e => e,
             })?;
             return Self::open_root(root, version);
@@ -122,14 +122,11 @@ impl ModuleTree {
     pub fn open_dir(path: &Path) -> Result<Self> {
         let meta = fs::metadata(path).with_path("open module tree", path)?;
         if !meta.is_dir() {
-            return Err(Error::Tree {
-                path: path.into(),
-                message: format!(
-                    "not a directory nor an archive ({}); expected a `lib/modules/<version>` \
-                     tree",
-                    ARCHIVE_SUFFIXES.join(", ")
-                ),
-            });
+            let message = format!(
+                "not a directory nor an archive ({}); expected a `lib/modules/<version>` tree",
+                ARCHIVE_SUFFIXES.join(", ")
+            );
+            return Err(tree_error(path, message));
         }
         let (root, version) = find_tree(path)?;
         Self::open_root(root, version)
@@ -216,17 +213,14 @@ impl ModuleTree {
     }
 
     fn visit(&self, name: &str, needed_by: Option<&str>, walk: &mut Walk) -> Result<()> {
-        if walk.done.contains(name) {
+        if walk.done.contains(name) || self.is_builtin(name) {
             return Ok(());
         }
         if let Some(at) = walk.stack.iter().position(|n| n == name) {
             let mut cycle = walk.stack[at..].to_vec();
             cycle.push(name.to_string());
-            return Err(self.error(format!("modules depend on each other: {}", cycle.join(" → "))));
-        }
-        if self.is_builtin(name) {
-            walk.done.insert(name.to_string());
-            return Ok(());
+            let message = format!("modules depend on each other: {}", cycle.join(" → "));
+            return Err(tree_error(&self.root, message));
         }
         let Some(module) = self.module(name) else {
             let listed = match (self.has_dep_file(), self.root.join("modules.builtin").is_file()) {
@@ -239,9 +233,9 @@ impl ModuleTree {
                 Some(parent) => format!("module `{parent}` needs `{name}`, which is not here"),
                 None => format!("no module `{name}` here"),
             };
-            return Err(self.error(format!(
-                "{why}; {listed}; is this the module tree of the kernel being booted?"
-            )));
+            let message =
+                format!("{why}; {listed}; is this the module tree of the kernel being booted?");
+            return Err(tree_error(&self.root, message));
         };
         walk.stack.push(name.to_string());
         let mut deps = self.dependencies(&module)?;
@@ -256,17 +250,11 @@ impl ModuleTree {
         Ok(())
     }
 
-    fn error(&self, message: String) -> Error {
-        Error::Tree { path: self.root.clone(), message }
-    }
-
     /// Every regular file of the tree, for a guest that may load any module. Symbolic links
     /// are left out: `build` and `source` point into the kernel's build tree.
     pub fn all_files(&self) -> Result<Vec<GuestFile>> {
         let mut files = Vec::new();
-        walk_files(&self.root, Path::new(""), &mut |rel| {
-            files.push(self.guest_file(rel));
-        })?;
+        walk_files(&self.root, Path::new(""), &mut |rel| files.push(self.guest_file(rel)))?;
         files.sort();
         Ok(files)
     }
@@ -282,15 +270,10 @@ impl ModuleTree {
                 files.push(self.guest_file(Path::new(&entry.file_name())));
             }
         }
-        for file in &files {
-            if !file.host.is_file() {
-                return Err(Error::Tree {
-                    path: file.host.clone(),
-                    message: "missing from the module tree; is the tree complete (and its \
-                              modules.dep, if any, up to date)?"
-                        .into(),
-                });
-            }
+        if let Some(file) = files.iter().find(|f| !f.host.is_file()) {
+            let why = "missing from the module tree; is the tree complete (and its modules.dep, \
+                       if any, up to date)?";
+            return Err(tree_error(&file.host, why));
         }
         files.sort();
         files.dedup();
@@ -306,17 +289,16 @@ impl ModuleTree {
     /// warn), an error naming both versions when they differ.
     pub fn check_kernel(&self, kernel: &Path) -> Result<Option<String>> {
         match kernel_release_of(kernel)? {
-            Some(found) if found == self.version => Ok(Some(found)),
-            Some(found) => Err(Error::Tree {
-                path: self.root.clone(),
-                message: format!(
-                    "these modules are for kernel {}, but `{}` is kernel {found}; \
-                     use the modules built or packaged with that kernel",
+            Some(found) if found != self.version => {
+                let message = format!(
+                    "these modules are for kernel {}, but `{}` is kernel {found}; use the \
+                     modules built or packaged with that kernel",
                     self.version,
                     kernel.display()
-                ),
-            }),
-            None => Ok(None),
+                );
+                Err(tree_error(&self.root, message))
+            }
+            release => Ok(release),
         }
     }
 }
@@ -326,6 +308,11 @@ struct Walk {
     done: BTreeSet<String>,
     stack: Vec<String>,
     order: Vec<Module>,
+}
+
+/// An error about the module tree, or the file in it, at `path`.
+fn tree_error(path: &Path, message: impl Into<String>) -> Error {
+    Error::Tree { path: path.into(), message: message.into() }
 }
 
 /// `virtio-rng` → `virtio_rng`: the kernel treats `-` and `_` in module names alike.
@@ -348,10 +335,8 @@ fn is_archive(path: &Path) -> bool {
 fn find_tree(path: &Path) -> Result<(PathBuf, String)> {
     let version_of = |dir: &Path| -> Result<String> {
         let name = dir.file_name().and_then(|n| n.to_str()).filter(|n| !n.is_empty());
-        name.map(str::to_string).ok_or_else(|| Error::Tree {
-            path: dir.into(),
-            message: "the directory name of a module tree must be its kernel version".into(),
-        })
+        let why = "the directory name of a module tree must be its kernel version";
+        name.map(str::to_string).ok_or_else(|| tree_error(dir, why))
     };
     if is_tree(path) {
         let root = fs::canonicalize(path).with_path("resolve", path)?;
@@ -369,37 +354,28 @@ fn find_tree(path: &Path) -> Result<(PathBuf, String)> {
             }
         }
     }
-    let versions: Vec<&String> = found.keys().collect();
-    match versions.len() {
+    let versions: Vec<&str> = found.keys().map(String::as_str).collect();
+    let why = match versions.len() {
         1 => {
             let (version, root) = found.into_iter().next().expect("one entry");
-            Ok((fs::canonicalize(&root).with_path("resolve", &root)?, version))
+            return Ok((fs::canonicalize(&root).with_path("resolve", &root)?, version));
         }
         0 if path.join("Makefile").exists() && path.join("modules.order").exists() => {
-            Err(Error::Tree {
-                path: path.into(),
-                message: "this is a kernel build tree, not installed modules; install them \
-                          with `make modules_install INSTALL_MOD_PATH=<dir>` and give \
-                          `<dir>/lib/modules/<version>`"
-                    .into(),
-            })
+            "this is a kernel build tree, not installed modules; install them with `make \
+             modules_install INSTALL_MOD_PATH=<dir>` and give `<dir>/lib/modules/<version>`"
+                .to_string()
         }
-        0 => Err(Error::Tree {
-            path: path.into(),
-            message: "no kernel module tree here: expected `lib/modules/<version>/` with \
-                      modules.order or kernel/ in it, as `make modules_install` or a \
-                      distribution kernel package lays it out"
-                .into(),
-        }),
-        _ => Err(Error::Tree {
-            path: path.into(),
-            message: format!(
-                "holds module trees for several kernel versions ({}); give the \
-                 `lib/modules/<version>` directory of the kernel being booted",
-                versions.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
-            ),
-        }),
-    }
+        0 => "no kernel module tree here: expected `lib/modules/<version>/` with modules.order \
+              or kernel/ in it, as `make modules_install` or a distribution kernel package lays \
+              it out"
+            .to_string(),
+        _ => format!(
+            "holds module trees for several kernel versions ({}); give the \
+             `lib/modules/<version>` directory of the kernel being booted",
+            versions.join(", ")
+        ),
+    };
+    Err(tree_error(path, why))
 }
 
 /// Whether `dir` is a `lib/modules/<version>` tree. A kernel build tree has modules.order
@@ -419,14 +395,12 @@ type DependencyIndex = BTreeMap<String, Vec<String>>;
 fn parse_modules_dep(text: &str, path: &Path) -> Result<(ModuleIndex, DependencyIndex)> {
     let mut modules = BTreeMap::new();
     let mut deps = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
+    for (n, line) in (1..).zip(text.lines()) {
         if line.trim().is_empty() || line.starts_with('#') {
             continue;
         }
-        let bad = || Error::Tree {
-            path: path.into(),
-            message: format!("line {} is not `module.ko: dependency.ko …`: {line:?}", i + 1),
-        };
+        let bad =
+            || tree_error(path, format!("line {n} is not `module.ko: dependency.ko …`: {line:?}"));
         let (module, rest) = line.split_once(':').ok_or_else(bad)?;
         let name = module_name(Path::new(module.trim())).ok_or_else(bad)?;
         let names: Option<Vec<String>> =
@@ -487,55 +461,23 @@ pub fn read_modinfo(path: &Path) -> Result<Vec<(String, String)>> {
     } else if name.ends_with(".ko") {
         fs::read(path).with_path("read", path)?
     } else {
-        return Err(Error::Tree {
-            path: path.into(),
-            message: "busyroot reads only .ko and .ko.gz module files; for a tree of .ko.xz or \
-                      .ko.zst modules its dependencies must come from modules.dep (create it \
-                      with `depmod -b <dir> <version>`)"
-                .into(),
-        });
+        let why = "busyroot reads only .ko and .ko.gz module files; for a tree of .ko.xz or \
+                   .ko.zst modules its dependencies must come from modules.dep (create it with \
+                   `depmod -b <dir> <version>`)";
+        return Err(tree_error(path, why));
     };
-    modinfo(&data).ok_or_else(|| Error::Tree {
-        path: path.into(),
-        message: "not a 64-bit little-endian ELF module with a .modinfo section".into(),
-    })
+    let why = "not a little-endian ELF module with a .modinfo section";
+    modinfo(&data).ok_or_else(|| tree_error(path, why))
 }
 
-/// The `key=value` strings of the `.modinfo` section of a 64-bit little-endian ELF object.
+/// The `key=value` strings of the `.modinfo` section of a little-endian ELF object.
 fn modinfo(elf: &[u8]) -> Option<Vec<(String, String)>> {
-    let section = elf64_section(elf, ".modinfo")?;
-    let pairs = section
+    let pairs = crate::host::elf::section(elf, ".modinfo")?
         .split(|&b| b == 0)
         .filter_map(|s| std::str::from_utf8(s).ok()?.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     Some(pairs)
-}
-
-/// The contents of the section called `wanted` in a 64-bit little-endian ELF object.
-fn elf64_section<'a>(elf: &'a [u8], wanted: &str) -> Option<&'a [u8]> {
-    if elf.get(..6)? != b"\x7fELF\x02\x01" {
-        return None;
-    }
-    let u16_at = |at: usize| Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?));
-    let u32_at = |at: usize| Some(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?));
-    let u64_at =
-        |at: usize| usize::try_from(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?)).ok();
-    let shoff = u64_at(0x28)?;
-    let (shentsize, shnum, shstrndx) =
-        (usize::from(u16_at(0x3a)?), usize::from(u16_at(0x3c)?), usize::from(u16_at(0x3e)?));
-    let header = |i: usize| shoff.checked_add(i.checked_mul(shentsize)?);
-    let contents = |i: usize| {
-        let h = header(i)?;
-        let (offset, size) = (u64_at(h + 24)?, u64_at(h + 32)?);
-        elf.get(offset..offset.checked_add(size)?)
-    };
-    let names = contents(shstrndx)?;
-    (0..shnum).find_map(|i| {
-        let name_at = usize::try_from(u32_at(header(i)?)?).ok()?;
-        let name = names.get(name_at..)?.split(|&b| b == 0).next()?;
-        (name == wanted.as_bytes()).then(|| contents(i)).flatten()
-    })
 }
 
 /// The kernel release (`uname -r`) of the kernel image at `kernel`, from its contents (see
@@ -597,7 +539,7 @@ fn release_word(text: &[u8]) -> Option<String> {
 }
 
 /// Unpacks `archive` into `scratch/tree`, unless a stamp says that is this archive unchanged
-/// since; returns `scratch/tree`.
+/// since; returns `scratch/tree`. A `.tar.xz` goes through the host's `tar`.
 fn unpack_archive(
     sh: &Shell,
     archive: &Path,
@@ -606,9 +548,10 @@ fn unpack_archive(
 ) -> Result<PathBuf> {
     let meta = fs::metadata(archive).with_path("stat", archive)?;
     let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    let resolved = fs::canonicalize(archive).with_path("resolve", archive)?;
     let identity = format!(
         "{}\n{}\n{}\n",
-        fs::canonicalize(archive).with_path("resolve", archive)?.display(),
+        resolved.display(),
         meta.len(),
         modified.map_or(0, |d| d.as_nanos())
     );
@@ -624,13 +567,19 @@ fn unpack_archive(
     }
     let name = archive.to_string_lossy();
     if name.ends_with(".xz") || name.ends_with(".txz") {
-        let temp = scratch.join(format!(".tree.unpacking-{}", std::process::id()));
-        if temp.exists() {
-            fs::remove_dir_all(&temp).with_path("remove", &temp)?;
-        }
+        let temp = crate::host::fs::temp_path(&tree);
+        let _ = fs::remove_dir_all(&temp);
         fs::create_dir(&temp).with_path("create directory", &temp)?;
-        let result = host_untar_xz(sh, archive, &temp, progress)
-            .and_then(|()| fs::rename(&temp, &tree).with_path("rename into", &tree));
+        // The host's `tar` and `xz` need no new dependency. The archive by its resolved path:
+        // the shell's directory may not be this process's.
+        let unpack =
+            cmd!(sh, "tar --extract --xz --no-same-owner --file {resolved} --directory {temp}");
+        progress.command(&unpack.to_string());
+        let result = crate::host::exec::run_captured(unpack)
+            .map_err(|e| {
+                Error::Other(format!("{e}\nis `{}` an intact .tar.xz?", archive.display()))
+            })
+            .and_then(|_| fs::rename(&temp, &tree).with_path("rename into", &tree));
         if result.is_err() {
             let _ = fs::remove_dir_all(&temp);
         }
@@ -640,28 +589,6 @@ fn unpack_archive(
     }
     fs::write(&stamp, identity).with_path("write", &stamp)?;
     Ok(tree)
-}
-
-/// Unpacks a `.tar.xz` with the host's `tar` and `xz`, which need no new dependency.
-fn host_untar_xz(sh: &Shell, archive: &Path, dest: &Path, progress: &dyn Progress) -> Result<()> {
-    let unpack = cmd!(sh, "tar --extract --xz --no-same-owner --file {archive} --directory {dest}");
-    let command_line = unpack.to_string();
-    progress.command(&command_line);
-    let mut command = std::process::Command::from(unpack);
-    crate::host::tools::die_with_parent(&mut command, libc::SIGTERM);
-    let failed = |status: String, details: String| Error::Command {
-        command: command_line.clone(),
-        status,
-        details: format!("{details}\nis `{}` an intact .tar.xz?", archive.display()),
-    };
-    let out = command.output().map_err(|e| failed(String::new(), e.to_string()))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let lines: Vec<&str> = stderr.lines().collect();
-        let tail = lines[lines.len().saturating_sub(10)..].join("\n");
-        return Err(failed(format!(": {}", out.status), tail));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -675,33 +602,8 @@ mod tests {
 
     /// A minimal 64-bit little-endian ELF object whose `.modinfo` section holds `info`.
     fn fake_ko(info: &[&str]) -> Vec<u8> {
-        let mut modinfo = Vec::new();
-        for entry in info {
-            modinfo.extend_from_slice(entry.as_bytes());
-            modinfo.push(0);
-        }
-        let names = b"\0.modinfo\0.shstrtab\0";
-        let modinfo_at = 64;
-        let names_at = modinfo_at + modinfo.len();
-        let headers_at = (names_at + names.len()).next_multiple_of(8);
-        let mut elf = vec![0u8; headers_at];
-        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
-        elf[0x28..0x30].copy_from_slice(&(headers_at as u64).to_le_bytes());
-        elf[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
-        elf[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
-        elf[0x3e..0x40].copy_from_slice(&2u16.to_le_bytes());
-        elf[modinfo_at..names_at].copy_from_slice(&modinfo);
-        elf[names_at..names_at + names.len()].copy_from_slice(names);
-        for (name, offset, size) in
-            [(0u32, 0usize, 0usize), (1, modinfo_at, modinfo.len()), (10, names_at, names.len())]
-        {
-            let mut header = [0u8; 64];
-            header[..4].copy_from_slice(&name.to_le_bytes());
-            header[24..32].copy_from_slice(&(offset as u64).to_le_bytes());
-            header[32..40].copy_from_slice(&(size as u64).to_le_bytes());
-            elf.extend_from_slice(&header);
-        }
-        elf
+        let modinfo: Vec<u8> = info.iter().flat_map(|e| [e.as_bytes(), b"\0"].concat()).collect();
+        crate::host::elf::test_object(8, &[(".modinfo", &modinfo)])
     }
 
     /// Writes `rel` under `root` with `data`, creating directories.
@@ -725,6 +627,14 @@ mod tests {
         root
     }
 
+    /// [`modinfo_tree`] in a new temporary directory, opened.
+    fn open_modinfo_tree() -> (tempfile::TempDir, ModuleTree) {
+        let dir = tempfile::tempdir().unwrap();
+        modinfo_tree(dir.path());
+        let tree = ModuleTree::open_dir(dir.path()).unwrap();
+        (dir, tree)
+    }
+
     fn names(modules: &[Module]) -> Vec<&str> {
         modules.iter().map(|m| m.name.as_str()).collect()
     }
@@ -744,9 +654,7 @@ mod tests {
 
     #[test]
     fn load_order_from_modinfo_puts_dependencies_first() {
-        let dir = tempfile::tempdir().unwrap();
-        modinfo_tree(dir.path());
-        let tree = ModuleTree::open_dir(dir.path()).unwrap();
+        let (_dir, tree) = open_modinfo_tree();
         assert_eq!(tree.version(), "1.2.3-test");
         assert!(!tree.has_dep_file());
         let order = tree.load_order(&["top"]).unwrap();
@@ -787,9 +695,7 @@ mod tests {
 
     #[test]
     fn dashes_and_underscores_name_the_same_module() {
-        let dir = tempfile::tempdir().unwrap();
-        modinfo_tree(dir.path());
-        let tree = ModuleTree::open_dir(dir.path()).unwrap();
+        let (_dir, tree) = open_modinfo_tree();
         assert_eq!(tree.module("mid_dash"), tree.module("mid-dash"));
         assert_eq!(tree.module("mid_dash").unwrap().name, "mid_dash");
         assert!(tree.module("mid").is_none());
@@ -797,13 +703,12 @@ mod tests {
 
     #[test]
     fn builtin_modules_are_not_loaded_and_missing_ones_are_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = modinfo_tree(dir.path());
-        let tree = ModuleTree::open_dir(dir.path()).unwrap();
+        let (_dir, tree) = open_modinfo_tree();
+        let root = tree.root().to_path_buf();
         assert!(tree.is_builtin("inkernel"));
         // A built-in module is not loaded even if a file of that name is there.
         put(&root, "kernel/fs/inkernel.ko", &fake_ko(&["depends="]));
-        let tree = ModuleTree::open_dir(dir.path()).unwrap();
+        let tree = ModuleTree::open_dir(&root).unwrap();
         assert_eq!(
             names(&tree.load_order(&["inkernel", "mid_dash"]).unwrap()),
             ["base", "mid_dash"]
@@ -960,10 +865,8 @@ mod tests {
 
     #[test]
     fn files_to_deliver() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = modinfo_tree(dir.path());
-        std::os::unix::fs::symlink("/usr/src/linux", root.join("build")).unwrap();
-        let tree = ModuleTree::open_dir(dir.path()).unwrap();
+        let (_dir, tree) = open_modinfo_tree();
+        std::os::unix::fs::symlink("/usr/src/linux", tree.root().join("build")).unwrap();
         let guest = |files: &[GuestFile]| -> Vec<String> {
             files.iter().map(|f| f.guest.display().to_string()).collect()
         };
@@ -1028,9 +931,7 @@ mod tests {
 
     #[test]
     fn modules_for_another_kernel_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        modinfo_tree(dir.path());
-        let tree = ModuleTree::open_dir(dir.path()).unwrap();
+        let (dir, tree) = open_modinfo_tree();
         let kernel = dir.path().join("bzImage");
         fs::write(&kernel, fake_bzimage(b"1.2.3-test #1\0")).unwrap();
         assert_eq!(tree.check_kernel(&kernel).unwrap().as_deref(), Some("1.2.3-test"));
