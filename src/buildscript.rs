@@ -552,8 +552,7 @@ mod tests {
         let mirrored = fetch.mirror.as_ref().is_some_and(|m| Path::new(m).join(&name).is_file());
         if !fetch.cache_dir.join(&name).is_file() && !mirrored {
             let reason = format!("`{name}` is neither in the cache nor in $BUSYROOT_MIRROR");
-            assert!(std::env::var_os("CI").is_none(), "would be skipped in CI: {reason}");
-            eprintln!("skipping a_shared_build_is_copied_into_out_dir: {reason}");
+            crate::testing::skip("a_shared_build_is_copied_into_out_dir", &reason);
             return;
         }
         let out_dir = tempfile::tempdir().unwrap();

@@ -77,6 +77,8 @@ pub mod lava;
 pub mod matrix;
 pub mod pipeline;
 pub mod progress;
+#[doc(hidden)]
+pub mod testing;
 pub mod tree;
 pub mod vm;
 

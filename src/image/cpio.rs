@@ -464,7 +464,7 @@ mod tests {
     fn have_cpio(sh: &Shell) -> bool {
         let found = cmd!(sh, "cpio --version").quiet().ignore_stdout().ignore_stderr().run();
         if found.is_err() {
-            eprintln!("skipping the `cpio` checks: `cpio` is not installed (apt install cpio)");
+            crate::testing::skip("the `cpio` checks", "`cpio` is not installed (apt install cpio)");
         }
         found.is_ok()
     }

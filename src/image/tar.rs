@@ -221,7 +221,10 @@ mod tests {
 
         let sh = Shell::new().unwrap();
         if cmd!(sh, "tar --version").quiet().ignore_stdout().run().is_err() {
-            eprintln!("skipping the `tar -tvf` check: GNU tar is not installed (apt install tar)");
+            crate::testing::skip(
+                "the `tar -tvf` check",
+                "GNU tar is not installed (apt install tar)",
+            );
             return;
         }
         let listing = cmd!(sh, "tar -tvf {out} --full-time").env("TZ", "UTC").read().unwrap();

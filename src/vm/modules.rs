@@ -596,10 +596,6 @@ mod tests {
     use super::*;
     use crate::progress::Silent;
 
-    /// Debian's cloud kernel and its modules, unpacked from the package (see HELPERS notes).
-    const DEBIAN: &str = "/var/tmp/k/cloud";
-    const DEBIAN_VERSION: &str = "6.1.0-56-cloud-amd64";
-
     /// A minimal 64-bit little-endian ELF object whose `.modinfo` section holds `info`.
     fn fake_ko(info: &[&str]) -> Vec<u8> {
         let modinfo: Vec<u8> = info.iter().flat_map(|e| [e.as_bytes(), b"\0"].concat()).collect();
@@ -850,7 +846,7 @@ mod tests {
         );
 
         if crate::host::tools::find_program("xz").is_none() {
-            eprintln!("skipping the .tar.xz part: no `xz` on this host");
+            crate::testing::skip("the .tar.xz part", "no `xz` on this host");
             return;
         }
         let xz = dir.path().join("modules.tar.xz");
@@ -960,29 +956,37 @@ mod tests {
         assert!(MODULE_SYMBOLS.iter().all(|(_, m)| !m.contains('-')), "names use `_`");
     }
 
-    /// Debian's unpacked cloud kernel package, or why it is not there.
-    fn debian() -> Option<(PathBuf, ModuleTree)> {
-        let kernel = Path::new(DEBIAN).join(format!("boot/vmlinuz-{DEBIAN_VERSION}"));
-        if !kernel.is_file() {
-            eprintln!("skipping: Debian's cloud kernel is not unpacked at {DEBIAN}");
+    /// Debian's cloud kernel package, unpacked, as `.ci/run` names it in
+    /// `$BUSYROOT_TEST_KERNEL` (`<dir>/boot/vmlinuz-<release>`): the kernel, the unpacked
+    /// directory, its release and its module tree. Skipped, saying so, outside CI.
+    fn debian() -> Option<(PathBuf, PathBuf, String, ModuleTree)> {
+        let kernel = std::env::var_os("BUSYROOT_TEST_KERNEL").map(PathBuf::from);
+        let name = kernel.as_deref().and_then(Path::file_name).map(|n| n.to_string_lossy());
+        let release = name.as_deref().and_then(|n| n.strip_prefix("vmlinuz-"));
+        let Some(release) = release.filter(|r| r.ends_with("-cloud-amd64")) else {
+            let reason = "$BUSYROOT_TEST_KERNEL does not name Debian's unpacked cloud kernel";
+            crate::testing::skip("Debian's cloud kernel tests", reason);
             return None;
-        }
-        Some((kernel, ModuleTree::open_dir(Path::new(DEBIAN)).unwrap()))
+        };
+        let kernel = kernel.clone().unwrap();
+        let dir = kernel.parent().and_then(Path::parent).unwrap().to_path_buf();
+        let tree = ModuleTree::open_dir(&dir).unwrap();
+        Some((kernel, dir, release.to_string(), tree))
     }
 
     #[test]
     fn debian_cloud_kernel_release_matches_its_modules() {
-        let Some((kernel, tree)) = debian() else { return };
+        let Some((kernel, _, release, tree)) = debian() else { return };
         let image = fs::read(&kernel).unwrap();
-        assert_eq!(kernel_release(&image).as_deref(), Some(DEBIAN_VERSION));
-        assert_eq!(tree.version(), DEBIAN_VERSION);
+        assert_eq!(kernel_release(&image).as_deref(), Some(release.as_str()));
+        assert_eq!(tree.version(), release);
         assert!(!tree.has_dep_file(), "Debian's package ships no modules.dep");
-        assert_eq!(tree.check_kernel(&kernel).unwrap().as_deref(), Some(DEBIAN_VERSION));
+        assert_eq!(tree.check_kernel(&kernel).unwrap(), Some(release));
     }
 
     #[test]
     fn debian_cloud_load_order_for_virtiofs_and_virtio_pci() {
-        let Some((_, tree)) = debian() else { return };
+        let Some((_, _, _, tree)) = debian() else { return };
         let order = tree.load_order(&["virtiofs", "virtio_pci"]).unwrap();
         let names = names(&order);
         eprintln!("load order: {names:?}");
@@ -1005,8 +1009,8 @@ mod tests {
 
     #[test]
     fn debian_cloud_config_names_modules_the_tree_has() {
-        let Some((_, tree)) = debian() else { return };
-        let config_path = Path::new(DEBIAN).join(format!("boot/config-{DEBIAN_VERSION}"));
+        let Some((_, dir, release, tree)) = debian() else { return };
+        let config_path = dir.join(format!("boot/config-{release}"));
         let config = KernelConfig::parse(&fs::read_to_string(&config_path).unwrap(), "debian");
         let symbols: Vec<&str> = MODULE_SYMBOLS.iter().map(|(s, _)| *s).collect();
         let wanted = modules_for(&symbols, &config);

@@ -588,8 +588,7 @@ fn truncated_and_failed_downloads_name_the_url_and_the_way_offline() {
 fn an_unreadable_skeleton_file_is_named() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        eprintln!("skipping an_unreadable_skeleton_file_is_named: root can read every file");
-        return;
+        return skip("an_unreadable_skeleton_file_is_named", "root can read every file");
     }
     use std::os::unix::fs::PermissionsExt;
     let dir = support::tempdir();
