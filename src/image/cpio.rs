@@ -10,14 +10,14 @@
 //! `dev` fields are 0; mode, owner and mtime come from the manifest entry.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use flate2::{Compression, GzBuilder};
 
 use crate::error::{Error, IoContext, Result};
 use crate::host::fs::write_atomically;
-use crate::image::open_source;
+use crate::image::copy_file_content;
 use crate::tree::manifest::{Entry, ImagePath, Kind, Manifest};
 
 /// gzip level for the initramfs: zlib's default. On a 2 MB static BusyBox, level 9 output is
@@ -161,45 +161,6 @@ impl<W: Write> Newc<'_, W> {
         let padding = (align - self.written % align) % align;
         self.put(&[0; 512][..padding as usize])
     }
-}
-
-/// Copies the content of a [`Kind::File`] entry from `source` to `w`, failing if the host
-/// file no longer has the `size` recorded in the manifest: the header announcing that size
-/// is already written, so any other length would corrupt the archive. Write errors name
-/// `out`.
-pub(super) fn copy_file_content(
-    source: &Path,
-    size: u64,
-    w: &mut impl Write,
-    out: &Path,
-) -> Result<()> {
-    let changed = |found: String| Error::Tree {
-        path: source.to_path_buf(),
-        message: format!(
-            "changed while the image was written: the manifest recorded {size} bytes, the file \
-             now has {found}; run the build again"
-        ),
-    };
-    let mut file = open_source(source)?;
-    let mut buf = vec![0; 64 * 1024];
-    let mut left = size;
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("read", source, e)),
-        };
-        if n as u64 > left {
-            return Err(changed("more".to_string()));
-        }
-        w.write_all(&buf[..n]).with_path("write", out)?;
-        left -= n as u64;
-    }
-    if left > 0 {
-        return Err(changed((size - left).to_string()));
-    }
-    Ok(())
 }
 
 /// Manifests and host files shared by the tests of both archive writers.
@@ -544,21 +505,6 @@ mod tests {
         assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
         // gzip header: no FNAME flag, mtime 0.
         assert_eq!(fs::read(&a).unwrap()[3..8], [0, 0, 0, 0, 0]);
-    }
-
-    #[test]
-    fn a_file_that_changed_size_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let manifest = fixtures::every_kind(dir.path());
-        let source = dir.path().join("hello-source");
-        let out = dir.path().join("rootfs.cpio.gz");
-        for content in ["hello", "hello from the host, now longer\n"] {
-            fs::write(&source, content).unwrap();
-            let err = write(&manifest, &out).unwrap_err().to_string();
-            assert!(err.contains(&format!("`{}`", source.display())), "{err}");
-            assert!(err.contains("changed while the image was written"), "{err}");
-            assert!(!out.exists());
-        }
     }
 
     #[test]

@@ -33,7 +33,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -42,7 +41,7 @@ use xshell::{cmd, Shell};
 use crate::error::{Error, IoContext, Result};
 use crate::host::fs::write_atomically;
 use crate::host::tools::{self, ROOTFS_TOOLS};
-use crate::image::open_source;
+use crate::image::copy_file_content;
 use crate::tree::manifest::{Entry, ImagePath, Kind, Manifest};
 
 /// How big the image file is.
@@ -295,10 +294,9 @@ fn stage(manifest: &Manifest, root: &Path) -> Result<()> {
         match &entry.kind {
             Kind::Dir if path.is_root() => {}
             Kind::Dir => fs::create_dir(&host).with_path("create directory", &host)?,
-            Kind::File { source, .. } => {
-                let mut from = open_source(source)?;
+            Kind::File { source, size } => {
                 let mut to = fs::File::create(&host).with_path("create", &host)?;
-                io::copy(&mut from, &mut to).with_path("copy into", &host)?;
+                copy_file_content(source, *size, &mut to, &host)?;
             }
             Kind::Bytes(bytes) => fs::write(&host, bytes).with_path("write", &host)?,
             Kind::Symlink(target) => {

@@ -9,9 +9,10 @@ pub mod ext4;
 pub mod tar;
 
 use std::fs;
+use std::io::{Read, Write};
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::tree::manifest::Manifest;
 
 /// An output format. Adding one is a writer module here plus an arm in each match below.
@@ -66,4 +67,80 @@ impl Format {
 /// Opens a host file that a manifest entry refers to.
 pub(crate) fn open_source(path: &Path) -> Result<fs::File> {
     fs::File::open(path).map_err(|e| Error::io("read", path, e))
+}
+
+/// Copies the content of a [`Kind::File`] entry from `source` to `w`, failing if the host
+/// file no longer has the `size` recorded in the manifest: the header announcing that size
+/// is already written (or, for ext4, the space reserved), so any other length would corrupt the
+/// image. Write errors name
+/// `out`.
+pub(crate) fn copy_file_content(
+    source: &Path,
+    size: u64,
+    w: &mut impl Write,
+    out: &Path,
+) -> Result<()> {
+    let changed = |found: String| Error::Tree {
+        path: source.to_path_buf(),
+        message: format!(
+            "changed while the image was written: the manifest recorded {size} bytes, the file \
+             now has {found}; run the build again"
+        ),
+    };
+    let mut file = open_source(source)?;
+    let mut buf = vec![0; 64 * 1024];
+    let mut left = size;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read", source, e)),
+        };
+        if n as u64 > left {
+            return Err(changed("more".to_string()));
+        }
+        w.write_all(&buf[..n]).with_path("write", out)?;
+        left -= n as u64;
+    }
+    if left > 0 {
+        return Err(changed((size - left).to_string()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every format refuses a host file whose size changed since the manifest recorded it,
+    /// and writes nothing.
+    #[test]
+    fn every_format_refuses_a_file_that_changed_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = cpio::fixtures::every_kind(dir.path());
+        let source = dir.path().join("hello-source");
+        let sh = xshell::Shell::new().unwrap();
+        let opts = ext4::Ext4Options {
+            size: ext4::ImageSize::Bytes(16 << 20),
+            label: "rootfs".into(),
+            uuid: "6b1f6e47-3e1c-4b8e-9a55-0d3c3b2f1a10".into(),
+            hash_seed: "0f6d9c59-8e0a-4c47-b2b9-1f0f4f7b7c21".into(),
+            timestamp: 0,
+        };
+        for format in Format::ALL {
+            if format == Format::Ext4 && crate::host::tools::find_program("mke2fs").is_none() {
+                crate::testing::skip("the ext4 half", "e2fsprogs is not installed");
+                continue;
+            }
+            let out = dir.path().join(format.file_name());
+            for content in ["hello", "hello from the host, now longer\n"] {
+                std::fs::write(&source, content).unwrap();
+                let err = format.write(&sh, &manifest, &out, &opts).unwrap_err().to_string();
+                assert!(err.contains(&format!("`{}`", source.display())), "{format:?}: {err}");
+                assert!(err.contains("changed while the image was written"), "{err}");
+                assert!(!out.exists(), "{format:?} left {}", out.display());
+            }
+        }
+    }
 }

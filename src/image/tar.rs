@@ -22,7 +22,7 @@ use tar::{EntryType, Header};
 
 use crate::error::{Error, IoContext, Result};
 use crate::host::fs::write_atomically;
-use crate::image::cpio::copy_file_content;
+use crate::image::copy_file_content;
 use crate::tree::manifest::{Entry, ImagePath, Kind, Manifest};
 
 const BLOCK: usize = 512;
@@ -272,21 +272,6 @@ mod tests {
         fixtures::set_host_metadata(&dir.path().join("hello-source"), 0o755, 2_000_000);
         write(&manifest, &b).unwrap();
         assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
-    }
-
-    #[test]
-    fn a_file_that_changed_size_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let manifest = fixtures::every_kind(dir.path());
-        let source = dir.path().join("hello-source");
-        let out = dir.path().join("rootfs.tar");
-        for content in ["hello", "hello from the host, now longer\n"] {
-            fs::write(&source, content).unwrap();
-            let err = write(&manifest, &out).unwrap_err().to_string();
-            assert!(err.contains(&format!("`{}`", source.display())), "{err}");
-            assert!(err.contains("changed while the image was written"), "{err}");
-            assert!(!out.exists());
-        }
     }
 
     #[test]
