@@ -113,10 +113,11 @@ pub(crate) fn copy_file_content(
 mod tests {
     use super::*;
 
-    /// Every format refuses a host file whose size changed since the manifest recorded it,
-    /// and writes nothing.
+    /// Every format: the host's modes and times of a source file never reach the output, and
+    /// a source whose size changed since the manifest recorded it is refused, with nothing
+    /// written.
     #[test]
-    fn every_format_refuses_a_file_that_changed_size() {
+    fn every_format_ignores_host_metadata_and_refuses_a_file_that_changed_size() {
         let dir = tempfile::tempdir().unwrap();
         let manifest = cpio::fixtures::every_kind(dir.path());
         let source = dir.path().join("hello-source");
@@ -134,9 +135,15 @@ mod tests {
                 continue;
             }
             let out = dir.path().join(format.file_name());
+            let write = || format.write(&sh, &manifest, &out, &opts).map(|()| fs::read(&out));
+            fs::write(&source, "hello from the host\n").unwrap();
+            let first = write().unwrap().unwrap();
+            cpio::fixtures::set_host_metadata(&source, 0o755, 2_000_000);
+            assert!(write().unwrap().unwrap() == first, "{format:?} depends on host metadata");
+            fs::remove_file(&out).unwrap();
             for content in ["hello", "hello from the host, now longer\n"] {
-                std::fs::write(&source, content).unwrap();
-                let err = format.write(&sh, &manifest, &out, &opts).unwrap_err().to_string();
+                fs::write(&source, content).unwrap();
+                let err = write().unwrap_err().to_string();
                 assert!(err.contains(&format!("`{}`", source.display())), "{format:?}: {err}");
                 assert!(err.contains("changed while the image was written"), "{err}");
                 assert!(!out.exists(), "{format:?} left {}", out.display());

@@ -264,17 +264,6 @@ mod tests {
     }
 
     #[test]
-    fn output_is_deterministic_and_ignores_host_metadata() {
-        let dir = tempfile::tempdir().unwrap();
-        let manifest = fixtures::every_kind(dir.path());
-        let (a, b) = (dir.path().join("a.tar"), dir.path().join("b.tar"));
-        write(&manifest, &a).unwrap();
-        fixtures::set_host_metadata(&dir.path().join("hello-source"), 0o755, 2_000_000);
-        write(&manifest, &b).unwrap();
-        assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
-    }
-
-    #[test]
     fn device_numbers_beyond_the_header_fields_are_errors() {
         let mut m = Manifest::new(0);
         let kind = Kind::CharDevice { major: 1 << 21, minor: 0 };
