@@ -55,11 +55,13 @@ fn main() {
         Err(err) => {
             eprintln!("error: {err:#}");
             // The library names no flags; the command line says which one helps.
-            let unsupported_host = err
-                .chain()
-                .any(|e| matches!(e.downcast_ref(), Some(busyroot::Error::UnsupportedHost { .. })));
-            if unsupported_host {
-                eprintln!("hint: pass --arch");
+            let hint = err.chain().find_map(|e| match e.downcast_ref() {
+                Some(busyroot::Error::UnsupportedHost { .. }) => Some("pass --arch"),
+                Some(busyroot::Error::NeedsKvm { .. }) => Some("use --vmm qemu"),
+                _ => None,
+            });
+            if let Some(hint) = hint {
+                eprintln!("hint: {hint}");
             }
             std::process::exit(2);
         }
