@@ -10,6 +10,7 @@
 //! whatever its cases did, so the verdict comes from the `"lvl": "results"` lines of its log.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use serde_json::{json, Value};
 
 use crate::arch::Arch;
 use crate::error::{Error, IoContext, Result};
+use crate::host::fs::{sha256_bytes, sha256_file, write_atomically};
 use crate::vm::{
     self, qemu, shell_quote, Accel, BootFailure, BootFailureKind, Check, CheckResult, Outcome,
     Root, RootBus, RunReport, VmSpec,
@@ -158,17 +160,18 @@ impl Cell {
                     check.expect()
                 ))
             })?;
-            let status = if check.requires_success() { "[ \"$s\" = 0 ] && " } else { "" };
+            let (status, and_status) = if check.requires_success() {
+                ("[ \"$s\" = 0 ] && ", " and exit status 0")
+            } else {
+                ("", "")
+            };
             let judge = format!(
                 "s=0; o=$( ( {cmd} ) </dev/null 2>&1 ) || s=$?; printf '%s\\n' \"$o\"; r=fail; \
                  if {status}printf '%s\\n' \"$o\" | grep -Eq -e {pattern}; then r=pass; fi",
                 cmd = check.command(),
                 pattern = shell_quote(&pattern),
             );
-            let mut expected = format!("output matching `{}`", check.expect());
-            if check.requires_success() {
-                expected.push_str(" and exit status 0");
-            }
+            let expected = format!("output matching `{}`{and_status}", check.expect());
             cases.push(self.case(id, check.name(), check.command(), &expected, &judge));
         }
         if let Some(argv) = &self.command {
@@ -186,14 +189,10 @@ impl Cell {
 
     fn case(&self, id: String, name: &str, command: &str, expected: &str, judge: &str) -> Case {
         // `m` keeps the markers out of the echo of the typed line.
-        let mut script = format!("m=BUSYROOT; echo \"$m-OUT {id}\"; {judge}; ");
-        match self.style {
-            TestStyle::Interactive => {
-                let _ = write!(script, "echo \"$m-CASE {id} $r\"");
-            }
-            TestStyle::TestShell => {
-                let _ = write!(script, "echo \"$m-CASE {id} $r\"; lava-test-case {id} --result $r");
-            }
+        let mut script =
+            format!("m=BUSYROOT; echo \"$m-OUT {id}\"; {judge}; echo \"$m-CASE {id} $r\"");
+        if self.style == TestStyle::TestShell {
+            let _ = write!(script, "; lava-test-case {id} --result $r");
         }
         Case {
             id,
@@ -258,36 +257,27 @@ pub fn write_artifacts(
         ("rootfs.ext4", &sources.ext4),
         ("rootfs.tar", &sources.tar),
     ];
-    let mut files = BTreeMap::new();
-    for (file, source) in by_name {
-        files.insert(file.to_string(), crate::host::fs::sha256_file(source)?);
-    }
+    let files = by_name.iter().map(|(file, source)| Ok((file.to_string(), sha256_file(source)?)));
+    let files = files.collect::<Result<BTreeMap<_, _>>>()?;
     let sums = sha256sums(&files);
-    let version = match version {
-        Some(v) => {
-            check_path_part("version", v)?;
-            v.to_string()
-        }
-        None => crate::host::fs::sha256_bytes(sums.as_bytes())[..12].to_string(),
-    };
+    // A derived version is hex, so only a given one can fail the check.
+    let version =
+        version.map_or_else(|| sha256_bytes(sums.as_bytes())[..12].to_string(), str::to_string);
+    check_path_part("version", &version)?;
     check_path_part("name", name)?;
     let dir = root.join(name).join(&version).join(arch.name());
     let sums_path = dir.join("SHA256SUMS");
     let complete = fs::read_to_string(&sums_path).is_ok_and(|old| old == sums)
         && by_name.iter().all(|(file, _)| dir.join(file).is_file());
     if !complete {
-        fs::create_dir_all(&dir).with_path("create directory", &dir)?;
         // SHA256SUMS goes last: its presence with these sums says the copies are complete.
         let _ = fs::remove_file(&sums_path);
         for (file, source) in by_name {
-            let dest = dir.join(file);
-            crate::host::fs::write_atomically(&dest, |tmp| {
+            write_atomically(&dir.join(file), |tmp| {
                 fs::copy(source, tmp).map(drop).with_path("copy into", tmp)
             })?;
         }
-        crate::host::fs::write_atomically(&sums_path, |tmp| {
-            fs::write(tmp, &sums).with_path("write", tmp)
-        })?;
+        write_atomically(&sums_path, |tmp| fs::write(tmp, &sums).with_path("write", tmp))?;
     }
     let base = match base_url {
         Some(url) => url.trim_end_matches('/').to_string(),
@@ -358,28 +348,18 @@ impl LavaJob {
 pub fn job(cell: &Cell, job_name: &str, artifacts: &Artifacts) -> Result<LavaJob> {
     let cases = cell.cases()?;
     let spec = cell.spec();
-    // LAVA joins the QEMU command with spaces and splits it again as a shell would; its
-    // `{label}` placeholders need no quotes.
-    let quote = |args: Vec<std::ffi::OsString>| -> String {
-        let word = |a: &std::ffi::OsString| {
-            let a = a.to_string_lossy();
-            if a.starts_with('{') && a.ends_with('}') && !a[1..a.len() - 1].contains(['{', '}']) {
-                a.into_owned()
-            } else {
-                shell_quote(&a)
-            }
-        };
-        args.iter().map(word).collect::<Vec<_>>().join(" ")
+    let image = |file: &str, args: Vec<OsString>| {
+        json!({
+            "url": artifacts.url_of(file),
+            "sha256sum": artifacts.files.get(file),
+            "image_arg": lava_words(&args),
+        })
     };
-    let rootfs_file = match cell.medium {
-        Medium::Initramfs => "rootfs.cpio.gz",
-        Medium::Disk(_) => "rootfs.ext4",
+    let (rootfs_file, root) = match cell.medium {
+        Medium::Initramfs => ("rootfs.cpio.gz", "initramfs".to_string()),
+        Medium::Disk(bus) => ("rootfs.ext4", format!("ext4 on {bus}")),
     };
-    let mut rootfs = json!({
-        "url": artifacts.url_of(rootfs_file),
-        "sha256sum": artifacts.files.get(rootfs_file),
-        "image_arg": quote(qemu::root_args(&spec)),
-    });
+    let mut rootfs = image(rootfs_file, qemu::root_args(&spec));
     if cell.style == TestStyle::TestShell {
         if cell.medium != Medium::Initramfs {
             return Err(Error::Other(
@@ -393,14 +373,7 @@ pub fn job(cell: &Cell, job_name: &str, artifacts: &Artifacts) -> Result<LavaJob
         rootfs["compression"] = json!("gz");
         rootfs["overlays"] = json!({ "lava": true });
     }
-    let images = json!({
-        "kernel": {
-            "url": artifacts.url_of("kernel"),
-            "sha256sum": artifacts.files.get("kernel"),
-            "image_arg": quote(qemu::kernel_args(&spec)),
-        },
-        "rootfs": rootfs,
-    });
+    let images = json!({ "kernel": image("kernel", qemu::kernel_args(&spec)), "rootfs": rootfs });
 
     let secs = |d: Duration| json!({ "seconds": d.as_secs_f64().ceil().max(1.0) as u64 });
     let deploy_timeout = Duration::from_secs(300);
@@ -412,7 +385,7 @@ pub fn job(cell: &Cell, job_name: &str, artifacts: &Artifacts) -> Result<LavaJob
     }
     let job_timeout = deploy_timeout + cell.boot_timeout + test_timeout + Duration::from_secs(60);
 
-    let test = match cell.style {
+    let mut test = match cell.style {
         TestStyle::Interactive => {
             let script: Vec<Value> = cases
                 .iter()
@@ -426,34 +399,29 @@ pub fn job(cell: &Cell, job_name: &str, artifacts: &Artifacts) -> Result<LavaJob
                     })
                 })
                 .collect();
-            json!({
-                "timeout": secs(test_timeout),
-                "interactive": [{ "name": DEFINITION, "prompts": [PROMPT], "script": script }],
-            })
+            json!({ "interactive": [{ "name": DEFINITION, "prompts": [PROMPT], "script": script }] })
         }
         TestStyle::TestShell => {
             // run.sh traces every step (`set -x`), which would mix the trace into the output
             // the cases judge.
-            let mut steps = vec![json!("set +x")];
-            steps.extend(cases.iter().map(|c| json!(c.script)));
-            json!({
-                "timeout": secs(test_timeout),
-                "definitions": [{
-                    "from": "inline",
-                    "name": DEFINITION,
-                    "path": "inline/busyroot.yaml",
-                    "repository": {
-                        "metadata": {
-                            "format": "Lava-Test Test Definition 1.0",
-                            "name": DEFINITION,
-                            "description": "busyroot's checks and payload command",
-                        },
-                        "run": { "steps": steps },
+            let steps: Vec<&str> =
+                std::iter::once("set +x").chain(cases.iter().map(|c| c.script.as_str())).collect();
+            json!({ "definitions": [{
+                "from": "inline",
+                "name": DEFINITION,
+                "path": "inline/busyroot.yaml",
+                "repository": {
+                    "metadata": {
+                        "format": "Lava-Test Test Definition 1.0",
+                        "name": DEFINITION,
+                        "description": "busyroot's checks and payload command",
                     },
-                }],
-            })
+                    "run": { "steps": steps },
+                },
+            }] })
         }
     };
+    test["timeout"] = secs(test_timeout);
     let info = cell.arch.info();
     let mut context = json!({
         "arch": cell.arch.name(),
@@ -476,10 +444,7 @@ pub fn job(cell: &Cell, job_name: &str, artifacts: &Artifacts) -> Result<LavaJob
         "context": context,
         "metadata": {
             "busyroot.arch": cell.arch.name(),
-            "busyroot.root": match cell.medium {
-                Medium::Initramfs => "initramfs".to_string(),
-                Medium::Disk(bus) => format!("ext4 on {bus}"),
-            },
+            "busyroot.root": root,
             "busyroot.artifacts": artifacts.url,
         },
         "actions": [
@@ -494,9 +459,7 @@ pub fn job(cell: &Cell, job_name: &str, artifacts: &Artifacts) -> Result<LavaJob
         ],
     });
 
-    let mut options = quote(qemu::machine_args(&spec));
-    options.push(' ');
-    options.push_str(&quote(qemu::piped_console_args()));
+    let options = lava_words(&[qemu::machine_args(&spec), qemu::piped_console_args()].concat());
     let device = json!({
         "device_type": "qemu",
         "available_architectures": [cell.arch.name()],
@@ -538,6 +501,21 @@ pub fn job(cell: &Cell, job_name: &str, artifacts: &Artifacts) -> Result<LavaJob
     Ok(LavaJob { definition, device, cases, timeout: job_timeout })
 }
 
+/// The words of a QEMU command as LAVA takes them: LAVA joins them with spaces and splits them
+/// again as a shell would; its `{label}` placeholders need no quotes.
+fn lava_words(args: &[OsString]) -> String {
+    let word = |a: &OsString| {
+        let a = a.to_string_lossy();
+        let label = a.strip_prefix('{').and_then(|a| a.strip_suffix('}'));
+        if label.is_some_and(|l| !l.contains(['{', '}'])) {
+            a.into_owned()
+        } else {
+            shell_quote(&a)
+        }
+    };
+    args.iter().map(word).collect::<Vec<_>>().join(" ")
+}
+
 /// A LAVA test case id for `name`: letters, digits, `-`, `_` and `.`, other runs of
 /// characters as one `-`, unique among `taken` (which it joins).
 fn unique_id(taken: &mut Vec<String>, name: &str) -> String {
@@ -549,16 +527,12 @@ fn unique_id(taken: &mut Vec<String>, name: &str) -> String {
             id.push('-');
         }
     }
-    let id = id.trim_matches('-');
-    let base = if id.is_empty() { "case".to_string() } else { id.to_string() };
-    let mut candidate = base.clone();
-    let mut n = 2;
-    while taken.contains(&candidate) {
-        candidate = format!("{base}-{n}");
-        n += 1;
-    }
-    taken.push(candidate.clone());
-    candidate
+    let base = Some(id.trim_matches('-')).filter(|b| !b.is_empty()).unwrap_or("case");
+    let mut candidates =
+        std::iter::once(base.to_string()).chain((2..).map(|n| format!("{base}-{n}")));
+    let id = candidates.find(|c| !taken.contains(c)).expect("the numbers never end");
+    taken.push(id.clone());
+    id
 }
 
 /// Rewrites a check's regular expression (Rust `regex` syntax, matched line by line) for
@@ -752,41 +726,26 @@ pub fn parse_log(text: &str) -> LavaLog {
         if !line.starts_with('{') {
             continue;
         }
-        let value: Value = match serde_json::from_str(line) {
-            Ok(v) => v,
-            Err(_) => match serde_json::from_str(&strip_yaml_tags(line)) {
-                Ok(v) => v,
-                Err(_) => continue,
-            },
-        };
+        let parsed = serde_json::from_str::<Value>(line)
+            .or_else(|_| serde_json::from_str(&strip_yaml_tags(line)));
+        let Ok(value) = parsed else { continue };
         let msg = &value["msg"];
+        // A string as it is, anything else as JSON.
+        let string = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
         match value["lvl"].as_str() {
             Some("results") => {
-                let text = |key: &str| match &msg[key] {
-                    Value::String(s) => s.clone(),
-                    Value::Null => String::new(),
-                    other => other.to_string(),
-                };
-                let duration = text("duration").parse::<f64>().ok().filter(|d| *d >= 0.0);
+                let field =
+                    |key: &str| if msg[key].is_null() { String::new() } else { string(&msg[key]) };
+                let duration = field("duration").parse::<f64>().ok().filter(|d| *d >= 0.0);
                 log.results.push(ResultLine {
-                    definition: text("definition"),
-                    case: text("case"),
-                    result: text("result"),
+                    definition: field("definition"),
+                    case: field("case"),
+                    result: field("result"),
                     duration: duration.map(Duration::from_secs_f64),
                 });
             }
-            Some("target") => {
-                if let Some(s) = msg.as_str() {
-                    log.console.push(s.to_string());
-                }
-            }
-            Some("error" | "exception") => {
-                let message = match msg {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                log.errors.push(message);
-            }
+            Some("target") => log.console.extend(msg.as_str().map(str::to_string)),
+            Some("error" | "exception") => log.errors.push(string(msg)),
             _ => {}
         }
     }
@@ -845,16 +804,13 @@ pub struct ReportContext<'a> {
 pub fn report(ctx: &ReportContext<'_>, log: &LavaLog) -> RunReport {
     let login = log.lava_case("login-action");
     let booted = login.is_some_and(|l| l.result == "pass");
-    let last_errors = || {
-        let mut errors = log.errors.clone();
-        if ctx.timed_out {
-            errors.push(format!(
-                "lava-run did not finish within the job's timeout of {} s and was stopped",
-                ctx.job.timeout.as_secs()
-            ));
-        }
-        errors
-    };
+    let mut errors = log.errors.clone();
+    if ctx.timed_out {
+        errors.push(format!(
+            "lava-run did not finish within the job's timeout of {} s and was stopped",
+            ctx.job.timeout.as_secs()
+        ));
+    }
     let tail: Vec<String> =
         log.console.iter().rev().take(50).rev().map(|l| l.trim_end().to_string()).collect();
     let root = match ctx.cell.medium {
@@ -862,50 +818,39 @@ pub fn report(ctx: &ReportContext<'_>, log: &LavaLog) -> RunReport {
         Medium::Disk(bus) => format!("rootfs.ext4 on {bus}"),
     };
     let mut checks = Vec::new();
-    let mut failed = Vec::new();
     let outcome = if !booted {
-        let errors = last_errors();
-        // LAVA's first error names the action that failed; its last is a generic summary.
-        let first = if ctx.timed_out { errors.last() } else { errors.first() };
-        let message = first.cloned().unwrap_or_else(|| {
-            "the guest never showed its shell prompt to LAVA (no `login-action` result)".into()
-        });
-        let kind = if ctx.timed_out || message.contains("timed out") {
-            BootFailureKind::Timeout
-        } else {
-            BootFailureKind::VmmExited
-        };
         // A panic says more than LAVA's "the infrastructure is not working correctly".
         let panic = log.console.iter().find(|l| l.contains("Kernel panic - not syncing"));
-        let (kind, message) = match panic {
-            Some(line) => (BootFailureKind::Panic, line.trim().to_string()),
-            None => (kind, message),
+        let (kind, message) = if let Some(line) = panic {
+            (BootFailureKind::Panic, line.trim().to_string())
+        } else {
+            // LAVA's first error names the action that failed; its last is a generic summary.
+            let first = if ctx.timed_out { errors.last() } else { errors.first() };
+            let message = first.cloned().unwrap_or_else(|| {
+                "the guest never showed its shell prompt to LAVA (no `login-action` result)".into()
+            });
+            let timeout = ctx.timed_out || message.contains("timed out");
+            (if timeout { BootFailureKind::Timeout } else { BootFailureKind::VmmExited }, message)
         };
         Outcome::BootFailed(BootFailure { kind, message, console_tail: tail.clone() })
     } else {
         for case in &ctx.job.cases {
             let line = log.test_case(&case.id);
-            let passed = line.is_some_and(|l| l.result == "pass");
             let mut output = log.output_of(&case.id);
             if line.is_none() {
                 output.push_str("\n(LAVA reported no result for this case)");
-            }
-            if !passed {
-                failed.push(case.name.clone());
             }
             checks.push(CheckResult {
                 name: case.name.clone(),
                 command: case.command.clone(),
                 expected: case.expected.clone(),
                 output: output.trim().to_string(),
-                passed,
+                passed: line.is_some_and(|l| l.result == "pass"),
                 skipped: None,
                 duration: line.and_then(|l| l.duration).unwrap_or_default(),
             });
         }
-        let job_passed = log.lava_case("job").is_some_and(|j| j.result == "pass");
-        if !job_passed {
-            let errors = last_errors();
+        if !log.lava_case("job").is_some_and(|j| j.result == "pass") {
             checks.push(CheckResult {
                 name: "lava job".into(),
                 command: String::new(),
@@ -915,8 +860,9 @@ pub fn report(ctx: &ReportContext<'_>, log: &LavaLog) -> RunReport {
                 skipped: None,
                 duration: Duration::ZERO,
             });
-            failed.push("lava job".into());
         }
+        let failed: Vec<String> =
+            checks.iter().filter(|c| !c.passed).map(|c| c.name.clone()).collect();
         if failed.is_empty() {
             Outcome::Passed
         } else {
@@ -1000,12 +946,13 @@ pub fn run_lava(
     let mut command = std::process::Command::from(cmd);
     command.stdin(Stdio::null()).stdout(file.try_clone().with_path("open", log)?).stderr(file);
     crate::host::tools::die_with_parent(&mut command, libc::SIGTERM);
-    let started = Instant::now();
-    let mut child = command.spawn().map_err(|e| Error::Command {
+    let failed = |details: String| Error::Command {
         command: command_line.clone(),
         status: String::new(),
-        details: format!("could not start it: {e}"),
-    })?;
+        details,
+    };
+    let started = Instant::now();
+    let mut child = command.spawn().map_err(|e| failed(format!("could not start it: {e}")))?;
     let pid = child.id();
     let deadline = started + timeout;
     let mut timed_out = false;
@@ -1016,11 +963,7 @@ pub fn run_lava(
             Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(Error::Command {
-                    command: command_line,
-                    status: String::new(),
-                    details: format!("waiting for it failed: {e}"),
-                });
+                return Err(failed(format!("waiting for it failed: {e}")));
             }
         }
         let now = Instant::now();

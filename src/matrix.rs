@@ -37,7 +37,7 @@ use crate::vm::{self, AccelRequest, Check, Event, Observer, Outcome, RunReport, 
 /// kernel = "/boot/vmlinuz"
 /// command = ["/bin/sh", "-c", "test -e /proc/cpuinfo"]
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct MatrixCell {
     /// The cell's name in reports and shard listings: letters, digits, `.`, `_` and `-`,
@@ -137,10 +137,7 @@ pub fn cells(ws: &Workspace) -> Result<Vec<Cell>> {
     let origin = ws.root.join("Cargo.toml");
     let config_error = |message: String| Error::Config { path: origin.clone(), message };
     let run = &config.run;
-    let mut extra = Vec::new();
-    for check in &run.checks {
-        extra.push(Check::from_extra(check)?);
-    }
+    let mut extra = run.checks.iter().map(Check::from_extra).collect::<Result<Vec<_>>>()?;
     if let Some(file) = &run.checks_file {
         for check in vm::load_checks_file(&ws.path(file))? {
             extra.push(Check::from_extra(&check)?);
@@ -151,15 +148,8 @@ pub fn cells(ws: &Workspace) -> Result<Vec<Cell>> {
         Arch::ALL
             .into_iter()
             .filter(|&arch| Layout::new(ws, arch).kernel_image().is_file())
-            .flat_map(|arch| {
-                Medium::ALL.into_iter().map(move |root| MatrixCell {
-                    name: None,
-                    arch: Some(arch),
-                    kernel: None,
-                    root,
-                    command: None,
-                })
-            })
+            .flat_map(|arch| Medium::ALL.map(|root| (arch, root)))
+            .map(|(arch, root)| MatrixCell { arch: Some(arch), root, ..MatrixCell::default() })
             .collect()
     } else {
         config.matrix.clone()
@@ -168,13 +158,10 @@ pub fn cells(ws: &Workspace) -> Result<Vec<Cell>> {
     let mut out: Vec<Cell> = Vec::with_capacity(tables.len());
     for (i, table) in tables.iter().enumerate() {
         let key = format!("matrix[{i}]");
-        let arch = match table.arch.or(config.arch).or_else(Arch::host) {
-            Some(arch) => arch,
-            None => {
-                return Err(config_error(format!(
-                    "{key}: the host architecture is not supported, so the cell needs an `arch`"
-                )))
-            }
+        let Some(arch) = table.arch.or(config.arch).or_else(Arch::host) else {
+            return Err(config_error(format!(
+                "{key}: the host architecture is not supported, so the cell needs an `arch`"
+            )));
         };
         if table.command.as_ref().is_some_and(|c| c.is_empty() || c[0].is_empty()) {
             return Err(config_error(format!(
@@ -182,28 +169,21 @@ pub fn cells(ws: &Workspace) -> Result<Vec<Cell>> {
                  `command` out to run the standard checks"
             )));
         }
-        let name = match &table.name {
-            Some(name) => {
-                if !valid_name(name) {
-                    return Err(config_error(format!(
-                        "{key}.name `{name}`: use letters, digits, `.`, `_` and `-`, starting \
-                         with a letter or digit"
-                    )));
-                }
-                name.clone()
-            }
-            None => derived_name(arch, table),
-        };
+        // A derived name is always valid: only a given one can fail.
+        let name = table.name.clone().unwrap_or_else(|| derived_name(arch, table));
+        if !valid_name(&name) {
+            return Err(config_error(format!(
+                "{key}.name `{name}`: use letters, digits, `.`, `_` and `-`, starting with a \
+                 letter or digit"
+            )));
+        }
         if let Some(j) = out.iter().position(|c| c.name == name) {
             return Err(config_error(format!(
                 "matrix[{j}] and {key} are both named `{name}`; give one of them a `name`"
             )));
         }
         let layout = Layout::new(ws, arch);
-        let kernel = match &table.kernel {
-            Some(kernel) => ws.path(kernel),
-            None => layout.kernel_image(),
-        };
+        let kernel = table.kernel.as_ref().map_or_else(|| layout.kernel_image(), |k| ws.path(k));
         let image = layout.output(table.root.format());
         let work_dir = ws.target_dir.join("busyroot").join("matrix").join(&name);
 
@@ -247,17 +227,12 @@ fn valid_name(name: &str) -> bool {
 
 fn derived_name(arch: Arch, table: &MatrixCell) -> String {
     let mut name = format!("{arch}-{}", table.root);
-    let file_name = |path: &Path| {
-        let text = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        text.chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "._".contains(c) { c } else { '-' })
-            .collect::<String>()
-    };
-    if let Some(kernel) = &table.kernel {
-        name = format!("{name}-{}", file_name(kernel));
-    }
-    if let Some(program) = table.command.as_ref().and_then(|c| c.first()) {
-        name = format!("{name}-{}", file_name(Path::new(program)));
+    let program = table.command.as_ref().and_then(|c| c.first()).map(Path::new);
+    for path in [table.kernel.as_deref(), program].into_iter().flatten() {
+        let file_name = path.file_name().unwrap_or_default().to_string_lossy();
+        let safe = |c: char| if c.is_ascii_alphanumeric() || "._".contains(c) { c } else { '-' };
+        name.push('-');
+        name.extend(file_name.chars().map(safe));
     }
     name.trim_end_matches('-').to_string()
 }
@@ -437,7 +412,6 @@ impl CellResult {
 
     /// The cell as JSON: what it booted, its verdict and times, and the run's whole report.
     pub fn to_json(&self) -> serde_json::Value {
-        let secs = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
         json!({
             "name": self.cell.name,
             "arch": self.cell.arch.name(),
@@ -454,6 +428,11 @@ impl CellResult {
             "report": self.report().map(RunReport::to_json),
         })
     }
+}
+
+/// Seconds, to the millisecond, for the JSON reports.
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
 /// What a matrix run found out.
@@ -504,7 +483,6 @@ impl MatrixReport {
 
     /// The report as JSON: the totals and every cell ([`CellResult::to_json`]).
     pub fn to_json(&self) -> serde_json::Value {
-        let secs = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
         json!({
             "passed": self.passed(),
             "exit_code": self.exit_code(),

@@ -10,7 +10,7 @@ use busyroot::vm::{self, AccelRequest, Outcome, Root, RunPlan, Timeouts};
 use xshell::Shell;
 
 use crate::rootfs::{self, Target};
-use crate::run::{configured_checks, finish, print_check, select_kernel, Boot};
+use crate::run::{configured_checks, finish, print_check, print_tail, select_kernel, Boot};
 use busyroot::image::Format;
 
 /// Flags of `cargo xtask lava`.
@@ -78,23 +78,22 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
     }
     let (ws, arch) = args.target.resolve()?;
     let config = ws.config.run.clone();
-    let (cpio, ext4, tar) = match &args.images {
+    let [cpio, ext4, tar] = match &args.images {
         Some(dir) => {
-            let [cpio, ext4, tar] =
+            let files =
                 [Format::CpioGz, Format::Ext4, Format::Tar].map(|f| dir.join(f.file_name()));
-            for file in [&cpio, &ext4, &tar] {
-                anyhow::ensure!(
-                    file.is_file(),
+            if let Some(file) = files.iter().find(|f| !f.is_file()) {
+                anyhow::bail!(
                     "`{}` is missing; --images takes a directory that `cargo xtask rootfs` \
                      wrote (target/busyroot/<arch>)",
                     file.display()
                 );
             }
-            (cpio, ext4, tar)
+            files
         }
         None => {
             let outputs = rootfs::build(sh, ws.clone(), arch, args.target.offline)?;
-            (outputs.cpio, outputs.ext4, outputs.tar)
+            [outputs.cpio, outputs.ext4, outputs.tar]
         }
     };
     let kernel = select_kernel(&ws, arch, args.boot.kernel.as_deref())?;
@@ -151,8 +150,12 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
     let job = lava::job(&cell, &format!("busyroot {label}"), &artifacts)?;
     let job_file = out.join("job.yaml");
     let device_file = out.join("device.yaml");
-    write_text(&job_file, &job.definition_text())?;
-    write_text(&device_file, &job.device_text())?;
+    for (file, text) in [(&job_file, job.definition_text()), (&device_file, job.device_text())] {
+        busyroot::host::fs::write_atomically(file, |tmp| {
+            std::fs::write(tmp, text).map_err(|e| busyroot::Error::io("write", tmp, e))
+        })
+        .with_context(|| format!("write `{}`", file.display()))?;
+    }
     eprintln!("artifacts: {} ({})", artifacts.dir.display(), artifacts.url);
     eprintln!("job:       {} ({} cases)", job_file.display(), job.cases.len());
     eprintln!("device:    {}", device_file.display());
@@ -202,17 +205,7 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
         print_check(check);
     }
     if let Outcome::BootFailed(f) = &report.outcome {
-        eprintln!("last console lines:");
-        for line in &f.console_tail {
-            eprintln!("  | {line}");
-        }
+        print_tail(&f.console_tail);
     }
     finish(&report, args.junit.as_deref(), args.json.as_deref())
-}
-
-fn write_text(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    busyroot::host::fs::write_atomically(path, |tmp| {
-        std::fs::write(tmp, text).map_err(|e| busyroot::Error::io("write", tmp, e))
-    })
-    .with_context(|| format!("write `{}`", path.display()))
 }

@@ -93,14 +93,10 @@ pub(crate) fn build_images(
     cells: &[busyroot::matrix::Cell],
     offline: bool,
 ) -> anyhow::Result<()> {
-    let mut archs = Vec::new();
-    for cell in cells {
-        if !archs.contains(&cell.arch) {
-            archs.push(cell.arch);
+    for (i, cell) in cells.iter().enumerate() {
+        if !cells[..i].iter().any(|c| c.arch == cell.arch) {
+            rootfs::build(sh, ws.clone(), cell.arch, offline)?;
         }
-    }
-    for arch in archs {
-        rootfs::build(sh, ws.clone(), arch, offline)?;
     }
     Ok(())
 }

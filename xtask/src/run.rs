@@ -271,7 +271,7 @@ impl Render {
     }
 }
 
-fn print_tail(lines: &[String]) {
+pub(crate) fn print_tail(lines: &[String]) {
     if !lines.is_empty() {
         eprintln!("last console lines:");
         for line in lines {
