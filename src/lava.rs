@@ -945,7 +945,7 @@ pub fn run_lava(
     let file = fs::File::create(log).with_path("create", log)?;
     let mut command = std::process::Command::from(cmd);
     command.stdin(Stdio::null()).stdout(file.try_clone().with_path("open", log)?).stderr(file);
-    crate::host::tools::die_with_parent(&mut command, libc::SIGTERM);
+    crate::host::exec::die_with_parent(&mut command, libc::SIGTERM);
     let failed = |details: String| Error::Command {
         command: command_line.clone(),
         status: String::new(),

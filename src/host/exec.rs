@@ -37,7 +37,7 @@ pub fn run_logged(
     command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     // Ctrl-C reaches make through the terminal's process group; a kill of busyroot alone
     // must stop it too.
-    crate::host::tools::die_with_parent(&mut command, libc::SIGTERM);
+    die_with_parent(&mut command, libc::SIGTERM);
     let started = command.spawn().and_then(|mut child| {
         let answers = stdin.map(<[u8]>::to_vec).zip(child.stdin.take());
         // Fed from another thread, so that a child answering questions and printing at the
@@ -81,7 +81,7 @@ pub fn run_logged(
 pub fn output(cmd: xshell::Cmd<'_>) -> std::io::Result<std::process::Output> {
     let mut command = std::process::Command::from(cmd);
     command.stdin(Stdio::null());
-    crate::host::tools::die_with_parent(&mut command, libc::SIGTERM);
+    die_with_parent(&mut command, libc::SIGTERM);
     command.output()
 }
 
@@ -90,7 +90,7 @@ pub fn output(cmd: xshell::Cmd<'_>) -> std::io::Result<std::process::Output> {
 pub fn interactive(cmd: xshell::Cmd<'_>) -> std::io::Result<ExitStatus> {
     let mut command = std::process::Command::from(cmd);
     command.stdin(Stdio::inherit()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
-    crate::host::tools::die_with_parent(&mut command, libc::SIGTERM);
+    die_with_parent(&mut command, libc::SIGTERM);
     command.status()
 }
 
@@ -151,7 +151,7 @@ impl Running {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        crate::host::tools::die_with_parent(&mut std_command, libc::SIGKILL);
+        die_with_parent(&mut std_command, libc::SIGKILL);
         let mut child = std_command.spawn().map_err(|e| Error::Command {
             command: command.clone(),
             status: String::new(),
@@ -271,6 +271,27 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Makes the kernel send `signal` to the child started from `command` when this process's
+/// spawning thread dies, so a killed busyroot never leaves make or QEMU running.
+pub(crate) fn die_with_parent(command: &mut std::process::Command, signal: libc::c_int) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
+    // functions (prctl, getppid), allocating nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
     }
 }
 

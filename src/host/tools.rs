@@ -69,27 +69,6 @@ fn missing(tools: &[&Tool]) -> Error {
     Error::MissingTools(missing)
 }
 
-/// Makes the kernel send `signal` to the child started from `command` when this process's
-/// spawning thread dies, so a killed busyroot never leaves make or QEMU running.
-pub(crate) fn die_with_parent(command: &mut std::process::Command, signal: libc::c_int) {
-    use std::os::unix::process::CommandExt;
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
-    // functions (prctl, getppid), allocating nothing.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() != parent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

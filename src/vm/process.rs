@@ -74,13 +74,13 @@ impl VmProcess {
                     .stdout(S::from(terminal))
                     .stderr(S::piped())
                     .process_group(0);
-                crate::host::tools::die_with_parent(&mut command, libc::SIGKILL);
+                crate::host::exec::die_with_parent(&mut command, libc::SIGKILL);
                 let child = command.spawn()?;
                 return Ok(VmProcess { child, status: None, pty: Some(pty) });
             }
             Stdio::Inherit => {}
         }
-        crate::host::tools::die_with_parent(&mut command, libc::SIGKILL);
+        crate::host::exec::die_with_parent(&mut command, libc::SIGKILL);
         let child = command.spawn()?;
         Ok(VmProcess { child, status: None, pty: None })
     }
