@@ -163,7 +163,7 @@ impl<W: Write> Newc<'_, W> {
     }
 }
 
-/// Manifests and host files shared by the tests of both archive writers.
+/// Manifests and host files shared by the writers' tests (and `image::tests`).
 #[cfg(test)]
 pub(super) mod fixtures {
     use std::fs;
