@@ -71,9 +71,8 @@ pub(crate) fn open_source(path: &Path) -> Result<fs::File> {
 
 /// Copies the content of a [`Kind::File`] entry from `source` to `w`, failing if the host
 /// file no longer has the `size` recorded in the manifest: the header announcing that size
-/// is already written (or, for ext4, the space reserved), so any other length would corrupt the
-/// image. Write errors name
-/// `out`.
+/// is already written (for ext4, the image was sized by it), so any other length would
+/// corrupt the image. Write errors name `out`.
 pub(crate) fn copy_file_content(
     source: &Path,
     size: u64,
