@@ -494,12 +494,13 @@ impl KernelBuilder {
                     let build_dir = self.build_dir();
                     copy_atomically(&build_dir.join(".config"), &config)?;
                     copy_atomically(&build_dir.join(self.arch.info().kernel_image), &image)?;
-                    if let Some(entry) = &cached {
-                        entry.store(&image, &config)?;
-                    }
                     Ok(format!("{} KiB", file_size(&image)?.div_ceil(1024)))
                 })?;
             }
+        }
+        // A kernel built before the cache was named goes into it too.
+        if let Some(entry) = cached.filter(|entry| !entry.is_complete()) {
+            entry.store(&image, &config)?;
         }
         let fresh = stages.into_report().iter().all(StageReport::fresh);
         Ok(BuiltKernel { size: file_size(&image)?, image, config, fresh })
