@@ -80,7 +80,12 @@ fn shipped_fragments_survive_the_merge_on_every_arch_with_a_compiler() {
             .configure(&sh, &Eprint)
             .unwrap_or_else(|e| panic!("configure {arch}: {e}"));
         let config = std::fs::read_to_string(configured.build_dir.join(".config")).unwrap();
-        for option in ["CONFIG_64BIT=y", "CONFIG_BLK_DEV_NVME=y", "CONFIG_VIRTIO_BLK=y"] {
+        for option in [
+            "CONFIG_64BIT=y",
+            "CONFIG_VIRTIO_BLK=y",
+            "CONFIG_VIRTIO_CONSOLE=y",
+            "CONFIG_VIRTIO_FS=y",
+        ] {
             assert!(config.lines().any(|l| l == option), "{arch}: {option} missing");
         }
     }
