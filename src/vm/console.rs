@@ -128,6 +128,28 @@ impl Console {
         }
     }
 
+    /// Takes the lines that already arrived, without waiting, handing each to `on_line`; ends
+    /// as [`Console::wait_for`] does, but a panic line stops it only if `panics` is set.
+    pub(crate) fn poll(&mut self, panics: bool, mut on_line: impl FnMut(&str)) -> Result<(), Stop> {
+        loop {
+            if self.closed {
+                return Err(Stop::Closed);
+            }
+            match self.rx.try_recv() {
+                Ok(Event::Line(line)) => {
+                    self.remember(line.clone());
+                    if panics && is_panic(&line) {
+                        return Err(Stop::Panic(line));
+                    }
+                    on_line(&line);
+                }
+                Ok(Event::Stderr(line)) => self.stderr.push(line),
+                Ok(Event::Closed) | Err(mpsc::TryRecvError::Disconnected) => self.closed = true,
+                Err(mpsc::TryRecvError::Empty) => return Ok(()),
+            }
+        }
+    }
+
     /// Reads until the VMM closes the console (it exits) or `deadline`; a panic on the way
     /// is reported.
     pub(crate) fn wait_closed(&mut self, deadline: Instant) -> Result<(), Stop> {

@@ -1,7 +1,7 @@
 //! `cargo xtask run`: boot the image under QEMU or kvmtool, interactively, as a smoke check,
 //! or to run a command in the guest and exit with its status.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -88,6 +88,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
     /// The command to run in the guest as root, after `--`; busyroot exits with its status.
+    /// Where the kernel has virtio-console (built in, or a module from --modules) and the VMM
+    /// is QEMU, CMD's stdout and stderr arrive byte for byte on busyroot's, and a stdin that
+    /// is not a terminal (a pipe, a file) is CMD's stdin to its end; a terminal stays
+    /// /dev/null. Output a background process writes after CMD exits is dropped. Otherwise
+    /// (kvmtool, no virtio-console) the serial relay carries text lines: control characters
+    /// and `\r` dropped, a newline added to a last line without one, stdin /dev/null.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
@@ -164,6 +170,9 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
     }
     if !args.check && args.command.is_empty() {
         return Ok(machine.interactive(&render)?);
+    }
+    if !std::io::stdin().is_terminal() {
+        machine.stdin(vm::Input::HostStdin);
     }
     let command = (!args.command.is_empty()).then(|| args.command.clone());
     let report = machine.run_with(sh, command, &render)?;
@@ -249,8 +258,19 @@ impl Observer for Render {
                 let _ = out.flush();
             }
             Event::Stderr(line) => eprintln!("{line}"),
+            Event::Output(stream, bytes) => write_raw(stream, &bytes),
         }
     }
+}
+
+/// The payload's bytes as it wrote them, on the stream it wrote them to.
+fn write_raw(stream: vm::OutputStream, bytes: &[u8]) {
+    let result = match stream {
+        vm::OutputStream::Stdout => std::io::stdout().lock().write_all(bytes),
+        vm::OutputStream::Stderr => std::io::stderr().lock().write_all(bytes),
+    };
+    // Flushed at once: a payload's output is seen as it comes, as on a terminal.
+    let _ = result.and_then(|()| std::io::stdout().flush());
 }
 
 impl Render {
