@@ -149,7 +149,7 @@ fn exit_statuses_and_a_forging_payload() {
     assert_eq!(out.status(), Some(3), "{:#?}", out.report);
     assert_eq!(out.report.outcome, Outcome::Passed);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.matches("refused /dev/vport").count(), 3, "{stderr}");
+    assert_eq!(stderr.matches("refused /dev/vport").count(), 4, "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.ends_with("s 0\nr\n"), "forged lines stay output: {stdout}");
 }

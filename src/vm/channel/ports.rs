@@ -191,13 +191,15 @@ done
 exec 9<>"$P" || fail $? "opening $P"
 S=1
 read -r T IN <&9
-exec 3>"$O" 4>"$E"
-if [ "$IN" = 1 ]; then exec 5<"$I"; else exec 5</dev/null; fi
+# Every port stays open here, so the payload can open none of them: not the status port, and
+# not the stdin port either, which the host may have ended (a write there would block).
+exec 3>"$O" 4>"$E" 5<"$I"
+if [ "$IN" = 1 ]; then exec 6<&5; else exec 6</dev/null; fi
 echo r >&9
 (
-    exec 3>&- 4>&- 5<&- 9>&-
+    exec 3>&- 4>&- 5<&- 6<&- 9>&-
     cd @DIR@ && exec @COMMAND@
-) <&5 >&3 2>&4
+) <&6 >&3 2>&4
 s=$?
 printf %s "$T" >&3
 printf %s "$T" >&4
