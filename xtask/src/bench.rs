@@ -39,18 +39,26 @@ pub struct BenchArgs {
     /// Print the table as JSON
     #[arg(long)]
     pub json: bool,
+    /// Only the payload figures: `run -- true` against the floor (bare QEMU, same kernel, an
+    /// initramfs whose init powers off at once) and output throughput, alternating with their
+    /// baselines; needs a kernel
+    #[arg(long)]
+    pub payload: bool,
+    /// Kernel modules for the payload figures' kernel (as `run --modules`)
+    #[arg(long, value_name = "PATH")]
+    pub modules: Option<PathBuf>,
 }
 
 /// One row: our figure and its baseline, each as the samples of several runs.
-struct Row {
-    figure: &'static str,
-    target: &'static str,
-    ours: Vec<Duration>,
-    baseline_name: &'static str,
-    baseline: Vec<Duration>,
+pub(crate) struct Row {
+    pub(crate) figure: &'static str,
+    pub(crate) target: &'static str,
+    pub(crate) ours: Vec<Duration>,
+    pub(crate) baseline_name: &'static str,
+    pub(crate) baseline: Vec<Duration>,
 }
 
-fn median(samples: &[Duration]) -> Duration {
+pub(crate) fn median(samples: &[Duration]) -> Duration {
     let mut s = samples.to_vec();
     s.sort();
     s[s.len() / 2]
@@ -92,6 +100,19 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
     let _dir = sh.push_dir(&root);
     eprintln!("bench: warming up (building the rootfs once)");
     xtask(&["rootfs"])?;
+    if args.payload {
+        let kernel = crate::run::select_kernel(&ws, arch, args.kernel.as_deref())?.path;
+        let (rows, notes) = crate::bench_payload::rows(sh, &args, arch, &kernel, &dir)?;
+        if args.json {
+            println!("{}", to_json(&rows));
+        } else {
+            print_table(&rows);
+        }
+        for note in notes {
+            println!("{note}");
+        }
+        return Ok(());
+    }
     let layout = builder.layout();
     let src = layout.busybox_src(&ws.config.busybox.version);
     let install = layout.install();

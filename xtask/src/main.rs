@@ -1,6 +1,7 @@
 //! `cargo xtask`: the command-line front end of busyroot; each subcommand lives in its own file.
 
 mod bench;
+mod bench_payload;
 mod kernel;
 mod lava;
 mod matrix;
