@@ -141,8 +141,11 @@ pub(crate) struct Link {
     pub(crate) stdout: Box<dyn Read + Send>,
     /// The payload's stderr.
     pub(crate) stderr: Box<dyn Read + Send>,
-    /// The runner's status lines in; the boot's end-of-stream tag out.
-    pub(crate) status: Box<dyn ReadWrite + Send>,
+    /// The runner's status lines.
+    pub(crate) status_in: Box<dyn Read + Send>,
+    /// To the runner: the boot's end-of-stream tag, then, once both streams reached it, leave
+    /// to power off (the VMM would drop what it has not yet passed on).
+    pub(crate) status_out: Box<dyn Write + Send>,
 }
 
 /// A writer whose end can be signalled without closing it.
@@ -162,10 +165,6 @@ impl Shutdown for std::os::unix::net::UnixStream {
         Ok(Box::new(self.try_clone()?))
     }
 }
-
-/// A stream read and written both ways.
-pub(crate) trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
 
 /// How a payload over a [`Link`] ended.
 #[derive(Debug)]
@@ -193,8 +192,9 @@ pub(crate) struct Payload {
     pub(crate) _stdin: Option<Box<dyn Shutdown + Send>>,
 }
 
-/// How long the streams may take to reach their end after the status: they were ended before
-/// it was sent, so this only covers the host's reading.
+/// How long the streams may go without a byte before their end after the status: they were
+/// ended before it was sent, and the guest waits for leave to power off, so this only covers
+/// the host's reading.
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// Chunks in flight between a reader thread and the loop (64 KiB each): bounded, so a guest
@@ -224,7 +224,7 @@ pub(crate) fn drive(
     boot_deadline: Instant,
     command_timeout: Option<Duration>,
 ) -> Payload {
-    let Link { mut stdin, stdout, stderr, mut status } = link;
+    let Link { mut stdin, stdout, stderr, status_in, mut status_out } = link;
     let mut payload = Payload {
         ended: Ended::Boot(Stop::Closed),
         booted_after: None,
@@ -233,14 +233,14 @@ pub(crate) fn drive(
         _stdin: None,
     };
     let hello = format!("{tag} {}\n", u8::from(*input != Input::Null));
-    if status.write_all(hello.as_bytes()).and_then(|()| status.flush()).is_err() {
+    if status_out.write_all(hello.as_bytes()).and_then(|()| status_out.flush()).is_err() {
         return payload;
     }
     let (tx, rx) = mpsc::sync_channel(IN_FLIGHT);
     // The readers end when the VMM is gone and its streams close, which the caller sees to.
     reader(stdout, OutputStream::Stdout, tag, tx.clone());
     reader(stderr, OutputStream::Stderr, tag, tx.clone());
-    status_reader(status, tx);
+    status_reader(status_in, tx);
     match input {
         Input::Null => stdin.shutdown_write(),
         _ => {
@@ -252,6 +252,9 @@ pub(crate) fn drive(
     payload._stdin = Some(stdin);
     payload.ended =
         run_loop(&rx, console, observer, started, boot_deadline, command_timeout, &mut payload);
+    if matches!(payload.ended, Ended::Status(_)) {
+        let _ = status_out.write_all(b"k\n").and_then(|()| status_out.flush());
+    }
     payload
 }
 
@@ -301,7 +304,7 @@ fn reader(
     })
 }
 
-fn status_reader(mut source: Box<dyn ReadWrite + Send>, tx: SyncSender<Msg>) -> JoinHandle<()> {
+fn status_reader(mut source: Box<dyn Read + Send>, tx: SyncSender<Msg>) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut lines = StatusReader::default();
         let mut buf = [0u8; 256];
@@ -391,6 +394,10 @@ fn run_loop(
                 };
                 kept.extend_from_slice(&bytes);
                 observer.event(Event::Output(which, bytes));
+                if status.is_some() {
+                    // Still draining, and getting somewhere.
+                    deadline = deadline.max(Instant::now() + DRAIN);
+                }
             }
             Ok(Msg::End) => open -= 1,
             Ok(Msg::Status(StatusLine::Ready)) if !running && status.is_none() => {

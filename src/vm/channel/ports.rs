@@ -6,7 +6,8 @@
 //! Linux lets one descriptor hold a port open at a time, so the payload cannot open it again,
 //! and nothing it writes anywhere can read as a status. The host sends the boot's random tag
 //! down the status port; after the payload exits, the runner writes it to the stdout and
-//! stderr ports (which it still holds) to end each stream, then its status.
+//! stderr ports (which it still holds) to end each stream, then its status, and powers off once
+//! the host has read both streams to their tag.
 
 use std::ffi::OsString;
 use std::os::unix::net::UnixStream;
@@ -102,6 +103,7 @@ impl Sockets {
             streams.push(stream);
         }
         let status = streams.pop()?;
+        let status_out = status.try_clone().ok()?;
         let stderr = streams.pop()?;
         let stdout = streams.pop()?;
         let stdin = streams.pop()?;
@@ -109,7 +111,8 @@ impl Sockets {
             stdin: Box::new(stdin),
             stdout: Box::new(stdout),
             stderr: Box::new(stderr),
-            status: Box::new(status),
+            status_in: Box::new(status),
+            status_out: Box::new(status_out),
         })
     }
 }
@@ -204,6 +207,9 @@ s=$?
 printf %s "$T" >&3
 printf %s "$T" >&4
 echo "s $s" >&9
+# The host says when both streams reached their tag: data still queued in the VMM would be
+# lost if the power went off first.
+read -r _ <&9
 sync
 @REMOUNT@
 poweroff -f
