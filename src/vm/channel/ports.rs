@@ -230,7 +230,7 @@ mod tests {
             "socket,id=busyroot-stdin,path=/run/x/busyroot.stdin.sock,server=on,wait=off"
         );
         assert_eq!(
-            line[15],
+            line[17],
             "virtserialport,bus=busyroot-ports.0,nr=4,chardev=busyroot-status,name=busyroot.status"
         );
         let deep = Path::new("/a").join("b".repeat(120));
