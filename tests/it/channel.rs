@@ -197,3 +197,44 @@ fn the_serial_relay_is_chosen_with_its_reason() {
         assert!(spec.kernel_cmdline().contains("rdinit=/sbin/init"), "the image's own init");
     }
 }
+
+#[test]
+fn payloads_in_a_row_leave_nothing_behind() {
+    let Some(mut vm) = vm("payloads_in_a_row_leave_nothing_behind") else { return };
+    let work = support::tempdir();
+    vm.work_dir(work.path());
+    let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let (before, files_before) = (fds(), std::fs::read_dir(work.path()).map_or(0, |d| d.count()));
+    let runs: [(&str, Input, Option<u64>); 6] = [
+        ("true", Input::Null, None),
+        ("exit 3", Input::Null, None),
+        ("echo started; sleep 600", Input::Null, Some(3)),
+        ("wc -c", Input::Bytes(vec![7; 100_000]), None),
+        ("(sleep 600) & exit 0", Input::Null, None),
+        ("cat; exit 9", Input::Bytes(b"last".to_vec()), Some(120)),
+    ];
+    let mut files_after_first = None;
+    for (script, input, timeout) in runs {
+        let mut vm = vm.clone();
+        vm.stdin(input).command_timeout(Duration::from_secs(timeout.unwrap_or(300)));
+        let out = run(&vm, &["sh", "-c", script]);
+        if timeout == Some(3) {
+            assert_eq!(out.report.outcome, Outcome::CommandTimedOut, "{script}");
+        } else {
+            assert_eq!(out.report.outcome, Outcome::Passed, "{script}: {:#?}", out.report);
+        }
+        let names: Vec<String> = std::fs::read_dir(work.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.ends_with(".sock")), "sockets left: {names:?}");
+        let count = names.len();
+        assert_eq!(*files_after_first.get_or_insert(count), count, "the work directory grows");
+    }
+    // The readers of the last VMM's streams end once its sockets close, just after the run.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fds() > before && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(fds(), before, "descriptors left open (work files before: {files_before})");
+}
