@@ -424,6 +424,7 @@ impl Session<'_> {
             started,
             boot_deadline,
             plan.command_timeout,
+            plan.timeouts.shutdown,
         );
         report.boot_time = payload.booted_after;
         let stdout = String::from_utf8_lossy(&payload.stdout).into_owned();
@@ -439,9 +440,12 @@ impl Session<'_> {
             Ended::Status(status) => {
                 result.status = Some(status);
                 report.command = Some(result);
-                // The guest powers off by itself once the status is sent.
+                // The guest powers off by itself once the status is sent; once it said its file
+                // systems are synced, nothing is lost by not waiting for that.
                 let deadline = Instant::now() + plan.timeouts.shutdown;
-                if self.vm.wait_until(deadline).is_none() {
+                if payload.settled {
+                    self.vm.kill();
+                } else if self.vm.wait_until(deadline).is_none() {
                     self.observer.event(Event::Note(format!(
                         "the guest did not power off within {:.0} s after the command; killed it",
                         plan.timeouts.shutdown.as_secs_f64()

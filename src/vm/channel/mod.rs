@@ -190,6 +190,9 @@ pub(crate) struct Payload {
     pub(crate) stderr: Vec<u8>,
     /// The stdin stream, held open until the VMM is gone.
     pub(crate) _stdin: Option<Box<dyn Shutdown + Send>>,
+    /// The guest said its file systems are synced after the status: the VMM may be killed
+    /// rather than waited for (a kernel without a power-off driver only halts).
+    pub(crate) settled: bool,
 }
 
 /// How long the streams may go without a byte before their end after the status: they were
@@ -211,8 +214,9 @@ enum Msg {
 
 /// Drives one payload over `link`: sends `tag` (and whether stdin is the host's), feeds
 /// `input`, passes stdout and stderr to `observer` as they come, and returns once the status
-/// arrived and both streams reached the tag. The console is watched meanwhile for a panic, the
-/// VMM's exit and Ctrl-C.
+/// arrived and both streams reached the tag; then gives the guest leave to power off and waits
+/// up to `settle` for it to say its file systems are synced. The console is watched meanwhile
+/// for a panic, the VMM's exit and Ctrl-C.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn drive(
     link: Link,
@@ -223,6 +227,7 @@ pub(crate) fn drive(
     started: Instant,
     boot_deadline: Instant,
     command_timeout: Option<Duration>,
+    settle: Duration,
 ) -> Payload {
     let Link { mut stdin, stdout, stderr, status_in, mut status_out } = link;
     let mut payload = Payload {
@@ -231,6 +236,7 @@ pub(crate) fn drive(
         stdout: vec![],
         stderr: vec![],
         _stdin: None,
+        settled: false,
     };
     let hello = format!("{tag} {}\n", u8::from(*input != Input::Null));
     if status_out.write_all(hello.as_bytes()).and_then(|()| status_out.flush()).is_err() {
@@ -254,6 +260,20 @@ pub(crate) fn drive(
         run_loop(&rx, console, observer, started, boot_deadline, command_timeout, &mut payload);
     if matches!(payload.ended, Ended::Status(_)) {
         let _ = status_out.write_all(b"k\n").and_then(|()| status_out.flush());
+        let deadline = Instant::now() + settle;
+        while let Some(wait) = deadline.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(wait.min(Duration::from_millis(50))) {
+                Ok(Msg::Status(StatusLine::Done)) => {
+                    payload.settled = true;
+                    break;
+                }
+                Ok(Msg::StatusClosed) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+            }
+            if interrupted() {
+                break;
+            }
+        }
     }
     payload
 }
@@ -316,8 +336,7 @@ fn status_reader(mut source: Box<dyn Read + Send>, tx: SyncSender<Msg>) -> JoinH
                 Err(_) => break,
             };
             for line in lines.feed(&buf[..n]) {
-                let last = !matches!(line, StatusLine::Ready);
-                if tx.send(Msg::Status(line)).is_err() || last {
+                if tx.send(Msg::Status(line)).is_err() {
                     return;
                 }
             }

@@ -212,6 +212,7 @@ echo "s $s" >&9
 read -r _ <&9
 sync
 @REMOUNT@
+echo d >&9
 poweroff -f
 "#;
 

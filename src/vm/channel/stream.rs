@@ -75,6 +75,9 @@ pub(crate) enum StatusLine {
     Exited(i32),
     /// `x N`: a set-up step (a module, a mount) failed with status N.
     SetupFailed(i32),
+    /// `d`: after the host's leave, the guest's file systems are synced and read-only; the
+    /// power may go.
+    Done,
     /// Anything else, shown escaped and cut at [`MAX_STATUS_LINE`] bytes.
     Garbled(String),
 }
@@ -89,6 +92,7 @@ impl StatusLine {
         };
         match line {
             b"r" => StatusLine::Ready,
+            b"d" => StatusLine::Done,
             [b's', b' ', rest @ ..] if number(rest).is_some() => {
                 StatusLine::Exited(number(rest).unwrap_or(0))
             }
@@ -103,6 +107,7 @@ impl StatusLine {
     pub(crate) fn describe(&self) -> String {
         match self {
             StatusLine::Ready => "a second ready line".into(),
+            StatusLine::Done => "a done line before its exit status".into(),
             StatusLine::Exited(s) => format!("an exit status ({s}) before the ready line"),
             StatusLine::SetupFailed(s) => format!("a set-up failure ({s}) after the ready line"),
             StatusLine::Garbled(text) => format!("`{text}`, which is not a status line"),
