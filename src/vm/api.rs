@@ -88,6 +88,8 @@ pub struct Vm {
     modules: Option<PathBuf>,
     overlays: Vec<PathBuf>,
     stdin: Input,
+    env: Vec<(String, String)>,
+    current_dir: Option<String>,
 }
 
 /// A module tree bigger than this is not copied whole into the guest: only the modules the run
@@ -119,6 +121,8 @@ impl Vm {
             modules: None,
             overlays: Vec::new(),
             stdin: Input::Null,
+            env: Vec::new(),
+            current_dir: None,
         }
     }
 
@@ -239,6 +243,18 @@ impl Vm {
     /// carries it; over the serial relay the command reads `/dev/null` whatever is set here.
     pub fn stdin(&mut self, input: Input) -> &mut Vm {
         self.stdin = input;
+        self
+    }
+
+    /// Sets an environment variable for the command (besides `PATH` and `HOME`).
+    pub fn env(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Vm {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The guest directory the command starts in. Default: the first share's, else `/`.
+    pub fn current_dir(&mut self, dir: impl Into<String>) -> &mut Vm {
+        self.current_dir = Some(dir.into());
         self
     }
 
@@ -440,14 +456,37 @@ impl Vm {
                 .collect();
             module_files = files;
         }
+        for (key, _) in &self.env {
+            let valid = key
+                .chars()
+                .enumerate()
+                .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+            if !valid || key.is_empty() {
+                return Err(Error::Other(format!(
+                    "`{key}` cannot be an environment variable's name in the guest's shell"
+                )));
+            }
+        }
+        let dir = self.current_dir.clone().or_else(|| spec.shares.first().map(|s| s.guest.clone()));
+        // The serial relay runs `env K=V … CMD`; the payload init exports them itself.
+        let command = match (command, spec.channel) {
+            (Some(argv), Channel::Serial) if !self.env.is_empty() => {
+                let mut words = vec!["env".to_string()];
+                words.extend(self.env.iter().map(|(k, v)| format!("{k}={v}")));
+                words.extend(argv);
+                Some(words)
+            }
+            (command, _) => command,
+        };
         let init = match (&command, spec.channel) {
             (Some(argv), Channel::Ports) => {
                 let mounts = super::session::mounts(&spec);
-                let dir = spec.shares.first().map_or("/".to_string(), |s| s.guest.clone());
+                let dir = dir.clone().unwrap_or_else(|| "/".into());
                 let plan = ports::InitPlan {
                     modules: &load,
                     mounts: &mounts,
                     dir: &dir,
+                    env: &self.env,
                     argv,
                     disk: matches!(image, Image::Disk(_)),
                 };
@@ -512,6 +551,7 @@ impl Vm {
         plan.tap = self.tap;
         plan.modules = load;
         plan.stdin = self.stdin.clone();
+        plan.dir = dir;
         Ok((spec, plan))
     }
 

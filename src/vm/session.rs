@@ -45,6 +45,8 @@ pub struct RunPlan {
     /// What the payload reads on stdin (over virtio-serial ports; the serial relay gives it
     /// `/dev/null`).
     pub stdin: Input,
+    /// The guest directory the payload starts in. Default: the first share's, else `/`.
+    pub dir: Option<String>,
 }
 
 /// The plan of a check-mode run (the same type).
@@ -68,6 +70,7 @@ impl RunPlan {
             command_timeout: None,
             tap: false,
             stdin: Input::Null,
+            dir: None,
         }
     }
 }
@@ -359,7 +362,8 @@ impl Session<'_> {
         }
 
         if let Some(argv) = &plan.command {
-            let dir = spec.shares.first().map_or("/".to_string(), |s| s.guest.clone());
+            let first = spec.shares.first().map(|s| s.guest.clone());
+            let dir = plan.dir.clone().or(first).unwrap_or_else(|| "/".into());
             let body = guest::command_body(&dir, argv);
             let t = Instant::now();
             observer.event(Event::CommandStarted(argv.clone()));

@@ -189,7 +189,9 @@ fn run_script(vm: &Vm, script: &str) -> anyhow::Result<(Duration, Vec<u8>, Vec<u
 }
 
 /// The floor: QEMU with the same machine, kernel and initramfs, whose init is BusyBox's
-/// `poweroff -f`, so the guest powers off the moment the kernel starts it.
+/// `poweroff -f`, so the guest powers off the moment the kernel starts it. It ends at the
+/// kernel's last line (`reboot: Power down`, or `reboot: System halted` without ACPI), as a
+/// payload run ends at the guest's last word.
 fn floor_boot(
     sh: &Shell,
     arch: Arch,
@@ -209,6 +211,6 @@ fn floor_boot(
     let program = &spec.program;
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut qemu = Running::spawn(cmd!(sh, "{program} {args...}").quiet(), &Silent)?;
-    qemu.wait_success(deadline)?;
+    qemu.wait_for_line("reboot: ", deadline)?;
     Ok(())
 }

@@ -8,6 +8,7 @@ mod matrix;
 mod progress;
 mod rootfs;
 mod run;
+mod runner;
 
 use clap::{Parser, Subcommand};
 

@@ -52,6 +52,12 @@ pub struct RunArgs {
     /// JUnit and JSON reports.
     #[arg(long, requires = "command")]
     pub tap: bool,
+    /// Run CMD as Cargo's runner (`runner = ["…/xtask", "run", "--runner", "--"]` in
+    /// .cargo/config.toml): CMD is a test binary built statically for the guest; its
+    /// directory (read-only) and the current directory are shared at their own paths, CMD
+    /// starts in the current directory, and RUST_* and CARGO_* variables are passed on.
+    #[arg(long, requires = "command")]
+    pub runner: bool,
     /// Also show the kernel console on stderr (it always goes to console.log).
     #[arg(long)]
     pub console: bool,
@@ -114,7 +120,11 @@ pub struct Boot {
 }
 
 pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
-    let (ws, arch) = args.target.resolve()?;
+    // As Cargo's runner, the current directory is the tested package's: the images are this
+    // workspace's all the same.
+    let own = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("."));
+    let (ws, arch) =
+        if args.runner { args.target.resolve_in(own)? } else { args.target.resolve()? };
     let config = ws.config.run.clone();
     // Refused before the build, so a kvmtool run without KVM fails at once.
     let accel = vm::choose_accel(args.accel, arch)?;
@@ -170,6 +180,9 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
     }
     if !args.check && args.command.is_empty() {
         return Ok(machine.interactive(&render)?);
+    }
+    if args.runner {
+        crate::runner::prepare(&mut machine, arch, &args.command)?;
     }
     if !std::io::stdin().is_terminal() {
         machine.stdin(vm::Input::HostStdin);

@@ -125,6 +125,8 @@ pub(crate) struct InitPlan<'a> {
     pub(crate) mounts: &'a [(String, String, String, String)],
     /// The directory the payload starts in.
     pub(crate) dir: &'a str,
+    /// Variables exported to the payload (names already checked).
+    pub(crate) env: &'a [(String, String)],
     pub(crate) argv: &'a [String],
     /// Whether the root is a disk, to be made read-only before the power goes off.
     pub(crate) disk: bool,
@@ -144,12 +146,15 @@ pub(crate) fn init_script(plan: &InitPlan) -> String {
         ));
     }
     let command: Vec<String> = plan.argv.iter().map(|w| q(w)).collect();
+    let exports: String =
+        plan.env.iter().map(|(k, v)| format!("    export {k}={}\n", q(v))).collect();
     let remount = if plan.disk { "mount -o remount,ro / 2>/dev/null\n" } else { "" };
     INIT_TEMPLATE
         .replace("@SETUP@\n", &setup)
         .replace("@DIR@", &q(plan.dir))
         .replace("@COMMAND@", &command.join(" "))
         .replace("@REMOUNT@\n", remount)
+        .replace("@ENV@\n", &exports)
 }
 
 const INIT_TEMPLATE: &str = r#"#!/bin/sh
@@ -201,6 +206,7 @@ if [ "$IN" = 1 ]; then exec 6<&5; else exec 6</dev/null; fi
 echo r >&9
 (
     exec 3>&- 4>&- 5<&- 6<&- 9>&-
+@ENV@
     cd @DIR@ && exec @COMMAND@
 ) <&6 >&3 2>&4
 s=$?
@@ -243,10 +249,12 @@ mod tests {
         let modules = ["/lib/modules/v/virtio_console.ko".to_string()];
         let mounts = [("br0".into(), "/mnt/a b".into(), "9p".into(), "trans=virtio".into())];
         let argv = ["printf".to_string(), "%s\\n".into(), "it's".into()];
+        let env = [("RUST_BACKTRACE".to_string(), "1 2".to_string())];
         let plan = InitPlan {
             modules: &modules,
             mounts: &mounts,
             dir: "/mnt/a b",
+            env: &env,
             argv: &argv,
             disk: true,
         };
@@ -257,6 +265,7 @@ mod tests {
         );
         assert!(script.contains(r#"cd '/mnt/a b' && exec printf '%s\n' 'it'\''s'"#), "{script}");
         assert!(script.contains("mount -o remount,ro /"));
+        assert!(script.contains("    export RUST_BACKTRACE='1 2'\n"), "{script}");
         assert!(!script.contains('@'), "every placeholder filled: {script}");
     }
 }
