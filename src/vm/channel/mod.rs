@@ -190,6 +190,8 @@ pub(crate) struct Payload {
     pub(crate) stderr: Vec<u8>,
     /// The stdin stream, held open until the VMM is gone.
     pub(crate) _stdin: Option<Box<dyn Shutdown + Send>>,
+    /// Whether a stream ran past [`KEEP`] and the kept copy was cut there.
+    pub(crate) cut: bool,
     /// The guest said its file systems are synced after the status: the VMM may be killed
     /// rather than waited for (a kernel without a power-off driver only halts).
     pub(crate) settled: bool,
@@ -199,6 +201,9 @@ pub(crate) struct Payload {
 /// ended before it was sent, and the guest waits for leave to power off, so this only covers
 /// the host's reading.
 const DRAIN: Duration = Duration::from_secs(5);
+
+/// How much of each stream the report keeps (all of it reaches the observer as it comes).
+const KEEP: usize = 64 << 20;
 
 /// Chunks in flight between a reader thread and the loop (64 KiB each): bounded, so a guest
 /// that writes faster than the host's stdout takes waits instead of filling the host's memory.
@@ -237,6 +242,7 @@ pub(crate) fn drive(
         stderr: vec![],
         _stdin: None,
         settled: false,
+        cut: false,
     };
     let hello = format!("{tag} {}\n", u8::from(*input != Input::Null));
     if status_out.write_all(hello.as_bytes()).and_then(|()| status_out.flush()).is_err() {
@@ -411,7 +417,16 @@ fn run_loop(
                     OutputStream::Stdout => &mut payload.stdout,
                     OutputStream::Stderr => &mut payload.stderr,
                 };
-                kept.extend_from_slice(&bytes);
+                let room = KEEP.saturating_sub(kept.len()).min(bytes.len());
+                kept.extend_from_slice(&bytes[..room]);
+                if room < bytes.len() && !payload.cut {
+                    payload.cut = true;
+                    observer.event(Event::Note(format!(
+                        "the payload wrote more than {} MiB on a stream: all of it is passed on, \
+                         the report keeps the first {0} MiB",
+                        KEEP >> 20
+                    )));
+                }
                 observer.event(Event::Output(which, bytes));
                 if status.is_some() {
                     // Still draining, and getting somewhere.
