@@ -1,6 +1,6 @@
 //! `cargo xtask bench --payload`: what a payload run costs against the floor the hardware
 //! allows, each figure alternating with its baseline in the same run: `run --initramfs --
-//! true` against bare QEMU booting the same kernel into an init that powers off at once, and
+//! true` against bare QEMU booting the same kernel into an init that resets at once, and
 //! payload output against the same command writing to `/dev/null` in the guest.
 
 use std::cell::RefCell;
@@ -67,14 +67,14 @@ pub(crate) fn rows(
             figure: "cargo xtask run --initramfs -- true",
             target: "<= 1.15x the floor",
             ours: xtask,
-            baseline_name: "floor: bare QEMU, init powers off at once",
+            baseline_name: "floor: bare QEMU, init resets at once",
             baseline: floor.clone(),
         },
         Row {
             figure: "Vm::run(true) (library, no cargo)",
             target: "<= 1.15x the floor",
             ours: library,
-            baseline_name: "floor: bare QEMU, init powers off at once",
+            baseline_name: "floor: bare QEMU, init resets at once",
             baseline: floor,
         },
     ];
@@ -189,8 +189,8 @@ fn run_script(vm: &Vm, script: &str) -> anyhow::Result<(Duration, Vec<u8>, Vec<u
 }
 
 /// The floor: QEMU with the same machine, kernel and initramfs, whose init is BusyBox's
-/// `poweroff -f`, so the guest powers off the moment the kernel starts it. It ends at the
-/// kernel's last line (`reboot: Power down`, or `reboot: System halted` without ACPI), as a
+/// `reboot -f`, so the guest resets (QEMU runs with -no-reboot: it exits) the moment the
+/// kernel starts it. It ends at the kernel's last line (`reboot: Restarting system`), as a
 /// payload run ends at the guest's last word.
 fn floor_boot(
     sh: &Shell,
@@ -206,7 +206,7 @@ fn floor_boot(
         dir.join("floor.log"),
     );
     spec.accel = vm::choose_accel(vm::AccelRequest::Auto, arch)?.value;
-    spec.append = ["rdinit=/sbin/poweroff", "--", "-f"].map(String::from).to_vec();
+    spec.append = ["rdinit=/sbin/reboot", "--", "-f"].map(String::from).to_vec();
     let args = Vmm::Qemu.launch(&spec, vm::ConsoleMode::Piped, dir)?.args;
     let program = &spec.program;
     let deadline = Instant::now() + Duration::from_secs(300);

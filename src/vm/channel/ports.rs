@@ -6,7 +6,7 @@
 //! Linux lets one descriptor hold a port open at a time, so the payload cannot open it again,
 //! and nothing it writes anywhere can read as a status. The host sends the boot's random tag
 //! down the status port; after the payload exits, the runner writes it to the stdout and
-//! stderr ports (which it still holds) to end each stream, then its status, and powers off once
+//! stderr ports (which it still holds) to end each stream, then its status, and resets the machine (QEMU runs with -no-reboot: it exits) once
 //! the host has read both streams to their tag.
 
 use std::ffi::OsString;
@@ -161,7 +161,7 @@ const INIT_TEMPLATE: &str = r#"#!/bin/sh
 # busyroot's init (PID 1) for one payload run over virtio-serial ports, written for this run:
 # mount what a program expects, load modules and mount shares, find the ports by name, run the
 # command with its streams on them, report its status on the port only this script holds, and
-# power off. Interactive boots and checks use /sbin/init instead.
+# reset (QEMU then exits). Interactive boots and checks use /sbin/init instead.
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin HOME=/root
 mount -t devtmpfs -o mode=0755,nosuid dev /dev 2>/dev/null
 mount -t proc proc /proc 2>/dev/null
@@ -174,7 +174,7 @@ fail() {
     s=$1; shift
     echo "busyroot init: $* failed (exit status $s)" >/dev/console
     [ -n "$S" ] && echo "x $s" >&9
-    poweroff -f
+    reboot -f
 }
 @SETUP@
 n=0
@@ -219,7 +219,7 @@ read -r _ <&9
 sync
 @REMOUNT@
 echo d >&9
-poweroff -f
+reboot -f
 "#;
 
 #[cfg(test)]
