@@ -283,7 +283,14 @@ fn write_raw(stream: vm::OutputStream, bytes: &[u8]) {
         vm::OutputStream::Stderr => std::io::stderr().lock().write_all(bytes),
     };
     // Flushed at once: a payload's output is seen as it comes, as on a terminal.
-    let _ = result.and_then(|()| std::io::stdout().flush());
+    let result = result.and_then(|()| std::io::stdout().flush());
+    // Whoever read our output is gone (`run -- yes | head -1`): end as a program killed by
+    // SIGPIPE would, rather than run the payload on to its timeout. The VMM and its helpers die
+    // with this process (their parent-death signal).
+    if result.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+        eprintln!("busyroot: the reader of the command's output went away; stopping (exit 141)");
+        std::process::exit(141);
+    }
 }
 
 impl Render {
