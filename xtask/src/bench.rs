@@ -132,6 +132,7 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
         anyhow::bail!("bench edits a skeleton file, but `skeleton` is set to an empty list");
     };
     let mut rows = Vec::new();
+    let mut notes = Vec::new();
 
     eprintln!("bench: nothing changed");
     rows.push(Row {
@@ -222,17 +223,6 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
                 std::fs::copy(dir.join("rootfs.ext4"), &image)?;
                 bare_qemu_boot(sh, arch, &kernel, &image)
             })?;
-            eprintln!("bench: run -- true");
-            let ours_true = time_runs(args.runs, |_| xtask(&["run", "--initramfs", "--", "true"]))?;
-            let cpio = dir.join("rootfs.cpio.gz");
-            let baseline_true = time_runs(args.runs, |_| bare_qemu_boot(sh, arch, &kernel, &cpio))?;
-            rows.push(Row {
-                figure: "run -- true (initramfs)",
-                target: "within 15% of bare QEMU",
-                ours: ours_true,
-                baseline_name: "bare QEMU: initramfs to the shell, reboot",
-                baseline: baseline_true,
-            });
             rows.push(Row {
                 figure: "run --check (disk)",
                 target: "within 10% of bare QEMU",
@@ -240,6 +230,11 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
                 baseline_name: "bare QEMU: boot to banner, reboot",
                 baseline,
             });
+            // `run -- true` against the floor, and the payload's throughput.
+            let (payload_rows, payload_notes) =
+                crate::bench_payload::rows(sh, &args, arch, &kernel, &dir)?;
+            rows.extend(payload_rows);
+            notes.extend(payload_notes);
         }
         None => eprintln!(
             "bench: no kernel (--kernel, $BUSYROOT_KERNEL, config `run.kernel` or one built by \
@@ -256,6 +251,9 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
         println!("{}", to_json(&rows));
     } else {
         print_table(&rows);
+    }
+    for note in notes {
+        println!("{note}");
     }
     Ok(())
 }
