@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use xshell::Shell;
 
-use super::event::{Event, Observer, Quiet};
+use super::channel::{choose_channel, ports, Channel, Input};
+use super::event::{Event, Observer, OutputStream, Quiet};
 use super::layer;
 use super::modules::ModuleTree;
 use super::report::RunReport;
@@ -30,10 +31,15 @@ pub struct Output {
     /// The exit code `cargo xtask run` would exit with: the command's status when it ran (see
     /// [`RunReport::exit_code`] for the other cases).
     pub status: i32,
-    /// Its stdout, line by line.
+    /// Its stdout as text (invalid UTF-8 replaced). Over the serial relay, line by line with
+    /// control characters dropped; over virtio-serial ports, as written.
     pub stdout: String,
-    /// Its stderr.
+    /// Its stderr as text.
     pub stderr: String,
+    /// Its stdout byte for byte (over the serial relay, the text above).
+    pub stdout_bytes: Vec<u8>,
+    /// Its stderr byte for byte.
+    pub stderr_bytes: Vec<u8>,
     /// The whole console log.
     pub console: PathBuf,
     /// Everything else: outcome, timings, checks.
@@ -81,6 +87,9 @@ pub struct Vm {
     tap: bool,
     modules: Option<PathBuf>,
     overlays: Vec<PathBuf>,
+    stdin: Input,
+    env: Vec<(String, String)>,
+    current_dir: Option<String>,
 }
 
 /// A module tree bigger than this is not copied whole into the guest: only the modules the run
@@ -111,6 +120,9 @@ impl Vm {
             tap: false,
             modules: None,
             overlays: Vec::new(),
+            stdin: Input::Null,
+            env: Vec::new(),
+            current_dir: None,
         }
     }
 
@@ -227,6 +239,25 @@ impl Vm {
         self
     }
 
+    /// What the command reads on stdin. Default: `/dev/null`. Only the virtio-serial channel
+    /// carries it; over the serial relay the command reads `/dev/null` whatever is set here.
+    pub fn stdin(&mut self, input: Input) -> &mut Vm {
+        self.stdin = input;
+        self
+    }
+
+    /// Sets an environment variable for the command (besides `PATH` and `HOME`).
+    pub fn env(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Vm {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The guest directory the command starts in. Default: the first share's, else `/`.
+    pub fn current_dir(&mut self, dir: impl Into<String>) -> &mut Vm {
+        self.current_dir = Some(dir.into());
+        self
+    }
+
     /// Boots, runs `command` as root, powers off, and returns what it did.
     pub fn run<I, S>(&self, command: I) -> Result<Output>
     where
@@ -235,10 +266,20 @@ impl Vm {
     {
         let argv: Vec<String> = command.into_iter().map(Into::into).collect();
         let sh = Shell::new().map_err(|e| Error::Other(format!("cannot start a shell: {e}")))?;
-        let report = self.run_with(&sh, Some(argv), &Quiet)?;
+        let bytes = Bytes::default();
+        let report = self.run_with(&sh, Some(argv), &bytes)?;
         let command = report.command.clone();
+        let (mut stdout_bytes, mut stderr_bytes) = bytes.0.into_inner();
+        if report.command.is_some() && self_serial(&report, &stdout_bytes, &stderr_bytes) {
+            stdout_bytes =
+                command.as_ref().map(|c| c.stdout.clone().into_bytes()).unwrap_or_default();
+            stderr_bytes =
+                command.as_ref().map(|c| c.stderr.clone().into_bytes()).unwrap_or_default();
+        }
         Ok(Output {
             status: report.exit_code(),
+            stdout_bytes,
+            stderr_bytes,
             stdout: command.as_ref().map(|c| c.stdout.clone()).unwrap_or_default(),
             stderr: command.map(|c| c.stderr).unwrap_or_default(),
             console: report.console_log.clone(),
@@ -356,6 +397,29 @@ impl Vm {
                 spec.shares.push(share);
             }
         }
+        if command.is_some() && self.checks.is_none() {
+            let offered = match image {
+                // Busyroot's init is laid over the image, which a disk can have only with the
+                // listing busyroot writes beside it.
+                Image::Disk(original) if layer::listing_of(original).is_err() => &[][..],
+                _ => self.vmm.backend().channels(),
+            };
+            let channel = choose_channel(offered, config.as_ref(), tree.is_some());
+            let reason = match (offered.is_empty(), channel.value) {
+                (true, _) => "the disk image has no listing (rootfs.tar) to lay busyroot's \
+                              payload init over"
+                    .to_string(),
+                (false, _) => channel.reason,
+            };
+            choose("payload", format!("{} ({reason})", channel.value));
+            needed.extend(channel.value.symbols());
+            spec.channel = channel.value;
+            if channel.value == Channel::Serial && self.stdin != Input::Null {
+                observer.event(Event::Note(
+                    "the serial relay carries no stdin: the command reads /dev/null".into(),
+                ));
+            }
+        }
         let mut load = Vec::new();
         let mut module_files = Vec::new();
         if let Some(tree) = &tree {
@@ -392,13 +456,59 @@ impl Vm {
                 .collect();
             module_files = files;
         }
-        let layer = if self.overlays.is_empty() && module_files.is_empty() {
+        for (key, _) in &self.env {
+            let valid = key
+                .chars()
+                .enumerate()
+                .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+            if !valid || key.is_empty() {
+                return Err(Error::Other(format!(
+                    "`{key}` cannot be an environment variable's name in the guest's shell"
+                )));
+            }
+        }
+        let dir = self.current_dir.clone().or_else(|| spec.shares.first().map(|s| s.guest.clone()));
+        // The serial relay runs `env K=V … CMD`; the payload init exports them itself.
+        let command = match (command, spec.channel) {
+            (Some(argv), Channel::Serial) if !self.env.is_empty() => {
+                let mut words = vec!["env".to_string()];
+                words.extend(self.env.iter().map(|(k, v)| format!("{k}={v}")));
+                words.extend(argv);
+                Some(words)
+            }
+            (command, _) => command,
+        };
+        let init = match (&command, spec.channel) {
+            (Some(argv), Channel::Ports) => {
+                let mounts = super::session::mounts(&spec);
+                let dir = dir.clone().unwrap_or_else(|| "/".into());
+                let plan = ports::InitPlan {
+                    modules: &load,
+                    mounts: &mounts,
+                    dir: &dir,
+                    env: &self.env,
+                    argv,
+                    disk: matches!(image, Image::Disk(_)),
+                };
+                let path = work.join("busyroot-init");
+                std::fs::write(&path, ports::init_script(&plan)).with_path("write", &path)?;
+                Some(path)
+            }
+            _ => None,
+        };
+        let add_init = |manifest: &mut Manifest| match &init {
+            Some(path) => layer::add_file(manifest, ports::INIT, path, 0o755, LAYER_EPOCH),
+            None => Ok(()),
+        };
+        let layer = if self.overlays.is_empty() && module_files.is_empty() && init.is_none() {
             None
         } else {
             for overlay in &self.overlays {
                 choose("overlay", overlay.display().to_string());
             }
-            Some(layer::manifest(None, &self.overlays, &module_files, LAYER_EPOCH)?)
+            let mut layer = layer::manifest(None, &self.overlays, &module_files, LAYER_EPOCH)?;
+            add_init(&mut layer)?;
+            Some(layer)
         };
         match (image, &layer) {
             (Image::Initramfs(base), Some(layer)) => {
@@ -409,8 +519,9 @@ impl Vm {
             // With a layer, the boot copy is written anew: the image's listing and the layer.
             (Image::Disk(original), Some(_)) => {
                 let listing = layer::listing_of(original)?;
-                let whole =
+                let mut whole =
                     layer::manifest(Some(&listing), &self.overlays, &module_files, LAYER_EPOCH)?;
+                add_init(&mut whole)?;
                 layer::disk(sh, original, &whole, &copy)?;
             }
             (Image::Disk(original), None) if *original != copy => {
@@ -439,6 +550,8 @@ impl Vm {
         plan.command_timeout = self.command_timeout;
         plan.tap = self.tap;
         plan.modules = load;
+        plan.stdin = self.stdin.clone();
+        plan.dir = dir;
         Ok((spec, plan))
     }
 
@@ -472,6 +585,29 @@ impl Vm {
         std::fs::create_dir_all(&dir).with_path("create directory", &dir)?;
         std::path::absolute(&dir).with_path("resolve", &dir)
     }
+}
+
+/// Collects the bytes of [`Event::Output`]s: the payload's streams over virtio-serial ports.
+#[derive(Default)]
+struct Bytes(std::cell::RefCell<(Vec<u8>, Vec<u8>)>);
+
+impl Observer for Bytes {
+    fn event(&self, event: Event) {
+        if let Event::Output(stream, bytes) = event {
+            let mut both = self.0.borrow_mut();
+            match stream {
+                OutputStream::Stdout => both.0.extend_from_slice(&bytes),
+                OutputStream::Stderr => both.1.extend_from_slice(&bytes),
+            }
+        }
+    }
+}
+
+/// Whether the output came as lines (the serial relay): no bytes, but text in the report.
+fn self_serial(report: &RunReport, stdout: &[u8], stderr: &[u8]) -> bool {
+    let text =
+        report.command.as_ref().is_some_and(|c| !c.stdout.is_empty() || !c.stderr.is_empty());
+    stdout.is_empty() && stderr.is_empty() && text
 }
 
 /// Refuses a command the guest could not find, where that can be known on the host: in a

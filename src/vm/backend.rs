@@ -4,6 +4,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use super::channel::Channel;
 use super::share::Transport;
 use super::{RootBus, VmSpec};
 use crate::arch::{Arch, KernelFormat};
@@ -60,6 +61,11 @@ pub(crate) trait Backend: Sync {
     fn buses(&self) -> &'static [RootBus];
     /// The ways this backend can show a host directory to the guest, preferred first.
     fn transports(&self) -> &'static [Transport];
+    /// The payload channels this backend can wire up, preferred first. Default: the serial
+    /// relay alone (kvmtool's virtio console is one port).
+    fn channels(&self) -> &'static [Channel] {
+        &[Channel::Serial]
+    }
     /// The kernel image formats this backend boots for `arch`.
     fn kernel_formats(&self, arch: Arch) -> &'static [KernelFormat] {
         arch.info().kernel_formats

@@ -248,6 +248,7 @@ mod tests {
             cpus: 1,
             console_log: "/t/console.log".into(),
             shares: vec![],
+            channel: Default::default(),
         }
     }
 

@@ -17,6 +17,10 @@ use crate::error::{IoContext, Result};
 /// How many console lines a failure report shows.
 pub(crate) const TAIL_LINES: usize = 50;
 
+/// The longest console line held: a guest that prints without end of line is passed on in
+/// pieces this long, not gathered in the host's memory.
+pub(crate) const MAX_CONSOLE_LINE: usize = 64 << 10;
+
 enum Event {
     Line(String),
     Stderr(String),
@@ -128,6 +132,28 @@ impl Console {
         }
     }
 
+    /// Takes the lines that already arrived, without waiting, handing each to `on_line`; ends
+    /// as [`Console::wait_for`] does, but a panic line stops it only if `panics` is set.
+    pub(crate) fn poll(&mut self, panics: bool, mut on_line: impl FnMut(&str)) -> Result<(), Stop> {
+        loop {
+            if self.closed {
+                return Err(Stop::Closed);
+            }
+            match self.rx.try_recv() {
+                Ok(Event::Line(line)) => {
+                    self.remember(line.clone());
+                    if panics && is_panic(&line) {
+                        return Err(Stop::Panic(line));
+                    }
+                    on_line(&line);
+                }
+                Ok(Event::Stderr(line)) => self.stderr.push(line),
+                Ok(Event::Closed) | Err(mpsc::TryRecvError::Disconnected) => self.closed = true,
+                Err(mpsc::TryRecvError::Empty) => return Ok(()),
+            }
+        }
+    }
+
     /// Reads until the VMM closes the console (it exits) or `deadline`; a panic on the way
     /// is reported.
     pub(crate) fn wait_closed(&mut self, deadline: Instant) -> Result<(), Stop> {
@@ -201,6 +227,12 @@ fn pump(
             }
             let _ = tx.send(wrap(clean(&raw)));
         }
+        if pending.len() >= MAX_CONSOLE_LINE {
+            if !is_console {
+                let _ = log.lock().map(|mut f| f.write_all(&pending));
+            }
+            let _ = tx.send(wrap(clean(&std::mem::take(&mut pending))));
+        }
     }
     if !pending.is_empty() {
         if !is_console {
@@ -262,6 +294,25 @@ mod tests {
         );
         assert_eq!(clean(b"\x1b]0;title\x07ok\x1b7\x1b[1;32mgreen\x1b[0m"), "okgreen");
         assert_eq!(clean(b"a\tb\x08c\xff"), "a\tbc\u{fffd}");
+    }
+
+    #[test]
+    fn an_endless_line_is_passed_on_in_pieces() {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let file = Mutex::new(File::create(log.path()).unwrap());
+        let (tx, rx) = mpsc::channel();
+        let endless = std::io::Read::take(std::io::repeat(b'x'), 1 << 20);
+        pump(endless, &file, &tx, Event::Line, true);
+        let lines: Vec<usize> = rx
+            .try_iter()
+            .filter_map(|e| match e {
+                Event::Line(l) => Some(l.len()),
+                _ => None,
+            })
+            .collect();
+        assert!(lines.iter().all(|&n| n <= MAX_CONSOLE_LINE + 4096), "{lines:?}");
+        assert_eq!(lines.iter().sum::<usize>(), 1 << 20, "every byte is passed on");
+        assert_eq!(std::fs::metadata(log.path()).unwrap().len(), 1 << 20, "and logged");
     }
 
     #[test]

@@ -32,6 +32,18 @@ pub enum Event {
     Stdout(String),
     /// One line the payload wrote on its stderr.
     Stderr(String),
+    /// Bytes the payload wrote, exactly as written, as they came (the virtio-serial channel;
+    /// the serial relay reports lines instead).
+    Output(OutputStream, Vec<u8>),
+}
+
+/// Which of the payload's output streams bytes came on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    /// Its stdout.
+    Stdout,
+    /// Its stderr.
+    Stderr,
 }
 
 /// Receives the runner's events. Called from the thread that runs the VM.

@@ -38,17 +38,29 @@ pub(crate) fn manifest(
         })?;
     }
     for file in modules {
-        let guest = file.guest.to_string_lossy();
-        let path = ImagePath::parse(&guest)
-            .ok_or_else(|| Error::Other(format!("`{guest}` is not a path in the image")))?;
-        let size = std::fs::metadata(&file.host).with_path("stat", &file.host)?.len();
-        let parent = path.parent().expect("a module path has a directory");
-        let fail = |message: String| Error::Tree { path: file.host.clone(), message };
-        crate::tree::devtable::ensure_dirs(&mut layer, &parent, mtime).map_err(fail)?;
-        let kind = Kind::File { source: file.host.clone(), size };
-        layer.insert(path, Entry { kind, mode: 0o644, uid: 0, gid: 0, mtime }).map_err(fail)?;
+        add_file(&mut layer, &file.guest.to_string_lossy(), &file.host, 0o644, mtime)?;
     }
     Ok(layer)
+}
+
+/// Adds the host file `host` to `layer` at `guest` (owned 0:0, with `mode`), with the
+/// directories above it.
+pub(crate) fn add_file(
+    layer: &mut Manifest,
+    guest: &str,
+    host: &Path,
+    mode: u32,
+    mtime: u64,
+) -> Result<()> {
+    let path = ImagePath::parse(guest)
+        .ok_or_else(|| Error::Other(format!("`{guest}` is not a path in the image")))?;
+    let size = std::fs::metadata(host).with_path("stat", host)?.len();
+    let fail = |message: String| Error::Tree { path: host.to_path_buf(), message };
+    if let Some(parent) = path.parent() {
+        crate::tree::devtable::ensure_dirs(layer, &parent, mtime).map_err(fail)?;
+    }
+    let kind = Kind::File { source: host.to_path_buf(), size };
+    layer.insert(path, Entry { kind, mode, uid: 0, gid: 0, mtime }).map_err(fail)
 }
 
 /// Writes `out`: the initramfs `base` followed by `layer` as a second archive.

@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use super::backend::{Backend, ConsoleMode, Launch};
+use super::channel::{ports, Channel};
 use super::share::Transport;
 use super::{qemu_escape, Accel, Root, RootBus, VmSpec};
 use crate::arch::Arch;
@@ -41,6 +42,10 @@ impl Backend for Qemu {
         &[Transport::NineP, Transport::Virtiofs]
     }
 
+    fn channels(&self) -> &'static [Channel] {
+        &[Channel::Ports, Channel::Serial]
+    }
+
     fn shutdown_command(&self) -> &'static str {
         // QEMU runs with -no-reboot, so a reset ends it as a power-off would; and `reboot`
         // works on every kernel, while `poweroff` only halts one without ACPI (busyroot's
@@ -61,8 +66,14 @@ impl Backend for Qemu {
         true
     }
 
-    fn prepare(&self, spec: &VmSpec, console: ConsoleMode, _run_dir: &Path) -> Result<Launch> {
-        Ok(Launch { program: spec.program.clone(), args: args(spec, console), files: Vec::new() })
+    fn prepare(&self, spec: &VmSpec, console: ConsoleMode, run_dir: &Path) -> Result<Launch> {
+        let mut args = args(spec, console);
+        if spec.channel == Channel::Ports {
+            let sockets = ports::Sockets::new(run_dir);
+            sockets.prepare().map_err(|e| crate::Error::io("create the sockets of", run_dir, e))?;
+            args.extend(sockets.qemu_args());
+        }
+        Ok(Launch { program: spec.program.clone(), args, files: Vec::new() })
     }
 }
 
@@ -213,6 +224,7 @@ mod tests {
             cpus: 2,
             console_log: "/t/console.log".into(),
             shares: vec![],
+            channel: Default::default(),
         }
     }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use xshell::{cmd, Shell};
 
 use super::backend::ConsoleMode;
+use super::channel::{self, ports, Channel, Ended, Input};
 use super::console::{Console, Stop};
 use super::event::{Event, Observer};
 use super::guest::{self, Frame, Tag};
@@ -41,6 +42,11 @@ pub struct RunPlan {
     pub command_timeout: Option<Duration>,
     /// Whether the payload prints TAP or KTAP, to be reported one case per test point.
     pub tap: bool,
+    /// What the payload reads on stdin (over virtio-serial ports; the serial relay gives it
+    /// `/dev/null`).
+    pub stdin: Input,
+    /// The guest directory the payload starts in. Default: the first share's, else `/`.
+    pub dir: Option<String>,
 }
 
 /// The plan of a check-mode run (the same type).
@@ -63,6 +69,8 @@ impl RunPlan {
             command: Some(command),
             command_timeout: None,
             tap: false,
+            stdin: Input::Null,
+            dir: None,
         }
     }
 }
@@ -132,8 +140,17 @@ pub fn run(
     let mut session = Session { vm, console, tag: tag.text(), observer, _daemons: daemons };
     session.console.ignore_panics_in(&session.tag);
 
-    session.drive(sh, spec, plan, &tag, started, &mut report);
+    let sockets = ports::Sockets::new(&run_dir);
+    match (&plan.command, spec.channel) {
+        (Some(argv), Channel::Ports) if plan.checks.is_empty() => {
+            session.drive_ports(&sockets, plan, argv, started, &mut report)
+        }
+        _ => session.drive(sh, spec, plan, &tag, started, &mut report),
+    }
     drop(session);
+    if spec.channel == Channel::Ports {
+        sockets.remove();
+    }
     report.total_time = started.elapsed();
     Ok(report)
 }
@@ -229,7 +246,7 @@ fn start_daemons(
 }
 
 /// The guest-side mounts of `spec`'s shares: tag, directory, type, options.
-fn mounts(spec: &VmSpec) -> Vec<(String, String, String, String)> {
+pub(crate) fn mounts(spec: &VmSpec) -> Vec<(String, String, String, String)> {
     spec.shares
         .iter()
         .map(|s| {
@@ -345,7 +362,8 @@ impl Session<'_> {
         }
 
         if let Some(argv) = &plan.command {
-            let dir = spec.shares.first().map_or("/".to_string(), |s| s.guest.clone());
+            let first = spec.shares.first().map(|s| s.guest.clone());
+            let dir = plan.dir.clone().or(first).unwrap_or_else(|| "/".into());
             let body = guest::command_body(&dir, argv);
             let t = Instant::now();
             observer.event(Event::CommandStarted(argv.clone()));
@@ -379,6 +397,100 @@ impl Session<'_> {
             report.command = Some(result);
         }
         self.end(sh, spec, plan, report, None)
+    }
+
+    /// Runs the payload over virtio-serial ports: busyroot's payload init sets up and runs the
+    /// command at once, the streams come byte for byte, and the guest powers off by itself.
+    fn drive_ports(
+        &mut self,
+        sockets: &ports::Sockets,
+        plan: &RunPlan,
+        argv: &[String],
+        started: Instant,
+        report: &mut RunReport,
+    ) {
+        let plan =
+            RunPlan { banner: "ready line of busyroot's payload init".into(), ..plan.clone() };
+        let boot_deadline = started + plan.timeouts.boot;
+        let Some(link) = sockets.connect(&mut self.vm, boot_deadline) else {
+            let stop = if self.vm.try_wait().is_some() { Stop::Closed } else { Stop::Timeout };
+            report.outcome = self.boot_failure(stop, &plan);
+            return;
+        };
+        self.observer.event(Event::CommandStarted(argv.to_vec()));
+        let end_tag = channel::end_tag();
+        let payload = channel::drive(
+            link,
+            &end_tag,
+            &plan.stdin,
+            &mut self.console,
+            self.observer,
+            started,
+            boot_deadline,
+            plan.command_timeout,
+            plan.timeouts.shutdown,
+        );
+        report.boot_time = payload.booted_after;
+        let stdout = String::from_utf8_lossy(&payload.stdout).into_owned();
+        let mut result = CommandResult {
+            argv: argv.to_vec(),
+            status: None,
+            duration: payload.booted_after.map_or(Duration::ZERO, |t| started.elapsed() - t),
+            tap: plan.tap.then(|| super::tap::parse_tap(&stdout)),
+            stdout,
+            stderr: String::from_utf8_lossy(&payload.stderr).into_owned(),
+        };
+        match payload.ended {
+            Ended::Status(status) => {
+                result.status = Some(status);
+                report.command = Some(result);
+                // The guest powers off by itself once the status is sent; once it said its file
+                // systems are synced, nothing is lost by not waiting for that.
+                let deadline = Instant::now() + plan.timeouts.shutdown;
+                if payload.settled {
+                    self.vm.kill();
+                } else if self.vm.wait_until(deadline).is_none() {
+                    self.observer.event(Event::Note(format!(
+                        "the guest did not power off within {:.0} s after the command; killed it",
+                        plan.timeouts.shutdown.as_secs_f64()
+                    )));
+                }
+            }
+            Ended::SetupFailed(status) => {
+                self.vm.kill();
+                self.console.finish();
+                let tail = self.console.tail().join("\n");
+                report.outcome = Outcome::SetupFailed(format!("{tail}\n(exit status {status})"));
+            }
+            Ended::Boot(stop) => report.outcome = self.boot_failure(stop, &plan),
+            Ended::Command(Stop::Timeout) => {
+                report.command = Some(result);
+                report.outcome = Outcome::CommandTimedOut;
+                self.vm.kill();
+                self.console.finish();
+                report.console_tail = self.console.tail();
+            }
+            Ended::Command(Stop::Interrupted) => {
+                report.command = Some(result);
+                report.outcome = Outcome::Interrupted;
+            }
+            Ended::Command(stop) => {
+                report.command = Some(result);
+                report.outcome = self.boot_failure(stop, &plan);
+            }
+            Ended::Garbled(what) => {
+                report.command = Some(result);
+                let message = format!("the guest sent {what} on the status port");
+                report.outcome = Outcome::BootFailed(BootFailure {
+                    kind: BootFailureKind::VmmExited,
+                    message,
+                    console_tail: self.console.tail(),
+                });
+            }
+        }
+        if process::interrupted() {
+            report.outcome = Outcome::Interrupted;
+        }
     }
 
     /// Types the protocol's set-up line until the guest answers with its ready line.

@@ -150,7 +150,11 @@ impl ShareRequest {
 }
 
 /// What a kernel option's value means for a transport.
-fn availability(config: &KernelConfig, symbol: &str, modules: bool) -> Result<bool, String> {
+pub(crate) fn availability(
+    config: &KernelConfig,
+    symbol: &str,
+    modules: bool,
+) -> Result<bool, String> {
     match config.get(symbol) {
         Some("y") => Ok(false),
         Some("m") if modules => Ok(true),

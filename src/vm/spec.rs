@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use super::backend::{Backend, ConsoleMode, Launch};
+use super::channel::{ports, Channel};
 use super::share::Share;
 use super::{kvmtool, qemu, Accel};
 use crate::arch::Arch;
@@ -221,6 +222,9 @@ pub struct VmSpec {
     pub console_log: PathBuf,
     /// Host directories shown to the guest, each with its transport already chosen.
     pub shares: Vec<Share>,
+    /// How a payload's streams and status travel; with virtio-serial ports the guest starts
+    /// busyroot's payload init instead of the image's own.
+    pub channel: Channel,
 }
 
 /// Default guest memory in MiB.
@@ -245,6 +249,7 @@ impl VmSpec {
             cpus: DEFAULT_CPUS,
             console_log,
             shares: Vec::new(),
+            channel: Channel::Serial,
         }
     }
 
@@ -260,6 +265,12 @@ impl VmSpec {
                 parts.push(format!("root={}", bus.device()));
                 parts.push("rw".into());
                 parts.push("rootfstype=ext4".into());
+                if self.channel == Channel::Ports {
+                    parts.push(format!("init={}", ports::INIT));
+                }
+            }
+            Root::Initramfs(_) if self.channel == Channel::Ports => {
+                parts.push(format!("rdinit={}", ports::INIT))
             }
             Root::Initramfs(_) => parts.push("rdinit=/sbin/init".into()),
         }

@@ -1,6 +1,7 @@
 //! busyroot's integration tests, one module per area, in one test binary.
 
 mod boot;
+mod channel;
 mod cross;
 mod faults;
 mod firstrun;

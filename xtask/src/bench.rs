@@ -50,18 +50,26 @@ pub struct BenchArgs {
     /// Print the table as JSON
     #[arg(long)]
     pub json: bool,
+    /// Only the payload figures: `run -- true` against the floor (bare QEMU, same kernel, an
+    /// initramfs whose init powers off at once) and output throughput, alternating with their
+    /// baselines; needs a kernel
+    #[arg(long)]
+    pub payload: bool,
+    /// Kernel modules for the payload figures' kernel (as `run --modules`)
+    #[arg(long, value_name = "PATH")]
+    pub modules: Option<PathBuf>,
 }
 
 /// One row: our figure and its baseline, each as the samples of several runs.
-struct Row {
-    figure: &'static str,
-    target: &'static str,
-    ours: Vec<Duration>,
-    baseline_name: &'static str,
-    baseline: Vec<Duration>,
+pub(crate) struct Row {
+    pub(crate) figure: &'static str,
+    pub(crate) target: &'static str,
+    pub(crate) ours: Vec<Duration>,
+    pub(crate) baseline_name: &'static str,
+    pub(crate) baseline: Vec<Duration>,
 }
 
-fn median(samples: &[Duration]) -> Duration {
+pub(crate) fn median(samples: &[Duration]) -> Duration {
     let mut s = samples.to_vec();
     s.sort();
     s[s.len() / 2]
@@ -103,6 +111,19 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
     let _dir = sh.push_dir(&root);
     eprintln!("bench: warming up (building the rootfs once)");
     xtask(&["rootfs"])?;
+    if args.payload {
+        let kernel = crate::run::select_kernel(&ws, arch, args.kernel.as_deref())?.path;
+        let (rows, notes) = crate::bench_payload::rows(sh, &args, arch, &kernel, &dir)?;
+        if args.json {
+            println!("{}", to_json(&rows));
+        } else {
+            print_table(&rows);
+        }
+        for note in notes {
+            println!("{note}");
+        }
+        return Ok(());
+    }
     let layout = builder.layout();
     let src = layout.busybox_src(&ws.config.busybox.version);
     let install = layout.install();
@@ -111,6 +132,7 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
         anyhow::bail!("bench edits a skeleton file, but `skeleton` is set to an empty list");
     };
     let mut rows = Vec::new();
+    let mut notes = Vec::new();
 
     eprintln!("bench: nothing changed");
     rows.push(Row {
@@ -201,17 +223,6 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
                 std::fs::copy(dir.join("rootfs.ext4"), &image)?;
                 bare_qemu_boot(sh, arch, &kernel, &image)
             })?;
-            eprintln!("bench: run -- true");
-            let ours_true = time_runs(args.runs, |_| xtask(&["run", "--initramfs", "--", "true"]))?;
-            let cpio = dir.join("rootfs.cpio.gz");
-            let baseline_true = time_runs(args.runs, |_| bare_qemu_boot(sh, arch, &kernel, &cpio))?;
-            rows.push(Row {
-                figure: "run -- true (initramfs)",
-                target: "within 15% of bare QEMU",
-                ours: ours_true,
-                baseline_name: "bare QEMU: initramfs to the shell, reboot",
-                baseline: baseline_true,
-            });
             rows.push(Row {
                 figure: "run --check (disk)",
                 target: "within 10% of bare QEMU",
@@ -219,6 +230,11 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
                 baseline_name: "bare QEMU: boot to banner, reboot",
                 baseline,
             });
+            // `run -- true` against the floor, and the payload's throughput.
+            let (payload_rows, payload_notes) =
+                crate::bench_payload::rows(sh, &args, arch, &kernel, &dir)?;
+            rows.extend(payload_rows);
+            notes.extend(payload_notes);
         }
         None => eprintln!(
             "bench: no kernel (--kernel, $BUSYROOT_KERNEL, config `run.kernel` or one built by \
@@ -235,6 +251,9 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
         println!("{}", to_json(&rows));
     } else {
         print_table(&rows);
+    }
+    for note in notes {
+        println!("{note}");
     }
     Ok(())
 }

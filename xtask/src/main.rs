@@ -1,12 +1,14 @@
 //! `cargo xtask`: the command-line front end of busyroot; each subcommand lives in its own file.
 
 mod bench;
+mod bench_payload;
 mod kernel;
 mod lava;
 mod matrix;
 mod progress;
 mod rootfs;
 mod run;
+mod runner;
 
 use clap::{Parser, Subcommand};
 

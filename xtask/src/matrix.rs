@@ -131,6 +131,11 @@ impl MatrixObserver for Render {
                     eprintln!("[{}] running: {}", cell.name, crate::run::shell_words(&argv))
                 }
                 Event::Stdout(line) | Event::Stderr(line) => eprintln!("[{}] {line}", cell.name),
+                Event::Output(_, bytes) => {
+                    for line in String::from_utf8_lossy(&bytes).lines() {
+                        eprintln!("[{}] {line}", cell.name);
+                    }
+                }
                 Event::Console(line) if self.console => eprintln!("[{}] | {line}", cell.name),
                 _ => {}
             },

@@ -26,7 +26,15 @@ impl Target {
     /// The workspace (see [`workspace`]) and the architecture: --arch, else config `arch`, else
     /// the host's.
     pub fn resolve(&self) -> anyhow::Result<(Workspace, Arch)> {
-        let ws = workspace()?;
+        self.with_workspace(workspace()?)
+    }
+
+    /// [`Target::resolve`] for the workspace at `dir`, wherever the current directory is.
+    pub fn resolve_in(&self, dir: &Path) -> anyhow::Result<(Workspace, Arch)> {
+        self.with_workspace(Workspace::load(dir)?)
+    }
+
+    fn with_workspace(&self, ws: Workspace) -> anyhow::Result<(Workspace, Arch)> {
         let arch = Arch::configured_or_host(self.arch.or(ws.config.arch))?;
         Ok((ws, arch))
     }

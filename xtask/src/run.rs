@@ -1,7 +1,7 @@
 //! `cargo xtask run`: boot the image under QEMU or kvmtool, interactively, as a smoke check,
 //! or to run a command in the guest and exit with its status.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -52,6 +52,12 @@ pub struct RunArgs {
     /// JUnit and JSON reports.
     #[arg(long, requires = "command")]
     pub tap: bool,
+    /// Run CMD as Cargo's runner (`runner = ["…/xtask", "run", "--runner", "--"]` in
+    /// .cargo/config.toml): CMD is a test binary built statically for the guest; its
+    /// directory (read-only) and the current directory are shared at their own paths, CMD
+    /// starts in the current directory, and RUST_* and CARGO_* variables are passed on.
+    #[arg(long, requires = "command")]
+    pub runner: bool,
     /// Also show the kernel console on stderr (it always goes to console.log).
     #[arg(long)]
     pub console: bool,
@@ -88,6 +94,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
     /// The command to run in the guest as root, after `--`; busyroot exits with its status.
+    /// Where the kernel has virtio-console (built in, or a module from --modules) and the VMM
+    /// is QEMU, CMD's stdout and stderr arrive byte for byte on busyroot's, and a stdin that
+    /// is not a terminal (a pipe, a file) is CMD's stdin to its end; a terminal stays
+    /// /dev/null. Output a background process writes after CMD exits is dropped. Otherwise
+    /// (kvmtool, no virtio-console) the serial relay carries text lines: control characters
+    /// and `\r` dropped, a newline added to a last line without one, stdin /dev/null.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
@@ -108,7 +120,11 @@ pub struct Boot {
 }
 
 pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
-    let (ws, arch) = args.target.resolve()?;
+    // As Cargo's runner, the current directory is the tested package's: the images are this
+    // workspace's all the same.
+    let own = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("."));
+    let (ws, arch) =
+        if args.runner { args.target.resolve_in(own)? } else { args.target.resolve()? };
     let config = ws.config.run.clone();
     // Refused before the build, so a kvmtool run without KVM fails at once.
     let accel = vm::choose_accel(args.accel, arch)?;
@@ -164,6 +180,12 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
     }
     if !args.check && args.command.is_empty() {
         return Ok(machine.interactive(&render)?);
+    }
+    if args.runner {
+        crate::runner::prepare(&mut machine, arch, &args.command)?;
+    }
+    if !std::io::stdin().is_terminal() {
+        machine.stdin(vm::Input::HostStdin);
     }
     let command = (!args.command.is_empty()).then(|| args.command.clone());
     let report = machine.run_with(sh, command, &render)?;
@@ -249,7 +271,25 @@ impl Observer for Render {
                 let _ = out.flush();
             }
             Event::Stderr(line) => eprintln!("{line}"),
+            Event::Output(stream, bytes) => write_raw(stream, &bytes),
         }
+    }
+}
+
+/// The payload's bytes as it wrote them, on the stream it wrote them to.
+fn write_raw(stream: vm::OutputStream, bytes: &[u8]) {
+    let result = match stream {
+        vm::OutputStream::Stdout => std::io::stdout().lock().write_all(bytes),
+        vm::OutputStream::Stderr => std::io::stderr().lock().write_all(bytes),
+    };
+    // Flushed at once: a payload's output is seen as it comes, as on a terminal.
+    let result = result.and_then(|()| std::io::stdout().flush());
+    // Whoever read our output is gone (`run -- yes | head -1`): end as a program killed by
+    // SIGPIPE would, rather than run the payload on to its timeout. The VMM and its helpers die
+    // with this process (their parent-death signal).
+    if result.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+        eprintln!("busyroot: the reader of the command's output went away; stopping (exit 141)");
+        std::process::exit(141);
     }
 }
 

@@ -1,0 +1,220 @@
+//! `cargo xtask bench --payload`: what a payload run costs against the floor the hardware
+//! allows, each figure alternating with its baseline in the same run: `run --initramfs --
+//! true` against bare QEMU booting the same kernel into an init that resets at once, and
+//! payload output against the same command writing to `/dev/null` in the guest.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use busyroot::arch::Arch;
+use busyroot::host::exec::Running;
+use busyroot::progress::Silent;
+use busyroot::vm::{self, Event, Input, Observer, Outcome, OutputStream, Root, Vm, VmSpec, Vmm};
+use xshell::{cmd, Shell};
+
+use crate::bench::{median, BenchArgs, Row};
+
+/// Rows and notes (differences, rates, byte checks) for the payload figures.
+pub(crate) fn rows(
+    sh: &Shell,
+    args: &BenchArgs,
+    arch: Arch,
+    kernel: &Path,
+    dir: &Path,
+) -> anyhow::Result<(Vec<Row>, Vec<String>)> {
+    let cpio = dir.join("rootfs.cpio.gz");
+    let scratch = tempfile::tempdir()?;
+    let mut vm = Vm::new(arch, kernel);
+    vm.initramfs(&cpio).work_dir(scratch.path().join("run"));
+    if let Some(modules) = &args.modules {
+        vm.modules(modules);
+    }
+    let events = vm::Collect::default();
+    vm.prepare(Some(vec!["true".into()]), &events)?;
+    let channel = events.events().into_iter().find_map(|e| match e {
+        Event::Choice { what, detail } if what == "payload" => Some(detail),
+        _ => None,
+    });
+    let channel = channel.unwrap_or_default();
+    let ports = channel.starts_with("virtio-serial");
+    let mut notes = vec![format!("kernel {}; payload channel: {channel}", kernel.display())];
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut xtask_args: Vec<PathBuf> = vec!["run".into(), "--initramfs".into()];
+    xtask_args.extend(["--kernel".into(), kernel.to_path_buf()]);
+    if let Some(modules) = &args.modules {
+        xtask_args.extend(["--modules".into(), modules.clone()]);
+    }
+
+    eprintln!("bench: run --initramfs -- true against the floor ({} pairs)", args.runs);
+    let (mut xtask, mut library, mut floor) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        xtask.push(timed(|| {
+            let args = &xtask_args;
+            let out =
+                cmd!(sh, "{cargo} xtask {args...} -- true").quiet().ignore_status().output()?;
+            anyhow::ensure!(out.status.success(), "`cargo xtask run --initramfs -- true` failed");
+            Ok(())
+        })?);
+        library.push(timed(|| payload(&vm, "true", Input::Null).map(drop))?);
+        floor.push(timed(|| floor_boot(sh, arch, kernel, &cpio, scratch.path()))?);
+    }
+    let mut rows = vec![
+        Row {
+            figure: "cargo xtask run --initramfs -- true",
+            target: "<= 1.15x the floor",
+            ours: xtask,
+            baseline_name: "floor: bare QEMU, init resets at once",
+            baseline: floor.clone(),
+        },
+        Row {
+            figure: "Vm::run(true) (library, no cargo)",
+            target: "<= 1.15x the floor",
+            ours: library,
+            baseline_name: "floor: bare QEMU, init resets at once",
+            baseline: floor,
+        },
+    ];
+
+    if !ports {
+        notes.push(
+            "output and stdin figures skipped: they measure the virtio-serial channel".into(),
+        );
+        return Ok((rows, notes));
+    }
+    eprintln!("bench: 1 MB of base64 to stdout and to /dev/null ({} pairs)", args.runs);
+    let base64 = "head -c 1000000 /dev/urandom | base64";
+    let (mut out, mut null) = (Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        let (d, bytes) = payload(&vm, base64, Input::Null)?;
+        anyhow::ensure!(bytes.len() > 1_300_000, "base64 printed only {} bytes", bytes.len());
+        out.push(d);
+        null.push(payload(&vm, &format!("{base64} >/dev/null"), Input::Null)?.0);
+    }
+    notes.push(format!(
+        "1 MB of base64: stdout costs {:+.2} s over /dev/null (median command times; target <= 0.5 s)",
+        median(&out).as_secs_f64() - median(&null).as_secs_f64()
+    ));
+    rows.push(Row {
+        figure: "1 MB base64 to stdout (command time)",
+        target: "<= +0.5 s over /dev/null",
+        ours: out,
+        baseline_name: "the same to /dev/null in the guest",
+        baseline: null,
+    });
+
+    eprintln!("bench: 30 MB through stdout and to /dev/null ({} pairs)", args.runs);
+    let make = "head -c 30000000 /dev/urandom >/tmp/f && sha256sum </tmp/f >&2";
+    let (mut out, mut null) = (Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        let (d, bytes, stderr) = run_script(&vm, &format!("{make} && cat /tmp/f"))?;
+        let sum = busyroot::host::fs::sha256_bytes(&bytes);
+        anyhow::ensure!(
+            bytes.len() == 30_000_000 && String::from_utf8_lossy(&stderr).starts_with(&sum),
+            "30 MB came back as {} bytes with sha256 {sum}; the guest's: {}",
+            bytes.len(),
+            String::from_utf8_lossy(&stderr)
+        );
+        out.push(d);
+        null.push(payload(&vm, &format!("{make} && cat /tmp/f >/dev/null"), Input::Null)?.0);
+    }
+    let extra = median(&out).saturating_sub(median(&null)).as_secs_f64();
+    notes.push(format!(
+        "30 MB through stdout: byte-exact (sha256 equal every run), {:.2} s over /dev/null = {} \
+         (target >= 20 MB/s)",
+        extra,
+        if extra > 0.0 { format!("{:.0} MB/s", 30.0 / extra) } else { "no measurable cost".into() }
+    ));
+    rows.push(Row {
+        figure: "30 MB to stdout (command time)",
+        target: ">= 20 MB/s",
+        ours: out,
+        baseline_name: "the same to /dev/null in the guest",
+        baseline: null,
+    });
+
+    let mut input = vec![0u8; 1_000_000];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut input))?;
+    let (_, back) = payload(&vm, "cat", Input::Bytes(input.clone()))?;
+    notes.push(format!(
+        "1 MB random stdin through `cat`: {}",
+        if back == input { "byte-exact" } else { "DIFFERS" }
+    ));
+    anyhow::ensure!(back == input, "1 MB of stdin came back as {} different bytes", back.len());
+    Ok((rows, notes))
+}
+
+fn timed(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    f()?;
+    Ok(t.elapsed())
+}
+
+/// Keeps the payload's bytes.
+#[derive(Default)]
+struct Keep(RefCell<(Vec<u8>, Vec<u8>)>);
+
+impl Observer for Keep {
+    fn event(&self, event: Event) {
+        if let Event::Output(stream, bytes) = event {
+            let mut kept = self.0.borrow_mut();
+            match stream {
+                OutputStream::Stdout => kept.0.extend_from_slice(&bytes),
+                OutputStream::Stderr => kept.1.extend_from_slice(&bytes),
+            }
+        }
+    }
+}
+
+/// Runs `sh -c script` and returns its command time (from the guest's ready line to its
+/// status, streams drained) and its stdout.
+fn payload(vm: &Vm, script: &str, input: Input) -> anyhow::Result<(Duration, Vec<u8>)> {
+    let mut vm = vm.clone();
+    vm.stdin(input);
+    let (d, out, _) = run_script(&vm, script)?;
+    Ok((d, out))
+}
+
+fn run_script(vm: &Vm, script: &str) -> anyhow::Result<(Duration, Vec<u8>, Vec<u8>)> {
+    let sh = Shell::new()?;
+    let keep = Keep::default();
+    let argv = vec!["sh".into(), "-c".into(), script.into()];
+    let report = vm.run_with(&sh, Some(argv), &keep)?;
+    let command = report.command.as_ref().context("the command did not run")?;
+    anyhow::ensure!(
+        report.outcome == Outcome::Passed && command.status == Some(0),
+        "`{script}` did not pass: {}",
+        report.verdict_line()
+    );
+    let (out, err) = keep.0.into_inner();
+    Ok((command.duration, out, err))
+}
+
+/// The floor: QEMU with the same machine, kernel and initramfs, whose init is BusyBox's
+/// `reboot -f`, so the guest resets (QEMU runs with -no-reboot: it exits) the moment the
+/// kernel starts it. It ends at the kernel's last line (`reboot: Restarting system`), as a
+/// payload run ends at the guest's last word.
+fn floor_boot(
+    sh: &Shell,
+    arch: Arch,
+    kernel: &Path,
+    cpio: &Path,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let mut spec = VmSpec::new(
+        arch,
+        kernel.to_path_buf(),
+        Root::Initramfs(cpio.into()),
+        dir.join("floor.log"),
+    );
+    spec.accel = vm::choose_accel(vm::AccelRequest::Auto, arch)?.value;
+    spec.append = ["rdinit=/sbin/reboot", "--", "-f"].map(String::from).to_vec();
+    let args = Vmm::Qemu.launch(&spec, vm::ConsoleMode::Piped, dir)?.args;
+    let program = &spec.program;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut qemu = Running::spawn(cmd!(sh, "{program} {args...}").quiet(), &Silent)?;
+    qemu.wait_for_line("reboot: ", deadline)?;
+    Ok(())
+}
