@@ -303,6 +303,20 @@ impl ModuleTree {
     }
 }
 
+/// The module tree a distribution package leaves beside its kernel: for
+/// `<root>/boot/vmlinuz-<release>`, `<root>/lib/modules/<release>` if that directory exists
+/// (an unpacked kernel package, or the host's own kernel).
+pub fn beside_kernel(kernel: &Path) -> Option<PathBuf> {
+    let name = kernel.file_name()?.to_str()?;
+    let release = name.strip_prefix("vmlinuz-").or_else(|| name.strip_prefix("vmlinux-"))?;
+    let boot = kernel.parent()?;
+    if boot.file_name()? != "boot" {
+        return None;
+    }
+    let tree = boot.parent()?.join("lib/modules").join(release);
+    tree.is_dir().then_some(tree)
+}
+
 /// The state of a depth-first walk of the dependency graph.
 struct Walk {
     done: BTreeSet<String>,
@@ -923,6 +937,22 @@ mod tests {
         assert_eq!(kernel_release_of(&unnamed).unwrap(), None);
         fs::write(&unnamed, &bz).unwrap();
         assert_eq!(kernel_release_of(&unnamed).unwrap().as_deref(), Some("6.12.0-rc1+"));
+    }
+
+    #[test]
+    fn an_unpacked_package_has_its_modules_beside_the_kernel() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("boot/vmlinuz-6.1.0-41-cloud-amd64");
+        fs::create_dir_all(kernel.parent().unwrap()).unwrap();
+        fs::write(&kernel, "k").unwrap();
+        assert_eq!(beside_kernel(&kernel), None, "no modules directory yet");
+        let tree = dir.path().join("lib/modules/6.1.0-41-cloud-amd64");
+        fs::create_dir_all(&tree).unwrap();
+        assert_eq!(beside_kernel(&kernel), Some(tree));
+        let elsewhere = dir.path().join("vmlinuz-6.1.0-41-cloud-amd64");
+        fs::write(&elsewhere, "k").unwrap();
+        assert_eq!(beside_kernel(&elsewhere), None, "only a kernel in a boot/ directory");
+        assert_eq!(beside_kernel(&dir.path().join("boot/bzImage")), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use busyroot::arch::Arch;
 use busyroot::config::Workspace;
+use busyroot::context::Layout;
 use busyroot::vm::{
     self, AccelRequest, Check, Event, Observer, Outcome, RootBusRequest, RunReport, ShareRequest,
     Vm, Vmm,
@@ -96,7 +97,8 @@ pub struct RunArgs {
 #[derive(clap::Args, Debug)]
 pub struct Boot {
     /// Kernel image to boot [default: $BUSYROOT_KERNEL, else config `run.kernel`, else the
-    /// kernel built by `cargo xtask kernel`].
+    /// newer of the kernels `cargo xtask kernel` built and `cargo xtask kernel --distro`
+    /// fetched (whose modules are then used without --modules)].
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
     /// Boot rootfs.cpio.gz as the initramfs instead of rootfs.ext4 as the root disk.
@@ -178,7 +180,8 @@ pub(crate) fn kernel_named(ws: &Workspace, flag: Option<&Path>) -> bool {
 }
 
 /// The kernel to boot: `flag` (--kernel), else $BUSYROOT_KERNEL, else config `run.kernel`
-/// (relative to the workspace root), else the one `cargo xtask kernel` built.
+/// (relative to the workspace root), else the newer of those `cargo xtask kernel` built or
+/// fetched (`--distro`).
 pub(crate) fn select_kernel(
     ws: &Workspace,
     arch: Arch,
@@ -187,7 +190,9 @@ pub(crate) fn select_kernel(
     let env = std::env::var_os("BUSYROOT_KERNEL");
     let config = ws.config.run.kernel.as_ref().map(|k| ws.path(k));
     let built = busyroot::pipeline::kernel::kernel_image_path(ws, arch);
-    Ok(vm::select_kernel(arch, flag, env.as_deref(), config.as_deref(), &built)?)
+    let fetched = busyroot::pipeline::distro::installed_kernel(&Layout::new(ws, arch));
+    let (env, config) = (env.as_deref(), config.as_deref());
+    Ok(vm::select_kernel(arch, flag, env, config, &built, fetched.as_deref())?)
 }
 
 /// The checks the configuration adds to the standard ones: `run.checks`, then those of
