@@ -93,6 +93,52 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+/// The exit code of a run whose command could not run: busyroot's own failure.
+pub const EXIT_NOT_RUN: i32 = vm::EXIT_NOT_RUN;
+
+/// Whether the command line `args` (of `cargo xtask …`) runs a command in the guest: `run`
+/// with something after `--`.
+pub fn has_command(args: impl Iterator<Item = String>) -> bool {
+    let mut args = args.skip(1).skip_while(|a| a != "run");
+    args.next().is_some() && args.skip_while(|a| a != "--").nth(1).is_some()
+}
+
+/// How a run that failed before it had a report ends: the exit code `--help` promises and a
+/// `--json` report saying so.
+pub struct Failure {
+    with_command: bool,
+    json: Option<PathBuf>,
+}
+
+impl Failure {
+    /// What `args` asked for, kept before the run consumes them.
+    pub fn of(args: &RunArgs) -> Failure {
+        Failure { with_command: !args.command.is_empty(), json: args.json.clone() }
+    }
+
+    /// Writes the `--json` report of `err` and the last stderr line; returns the exit code:
+    /// 125 with a command (its status is the only source of other codes), else 2 (the
+    /// boot failed).
+    pub fn report(&self, err: &anyhow::Error) -> i32 {
+        let code = if self.with_command { EXIT_NOT_RUN } else { 2 };
+        if let Some(path) = &self.json {
+            let json = serde_json::json!({
+                "verdict": "error",
+                "exit_code": code,
+                "failure": { "kind": "error", "message": format!("{err:#}") },
+            });
+            if let Err(e) = write_report(path, &format!("{json:#}\n")) {
+                eprintln!("error: {e:#}");
+            }
+        }
+        let what = if self.with_command { "the command did not run" } else { "no boot" };
+        let first = format!("{err:#}");
+        let first = first.lines().next().unwrap_or("");
+        eprintln!("busyroot: {what}: {first} (exit {code})");
+        code
+    }
+}
+
 /// The kernel and the root file system to boot; flags of `cargo xtask run` and `lava`.
 #[derive(clap::Args, Debug)]
 pub struct Boot {
