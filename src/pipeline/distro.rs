@@ -305,7 +305,7 @@ fn pick(packages: &[Package], flavour: &str) -> Option<Resolved> {
     })?;
     let kernel = packages
         .iter()
-        .filter(|p| p.name == name && version.as_ref().is_none_or(|v| *v == p.version))
+        .filter(|p| p.name == name && version.as_ref().map_or(true, |v| *v == p.version))
         .max_by(|a, b| compare_versions(&a.version, &b.version))?;
     let file_name = kernel.filename.rsplit('/').next().unwrap_or(&kernel.filename).to_string();
     Some(Resolved {

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the command-line front end of busyroot; each subcommand lives in its own file.
 
 mod bench;
+mod clean;
 mod kernel;
 mod lava;
 mod matrix;
@@ -11,7 +12,7 @@ mod run;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Build and boot-test a BusyBox root filesystem")]
+#[command(name = "cargo xtask", version, about = "Build and boot-test a BusyBox root filesystem")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,7 +22,8 @@ struct Cli {
 enum Command {
     /// Build rootfs.ext4, rootfs.cpio.gz and rootfs.tar under target/busyroot/<arch>/.
     Rootfs(rootfs::Target),
-    /// Build a minimal boot-test kernel into target/busyroot/<arch>/kernel/.
+    /// Build a minimal boot-test kernel into target/busyroot/<arch>/kernel/, or fetch a
+    /// distribution's with --distro (seconds, no root).
     Kernel(kernel::KernelArgs),
     /// Boot the image under QEMU or kvmtool: interactively, as a smoke check (--check), or to
     /// run a command in the guest (-- CMD) and exit with its status.
@@ -34,6 +36,9 @@ enum Command {
     Lava(lava::LavaArgs),
     /// Open BusyBox's menuconfig on busybox-config/.config and write the result back.
     Menuconfig(rootfs::Target),
+    /// Remove busyroot's outputs under target/busyroot/ (--arch: one architecture's); the
+    /// download cache stays unless --all.
+    Clean(clean::CleanArgs),
 }
 
 fn main() {
@@ -78,6 +83,7 @@ fn main() {
         Command::Bench(args) => bench::run(&sh, args).map(|()| 0),
         Command::Lava(args) => lava::run(&sh, args),
         Command::Menuconfig(args) => rootfs::menuconfig(&sh, args).map(|()| 0),
+        Command::Clean(args) => clean::run(args).map(|()| 0),
     };
     match result {
         Ok(code) => std::process::exit(code),
