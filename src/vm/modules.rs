@@ -986,15 +986,18 @@ mod tests {
         assert!(MODULE_SYMBOLS.iter().all(|(_, m)| !m.contains('-')), "names use `_`");
     }
 
-    /// Debian's cloud kernel package, unpacked, as `.ci/run` names it in
-    /// `$BUSYROOT_TEST_KERNEL` (`<dir>/boot/vmlinuz-<release>`): the kernel, the unpacked
-    /// directory, its release and its module tree. Skipped, saying so, outside CI.
+    /// Debian's cloud kernel package as `cargo xtask kernel --distro debian` unpacked it in
+    /// this workspace (`<dir>/boot/vmlinuz-<release>`): the kernel, the unpacked directory,
+    /// its release and its module tree. Skipped, saying how to un-skip, without it.
     fn debian() -> Option<(PathBuf, PathBuf, String, ModuleTree)> {
-        let kernel = std::env::var_os("BUSYROOT_TEST_KERNEL").map(PathBuf::from);
+        let ws = crate::config::Workspace::load(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let layout = crate::context::Layout::new(&ws, crate::arch::Arch::X86_64);
+        let kernel = crate::pipeline::distro::installed_kernel(&layout);
         let name = kernel.as_deref().and_then(Path::file_name).map(|n| n.to_string_lossy());
         let release = name.as_deref().and_then(|n| n.strip_prefix("vmlinuz-"));
         let Some(release) = release.filter(|r| r.ends_with("-cloud-amd64")) else {
-            let reason = "$BUSYROOT_TEST_KERNEL does not name Debian's unpacked cloud kernel";
+            let reason = "Debian's cloud kernel is not fetched; run `cargo xtask kernel --distro \
+                          debian`";
             crate::testing::skip("Debian's cloud kernel tests", reason);
             return None;
         };

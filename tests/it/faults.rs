@@ -302,8 +302,9 @@ fn vmms_of(parent: u32) -> Vec<u32> {
 #[test]
 fn ctrl_c_during_a_boot_exits_130_and_leaves_no_vmm() {
     let test = "ctrl_c_during_a_boot_exits_130_and_leaves_no_vmm";
-    let Some(kernel) = std::env::var_os("BUSYROOT_TEST_KERNEL").filter(|k| !k.is_empty()) else {
-        return skip(test, "$BUSYROOT_TEST_KERNEL is not set (see tests/it/boot.rs)");
+    let kernel = match support::test_kernel() {
+        Ok(kernel) => kernel,
+        Err(reason) => return skip(test, &reason),
     };
     if !support::have("qemu-system-x86_64") {
         return skip(test, "qemu-system-x86_64 is not installed (package qemu-system-x86)");

@@ -2,6 +2,7 @@
 
 mod boot;
 mod cross;
+mod distro;
 mod faults;
 mod firstrun;
 mod incremental;
