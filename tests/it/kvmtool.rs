@@ -146,8 +146,9 @@ fn lkvm(test: &str) -> Option<PathBuf> {
         support::skip(
             test,
             &format!(
-                "`{}` is not installed; set $LKVM to an lkvm built from kvmtool's source (README.md, \
-                 section kvmtool)",
+                "`{}` is not installed; build kvmtool's with `make -C <kvmtool source> lkvm` and \
+                 run the tests with `LKVM=<kvmtool source>/lkvm cargo test --workspace` \
+                 (docs/architectures.md, section kvmtool)",
                 program.display()
             ),
         );
