@@ -27,7 +27,7 @@
 //! the three images into `OUT_DIR`. Either way, `[profile.dev.build-override] debug = true`
 //! next to `[profile.dev.package."*"] opt-level = 3` lets `cargo build` and `cargo test` share
 //! one compiled busyroot, so switching between them does not run the build script again
-//! (README, section "Use busyroot in your project").
+//! (docs/library.md).
 
 // The example above is a whole build.rs, whose `main` is the point.
 #![allow(clippy::needless_doctest_main)]

@@ -20,8 +20,8 @@ pub fn workspace() -> Workspace {
 pub use busyroot::testing::skip;
 
 /// The x86_64 kernel the boot tests use: `$BUSYROOT_TEST_KERNEL` (any kernel), else the one
-/// `cargo xtask kernel` built or fetched in this workspace (as `cargo xtask run` picks it);
-/// `Err` holds the reason to skip.
+/// `cargo xtask kernel` built or fetched in this workspace ([`built_test_kernel`]); `Err`
+/// holds the reason to skip.
 pub fn test_kernel() -> Result<PathBuf, String> {
     if let Some(kernel) = std::env::var_os("BUSYROOT_TEST_KERNEL").filter(|k| !k.is_empty()) {
         return Ok(kernel.into());
@@ -29,21 +29,20 @@ pub fn test_kernel() -> Result<PathBuf, String> {
     built_test_kernel()
 }
 
-/// The x86_64 kernel `cargo xtask kernel` built or fetched (`--distro`) in this workspace, the
-/// newer of the two; `Err` holds the reason to skip, naming the command that un-skips.
+/// The x86_64 kernel `cargo xtask kernel` built in this workspace, else the one it fetched
+/// (`--distro`): the built one first, so that a run with both always boots the same kernel;
+/// `Err` holds the reason to skip, naming the command that un-skips.
 pub fn built_test_kernel() -> Result<PathBuf, String> {
     let ws = workspace();
     let built = busyroot::pipeline::kernel::kernel_image_path(&ws, Arch::X86_64);
     let layout = busyroot::context::Layout::new(&ws, Arch::X86_64);
     let fetched = busyroot::pipeline::distro::installed_kernel(&layout);
-    busyroot::vm::select_kernel(Arch::X86_64, None, None, None, &built, fetched.as_deref())
-        .map(|choice| choice.path)
-        .map_err(|_| {
-            "no kernel in this workspace; run `cargo xtask kernel --distro debian` (seconds) or \
+    std::iter::once(built).chain(fetched).find(|k| k.is_file()).ok_or_else(|| {
+        "no kernel in this workspace; run `cargo xtask kernel --distro debian` (seconds) or \
              `cargo xtask kernel` (a build from source), or set $BUSYROOT_TEST_KERNEL to any \
              x86_64 kernel image"
-                .to_string()
-        })
+            .to_string()
+    })
 }
 
 /// Debian's cloud kernel as `cargo xtask kernel --distro debian` unpacked it in this
@@ -69,8 +68,9 @@ pub fn tarball_missing(ws: &Workspace) -> Option<String> {
     let in_mirror = opts.mirror.as_ref().is_some_and(|m| Path::new(m).join(&name).is_file());
     (!in_cache && !in_mirror).then(|| {
         format!(
-            "`{name}` is neither in the cache `{}` nor in $BUSYROOT_MIRROR; see README.md, \
-             section \"Downloads, offline use and mirrors\"",
+            "`{name}` is neither in the cache `{}` nor in $BUSYROOT_MIRROR; run `cargo xtask \
+             rootfs` once with network access (docs/configuration.md, section \"Downloads, \
+             offline use and mirrors\")",
             opts.cache_dir.display()
         )
     })
