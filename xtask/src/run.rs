@@ -21,10 +21,12 @@ use crate::rootfs::{self, Target};
 /// Flags of `cargo xtask run`.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
-Exit codes: with `-- CMD`, CMD's own exit status; 124 if it ran past --cmd-timeout; 125 if it
-could not run (the boot, a check, or the set-up of shares and modules failed); 130 on Ctrl-C.
-With --check alone: 0 passed, 1 a check failed, 2 the boot failed. The last line on stderr
-always says which case it was (`busyroot: …`); --json records it as `verdict`.")]
+Exit codes: with `-- CMD`, CMD's own exit status; 124 if it ran past --cmd-timeout; 125 if
+busyroot itself failed and CMD did not run (a usage error, a refusal before the boot, the boot,
+a check, or the set-up of shares and modules); 130 on Ctrl-C. With --check alone: 0 passed,
+1 a check failed, 2 the boot failed or was refused. The last line on stderr always says which
+case it was (`busyroot: …`); --json records it as `verdict` (passed, failed, command-timeout,
+boot-failed, setup-failed, checks-failed, interrupted, error), `passed` only with exit 0.")]
 pub struct RunArgs {
     #[command(flatten)]
     pub boot: Boot,
