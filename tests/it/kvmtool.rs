@@ -146,9 +146,9 @@ fn lkvm(test: &str) -> Option<PathBuf> {
         support::skip(
             test,
             &format!(
-                "`{}` is not installed; build kvmtool's with `make -C <kvmtool source> lkvm` and \
-                 run the tests with `LKVM=<kvmtool source>/lkvm cargo test --workspace` \
-                 (docs/architectures.md, section kvmtool)",
+                "`{}` is not installed; unpack kvmtool's source (CI's snapshot: \
+                 `../shared/vendor/kvmtool-*.tar.gz`) into DIR, `make -C DIR lkvm`, then \
+                 `LKVM=DIR/lkvm cargo test --workspace` (docs/architectures.md, section kvmtool)",
                 program.display()
             ),
         );
