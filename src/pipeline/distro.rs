@@ -176,8 +176,8 @@ pub fn fetch_kernel(
         path: deb.clone(),
         message: "the package holds no `boot/vmlinuz-*`; is it a kernel image package?".into(),
     })?;
-    if !fresh {
-        // `run` boots the newer of this and a kernel built from source.
+    {
+        // `run` boots the newer of this and a kernel built from source: the one asked for last.
         let now = std::time::SystemTime::now();
         fs::File::options()
             .write(true)
@@ -392,23 +392,40 @@ fn read_index(
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Checks `InRelease`'s signature with `gpgv` against `keyring`; without a keyring or gpgv
-/// the index is trusted as the sources name it, and a note says so.
+/// Checks `InRelease`'s signature with `gpgv` against `keyring` (the source's `Signed-By`),
+/// else apt's trusted keyrings; without any keyring or gpgv the index is trusted as the
+/// sources name it, and a note says so.
 fn verify_signature(
     sh: &Shell,
     release: &Path,
     keyring: Option<&Path>,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let Some(keyring) = keyring.filter(|k| k.is_file()) else {
-        progress.note("the apt sources name no keyring file: the index's signature is not checked");
-        return Ok(());
+    // Without `Signed-By`, apt trusts the keyrings in /etc/apt/trusted.gpg(.d); so does this.
+    let keyrings: Vec<PathBuf> = match keyring {
+        Some(keyring) => vec![keyring.to_path_buf()],
+        None => {
+            let dir = Path::new("/etc/apt/trusted.gpg.d");
+            let mut found: Vec<PathBuf> = fs::read_dir(dir)
+                .map(|entries| entries.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            found.push(PathBuf::from("/etc/apt/trusted.gpg"));
+            found.sort();
+            found
+        }
     };
+    let keyrings: Vec<PathBuf> = keyrings.into_iter().filter(|k| k.is_file()).collect();
+    if keyrings.is_empty() {
+        progress.note("no apt keyring file found: the index's signature is not checked");
+        return Ok(());
+    }
     if crate::host::tools::find_program("gpgv").is_none() {
         progress.note("gpgv is not installed (package gpgv): the index's signature is not checked");
         return Ok(());
     }
-    crate::host::exec::run_captured(cmd!(sh, "gpgv --keyring {keyring} {release}")).map(drop)
+    let args: Vec<std::ffi::OsString> =
+        keyrings.iter().flat_map(|k| ["--keyring".into(), k.clone().into_os_string()]).collect();
+    crate::host::exec::run_captured(cmd!(sh, "gpgv {args...} {release}")).map(drop)
 }
 
 /// The sha256 `InRelease` gives for `path` (`main/binary-amd64/Packages.xz`).
@@ -670,6 +687,34 @@ SHA256: 3333333333333333333333333333333333333333333333333333333333333333
             [("debian-binary".to_string(), &b"2.0\n"[..]), ("data.tar".into(), &b"odd"[..])]
         );
         assert!(ar_members(b"PK\x03\x04").is_err());
+    }
+
+    #[test]
+    fn a_tampered_release_file_fails_its_signature_check() {
+        let lists = Path::new("/var/lib/apt/lists");
+        let release = fs::read_dir(lists).ok().and_then(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.to_string_lossy().ends_with("_InRelease"))
+        });
+        let keyring = Path::new("/usr/share/keyrings/debian-archive-keyring.gpg");
+        let (Some(release), true, Some(_)) =
+            (release, keyring.is_file(), crate::host::tools::find_program("gpgv"))
+        else {
+            let why = "needs a Debian host's apt lists, its archive keyring and gpgv; run \
+                       `apt-get update && apt-get install gpgv debian-archive-keyring` as root";
+            return crate::testing::skip("a_tampered_release_file_fails_its_signature_check", why);
+        };
+        let sh = Shell::new().unwrap();
+        let quiet = &crate::progress::Silent;
+        verify_signature(&sh, &release, Some(keyring), quiet).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let tampered = dir.path().join("InRelease");
+        let text = fs::read_to_string(&release).unwrap();
+        fs::write(&tampered, text.replacen("SHA256:\n ", "SHA256:\n 0", 1)).unwrap();
+        let err = verify_signature(&sh, &tampered, Some(keyring), quiet).unwrap_err();
+        assert!(err.to_string().contains("gpgv"), "{err}");
     }
 
     #[test]
