@@ -20,7 +20,9 @@ use crate::context::{Layout, FALLBACK_EPOCH};
 use crate::error::{Error, IoContext, MissingTools, Result};
 use crate::host::exec::run_logged;
 use crate::host::fetch::{self, FetchOptions};
-use crate::host::fs::{remove_dead_temporaries, sha256_bytes, temp_path, write_atomically};
+use crate::host::fs::{
+    remove_dead_temporaries, sha256_bytes, sha256_file, temp_path, write_atomically,
+};
 use crate::host::tools::{find_program, Tool};
 use crate::pipeline::busybox::Toolchain;
 use crate::pipeline::stage::{Fingerprint, OutputState, StageReport, Stages};
@@ -28,6 +30,10 @@ use crate::progress::Progress;
 
 /// The fragment every architecture uses; `<arch>.config` beside it adds the arch's own.
 pub const COMMON_FRAGMENT: &str = "common.config";
+
+/// Part of every kernel build's fingerprint and cache key: raise it when busyroot changes how
+/// it configures or builds a kernel, so that no build or cached kernel from before is reused.
+pub const KERNEL_STAGE_VERSION: u32 = 2;
 
 /// The host programs a kernel build runs, besides the C compiler.
 pub const KERNEL_TOOLS: &[Tool] = &[
@@ -317,6 +323,7 @@ pub struct KernelBuilder {
     fetch: FetchOptions,
     source_date_epoch: Option<u64>,
     toolchain: Option<Toolchain>,
+    cache: Option<PathBuf>,
 }
 
 /// Everything a run needs that is known before any work starts.
@@ -347,6 +354,7 @@ impl KernelBuilder {
             fetch: FetchOptions::from_env(),
             source_date_epoch: None,
             toolchain: None,
+            cache: None,
         }
     }
 
@@ -398,6 +406,16 @@ impl KernelBuilder {
         self
     }
 
+    /// Keeps built kernels in `dir`, shared by every checkout on the machine, and takes a
+    /// kernel from there instead of building it when every input matches: the source's
+    /// sha256, the fragments, the base configuration, the compiler's version, the build time
+    /// stamp and [`KERNEL_STAGE_VERSION`]. A source tree is never cached (make decides what
+    /// changed in it).
+    pub fn cache(&mut self, dir: PathBuf) -> &mut KernelBuilder {
+        self.cache = Some(dir);
+        self
+    }
+
     /// The architecture being built.
     pub fn target_arch(&self) -> Arch {
         self.arch
@@ -422,6 +440,23 @@ impl KernelBuilder {
         Layout::new(&self.workspace, self.arch)
     }
 
+    /// The cache entry for this build's inputs, or `None` without a cache or for a source
+    /// tree. Its name is a hash of the build's fingerprint plus the source tarball's sha256 (a
+    /// tarball's fingerprint names only its path, size and time).
+    fn cache_entry(&self, plan: &Plan) -> Result<Option<CacheEntry>> {
+        let Some(dir) = &self.cache else { return Ok(None) };
+        let source = match &plan.source {
+            KernelSource::Tree(_) => return Ok(None),
+            KernelSource::Tarball(path) => sha256_file(path)?,
+            KernelSource::Pinned | KernelSource::Url { .. } => {
+                self.fetch_source(&plan.source).sha256
+            }
+        };
+        let key = plan.build_fp.clone().with("source sha256", source).digest();
+        let dir = dir.join(format!("{}-{}", self.arch.name(), &key[..32]));
+        Ok(Some(CacheEntry { dir, image_name: image_name(self.arch) }))
+    }
+
     /// Configures and builds the kernel, skipping each stage whose inputs did not change, and
     /// copies the image and its `.config` to [`Self::output_dir`]. A fresh build needs neither
     /// the source nor the network.
@@ -436,20 +471,37 @@ impl KernelBuilder {
         let image = out_dir.join(image_name(self.arch));
         let config = out_dir.join(".config");
         let mut stages = Stages::new(progress, self.layout().stamps());
-        self.configure_stage(sh, &plan, &mut stages, progress)?;
         let output = match plan.source {
             KernelSource::Tree(_) => OutputState::Unknown("source tree: make decides"),
             _ => OutputState::intact_if(image.is_file() && config.is_file()),
         };
-        stages.run("build kernel", &plan.build_fp, output, || {
-            let tree = self.prepare(sh, &plan.source, progress)?;
-            let make = self.make(sh, &tree, &plan, image_name(self.arch));
-            run_logged(make, None, &self.log_path(), progress)?;
-            let build_dir = self.build_dir();
-            copy_atomically(&build_dir.join(".config"), &config)?;
-            copy_atomically(&build_dir.join(self.arch.info().kernel_image), &image)?;
-            Ok(format!("{} KiB", file_size(&image)?.div_ceil(1024)))
-        })?;
+        let cached = self.cache_entry(&plan)?;
+        match cached.as_ref().filter(|entry| entry.is_complete()) {
+            // The stamp it leaves is true: the image is what these inputs build.
+            Some(entry) => {
+                stages.run("build kernel", &plan.build_fp, output, || {
+                    copy_atomically(&entry.config(), &config)?;
+                    copy_atomically(&entry.image(), &image)?;
+                    Ok(format!("from the cache, {}", entry.dir.display()))
+                })?;
+            }
+            None => {
+                self.configure_stage(sh, &plan, &mut stages, progress)?;
+                stages.run("build kernel", &plan.build_fp, output, || {
+                    let tree = self.prepare(sh, &plan.source, progress)?;
+                    let make = self.make(sh, &tree, &plan, image_name(self.arch));
+                    run_logged(make, None, &self.log_path(), progress)?;
+                    let build_dir = self.build_dir();
+                    copy_atomically(&build_dir.join(".config"), &config)?;
+                    copy_atomically(&build_dir.join(self.arch.info().kernel_image), &image)?;
+                    Ok(format!("{} KiB", file_size(&image)?.div_ceil(1024)))
+                })?;
+            }
+        }
+        // A kernel built before the cache was named goes into it too.
+        if let Some(entry) = cached.filter(|entry| !entry.is_complete()) {
+            entry.store(&image, &config)?;
+        }
         let fresh = stages.into_report().iter().all(StageReport::fresh);
         Ok(BuiltKernel { size: file_size(&image)?, image, config, fresh })
     }
@@ -578,7 +630,8 @@ impl KernelBuilder {
         let build_fp = Fingerprint::new()
             .after("configuration", &configure_fp)
             .with("KBUILD_BUILD_TIMESTAMP", utc_timestamp(epoch))
-            .with("image", image_name(self.arch));
+            .with("image", image_name(self.arch))
+            .with("busyroot kernel stage", KERNEL_STAGE_VERSION.to_string());
         Ok(Plan { source, toolchain, fragments, configure_fp, build_fp, epoch })
     }
 
@@ -702,6 +755,34 @@ impl KernelBuilder {
             .env("LC_ALL", "C")
             .env("TZ", "UTC")
             .env_remove("KCONFIG_CONFIG")
+    }
+}
+
+/// One kernel in the cache: the image under its usual name and its `.config` as `config`.
+struct CacheEntry {
+    dir: PathBuf,
+    image_name: &'static str,
+}
+
+impl CacheEntry {
+    fn image(&self) -> PathBuf {
+        self.dir.join(self.image_name)
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.join("config")
+    }
+
+    /// Both files present. Each is renamed into place whole, and the configuration last, so
+    /// an interrupted store is never taken for a complete one.
+    fn is_complete(&self) -> bool {
+        self.image().is_file() && self.config().is_file()
+    }
+
+    fn store(&self, image: &Path, config: &Path) -> Result<()> {
+        fs::create_dir_all(&self.dir).with_path("create directory", &self.dir)?;
+        copy_atomically(image, &self.image())?;
+        copy_atomically(config, &self.config())
     }
 }
 

@@ -70,9 +70,7 @@ pub(crate) trait Backend: Sync {
         false
     }
     /// The guest command that ends the VM, so that the VMM exits.
-    fn shutdown_command(&self) -> &'static str {
-        "poweroff"
-    }
+    fn shutdown_command(&self) -> &'static str;
     /// Whether the backend can only run with KVM.
     fn needs_kvm(&self) -> bool;
     /// How to leave an interactive session.

@@ -15,7 +15,7 @@ pub struct Timeouts {
     pub boot: Duration,
     /// For one check command to finish.
     pub command: Duration,
-    /// From `poweroff` to the VMM's exit.
+    /// From the shutdown command to the VMM's exit.
     pub shutdown: Duration,
 }
 

@@ -41,6 +41,13 @@ impl Backend for Qemu {
         &[Transport::NineP, Transport::Virtiofs]
     }
 
+    fn shutdown_command(&self) -> &'static str {
+        // QEMU runs with -no-reboot, so a reset ends it as a power-off would; and `reboot`
+        // works on every kernel, while `poweroff` only halts one without ACPI (busyroot's
+        // minimal x86_64 kernel) or without PSCI/SBI power-off.
+        "reboot"
+    }
+
     fn needs_kvm(&self) -> bool {
         false
     }
@@ -86,7 +93,7 @@ fn args(spec: &VmSpec, console: ConsoleMode) -> Vec<OsString> {
 }
 
 /// The machine: type, accelerator, CPU, firmware, memory and CPUs, no display, no network,
-/// and an exit instead of a reboot, so a guest `poweroff` or a panic (with panic=-1) ends the
+/// and an exit instead of a reboot, so a guest `reboot` or a panic (with panic=-1) ends the
 /// QEMU process. Shared with the LAVA device dictionary.
 pub(crate) fn machine_args(spec: &VmSpec) -> Vec<OsString> {
     let info = spec.arch.info();

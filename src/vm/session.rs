@@ -595,7 +595,7 @@ impl Session<'_> {
         Outcome::BootFailed(BootFailure { kind, message, console_tail })
     }
 
-    /// Types the backend's shutdown command (`poweroff`) and waits for the VMM to exit.
+    /// Types the backend's shutdown command (`reboot` for QEMU and kvmtool) and waits for the VMM to exit.
     fn power_off(&mut self, spec: &VmSpec, plan: &RunPlan) -> CheckResult {
         let shutdown = spec.vmm.backend().shutdown_command();
         let t = Instant::now();

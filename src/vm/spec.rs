@@ -58,6 +58,11 @@ impl Vmm {
         Ok(())
     }
 
+    /// The guest command that ends a VM under this VMM.
+    pub fn shutdown_command(self) -> &'static str {
+        self.backend().shutdown_command()
+    }
+
     pub(crate) fn backend(self) -> &'static dyn Backend {
         match self {
             Vmm::Qemu => &qemu::Qemu,

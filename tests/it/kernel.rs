@@ -80,7 +80,12 @@ fn shipped_fragments_survive_the_merge_on_every_arch_with_a_compiler() {
             .configure(&sh, &Eprint)
             .unwrap_or_else(|e| panic!("configure {arch}: {e}"));
         let config = std::fs::read_to_string(configured.build_dir.join(".config")).unwrap();
-        for option in ["CONFIG_64BIT=y", "CONFIG_BLK_DEV_NVME=y", "CONFIG_VIRTIO_BLK=y"] {
+        for option in [
+            "CONFIG_64BIT=y",
+            "CONFIG_VIRTIO_BLK=y",
+            "CONFIG_VIRTIO_CONSOLE=y",
+            "CONFIG_VIRTIO_FS=y",
+        ] {
             assert!(config.lines().any(|l| l == option), "{arch}: {option} missing");
         }
     }
@@ -215,6 +220,74 @@ fn a_second_build_with_nothing_changed_is_fresh_and_a_changed_fragment_rebuilds(
     assert!(err.contains("CONFIG_NEEDS_MISSING=y requested by"), "{err}");
     assert_eq!(count(), 2);
     assert!(std::fs::read_to_string(&third.image).unwrap().contains("CONFIG_B=y"));
+}
+
+#[test]
+fn the_kernel_cache_serves_another_checkout_only_while_every_input_matches() {
+    let test = "the_kernel_cache_serves_another_checkout_only_while_every_input_matches";
+    let Some(arch) = Arch::host() else { return skip(test, "unsupported host architecture") };
+    let dir = support::tempdir();
+    let fragments = dir.path().join("kernel-config");
+    std::fs::create_dir(&fragments).unwrap();
+    std::fs::write(fragments.join("common.config"), "CONFIG_A=y\n").unwrap();
+    let arch_fragment = fragments.join(format!("{arch}.config"));
+    std::fs::write(&arch_fragment, "").unwrap();
+    let tarball = fake_linux_tarball(dir.path(), arch);
+    // A compiler whose version the test changes: only `--version` is ever asked of it.
+    let cc = dir.path().join("cc");
+    let set_compiler_version = |version: &str| {
+        std::fs::write(&cc, format!("#!/bin/sh\necho 'fake cc {version}'\n")).unwrap();
+        std::fs::set_permissions(&cc, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    };
+    set_compiler_version("1");
+    let cache = dir.path().join("cache");
+    // Each checkout has its own target directory; they share only the cache.
+    let checkout = |name: &str| {
+        let mut builder =
+            KernelBuilder::new(workspace_with(&fragments, &dir.path().join(name))).unwrap();
+        builder
+            .arch(arch)
+            .source(KernelSource::Tarball(tarball.clone()))
+            .toolchain(Toolchain { cross_compile: String::new(), cc: cc.display().to_string() })
+            .source_date_epoch(1_700_000_000)
+            .cache(cache.clone());
+        builder
+    };
+    let builds = |builder: &KernelBuilder| {
+        std::fs::read_to_string(builder.build_dir().join("builds")).map_or(0, |t| t.lines().count())
+    };
+    let sh = xshell::Shell::new().unwrap();
+
+    let first = checkout("one");
+    let built = match first.build(&sh, &Silent) {
+        Err(e @ Error::MissingTools { .. }) => return skip(test, &e.to_string()),
+        result => result.unwrap(),
+    };
+    assert_eq!(builds(&first), 1);
+
+    // Same inputs in a new checkout: the kernel comes from the cache, make never runs.
+    let second = checkout("two");
+    let reused = second.build(&sh, &Silent).unwrap();
+    assert_eq!(builds(&second), 0, "a matching cache entry must be reused");
+    assert!(!reused.fresh);
+    assert_eq!(std::fs::read(&reused.image).unwrap(), std::fs::read(&built.image).unwrap());
+    assert_eq!(std::fs::read(&reused.config).unwrap(), std::fs::read(&built.config).unwrap());
+    assert!(second.build(&sh, &Silent).unwrap().fresh, "and it is fresh from then on");
+
+    // A changed fragment is a new key: the third checkout builds, and gets the new option.
+    std::fs::write(&arch_fragment, "CONFIG_B=y\n").unwrap();
+    let third = checkout("three");
+    let rebuilt = third.build(&sh, &Silent).unwrap();
+    assert_eq!(builds(&third), 1, "a changed fragment must never reuse a cached kernel");
+    assert!(std::fs::read_to_string(&rebuilt.image).unwrap().contains("CONFIG_B=y"));
+
+    // So is a new compiler version.
+    set_compiler_version("2");
+    let fourth = checkout("four");
+    fourth.build(&sh, &Silent).unwrap();
+    assert_eq!(builds(&fourth), 1, "a changed compiler must never reuse a cached kernel");
+    let entries = std::fs::read_dir(&cache).unwrap().count();
+    assert_eq!(entries, 3, "one entry for each distinct set of inputs");
 }
 
 #[test]

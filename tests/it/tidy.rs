@@ -166,6 +166,7 @@ fn the_quick_start_is_one_block_from_set_up_to_a_shared_command() {
     let section = readme.split("\n## Quick start").nth(1).expect("a `## Quick start` section");
     let section = section.split("\n## ").next().unwrap();
     assert_eq!(section.matches("```sh\n").count(), 1, "the Quick start is one block");
+    assert!(section.contains("<!-- ci: quick-start -->\n```sh\n"), "marked for .ci/readme-block");
     let block = section.split("```sh\n").nth(1).unwrap().split("```").next().unwrap();
     let lines: Vec<&str> = block.lines().collect();
     assert!(lines[0].starts_with("$(command -v sudo) "), "set-up first, with or without sudo");

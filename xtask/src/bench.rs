@@ -36,6 +36,17 @@ pub struct BenchArgs {
     /// VMs at once in the matrix figure [default: the number of cores]
     #[arg(long, value_name = "N")]
     pub matrix_jobs: Option<usize>,
+    /// Runs of the kernel figure (`cargo xtask kernel` from a clean build tree against
+    /// `make tinyconfig` + the image target, alternating; several minutes each); 0 skips it
+    #[arg(long, default_value_t = 1)]
+    pub kernel_runs: usize,
+    /// Architectures of the kernel figure, repeatable [default: the host's]
+    #[arg(long, value_name = "ARCH")]
+    pub kernel_arch: Vec<Arch>,
+    /// Linux source of the kernel figure, as for `cargo xtask kernel --source` [default:
+    /// the newest /usr/src/linux-source-*.tar.*]
+    #[arg(long, value_name = "PATH")]
+    pub kernel_source: Option<PathBuf>,
     /// Print the table as JSON
     #[arg(long)]
     pub json: bool,
@@ -198,14 +209,14 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
                 figure: "run -- true (initramfs)",
                 target: "within 15% of bare QEMU",
                 ours: ours_true,
-                baseline_name: "bare QEMU: initramfs to the shell, poweroff",
+                baseline_name: "bare QEMU: initramfs to the shell, reboot",
                 baseline: baseline_true,
             });
             rows.push(Row {
                 figure: "run --check (disk)",
                 target: "within 10% of bare QEMU",
                 ours,
-                baseline_name: "bare QEMU: boot to banner, poweroff",
+                baseline_name: "bare QEMU: boot to banner, reboot",
                 baseline,
             });
         }
@@ -218,6 +229,7 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
     if let Some(row) = matrix_row(sh, &ws, &args)? {
         rows.push(row);
     }
+    rows.extend(kernel_rows(sh, &ws, &args)?);
 
     if args.json {
         println!("{}", to_json(&rows));
@@ -267,6 +279,96 @@ fn matrix_row(sh: &Shell, ws: &Workspace, args: &BenchArgs) -> anyhow::Result<Op
         baseline_name: "the same cells one after another",
         baseline: serial,
     }))
+}
+
+/// Per architecture, `cargo xtask kernel` from a clean build tree (the unpacked source kept,
+/// no kernel cache) against the floor a user reaches by hand on the same source: `make
+/// tinyconfig` and the image target, alternating.
+fn kernel_rows(sh: &Shell, ws: &Workspace, args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
+    let source = match &args.kernel_source {
+        Some(path) => path.clone(),
+        None => match busyroot::pipeline::kernel::installed_kernel_source(Path::new("/usr/src")) {
+            Some(path) if args.kernel_runs > 0 => path,
+            _ => {
+                eprintln!(
+                    "bench: kernel figure skipped (--kernel-runs 0, or no --kernel-source and no \
+                     /usr/src/linux-source-*: apt-get install linux-source-6.1)"
+                );
+                return Ok(Vec::new());
+            }
+        },
+    };
+    let arches = match args.kernel_arch.as_slice() {
+        [] => vec![Arch::configured_or_host(None)?],
+        list => list.to_vec(),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let jobs = format!("-j{}", std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let mut rows = Vec::new();
+    for arch in arches {
+        let mut builder = busyroot::pipeline::kernel::KernelBuilder::for_arch(ws.clone(), arch);
+        builder.source(busyroot::pipeline::kernel::KernelSource::Tarball(source.clone()));
+        let tree = builder.prepare_source(sh, &Silent)?;
+        let toolchain = busyroot::pipeline::busybox::Toolchain::find(arch)?;
+        let layout = busyroot::context::Layout::new(ws, arch);
+        let info = arch.info();
+        let image = Path::new(info.kernel_image).file_name().context("image name")?.to_owned();
+        // ARCH=x86 alone makes tinyconfig a 32-bit kernel; x86_64 asks for the 64-bit one.
+        let make_arch =
+            format!("ARCH={}", if arch == Arch::X86_64 { "x86_64" } else { info.kernel_arch });
+        let cross = format!("CROSS_COMPILE={}", toolchain.cross_compile);
+        let scratch = tempfile::tempdir()?;
+        let out = format!("O={}", scratch.path().display());
+        let arch_name = arch.name();
+        eprintln!(
+            "bench: {arch} kernel, {} pair(s) of builds, several minutes each",
+            args.kernel_runs
+        );
+        let (mut ours, mut baseline) = (Vec::new(), Vec::new());
+        for _ in 0..args.kernel_runs {
+            // Without its build tree and outputs, both kernel stages run again.
+            for dir in [layout.kernel_build(), layout.kernel_dir()] {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            let start = Instant::now();
+            let built = cmd!(sh, "{cargo} xtask kernel --arch {arch_name} --source {source}")
+                .env_remove("BUSYROOT_KERNEL_CACHE")
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run();
+            built.with_context(|| format!("`cargo xtask kernel --arch {arch}` failed"))?;
+            ours.push(start.elapsed());
+
+            let _ = std::fs::remove_dir_all(scratch.path());
+            std::fs::create_dir_all(scratch.path())?;
+            let start = Instant::now();
+            for target in [OsString::from("tinyconfig"), image.clone()] {
+                cmd!(sh, "make -C {tree} {out} {make_arch} {cross} {jobs} {target}")
+                    .quiet()
+                    .ignore_stdout()
+                    .ignore_stderr()
+                    .run()?;
+            }
+            baseline.push(start.elapsed());
+        }
+        rows.push(Row {
+            figure: kernel_figure(arch),
+            target: "<= 1.5x tinyconfig",
+            ours,
+            baseline_name: "make tinyconfig + image target, same source",
+            baseline,
+        });
+    }
+    Ok(rows)
+}
+
+fn kernel_figure(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "cargo xtask kernel, x86_64 (clean)",
+        Arch::Aarch64 => "cargo xtask kernel, aarch64 (clean)",
+        Arch::Riscv64 => "cargo xtask kernel, riscv64 (clean)",
+    }
 }
 
 /// The image step by hand: stage install + skeleton, then mke2fs -d, debugfs for the device
@@ -335,7 +437,8 @@ fn by_hand_cold(
 }
 
 /// QEMU with the same command line `cargo xtask run --check` uses, driven by hand: wait for
-/// the banner, type `poweroff`, wait for QEMU to exit. A guest that stays silent or never
+/// the banner, type QEMU's shutdown command (`reboot`, which -no-reboot turns into an exit),
+/// wait for QEMU to exit. A guest that stays silent or never
 /// powers off fails at the deadline; QEMU never outlives this function.
 fn bare_qemu_boot(sh: &Shell, arch: Arch, kernel: &Path, image: &Path) -> anyhow::Result<()> {
     let root = if image.to_string_lossy().ends_with(".cpio.gz") {
@@ -353,7 +456,8 @@ fn bare_qemu_boot(sh: &Shell, arch: Arch, kernel: &Path, image: &Path) -> anyhow
     let mut qemu = Running::spawn(cmd!(sh, "{program} {args...}").quiet(), &Silent)?;
     qemu.wait_for_line(vm::BANNER, deadline)?;
     // The shell may not be reading yet; a few newlines first cost nothing.
-    qemu.write_stdin(b"\n\npoweroff\n")?;
+    let shutdown = Vmm::Qemu.shutdown_command();
+    qemu.write_stdin(format!("\n\n{shutdown}\n").as_bytes())?;
     qemu.wait_success(deadline)?;
     Ok(())
 }

@@ -32,6 +32,11 @@ pub struct KernelArgs {
     /// `cargo xtask run` finds them: `debian` (cloud-amd64, cloud-arm64; takes seconds)
     #[arg(long, value_name = "DISTRO")]
     pub distro: Option<Distro>,
+    /// Keep built kernels in DIR, shared by every checkout on this machine, and reuse one
+    /// whose inputs all match (source sha256, fragments, compiler version, busyroot's kernel
+    /// stage version) instead of building it [default: none]
+    #[arg(long, value_name = "DIR", env = "BUSYROOT_KERNEL_CACHE")]
+    pub cache: Option<std::path::PathBuf>,
 }
 
 pub fn run(sh: &Shell, args: KernelArgs) -> anyhow::Result<()> {
@@ -56,6 +61,9 @@ impl KernelArgs {
             anyhow::bail!("`--sha256` applies to a `--source` URL only; pass --source too");
         }
         builder.offline(self.target.offline);
+        if let Some(dir) = &self.cache {
+            builder.cache(dir.clone());
+        }
         builder
             .build(sh, &Reporter::new())
             .map_err(with_flag_hint)
