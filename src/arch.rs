@@ -97,6 +97,11 @@ pub struct ArchInfo {
     /// Debian's package of a small distribution kernel for this arch, suggested when no
     /// kernel is at hand (the boot checks tell whether its root disk driver is built in).
     pub distro_kernel_package: &'static str,
+    /// Debian's name for the architecture (`dpkg --print-architecture`).
+    pub debian_arch: &'static str,
+    /// The flavour of Debian's small cloud kernel (`linux-image-<flavour>`), which
+    /// `cargo xtask kernel --distro debian` fetches; `None` where Debian builds none.
+    pub debian_cloud_flavour: Option<&'static str>,
     /// `/proc/cpuinfo` flags of which a host of this arch shows one if its CPU can run KVM
     /// guests; empty where cpuinfo has no such flag to look at.
     pub kvm_cpu_flags: &'static [&'static str],
@@ -122,6 +127,8 @@ const X86_64: ArchInfo = ArchInfo {
     kernel_cmdline: &[],
     uname_m: "x86_64",
     distro_kernel_package: "linux-image-cloud-amd64",
+    debian_arch: "amd64",
+    debian_cloud_flavour: Some("cloud-amd64"),
     kvm_cpu_flags: &["vmx", "svm"],
 };
 
@@ -156,6 +163,8 @@ const AARCH64: ArchInfo = ArchInfo {
     kernel_cmdline: &["earlycon"],
     uname_m: "aarch64",
     distro_kernel_package: "linux-image-cloud-arm64",
+    debian_arch: "arm64",
+    debian_cloud_flavour: Some("cloud-arm64"),
     kvm_cpu_flags: &[],
 };
 
@@ -181,6 +190,8 @@ const RISCV64: ArchInfo = ArchInfo {
     kernel_cmdline: &["earlycon"],
     uname_m: "riscv64",
     distro_kernel_package: "linux-image-riscv64",
+    debian_arch: "riscv64",
+    debian_cloud_flavour: None,
     kvm_cpu_flags: &[],
 };
 

@@ -27,7 +27,7 @@
 //! the three images into `OUT_DIR`. Either way, `[profile.dev.build-override] debug = true`
 //! next to `[profile.dev.package."*"] opt-level = 3` lets `cargo build` and `cargo test` share
 //! one compiled busyroot, so switching between them does not run the build script again
-//! (README, section "Use busyroot in your project").
+//! (docs/library.md).
 
 // The example above is a whole build.rs, whose `main` is the point.
 #![allow(clippy::needless_doctest_main)]
@@ -144,7 +144,8 @@ impl BuildScript {
     /// `BUSYROOT_EXT4_SHA256`, `BUSYROOT_CPIO_SHA256` and `BUSYROOT_TAR_SHA256`.
     pub fn run(&self) -> Result<Outputs> {
         let sh = Shell::new().map_err(|e| Error::Other(format!("cannot start a shell: {e}")))?;
-        let mut workspace = Workspace::load(&self.manifest_dir)?;
+        let progress = CargoProgress { warnings: self.verbose };
+        let mut workspace = Workspace::load_reporting(&self.manifest_dir, &progress)?;
         let arch = self.resolve_arch(&workspace)?;
         let shared_dir = workspace.arch_dir(arch);
         if !self.share_target_dir {
@@ -164,7 +165,6 @@ impl BuildScript {
             cargo_path(path)?;
         }
 
-        let progress = CargoProgress { warnings: self.verbose };
         // The architecture is known: an unsupported host does not matter.
         let mut builder = RootfsBuilder::for_arch(workspace.clone(), arch);
         builder.offline(self.offline);
@@ -379,6 +379,12 @@ impl Progress for CargoProgress {
 
     fn note(&self, message: &str) {
         self.say(&format!("note: {message}"));
+    }
+
+    fn warning(&self, message: &str) {
+        // Always a `cargo:warning`: a misspelled table otherwise goes unseen.
+        eprintln!("{message}");
+        print_directives(&warning_lines(message));
     }
 
     fn input(&self, input: &crate::inputs::Input) {

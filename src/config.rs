@@ -314,6 +314,36 @@ fn describe(path: String, inner: String) -> String {
     }
 }
 
+/// The metadata tables among `names` (of `[<place>.metadata]`, `place` being `workspace` or
+/// `package`) that look meant for busyroot but are not read: a name within edit distance 2 of
+/// `busyroot` (in any case), and `busyroot` itself under `package`.
+pub fn misplaced_tables(place: &str, names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .filter(|name| {
+            let close = edit_distance(&name.to_lowercase(), "busyroot") <= 2;
+            close && !(place == "workspace" && name.as_str() == "busyroot")
+        })
+        .map(|name| format!("[{place}.metadata.{name}]"))
+        .collect()
+}
+
+/// The Levenshtein distance between `a` and `b`, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
 /// Where busyroot runs: the workspace root, its target directory and its configuration.
 #[derive(Debug, Clone)]
 pub struct Workspace {
@@ -328,6 +358,17 @@ pub struct Workspace {
 impl Workspace {
     /// Reads the workspace that contains `manifest_dir` through `cargo metadata`.
     pub fn load(manifest_dir: &Path) -> Result<Workspace> {
+        Workspace::load_reporting(manifest_dir, &crate::progress::Silent)
+    }
+
+    /// [`Workspace::load`], reporting to `progress` (as warnings) every metadata table that looks
+    /// meant for busyroot but is not read: a `[workspace.metadata.*]` or
+    /// `[package.metadata.*]` table whose name is close to `busyroot`, and
+    /// `[package.metadata.busyroot]`.
+    pub fn load_reporting(
+        manifest_dir: &Path,
+        progress: &dyn crate::progress::Progress,
+    ) -> Result<Workspace> {
         let manifest = manifest_dir.join("Cargo.toml");
         let metadata = cargo_metadata::MetadataCommand::new()
             .manifest_path(&manifest)
@@ -344,6 +385,29 @@ impl Workspace {
             metadata.workspace_metadata.get("busyroot"),
             &root.join("Cargo.toml"),
         )?;
+        let workspace_manifest = root.join("Cargo.toml");
+        let mut tables = vec![(
+            "workspace".to_string(),
+            workspace_manifest.clone(),
+            metadata.workspace_metadata.clone(),
+        )];
+        for package in &metadata.packages {
+            let path = package.manifest_path.clone().into_std_path_buf();
+            tables.push((format!("package `{}`", package.name), path, package.metadata.clone()));
+        }
+        for (owner, path, value) in tables {
+            let names: Vec<String> =
+                value.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+            let place = if owner == "workspace" { "workspace" } else { "package" };
+            for warning in misplaced_tables(place, &names) {
+                progress.warning(&format!(
+                    "{warning} in `{}` ({owner}) is not read; busyroot reads \
+                     [workspace.metadata.busyroot] of `{}`",
+                    path.display(),
+                    workspace_manifest.display()
+                ));
+            }
+        }
         Ok(Workspace { target_dir: metadata.target_directory.into_std_path_buf(), root, config })
     }
 
@@ -364,6 +428,56 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config> {
         Config::from_toml(text, Path::new("Cargo.toml"))
+    }
+
+    #[test]
+    fn tables_meant_for_busyroot_but_not_read_are_named() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ws = names(&["busyroot", "busyrot", "BusyRoot", "busy-root", "buildroot", "docs"]);
+        assert_eq!(
+            misplaced_tables("workspace", &ws),
+            [
+                "[workspace.metadata.busyrot]",
+                "[workspace.metadata.BusyRoot]",
+                "[workspace.metadata.busy-root]"
+            ]
+        );
+        assert_eq!(
+            misplaced_tables("package", &names(&["busyroot", "bsyrooot", "release"])),
+            ["[package.metadata.busyroot]", "[package.metadata.bsyrooot]"]
+        );
+        assert_eq!(edit_distance("buildroot", "busyroot"), 3);
+        assert_eq!(edit_distance("", "ab"), 2);
+    }
+
+    #[test]
+    fn a_misspelled_table_in_a_real_workspace_is_reported() {
+        struct Notes(std::cell::RefCell<Vec<String>>);
+        impl crate::progress::Progress for Notes {
+            fn warning(&self, message: &str) {
+                self.0.borrow_mut().push(message.to_string());
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/lib.rs"), "").unwrap();
+        std::fs::write(
+            dir.path().join("Cargo.toml"),
+            "[package]\nname = \"p\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\
+             [package.metadata.busyroot]\narch = \"aarch64\"\n\
+             [workspace]\n[workspace.metadata.busyrot]\narch = \"aarch64\"\n",
+        )
+        .unwrap();
+        let notes = Notes(Default::default());
+        let ws = Workspace::load_reporting(dir.path(), &notes).unwrap();
+        assert_eq!(ws.config.arch, None, "neither table is read");
+        let notes = notes.0.into_inner();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("[workspace.metadata.busyrot]"), "{notes:?}");
+        assert!(
+            notes[1].contains("[package.metadata.busyroot]") && notes[1].contains("package `p`")
+        );
+        assert!(notes.iter().all(|n| n.contains("reads [workspace.metadata.busyroot]")));
     }
 
     #[test]

@@ -28,6 +28,11 @@ impl Layout {
         &self.dir
     }
 
+    /// The architecture the layout is for.
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
     /// The rootfs build's lock file.
     pub fn lock(&self) -> PathBuf {
         self.dir.join("busyroot.lock")
@@ -77,6 +82,12 @@ impl Layout {
     /// The full log of every kernel make run.
     pub fn kernel_log(&self) -> PathBuf {
         self.dir.join("kernel-build.log")
+    }
+
+    /// Where `distro`'s kernel package is unpacked: `boot/vmlinuz-<release>`, its
+    /// `config-<release>` and `lib/modules/<release>/`.
+    pub fn distro_kernel(&self, distro: &str) -> PathBuf {
+        self.dir.join(format!("kernel-{distro}"))
     }
 
     /// The kernel build's lock file.

@@ -49,8 +49,8 @@ pub struct MatrixCell {
     /// Guest architecture. Default: the configured `arch`, else the host's.
     #[serde(default)]
     pub arch: Option<Arch>,
-    /// Kernel image to boot. Default: the one `cargo xtask kernel` built for `arch`
-    /// (`target/busyroot/<arch>/kernel/…`).
+    /// Kernel image to boot. Default: the newer of the one `cargo xtask kernel` built for
+    /// `arch` (`target/busyroot/<arch>/kernel/…`) and the one it fetched (`--distro`).
     #[serde(default)]
     pub kernel: Option<PathBuf>,
     /// Root file system: `"disk"` (`rootfs.ext4`) or `"initramfs"` (`rootfs.cpio.gz`).
@@ -125,8 +125,19 @@ pub struct Cell {
     pub vm: Vm,
 }
 
+/// The kernel a cell without one boots, as `cargo xtask run` picks it: the newer of the one
+/// `cargo xtask kernel` built and the one it fetched (`--distro`); the built one's path when
+/// there is neither, for the error to name.
+fn default_kernel(layout: &Layout) -> PathBuf {
+    let built = layout.kernel_image();
+    let fetched = crate::pipeline::distro::installed_kernel(layout);
+    vm::select_kernel(layout.arch(), None, None, None, &built, fetched.as_deref())
+        .map_or(built, |choice| choice.path)
+}
+
 /// The cells of the workspace's matrix, in a fixed order: the `[[matrix]]` tables as written,
-/// or, when there are none, every architecture whose kernel `cargo xtask kernel` built (in
+/// or, when there are none, every architecture with a kernel `cargo xtask kernel` built or
+/// fetched (in
 /// [`Arch::ALL`] order), each with the disk and then the initramfs, running the standard
 /// checks.
 ///
@@ -147,7 +158,7 @@ pub fn cells(ws: &Workspace) -> Result<Vec<Cell>> {
     let tables: Vec<MatrixCell> = if config.matrix.is_empty() {
         Arch::ALL
             .into_iter()
-            .filter(|&arch| Layout::new(ws, arch).kernel_image().is_file())
+            .filter(|&arch| default_kernel(&Layout::new(ws, arch)).is_file())
             .flat_map(|arch| Medium::ALL.map(|root| (arch, root)))
             .map(|(arch, root)| MatrixCell { arch: Some(arch), root, ..MatrixCell::default() })
             .collect()
@@ -183,7 +194,7 @@ pub fn cells(ws: &Workspace) -> Result<Vec<Cell>> {
             )));
         }
         let layout = Layout::new(ws, arch);
-        let kernel = table.kernel.as_ref().map_or_else(|| layout.kernel_image(), |k| ws.path(k));
+        let kernel = table.kernel.as_ref().map_or_else(|| default_kernel(&layout), |k| ws.path(k));
         let image = layout.output(table.root.format());
         let work_dir = ws.target_dir.join("busyroot").join("matrix").join(&name);
 
@@ -695,12 +706,22 @@ mod tests {
             std::fs::create_dir_all(kernel.parent().unwrap()).unwrap();
             std::fs::write(&kernel, b"").unwrap();
         }
-        let cells = cells(&ws).unwrap();
+        let built = cells(&ws).unwrap();
         assert_eq!(
-            names(&cells),
+            names(&built),
             ["x86_64-disk", "x86_64-initramfs", "riscv64-disk", "riscv64-initramfs"]
         );
-        assert!(cells.iter().all(|c| c.command.is_none()));
+        assert!(built.iter().all(|c| c.command.is_none()));
+
+        // A kernel fetched with `--distro` counts too, and its cells boot it.
+        let fetched = Layout::new(&ws, Arch::Aarch64)
+            .distro_kernel("debian")
+            .join("boot/vmlinuz-6.1.0-41-cloud-arm64");
+        std::fs::create_dir_all(fetched.parent().unwrap()).unwrap();
+        std::fs::write(&fetched, b"").unwrap();
+        let with_fetched = cells(&ws).unwrap();
+        assert_eq!(names(&with_fetched)[2..4], ["aarch64-disk", "aarch64-initramfs"]);
+        assert_eq!(with_fetched[2].kernel, fetched);
     }
 
     #[test]

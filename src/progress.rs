@@ -13,6 +13,11 @@ pub trait Progress {
     fn command(&self, _command_line: &str) {}
     /// A remark worth showing the user.
     fn note(&self, _message: &str) {}
+    /// Something is probably wrong but the work goes on (a misspelled configuration table);
+    /// shown as a note unless the caller shows warnings otherwise.
+    fn warning(&self, message: &str) {
+        self.note(message)
+    }
     /// A line the running command printed (e.g. `  CC      kernel/fork.o`), which says what a
     /// long step is doing now; showing the latest now and then is enough.
     fn output(&self, _line: &str) {}

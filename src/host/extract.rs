@@ -11,7 +11,13 @@ use crate::error::{Error, IoContext, Result};
 /// temporary sibling directory that is renamed to `dest` only when every entry succeeded, so an
 /// interrupted extraction never looks finished.
 pub fn unpack(tarball: &Path, dest: &Path) -> Result<()> {
-    let reader = open_archive(tarball)?;
+    unpack_reader(open_archive(tarball)?, tarball, dest)
+}
+
+/// [`unpack`] for a tar stream already open (decompressed), read from `origin`, which errors
+/// name.
+pub fn unpack_reader(reader: impl Read, origin: &Path, dest: &Path) -> Result<()> {
+    let tarball = origin;
     let parent = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).with_path("create directory", parent)?;
     let tmp = crate::host::fs::temp_path(dest);

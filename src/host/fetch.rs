@@ -168,17 +168,11 @@ pub fn expand_mirrors(mirrors: &[String], archives: &[String]) -> Vec<String> {
 /// `URIs:` of `/etc/apt/sources.list.d/*.sources`, then the `deb` and `deb-src` lines of
 /// `/etc/apt/sources.list` and `/etc/apt/sources.list.d/*.list`.
 pub fn apt_archives() -> Vec<String> {
-    let dir = Path::new("/etc/apt/sources.list.d");
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .map(|entries| entries.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.sort();
+    let (sources, lists) = apt_source_files();
     let mut urls = Vec::new();
-    for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "sources")) {
+    for file in sources {
         urls.extend(fs::read_to_string(file).map(|t| deb822_uris(&t)).unwrap_or_default());
     }
-    let lists = std::iter::once(PathBuf::from("/etc/apt/sources.list"))
-        .chain(files.iter().filter(|f| f.extension().is_some_and(|e| e == "list")).cloned());
     for file in lists {
         urls.extend(fs::read_to_string(file).map(|t| one_line_uris(&t)).unwrap_or_default());
     }
@@ -187,24 +181,128 @@ pub fn apt_archives() -> Vec<String> {
     urls
 }
 
+/// One binary (`deb`) entry of the host's apt sources: an archive and the suites and
+/// components apt reads from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AptRepository {
+    /// The archive's HTTP(S) base URL.
+    pub uri: String,
+    /// Its suites (`bookworm`, `bookworm-security`).
+    pub suites: Vec<String>,
+    /// Its components (`main`).
+    pub components: Vec<String>,
+    /// The keyring its index is signed with (`Signed-By:` naming a file), if given.
+    pub signed_by: Option<PathBuf>,
+}
+
+/// The binary repositories of the host's apt sources, in the order apt lists them (deb822
+/// `.sources` files, then `sources.list` and `.list` files); none without apt.
+pub fn apt_repositories() -> Vec<AptRepository> {
+    let (sources, lists) = apt_source_files();
+    let mut repos = Vec::new();
+    for file in sources {
+        repos.extend(fs::read_to_string(file).map(|t| deb822_repositories(&t)).unwrap_or_default());
+    }
+    for file in lists {
+        let text = fs::read_to_string(file).unwrap_or_default();
+        for line in text.lines() {
+            let mut words = line.split_whitespace().peekable();
+            if words.next() != Some("deb") {
+                continue;
+            }
+            let mut signed_by = None;
+            if words.peek().is_some_and(|w| w.starts_with('[')) {
+                for word in words.by_ref() {
+                    let option = word.trim_matches(|c| c == '[' || c == ']');
+                    if let Some(path) = option.strip_prefix("signed-by=") {
+                        signed_by = Some(PathBuf::from(path));
+                    }
+                    if word.ends_with(']') {
+                        break;
+                    }
+                }
+            }
+            let (Some(uri), Some(suite)) = (words.next(), words.next()) else { continue };
+            if is_http(uri) {
+                repos.push(AptRepository {
+                    uri: uri.to_string(),
+                    suites: vec![suite.to_string()],
+                    components: words.map(String::from).collect(),
+                    signed_by,
+                });
+            }
+        }
+    }
+    repos
+}
+
+/// The host's apt source files: deb822 `.sources`, then one-line `.list` ones (with
+/// `/etc/apt/sources.list` first), each group sorted by name.
+fn apt_source_files() -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let dir = Path::new("/etc/apt/sources.list.d");
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    let with = |ext: &'static str| -> Vec<PathBuf> {
+        files.iter().filter(|f| f.extension().is_some_and(|e| e == ext)).cloned().collect()
+    };
+    let sources = with("sources");
+    let lists =
+        std::iter::once(PathBuf::from("/etc/apt/sources.list")).chain(with("list")).collect();
+    (sources, lists)
+}
+
+/// The enabled stanzas of a deb822 `.sources` file, each as a field lookup (case-insensitive
+/// names, values trimmed).
+fn deb822_stanzas(text: &str) -> Vec<impl Fn(&str) -> Option<String> + '_> {
+    text.split("\n\n")
+        .map(|stanza| {
+            move |name: &str| {
+                stanza.lines().find_map(|line| {
+                    let (key, value) = line.split_once(':')?;
+                    key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_string())
+                })
+            }
+        })
+        .filter(|field| !field("Enabled").is_some_and(|v| v.eq_ignore_ascii_case("no")))
+        .collect()
+}
+
 /// The `URIs:` of a deb822 `.sources` file, skipping stanzas with `Enabled: no`.
 fn deb822_uris(text: &str) -> Vec<String> {
     let mut urls = Vec::new();
-    for stanza in text.split("\n\n") {
-        let field = |name: &str| {
-            stanza.lines().find_map(|line| {
-                let (key, value) = line.split_once(':')?;
-                key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_string())
-            })
-        };
-        if field("Enabled").is_some_and(|v| v.eq_ignore_ascii_case("no")) {
-            continue;
-        }
+    for field in deb822_stanzas(text) {
         if let Some(uris) = field("URIs") {
             urls.extend(uris.split_whitespace().filter(|u| is_http(u)).map(String::from));
         }
     }
     urls
+}
+
+/// The binary repositories of a deb822 `.sources` file: one per HTTP(S) URI of each enabled
+/// stanza whose `Types:` has `deb`.
+fn deb822_repositories(text: &str) -> Vec<AptRepository> {
+    let mut repos = Vec::new();
+    for field in deb822_stanzas(text) {
+        let words = |name: &str| -> Vec<String> {
+            field(name).unwrap_or_default().split_whitespace().map(String::from).collect()
+        };
+        if !words("Types").iter().any(|t| t == "deb") {
+            continue;
+        }
+        // `Signed-By:` may hold the key itself, over several lines; only a path is used.
+        let signed_by = field("Signed-By").filter(|v| v.starts_with('/')).map(PathBuf::from);
+        for uri in words("URIs").into_iter().filter(|u| is_http(u)) {
+            repos.push(AptRepository {
+                uri,
+                suites: words("Suites"),
+                components: words("Components"),
+                signed_by: signed_by.clone(),
+            });
+        }
+    }
+    repos
 }
 
 /// The archive URLs of one-line-style `deb URL suite components` entries.
@@ -427,6 +525,23 @@ mod tests {
                     deb-src [arch=amd64 signed-by=/k.gpg] https://d.example/ubuntu noble main\n\
                     deb file:/srv/local ./\n";
         assert_eq!(one_line_uris(list), ["http://c.example/debian", "https://d.example/ubuntu"]);
+    }
+
+    #[test]
+    fn apt_sources_give_binary_repositories_with_suites_and_keyrings() {
+        let deb822 =
+            "Types: deb\nURIs: http://a.example/debian\nSuites: bookworm bookworm-updates\n\
+                      Components: main contrib\nSigned-By: /usr/share/keyrings/k.gpg\n\n\
+                      Types: deb-src\nURIs: http://src.example/debian\nSuites: bookworm\n";
+        assert_eq!(
+            deb822_repositories(deb822),
+            [AptRepository {
+                uri: "http://a.example/debian".into(),
+                suites: vec!["bookworm".into(), "bookworm-updates".into()],
+                components: vec!["main".into(), "contrib".into()],
+                signed_by: Some("/usr/share/keyrings/k.gpg".into()),
+            }]
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! composed into images) and the kernel, both made of stages that one engine skips when fresh.
 
 pub mod busybox;
+pub mod distro;
 pub mod kernel;
 pub mod rootfs;
 pub mod stage;

@@ -13,7 +13,7 @@ use super::layer;
 use super::modules::ModuleTree;
 use super::report::RunReport;
 use super::session::RunPlan;
-use super::share::{choose_transport, find_virtiofsd, Share, ShareRequest};
+use super::share::{choose_transport, search_virtiofsd, Share, ShareRequest};
 use super::{
     choose_accel, choose_root_bus, AccelRequest, Check, KernelConfig, Root, RootBusRequest,
     Timeouts, VmSpec, Vmm,
@@ -367,7 +367,10 @@ impl Vm {
         spec.append = self.append.clone();
 
         let config = KernelConfig::find(&self.kernel)?;
-        let tree = match &self.modules {
+        // Without modules given, those beside the kernel (an unpacked distribution package)
+        // are used if the run needs any.
+        let beside = self.modules.is_none().then(|| super::modules::beside_kernel(&self.kernel));
+        let tree = match self.modules.as_ref().or(beside.as_ref().and_then(Option::as_ref)) {
             Some(path) => {
                 let tree =
                     ModuleTree::open(sh, path, &work.join("modules"), &crate::progress::Silent)?;
@@ -384,7 +387,12 @@ impl Vm {
         };
         let mut needed: Vec<&str> = Vec::new();
         if !self.shares.is_empty() {
-            let virtiofsd = find_virtiofsd();
+            let search = search_virtiofsd();
+            for (program, why) in &search.passed_over {
+                let note = format!("virtiofsd: passed over `{}`: {why}", program.display());
+                observer.event(Event::Note(note));
+            }
+            let virtiofsd = search.program;
             let offered = self.vmm.backend().transports();
             let transport =
                 choose_transport(offered, config.as_ref(), tree.is_some(), virtiofsd.as_deref())?;
@@ -422,11 +430,13 @@ impl Vm {
         }
         let mut load = Vec::new();
         let mut module_files = Vec::new();
+        let names = match &config {
+            Some(config) => super::modules_for(&needed, config),
+            None => Vec::new(),
+        };
+        // Modules found beside the kernel are delivered only when the run loads some.
+        let tree = tree.filter(|_| beside.is_none() || !names.is_empty());
         if let Some(tree) = &tree {
-            let names = match &config {
-                Some(config) => super::modules_for(&needed, config),
-                None => Vec::new(),
-            };
             let order = tree.load_order(&names)?;
             let all = tree.all_files()?;
             let bytes: u64 =

@@ -19,6 +19,8 @@ pub enum KernelSource {
     Config,
     /// The kernel `cargo xtask kernel` builds.
     Built,
+    /// The distribution kernel `cargo xtask kernel --distro` fetched.
+    Fetched,
 }
 
 impl fmt::Display for KernelSource {
@@ -28,6 +30,7 @@ impl fmt::Display for KernelSource {
             KernelSource::Env => "$BUSYROOT_KERNEL",
             KernelSource::Config => "config `kernel`",
             KernelSource::Built => "built by `cargo xtask kernel`",
+            KernelSource::Fetched => "fetched by `cargo xtask kernel --distro`",
         })
     }
 }
@@ -41,8 +44,8 @@ pub struct KernelChoice {
     pub source: KernelSource,
 }
 
-/// Picks the kernel: `flag` > `env` (`$BUSYROOT_KERNEL`) > `config` > `built` if that file
-/// exists. A named kernel that does not exist is an error rather than a reason to fall
+/// Picks the kernel: `flag` > `env` (`$BUSYROOT_KERNEL`) > `config` > the newer of `built`
+/// and `fetched` (a distribution's kernel in the layout) of those that exist. A named kernel that does not exist is an error rather than a reason to fall
 /// through, so a typo is not silently replaced by another kernel.
 pub fn select_kernel(
     arch: Arch,
@@ -50,6 +53,7 @@ pub fn select_kernel(
     env: Option<&OsStr>,
     config: Option<&Path>,
     built: &Path,
+    fetched: Option<&Path>,
 ) -> Result<KernelChoice> {
     let named = flag
         .map(|p| (p.to_path_buf(), KernelSource::Flag))
@@ -64,16 +68,28 @@ pub fn select_kernel(
         }
         return Ok(KernelChoice { path, source });
     }
-    if built.is_file() {
-        return Ok(KernelChoice { path: built.to_path_buf(), source: KernelSource::Built });
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let newest = [(built, KernelSource::Built)]
+        .into_iter()
+        .chain(fetched.map(|f| (f, KernelSource::Fetched)))
+        .filter(|(p, _)| p.is_file())
+        .max_by_key(|(p, _)| modified(p));
+    if let Some((path, source)) = newest {
+        return Ok(KernelChoice { path: path.to_path_buf(), source });
     }
+    let fetch = match arch.info().debian_cloud_flavour {
+        Some(flavour) => format!(
+            "fetch Debian's {flavour} kernel in seconds with `cargo xtask kernel --distro \
+             debian` ({})",
+            arch.info().distro_kernel_package
+        ),
+        None => format!("Debian builds no cloud kernel for {arch}"),
+    };
     Err(Error::Other(format!(
-        "no kernel to boot; pass --kernel PATH, set $BUSYROOT_KERNEL, set `kernel` in \
-         [workspace.metadata.busyroot.run], or build one with `cargo xtask kernel` \
-         (it would be at `{}`); a distribution kernel works too, e.g. Debian's \
-         {} unpacked with `dpkg-deb -x`",
+        "no kernel to boot; {fetch}, or build one with `cargo xtask kernel` (it would be at \
+         `{}`), or pass --kernel PATH, set $BUSYROOT_KERNEL or set `kernel` in \
+         [workspace.metadata.busyroot.run]",
         built.display(),
-        arch.info().distro_kernel_package
     )))
 }
 
@@ -176,26 +192,51 @@ mod tests {
             p
         });
         let pick = |flag: Option<&Path>, env: Option<&Path>, config: Option<&Path>| {
-            select_kernel(Arch::X86_64, flag, env.map(Path::as_os_str), config, &built).unwrap()
+            select_kernel(Arch::X86_64, flag, env.map(Path::as_os_str), config, &built, None)
+                .unwrap()
         };
         assert_eq!(pick(Some(&a), Some(&b), Some(&c)).source, KernelSource::Flag);
         assert_eq!(pick(None, Some(&b), Some(&c)).path, b);
         assert_eq!(pick(None, None, Some(&c)).source, KernelSource::Config);
         assert_eq!(pick(None, None, None).source, KernelSource::Built);
         // An empty variable counts as unset.
-        let empty = select_kernel(Arch::X86_64, None, Some(OsStr::new("")), None, &built).unwrap();
+        let empty =
+            select_kernel(Arch::X86_64, None, Some(OsStr::new("")), None, &built, None).unwrap();
         assert_eq!(empty.source, KernelSource::Built);
 
+        // Of a built and a fetched kernel, the newer one boots; either alone is taken.
+        let fetched = dir.path().join("vmlinuz-6.1.0-41-cloud-amd64");
+        std::fs::write(&fetched, "k").unwrap();
+        let touch = |p: &Path, secs: u64| {
+            let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            std::fs::File::options().write(true).open(p).unwrap().set_modified(when).unwrap();
+        };
+        touch(&built, 1000);
+        touch(&fetched, 2000);
+        let newest = |built: &Path| {
+            select_kernel(Arch::X86_64, None, None, None, built, Some(&fetched)).unwrap()
+        };
+        assert_eq!(newest(&built).source, KernelSource::Fetched);
+        touch(&built, 3000);
+        assert_eq!(newest(&built).source, KernelSource::Built);
+        assert_eq!(newest(&dir.path().join("none")).path, fetched);
+
         let missing = dir.path().join("missing");
-        let err = select_kernel(Arch::X86_64, Some(&missing), None, None, &built)
+        let err = select_kernel(Arch::X86_64, Some(&missing), None, None, &built, None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("missing") && err.contains("--kernel"), "{err}");
-        let err = select_kernel(Arch::X86_64, None, None, None, &missing).unwrap_err().to_string();
+        let none = |arch| select_kernel(arch, None, None, None, &missing, None).unwrap_err();
+        let err = none(Arch::X86_64).to_string();
         assert!(err.contains("$BUSYROOT_KERNEL") && err.contains("cargo xtask kernel"), "{err}");
-        assert!(err.contains("linux-image-cloud-amd64"), "{err}");
-        let err = select_kernel(Arch::Aarch64, None, None, None, &missing).unwrap_err().to_string();
+        assert!(
+            err.contains("linux-image-cloud-amd64") && err.contains("--distro debian"),
+            "{err}"
+        );
+        let err = none(Arch::Aarch64).to_string();
         assert!(err.contains("linux-image-cloud-arm64") && !err.contains("amd64"), "{err}");
+        let err = none(Arch::Riscv64).to_string();
+        assert!(err.contains("no cloud kernel for riscv64") && !err.contains("--distro"), "{err}");
     }
 
     #[test]

@@ -50,7 +50,10 @@ pub use report::{
     EXIT_COMMAND_TIMEOUT, EXIT_NOT_RUN,
 };
 pub use session::{boot_interactive, run, CheckPlan, RunPlan, BANNER};
-pub use share::{choose_transport, find_virtiofsd, Share, ShareRequest, Transport};
+pub use share::{
+    choose_transport, find_virtiofsd, search_virtiofsd, Share, ShareRequest, Transport,
+    VirtiofsdSearch,
+};
 pub use spec::{
     parse_mem_mib, shell_quote, Choice, Root, RootBus, RootBusRequest, VmSpec, Vmm, DEFAULT_CPUS,
     DEFAULT_MEM_MIB,
@@ -58,8 +61,8 @@ pub use spec::{
 pub use tap::{parse_tap, TapCase, TapOutcome, TapReport};
 
 pub use modules::{
-    kernel_release, kernel_release_of, modules_for, read_modinfo, GuestFile, Module, ModuleTree,
-    MODULE_SYMBOLS,
+    beside_kernel, kernel_release, kernel_release_of, modules_for, read_modinfo, GuestFile, Module,
+    ModuleTree, MODULE_SYMBOLS,
 };
 pub(crate) use process::{interrupted, InterruptGuard};
 pub(crate) use report::{case as junit_case, xml as xml_escape};

@@ -303,6 +303,20 @@ impl ModuleTree {
     }
 }
 
+/// The module tree a distribution package leaves beside its kernel: for
+/// `<root>/boot/vmlinuz-<release>`, `<root>/lib/modules/<release>` if that directory exists
+/// (an unpacked kernel package, or the host's own kernel).
+pub fn beside_kernel(kernel: &Path) -> Option<PathBuf> {
+    let name = kernel.file_name()?.to_str()?;
+    let release = name.strip_prefix("vmlinuz-").or_else(|| name.strip_prefix("vmlinux-"))?;
+    let boot = kernel.parent()?;
+    if boot.file_name()? != "boot" {
+        return None;
+    }
+    let tree = boot.parent()?.join("lib/modules").join(release);
+    tree.is_dir().then_some(tree)
+}
+
 /// The state of a depth-first walk of the dependency graph.
 struct Walk {
     done: BTreeSet<String>,
@@ -926,6 +940,22 @@ mod tests {
     }
 
     #[test]
+    fn an_unpacked_package_has_its_modules_beside_the_kernel() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("boot/vmlinuz-6.1.0-41-cloud-amd64");
+        fs::create_dir_all(kernel.parent().unwrap()).unwrap();
+        fs::write(&kernel, "k").unwrap();
+        assert_eq!(beside_kernel(&kernel), None, "no modules directory yet");
+        let tree = dir.path().join("lib/modules/6.1.0-41-cloud-amd64");
+        fs::create_dir_all(&tree).unwrap();
+        assert_eq!(beside_kernel(&kernel), Some(tree));
+        let elsewhere = dir.path().join("vmlinuz-6.1.0-41-cloud-amd64");
+        fs::write(&elsewhere, "k").unwrap();
+        assert_eq!(beside_kernel(&elsewhere), None, "only a kernel in a boot/ directory");
+        assert_eq!(beside_kernel(&dir.path().join("boot/bzImage")), None);
+    }
+
+    #[test]
     fn modules_for_another_kernel_are_refused() {
         let (dir, tree) = open_modinfo_tree();
         let kernel = dir.path().join("bzImage");
@@ -956,15 +986,18 @@ mod tests {
         assert!(MODULE_SYMBOLS.iter().all(|(_, m)| !m.contains('-')), "names use `_`");
     }
 
-    /// Debian's cloud kernel package, unpacked, as `.ci/run` names it in
-    /// `$BUSYROOT_TEST_KERNEL` (`<dir>/boot/vmlinuz-<release>`): the kernel, the unpacked
-    /// directory, its release and its module tree. Skipped, saying so, outside CI.
+    /// Debian's cloud kernel package as `cargo xtask kernel --distro debian` unpacked it in
+    /// this workspace (`<dir>/boot/vmlinuz-<release>`): the kernel, the unpacked directory,
+    /// its release and its module tree. Skipped, saying how to un-skip, without it.
     fn debian() -> Option<(PathBuf, PathBuf, String, ModuleTree)> {
-        let kernel = std::env::var_os("BUSYROOT_TEST_KERNEL").map(PathBuf::from);
+        let ws = crate::config::Workspace::load(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let layout = crate::context::Layout::new(&ws, crate::arch::Arch::X86_64);
+        let kernel = crate::pipeline::distro::installed_kernel(&layout);
         let name = kernel.as_deref().and_then(Path::file_name).map(|n| n.to_string_lossy());
         let release = name.as_deref().and_then(|n| n.strip_prefix("vmlinuz-"));
         let Some(release) = release.filter(|r| r.ends_with("-cloud-amd64")) else {
-            let reason = "$BUSYROOT_TEST_KERNEL does not name Debian's unpacked cloud kernel";
+            let reason = "Debian's cloud kernel is not fetched; run `cargo xtask kernel --distro \
+                          debian`";
             crate::testing::skip("Debian's cloud kernel tests", reason);
             return None;
         };

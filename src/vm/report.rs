@@ -159,6 +159,20 @@ impl RunReport {
         }
     }
 
+    /// One word for what happened, never `passed` unless the exit code is 0: the outcome's
+    /// word, except that a command which ran and exited non-zero is `failed`, and one that
+    /// reported no status is `error`.
+    pub fn verdict(&self) -> &'static str {
+        match (&self.outcome, &self.command) {
+            (Outcome::Passed, Some(c)) => match c.status {
+                Some(0) => "passed",
+                Some(_) => "failed",
+                None => "error",
+            },
+            (outcome, _) => outcome.verdict(),
+        }
+    }
+
     /// One line saying how the run ended, for stderr.
     pub fn verdict_line(&self) -> String {
         let code = self.exit_code();
@@ -218,7 +232,7 @@ impl RunReport {
             _ => serde_json::Value::Null,
         };
         json!({
-            "verdict": self.outcome.verdict(),
+            "verdict": self.verdict(),
             "exit_code": self.exit_code(),
             "failure": failure,
             "arch": self.arch.name(),
@@ -435,7 +449,7 @@ mod tests {
     #[test]
     fn json_tells_a_125_command_from_a_failed_boot() {
         let own = report(Outcome::Passed, Some(command(Some(125)))).to_json();
-        assert_eq!(own["verdict"], "passed");
+        assert_eq!(own["verdict"], "failed");
         assert_eq!(own["command"]["status"], 125);
         let f = BootFailure {
             kind: BootFailureKind::Timeout,
@@ -447,6 +461,45 @@ mod tests {
         assert_eq!(boot["exit_code"], 125);
         assert_eq!(boot["failure"]["kind"], "timeout");
         assert!(boot["command"]["status"].is_null());
+    }
+
+    #[test]
+    fn the_verdict_is_passed_only_with_exit_code_0() {
+        let f =
+            BootFailure { kind: BootFailureKind::Panic, message: "x".into(), console_tail: vec![] };
+        let reports = [
+            report(Outcome::Passed, None),
+            report(Outcome::Passed, Some(command(Some(0)))),
+            report(Outcome::Passed, Some(command(Some(3)))),
+            report(Outcome::Passed, Some(command(None))),
+            report(Outcome::ChecksFailed(vec!["x".into()]), None),
+            report(Outcome::CommandTimedOut, Some(command(None))),
+            report(Outcome::BootFailed(f.clone()), None),
+            report(Outcome::BootFailed(f), Some(command(None))),
+            report(Outcome::SetupFailed("x".into()), Some(command(None))),
+            report(Outcome::Interrupted, Some(command(None))),
+        ];
+        let got: Vec<_> = reports.iter().map(|r| (r.verdict(), r.exit_code())).collect();
+        assert_eq!(
+            got,
+            [
+                ("passed", 0),
+                ("passed", 0),
+                ("failed", 3),
+                ("error", 125),
+                ("checks-failed", 1),
+                ("command-timeout", 124),
+                ("boot-failed", 2),
+                ("boot-failed", 125),
+                ("setup-failed", 125),
+                ("interrupted", 130),
+            ]
+        );
+        for r in &reports {
+            assert_eq!(r.to_json()["verdict"], r.verdict());
+            assert_eq!(r.to_json()["exit_code"], r.exit_code());
+            assert!(r.verdict_line().starts_with("busyroot: "), "{}", r.verdict_line());
+        }
     }
 
     #[test]

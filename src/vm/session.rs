@@ -115,6 +115,7 @@ pub fn run(
                 BootFailure { kind: BootFailureKind::BadKernel, message, console_tail: Vec::new() };
             report.outcome = Outcome::BootFailed(failure);
             report.total_time = started.elapsed();
+            mark_not_run(plan, &mut report);
             return Ok(report);
         }
     }
@@ -152,7 +153,24 @@ pub fn run(
         sockets.remove();
     }
     report.total_time = started.elapsed();
+    mark_not_run(plan, &mut report);
     Ok(report)
+}
+
+/// Records a planned command that never started (the boot, the set-up or a check failed
+/// first) as one without a status, so that the exit code is busyroot's own (125), not the
+/// code of a run without a command.
+fn mark_not_run(plan: &RunPlan, report: &mut RunReport) {
+    if let (Some(argv), None) = (&plan.command, &report.command) {
+        report.command = Some(CommandResult {
+            argv: argv.clone(),
+            status: None,
+            duration: Duration::ZERO,
+            stdout: String::new(),
+            stderr: String::new(),
+            tap: None,
+        });
+    }
 }
 
 /// Boots `spec` with the guest console on this terminal and returns the VMM's exit status

@@ -195,8 +195,10 @@ pub fn choose_transport(
         let mut problem = problems.into_iter().next();
         if problem.is_none() && transport == Transport::Virtiofs && virtiofsd.is_none() {
             problem = Some(
-                "`virtiofsd` is not installed (Debian 12 has no package; `cargo install \
-                 virtiofsd --locked` with libseccomp-dev and libcap-ng-dev, or set $VIRTIOFSD)"
+                "the Rust `virtiofsd` is not installed (Debian 12 has no package, and its \
+                 /usr/lib/qemu/virtiofsd is QEMU's old C one, which busyroot cannot drive): \
+                 `cargo install virtiofsd --locked` with libseccomp-dev and libcap-ng-dev, or \
+                 set $VIRTIOFSD"
                     .to_string(),
             );
         }
@@ -222,23 +224,82 @@ pub fn choose_transport(
     )))
 }
 
-/// The `virtiofsd` program: `$VIRTIOFSD`, else `virtiofsd` in `$PATH`, else where packages
-/// and `cargo install` put it.
+/// The `virtiofsd` programs on this host: the one to use and those passed over.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VirtiofsdSearch {
+    /// The first one busyroot can drive: the Rust virtiofsd, or one that does not say what
+    /// it is (assumed to take the Rust one's options).
+    pub program: Option<PathBuf>,
+    /// Each one looked at and not used, with why and what to do instead.
+    pub passed_over: Vec<(PathBuf, String)>,
+}
+
+/// The `virtiofsd` program busyroot drives, if there is one: see [`search_virtiofsd`].
 pub fn find_virtiofsd() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("VIRTIOFSD").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p));
-    }
-    let home_bin = std::env::var_os("CARGO_HOME")
+    search_virtiofsd().program
+}
+
+/// Looks at every `virtiofsd` in turn: `$VIRTIOFSD`, each `virtiofsd` in `$PATH`, then where
+/// packages and `cargo install` put it. Each is asked for its version: QEMU's old C
+/// virtiofsd (Debian 12's `/usr/lib/qemu/virtiofsd`, package qemu-system-common) takes other
+/// options and needs root for its sandbox, so it is passed over.
+pub fn search_virtiofsd() -> VirtiofsdSearch {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let cargo_home = var("CARGO_HOME")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .map(|c| c.join("bin/virtiofsd"));
-    crate::host::tools::find_program("virtiofsd").or_else(|| {
-        ["/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"]
-            .into_iter()
-            .map(PathBuf::from)
-            .chain(home_bin)
-            .find(|p| p.is_file())
-    })
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let path = var("PATH").unwrap_or_default();
+    search_in(virtiofsd_candidates(var("VIRTIOFSD"), &path, cargo_home.as_deref()))
+}
+
+/// Where to look, in order, each path once.
+fn virtiofsd_candidates(
+    env: Option<OsString>,
+    path: &std::ffi::OsStr,
+    cargo_home: Option<&Path>,
+) -> Vec<PathBuf> {
+    let mut candidates: Vec<PathBuf> = env.into_iter().map(PathBuf::from).collect();
+    candidates.extend(std::env::split_paths(path).map(|dir| dir.join("virtiofsd")));
+    candidates.extend(["/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"].map(PathBuf::from));
+    candidates.extend(cargo_home.map(|c| c.join("bin/virtiofsd")));
+    let mut seen = std::collections::HashSet::new();
+    candidates.retain(|c| c.is_file() && seen.insert(c.canonicalize().unwrap_or(c.clone())));
+    candidates
+}
+
+/// The first of `candidates` that is not QEMU's C virtiofsd.
+fn search_in(candidates: Vec<PathBuf>) -> VirtiofsdSearch {
+    let mut search = VirtiofsdSearch::default();
+    for candidate in candidates {
+        let version = virtiofsd_version(&candidate);
+        if is_qemu_virtiofsd(&version) {
+            let why = format!(
+                "it is QEMU's C virtiofsd (`{}`), which takes other options and needs root for \
+                 its sandbox; busyroot drives the Rust virtiofsd: `cargo install virtiofsd \
+                 --locked` (needs libseccomp-dev and libcap-ng-dev), or set $VIRTIOFSD to one",
+                version.lines().next().unwrap_or("").trim()
+            );
+            search.passed_over.push((candidate, why));
+        } else {
+            search.program = Some(candidate);
+            break;
+        }
+    }
+    search
+}
+
+/// What `program --version` prints (empty if it cannot be run).
+fn virtiofsd_version(program: &Path) -> String {
+    let Ok(sh) = xshell::Shell::new() else { return String::new() };
+    let cmd = xshell::cmd!(sh, "{program} --version");
+    crate::host::exec::output(cmd)
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// QEMU's virtiofsd says `virtiofsd version 7.2.22 (…)`; the Rust one says `virtiofsd 1.10.1`.
+fn is_qemu_virtiofsd(version: &str) -> bool {
+    version.starts_with("virtiofsd version ")
 }
 
 /// A running `virtiofsd`, killed when dropped.
@@ -320,6 +381,38 @@ mod tests {
         let req: ShareRequest = "/does/not/exist".parse().unwrap();
         let err = req.resolve(0, Transport::NineP, Path::new("/tmp")).unwrap_err().to_string();
         assert!(err.contains("/does/not/exist") && err.contains("not a directory"), "{err}");
+    }
+
+    #[test]
+    fn qemus_c_virtiofsd_first_on_the_path_is_passed_over_for_the_rust_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fake = |sub: &str, says: &str| {
+            let bin = dir.path().join(sub);
+            std::fs::create_dir_all(&bin).unwrap();
+            let program = bin.join("virtiofsd");
+            std::fs::write(&program, format!("#!/bin/sh\nprintf '%s\\n' '{says}'\n")).unwrap();
+            std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+            bin
+        };
+        let c = fake("qemu", "virtiofsd version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)");
+        let rust = fake("cargo", "virtiofsd 1.13.2");
+        let path = std::env::join_paths([&c, &rust]).unwrap();
+        let candidates = virtiofsd_candidates(None, &path, None);
+        assert_eq!(candidates[..2], [c.join("virtiofsd"), rust.join("virtiofsd")]);
+        let search = search_in(candidates);
+        assert_eq!(search.program, Some(rust.join("virtiofsd")));
+        let (passed, why) = &search.passed_over[0];
+        assert_eq!(passed, &c.join("virtiofsd"));
+        assert!(why.contains("QEMU's C virtiofsd (`virtiofsd version 7.2.22"), "{why}");
+        assert!(why.contains("cargo install virtiofsd --locked"), "{why}");
+
+        // The C one alone: nothing to use, and it says why.
+        let search = search_in(vec![c.join("virtiofsd")]);
+        assert_eq!((search.program, search.passed_over.len()), (None, 1));
+        // $VIRTIOFSD comes first.
+        let env = Some(rust.join("virtiofsd").into_os_string());
+        assert_eq!(virtiofsd_candidates(env, &path, None)[0], rust.join("virtiofsd"));
     }
 
     #[test]

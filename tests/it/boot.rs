@@ -2,8 +2,8 @@
 //! a boot can fail (panic, bogus kernel, wrong expectation). kvmtool has its own module,
 //! `kvmtool.rs`, which uses the set-up here.
 //!
-//! The kernel comes from `$BUSYROOT_TEST_KERNEL` (CI unpacks Debian's cloud kernel), else it
-//! is the one `cargo xtask kernel` built; the images from `$BUSYROOT_TEST_IMAGE_DIR` (holding
+//! The kernel comes from `$BUSYROOT_TEST_KERNEL` (any kernel), else it is the one `cargo xtask
+//! kernel` built or fetched (`--distro debian`), the newer; the images from `$BUSYROOT_TEST_IMAGE_DIR` (holding
 //! rootfs.ext4 and rootfs.cpio.gz) or else the rootfs the test run builds.
 
 use std::path::PathBuf;

@@ -302,8 +302,9 @@ fn vmms_of(parent: u32) -> Vec<u32> {
 #[test]
 fn ctrl_c_during_a_boot_exits_130_and_leaves_no_vmm() {
     let test = "ctrl_c_during_a_boot_exits_130_and_leaves_no_vmm";
-    let Some(kernel) = std::env::var_os("BUSYROOT_TEST_KERNEL").filter(|k| !k.is_empty()) else {
-        return skip(test, "$BUSYROOT_TEST_KERNEL is not set (see tests/it/boot.rs)");
+    let kernel = match support::test_kernel() {
+        Ok(kernel) => kernel,
+        Err(reason) => return skip(test, &reason),
     };
     if !support::have("qemu-system-x86_64") {
         return skip(test, "qemu-system-x86_64 is not installed (package qemu-system-x86)");
@@ -588,7 +589,9 @@ fn truncated_and_failed_downloads_name_the_url_and_the_way_offline() {
 fn an_unreadable_skeleton_file_is_named() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        return skip("an_unreadable_skeleton_file_is_named", "root can read every file");
+        let why = "root can read every file; run the tests as an ordinary user, e.g. \
+                   `su <user> -c 'cargo test --workspace'`";
+        return skip("an_unreadable_skeleton_file_is_named", why);
     }
     use std::os::unix::fs::PermissionsExt;
     let dir = support::tempdir();
@@ -633,7 +636,11 @@ const ENOSPC: &str = "No space left on device (os error 28)";
 fn a_full_disk_is_a_clean_error_and_keeps_the_previous_image() {
     let test = "a_full_disk_is_a_clean_error_and_keeps_the_previous_image";
     let Some(small) = std::env::var_os("BUSYROOT_TEST_SMALL_FS") else {
-        return skip(test, "$BUSYROOT_TEST_SMALL_FS (a small, e.g. 8 MiB, tmpfs) is not set");
+        let why = "$BUSYROOT_TEST_SMALL_FS is not set; as root, `mkdir -p /var/tmp/small && \
+                   mount -t tmpfs -o size=8m small /var/tmp/small && chown <user>: \
+                   /var/tmp/small`, then `BUSYROOT_TEST_SMALL_FS=/var/tmp/small cargo test \
+                   --workspace`";
+        return skip(test, why);
     };
     let outputs = match support::rootfs() {
         Ok(o) => o,

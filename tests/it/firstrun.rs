@@ -1,6 +1,6 @@
 //! What a new user meets first: a skipped test says so on the terminal, and the smallest
-//! `"auto"` image boots with the kernel `cargo xtask kernel` built, passes every check, and
-//! the boot adds no file to the image (`/dev` lives in memory).
+//! `"auto"` image boots with the kernel `cargo xtask kernel` built (or fetched), passes every
+//! check, and the boot adds no file to the image (`/dev` lives in memory).
 
 use busyroot::arch::Arch;
 use busyroot::config::ImageSizeSetting;

@@ -146,8 +146,9 @@ fn lkvm(test: &str) -> Option<PathBuf> {
         support::skip(
             test,
             &format!(
-                "`{}` is not installed; set $LKVM to an lkvm built from kvmtool's source (README.md, \
-                 section kvmtool)",
+                "`{}` is not installed; unpack kvmtool's source (CI's snapshot: \
+                 `../shared/vendor/kvmtool-*.tar.gz`) into DIR, `make -C DIR lkvm`, then \
+                 `LKVM=DIR/lkvm cargo test --workspace` (docs/architectures.md, section kvmtool)",
                 program.display()
             ),
         );
@@ -349,7 +350,7 @@ fn the_real_lkvm_rejects_a_wrong_argument() {
 
 #[test]
 fn lkvm_takes_console_input_only_on_a_terminal() {
-    // What a console protocol under kvmtool has to provide (README.md, section kvmtool):
+    // What a console protocol under kvmtool has to provide (docs/architectures.md, section kvmtool):
     // lkvm's term.c starts the thread that feeds stdin to the guest only when stdin and
     // stdout are a terminal, and all four serial ports read that same input unless `--tty N`
     // moves port N onto a pty of its own, which again needs a terminal. So lkvm must run on a

@@ -3,6 +3,7 @@
 mod boot;
 mod channel;
 mod cross;
+mod distro;
 mod faults;
 mod firstrun;
 mod incremental;

@@ -18,8 +18,12 @@ use super::support;
 
 /// The workspace with `cells` as its `[[matrix]]`, if the kernel, QEMU and the rootfs are
 /// there; else `None` after saying why.
-fn setup(test: &str, cells: Vec<MatrixCell>) -> Option<Workspace> {
-    support::built_kernel_and_rootfs(test)?;
+fn setup(test: &str, mut cells: Vec<MatrixCell>) -> Option<Workspace> {
+    let (kernel, _) = support::built_kernel_and_rootfs(test)?;
+    // The kernel built or fetched; a cell without one would take only the built one.
+    for cell in cells.iter_mut().filter(|c| c.kernel.is_none()) {
+        cell.kernel = Some(kernel.clone());
+    }
     let mut ws = support::workspace();
     ws.config.matrix = cells;
     Some(ws)

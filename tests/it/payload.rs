@@ -199,11 +199,12 @@ fn overlays_reach_the_disk_and_the_initramfs_and_leave_the_image_as_built() {
 
 #[test]
 fn a_distribution_kernel_loads_its_modules_for_a_virtiofs_share() {
-    // Debian's cloud kernel (CI's $BUSYROOT_TEST_KERNEL): virtio-pci, fuse and virtiofs are
-    // modules, delivered from the package's own tree into the boot copy of the disk.
+    // Debian's cloud kernel (`cargo xtask kernel --distro debian`): virtio-pci, fuse and
+    // virtiofs are modules, delivered from the package's own tree into the boot copy of the disk.
     let test = "a_distribution_kernel_loads_its_modules_for_a_virtiofs_share";
-    let Some(kernel) = std::env::var_os("BUSYROOT_TEST_KERNEL").map(PathBuf::from) else {
-        return support::skip(test, "$BUSYROOT_TEST_KERNEL (Debian's cloud kernel) is not set");
+    let kernel = match support::debian_cloud_kernel() {
+        Ok(kernel) => kernel,
+        Err(reason) => return support::skip(test, &reason),
     };
     let root = kernel.parent().and_then(Path::parent).unwrap().to_path_buf();
     if !root.join("lib/modules").is_dir() {

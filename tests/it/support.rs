@@ -19,33 +19,40 @@ pub fn workspace() -> Workspace {
 /// Says why a test does not run, past libtest's capture; a failure in CI.
 pub use busyroot::testing::skip;
 
-/// The x86_64 kernel the boot tests use: `$BUSYROOT_TEST_KERNEL`, else the one
-/// `cargo xtask kernel` built in this workspace; `Err` holds the reason to skip.
+/// The x86_64 kernel the boot tests use: `$BUSYROOT_TEST_KERNEL` (any kernel), else the one
+/// `cargo xtask kernel` built or fetched in this workspace ([`built_test_kernel`]); `Err`
+/// holds the reason to skip.
 pub fn test_kernel() -> Result<PathBuf, String> {
     if let Some(kernel) = std::env::var_os("BUSYROOT_TEST_KERNEL").filter(|k| !k.is_empty()) {
         return Ok(kernel.into());
     }
-    built_test_kernel().map_err(|built| {
-        format!(
-            "$BUSYROOT_TEST_KERNEL is not set and {built}; or point $BUSYROOT_TEST_KERNEL at \
-             an x86_64 kernel such as Debian's linux-image-*-cloud-amd64 /boot/vmlinuz-* \
-             (unpacked with dpkg-deb -x)"
-        )
+    built_test_kernel()
+}
+
+/// The x86_64 kernel `cargo xtask kernel` built in this workspace, else the one it fetched
+/// (`--distro`): the built one first, so that a run with both always boots the same kernel;
+/// `Err` holds the reason to skip, naming the command that un-skips.
+pub fn built_test_kernel() -> Result<PathBuf, String> {
+    let ws = workspace();
+    let built = busyroot::pipeline::kernel::kernel_image_path(&ws, Arch::X86_64);
+    let layout = busyroot::context::Layout::new(&ws, Arch::X86_64);
+    let fetched = busyroot::pipeline::distro::installed_kernel(&layout);
+    std::iter::once(built).chain(fetched).find(|k| k.is_file()).ok_or_else(|| {
+        "no kernel in this workspace; run `cargo xtask kernel --distro debian` (seconds) or \
+             `cargo xtask kernel` (a build from source), or set $BUSYROOT_TEST_KERNEL to any \
+             x86_64 kernel image"
+            .to_string()
     })
 }
 
-/// The x86_64 kernel `cargo xtask kernel` built in this workspace; `Err` holds the reason to
-/// skip.
-pub fn built_test_kernel() -> Result<PathBuf, String> {
-    let path = busyroot::pipeline::kernel::kernel_image_path(&workspace(), Arch::X86_64);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "no kernel is built at `{}`; build it with `cargo xtask kernel`",
-            path.display()
-        ))
-    }
+/// Debian's cloud kernel as `cargo xtask kernel --distro debian` unpacked it in this
+/// workspace (`boot/vmlinuz-<release>` beside `lib/modules/<release>`), for the tests that
+/// need its modular virtio; `Err` holds the reason to skip.
+pub fn debian_cloud_kernel() -> Result<PathBuf, String> {
+    let layout = busyroot::context::Layout::new(&workspace(), Arch::X86_64);
+    busyroot::pipeline::distro::installed_kernel(&layout).ok_or_else(|| {
+        "Debian's cloud kernel is not fetched; run `cargo xtask kernel --distro debian`".into()
+    })
 }
 
 /// Tests never download: they use the cache and `BUSYROOT_MIRROR` only.
@@ -61,8 +68,9 @@ pub fn tarball_missing(ws: &Workspace) -> Option<String> {
     let in_mirror = opts.mirror.as_ref().is_some_and(|m| Path::new(m).join(&name).is_file());
     (!in_cache && !in_mirror).then(|| {
         format!(
-            "`{name}` is neither in the cache `{}` nor in $BUSYROOT_MIRROR; see README.md, \
-             section \"Downloads, offline use and mirrors\"",
+            "`{name}` is neither in the cache `{}` nor in $BUSYROOT_MIRROR; run `cargo xtask \
+             rootfs` once with network access (docs/configuration.md, section \"Downloads, \
+             offline use and mirrors\")",
             opts.cache_dir.display()
         )
     })
@@ -200,17 +208,17 @@ pub fn assert_no_process(pid: Option<u32>) {
     assert!(stat.is_empty(), "process {pid} is still there: {stat}");
 }
 
-/// What booting the x86_64 image with the kernel `cargo xtask kernel` built needs: that
-/// kernel's path and the rootfs, or `None` after saying why the test does not run.
+/// What booting the x86_64 image with the kernel `cargo xtask kernel` built or fetched needs:
+/// that kernel's path and the rootfs, or `None` after saying why the test does not run.
 pub fn built_kernel_and_rootfs(test: &str) -> Option<(std::path::PathBuf, &'static Outputs)> {
     let arch = busyroot::arch::Arch::X86_64;
-    let kernel = busyroot::pipeline::kernel::kernel_image_path(&workspace(), arch);
-    if !kernel.is_file() {
-        let why =
-            format!("no kernel at `{}`; build it with `cargo xtask kernel`", kernel.display());
-        skip(test, &why);
-        return None;
-    }
+    let kernel = match built_test_kernel() {
+        Ok(kernel) => kernel,
+        Err(why) => {
+            skip(test, &why);
+            return None;
+        }
+    };
     if !have(arch.info().qemu) {
         skip(test, "qemu-system-x86_64 is not installed (package qemu-system-x86)");
         return None;

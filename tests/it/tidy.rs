@@ -152,3 +152,40 @@ fn architecture_md_names_every_source_file() {
         .collect();
     assert!(unnamed.is_empty(), "say in ARCHITECTURE.md what these are for: {unnamed:?}");
 }
+
+/// README's Quick start is one `sh` block that CI runs as written (extracted from README.md,
+/// not copied): the set-up line as root (with or without sudo, no recommended packages), then
+/// the main job, a kernel, a boot check and a command in the guest with a shared directory.
+#[test]
+fn the_quick_start_is_one_block_from_set_up_to_a_shared_command() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(
+        readme.lines().count() <= 200,
+        "README.md is for the first steps; move reference text to docs/"
+    );
+    let section = readme.split("\n## Quick start").nth(1).expect("a `## Quick start` section");
+    let section = section.split("\n## ").next().unwrap();
+    assert_eq!(section.matches("```sh\n").count(), 1, "the Quick start is one block");
+    assert!(section.contains("<!-- ci: quick-start -->\n```sh\n"), "marked for .ci/readme-block");
+    let block = section.split("```sh\n").nth(1).unwrap().split("```").next().unwrap();
+    let lines: Vec<&str> = block.lines().collect();
+    assert!(lines[0].starts_with("$(command -v sudo) "), "set-up first, with or without sudo");
+    assert!(lines[0].contains("--no-install-recommends"), "{}", lines[0]);
+    let steps = [
+        "cargo xtask rootfs",
+        "cargo xtask kernel --distro debian",
+        "cargo xtask run --check",
+        "cargo xtask run --share",
+    ];
+    let mut at = 0;
+    for step in steps {
+        let found = lines[at..].iter().position(|l| l.starts_with(step));
+        at += found.unwrap_or_else(|| panic!("the Quick start lacks `{step}` after line {at}"));
+    }
+    // Every page README points to exists.
+    for link in readme.split("](").skip(1).filter_map(|s| s.split(')').next()) {
+        if !link.contains("://") && !link.starts_with('#') {
+            assert!(root().join(link).exists(), "README.md links to missing `{link}`");
+        }
+    }
+}

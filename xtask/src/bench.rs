@@ -206,11 +206,11 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
     }
 
     // The same choice as `cargo xtask run`; only having no kernel at all skips the figure.
-    let built = busyroot::pipeline::kernel::kernel_image_path(&ws, arch);
-    let kernel = (crate::run::kernel_named(&ws, args.kernel.as_deref()) || built.is_file())
-        .then(|| crate::run::select_kernel(&ws, arch, args.kernel.as_deref()))
-        .transpose()?
-        .map(|choice| choice.path);
+    let kernel = match crate::run::select_kernel(&ws, arch, args.kernel.as_deref()) {
+        Ok(choice) => Some(choice.path),
+        Err(_) if !crate::run::kernel_named(&ws, args.kernel.as_deref()) => None,
+        Err(err) => return Err(err),
+    };
     match kernel {
         Some(kernel) => {
             // The runs below boot this kernel: `cargo xtask run` takes $BUSYROOT_KERNEL when

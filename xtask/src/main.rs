@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_payload;
+mod clean;
 mod kernel;
 mod lava;
 mod matrix;
@@ -13,7 +14,7 @@ mod runner;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Build and boot-test a BusyBox root filesystem")]
+#[command(name = "cargo xtask", version, about = "Build and boot-test a BusyBox root filesystem")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,7 +24,8 @@ struct Cli {
 enum Command {
     /// Build rootfs.ext4, rootfs.cpio.gz and rootfs.tar under target/busyroot/<arch>/.
     Rootfs(rootfs::Target),
-    /// Build a minimal boot-test kernel into target/busyroot/<arch>/kernel/.
+    /// Build a minimal boot-test kernel into target/busyroot/<arch>/kernel/, or fetch a
+    /// distribution's with --distro (seconds, no root).
     Kernel(kernel::KernelArgs),
     /// Boot the image under QEMU or kvmtool: interactively, as a smoke check (--check), or to
     /// run a command in the guest (-- CMD) and exit with its status.
@@ -36,37 +38,75 @@ enum Command {
     Lava(lava::LavaArgs),
     /// Open BusyBox's menuconfig on busybox-config/.config and write the result back.
     Menuconfig(rootfs::Target),
+    /// Remove busyroot's outputs under target/busyroot/ (--arch: one architecture's); the
+    /// download cache stays unless --all.
+    Clean(clean::CleanArgs),
 }
 
 fn main() {
-    let cli = Cli::parse();
-    let result = (|| -> anyhow::Result<i32> {
-        let sh = xshell::Shell::new()?;
-        match cli.command {
-            Command::Rootfs(args) => rootfs::run(&sh, args).map(|()| 0),
-            Command::Kernel(args) => kernel::run(&sh, args).map(|()| 0),
-            Command::Run(args) => run::run(&sh, args),
-            Command::Matrix(args) => matrix::run(&sh, args),
-            Command::Bench(args) => bench::run(&sh, args).map(|()| 0),
-            Command::Lava(args) => lava::run(&sh, args),
-            Command::Menuconfig(args) => rootfs::menuconfig(&sh, args).map(|()| 0),
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let usage = err.use_stderr();
+            let _ = err.print();
+            // With `-- CMD`, CMD's status is the only source of other codes; a usage error is
+            // busyroot's own failure.
+            if usage && run::has_command(std::env::args()) {
+                eprintln!(
+                    "busyroot: usage error, the command did not run (exit {})",
+                    run::EXIT_NOT_RUN
+                );
+                std::process::exit(run::EXIT_NOT_RUN);
+            }
+            std::process::exit(if usage { 2 } else { 0 });
         }
-    })();
+    };
+    let sh = match xshell::Shell::new() {
+        Ok(sh) => sh,
+        Err(err) => {
+            eprintln!("error: cannot start: {err}");
+            std::process::exit(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Rootfs(args) => rootfs::run(&sh, args).map(|()| 0),
+        Command::Kernel(args) => kernel::run(&sh, args).map(|()| 0),
+        Command::Run(args) => {
+            let failure = run::Failure::of(&args);
+            match run::run(&sh, args) {
+                Ok(code) => Ok(code),
+                Err(err) => {
+                    print_error(&err);
+                    std::process::exit(failure.report(&err));
+                }
+            }
+        }
+        Command::Matrix(args) => matrix::run(&sh, args),
+        Command::Bench(args) => bench::run(&sh, args).map(|()| 0),
+        Command::Lava(args) => lava::run(&sh, args),
+        Command::Menuconfig(args) => rootfs::menuconfig(&sh, args).map(|()| 0),
+        Command::Clean(args) => clean::run(args).map(|()| 0),
+    };
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            eprintln!("error: {err:#}");
-            // The library names no flags; the command line says which one helps.
-            let hint = err.chain().find_map(|e| match e.downcast_ref() {
-                Some(busyroot::Error::UnsupportedHost { .. }) => Some("pass --arch"),
-                Some(busyroot::Error::NeedsKvm { .. }) => Some("use --vmm qemu"),
-                _ => None,
-            });
-            if let Some(hint) = hint {
-                eprintln!("hint: {hint}");
-            }
+            print_error(&err);
             std::process::exit(2);
         }
+    }
+}
+
+/// Prints `error: …` with its causes, and the flag that helps where there is one.
+fn print_error(err: &anyhow::Error) {
+    eprintln!("error: {err:#}");
+    // The library names no flags; the command line says which one helps.
+    let hint = err.chain().find_map(|e| match e.downcast_ref() {
+        Some(busyroot::Error::UnsupportedHost { .. }) => Some("pass --arch"),
+        Some(busyroot::Error::NeedsKvm { .. }) => Some("use --vmm qemu"),
+        _ => None,
+    });
+    if let Some(hint) = hint {
+        eprintln!("hint: {hint}");
     }
 }
 

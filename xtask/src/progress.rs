@@ -119,6 +119,10 @@ impl Progress for Reporter {
         self.println(&format!("note: {message}"));
     }
 
+    fn warning(&self, message: &str) {
+        self.println(&format!("warning: {message}"));
+    }
+
     fn output(&self, line: &str) {
         let line = line.trim();
         if line.is_empty() {

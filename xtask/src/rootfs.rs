@@ -60,7 +60,7 @@ pub fn workspace() -> anyhow::Result<Workspace> {
         .ancestors()
         .find(|dir| dir.join("Cargo.toml").is_file())
         .unwrap_or(Path::new(env!("CARGO_MANIFEST_DIR")));
-    Ok(Workspace::load(dir)?)
+    Ok(Workspace::load_reporting(dir, &Reporter::new())?)
 }
 
 /// Builds (or reuses) the images of `ws`; shared with `cargo xtask run`.

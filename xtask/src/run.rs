@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use busyroot::arch::Arch;
 use busyroot::config::Workspace;
+use busyroot::context::Layout;
 use busyroot::vm::{
     self, AccelRequest, Check, Event, Observer, Outcome, RootBusRequest, RunReport, ShareRequest,
     Vm, Vmm,
@@ -20,10 +21,12 @@ use crate::rootfs::{self, Target};
 /// Flags of `cargo xtask run`.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
-Exit codes: with `-- CMD`, CMD's own exit status; 124 if it ran past --cmd-timeout; 125 if it
-could not run (the boot, a check, or the set-up of shares and modules failed); 130 on Ctrl-C.
-With --check alone: 0 passed, 1 a check failed, 2 the boot failed. The last line on stderr
-always says which case it was (`busyroot: …`); --json records it as `verdict`.")]
+Exit codes: with `-- CMD`, CMD's own exit status; 124 if it ran past --cmd-timeout; 125 if
+busyroot itself failed and CMD did not run (a usage error, a refusal before the boot, the boot,
+a check, or the set-up of shares and modules); 130 on Ctrl-C. With --check alone: 0 passed,
+1 a check failed, 2 the boot failed or was refused. The last line on stderr always says which
+case it was (`busyroot: …`); --json records it as `verdict` (passed, failed, command-timeout,
+boot-failed, setup-failed, checks-failed, interrupted, error), `passed` only with exit 0.")]
 pub struct RunArgs {
     #[command(flatten)]
     pub boot: Boot,
@@ -104,11 +107,58 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+/// The exit code of a run whose command could not run: busyroot's own failure.
+pub const EXIT_NOT_RUN: i32 = vm::EXIT_NOT_RUN;
+
+/// Whether the command line `args` (of `cargo xtask …`) runs a command in the guest: `run`
+/// with something after `--`.
+pub fn has_command(args: impl Iterator<Item = String>) -> bool {
+    let mut args = args.skip(1).skip_while(|a| a != "run");
+    args.next().is_some() && args.skip_while(|a| a != "--").nth(1).is_some()
+}
+
+/// How a run that failed before it had a report ends: the exit code `--help` promises and a
+/// `--json` report saying so.
+pub struct Failure {
+    with_command: bool,
+    json: Option<PathBuf>,
+}
+
+impl Failure {
+    /// What `args` asked for, kept before the run consumes them.
+    pub fn of(args: &RunArgs) -> Failure {
+        Failure { with_command: !args.command.is_empty(), json: args.json.clone() }
+    }
+
+    /// Writes the `--json` report of `err` and the last stderr line; returns the exit code:
+    /// 125 with a command (its status is the only source of other codes), else 2 (the
+    /// boot failed).
+    pub fn report(&self, err: &anyhow::Error) -> i32 {
+        let code = if self.with_command { EXIT_NOT_RUN } else { 2 };
+        if let Some(path) = &self.json {
+            let json = serde_json::json!({
+                "verdict": "error",
+                "exit_code": code,
+                "failure": { "kind": "error", "message": format!("{err:#}") },
+            });
+            if let Err(e) = write_report(path, &format!("{json:#}\n")) {
+                eprintln!("error: {e:#}");
+            }
+        }
+        let what = if self.with_command { "the command did not run" } else { "no boot" };
+        let first = format!("{err:#}");
+        let first = first.lines().next().unwrap_or("");
+        eprintln!("busyroot: {what}: {first} (exit {code})");
+        code
+    }
+}
+
 /// The kernel and the root file system to boot; flags of `cargo xtask run` and `lava`.
 #[derive(clap::Args, Debug)]
 pub struct Boot {
     /// Kernel image to boot [default: $BUSYROOT_KERNEL, else config `run.kernel`, else the
-    /// kernel built by `cargo xtask kernel`].
+    /// newer of the kernels `cargo xtask kernel` built and `cargo xtask kernel --distro`
+    /// fetched (whose modules are then used without --modules)].
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
     /// Boot rootfs.cpio.gz as the initramfs instead of rootfs.ext4 as the root disk.
@@ -200,7 +250,8 @@ pub(crate) fn kernel_named(ws: &Workspace, flag: Option<&Path>) -> bool {
 }
 
 /// The kernel to boot: `flag` (--kernel), else $BUSYROOT_KERNEL, else config `run.kernel`
-/// (relative to the workspace root), else the one `cargo xtask kernel` built.
+/// (relative to the workspace root), else the newer of those `cargo xtask kernel` built or
+/// fetched (`--distro`).
 pub(crate) fn select_kernel(
     ws: &Workspace,
     arch: Arch,
@@ -209,7 +260,9 @@ pub(crate) fn select_kernel(
     let env = std::env::var_os("BUSYROOT_KERNEL");
     let config = ws.config.run.kernel.as_ref().map(|k| ws.path(k));
     let built = busyroot::pipeline::kernel::kernel_image_path(ws, arch);
-    Ok(vm::select_kernel(arch, flag, env.as_deref(), config.as_deref(), &built)?)
+    let fetched = busyroot::pipeline::distro::installed_kernel(&Layout::new(ws, arch));
+    let (env, config) = (env.as_deref(), config.as_deref());
+    Ok(vm::select_kernel(arch, flag, env, config, &built, fetched.as_deref())?)
 }
 
 /// The checks the configuration adds to the standard ones: `run.checks`, then those of
