@@ -31,6 +31,9 @@ fn build(sh: &Shell, arch: Arch) -> Outputs {
 #[test]
 fn each_cross_arch_builds_a_static_busybox_of_its_own_and_leaves_the_others_fresh() {
     let test = "each_cross_arch_builds_a_static_busybox_of_its_own_and_leaves_the_others_fresh";
+    if busyroot::testing::slow(test) {
+        return;
+    }
     let ws = support::workspace();
     if let Some(reason) = support::tarball_missing(&ws) {
         return skip(test, &reason);

@@ -215,6 +215,9 @@ fn runs_killed_during_extraction_and_during_make_are_finished_by_the_next_run() 
     if act_as_child() {
         return;
     }
+    if busyroot::testing::slow(test) {
+        return;
+    }
     let dir = support::tempdir();
     let Some(ws) = built_checkout(test, dir.path()) else { return };
     let before = build(&ws, &Silent).unwrap();

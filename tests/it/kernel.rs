@@ -60,6 +60,9 @@ fn toolchain(arch: Arch) -> Result<Toolchain, String> {
 #[test]
 fn shipped_fragments_survive_the_merge_on_every_arch_with_a_compiler() {
     let test = "shipped_fragments_survive_the_merge_on_every_arch_with_a_compiler";
+    if busyroot::testing::slow(test) {
+        return;
+    }
     let tree = match source_tree() {
         Ok(tree) => tree,
         Err(reason) => return skip(test, &reason),
@@ -94,6 +97,9 @@ fn shipped_fragments_survive_the_merge_on_every_arch_with_a_compiler() {
 #[test]
 fn a_fragment_option_lost_in_the_merge_is_reported_by_name() {
     let test = "a_fragment_option_lost_in_the_merge_is_reported_by_name";
+    if busyroot::testing::slow(test) {
+        return;
+    }
     let tree = match source_tree() {
         Ok(tree) => tree,
         Err(reason) => return skip(test, &reason),

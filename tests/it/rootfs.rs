@@ -235,6 +235,9 @@ fn outputs_read_back_equal_the_manifest() {
 #[test]
 fn two_checkouts_build_bit_identical_outputs() {
     let test = "two_checkouts_build_bit_identical_outputs";
+    if busyroot::testing::slow(test) {
+        return;
+    }
     let ws = support::workspace();
     if let Some(reason) = support::tarball_missing(&ws) {
         return skip(test, &reason);

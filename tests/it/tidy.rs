@@ -58,15 +58,18 @@ fn shipped_busybox_config_is_static_without_nss_and_tc() {
 }
 
 #[test]
-fn ci_runs_the_test_command_from_the_readme() {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+fn ci_runs_the_readmes_quick_start_and_test_command_from_the_readme_text() {
     let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
-    let command = readme
-        .lines()
-        .find_map(|l| l.strip_suffix("# the tests"))
-        .map(str::trim)
-        .expect("README.md shows the test command on a line ending in `# the tests`");
-    assert!(ci.contains(command), ".ci/run must run README's test command `{command}`");
+    let sh = xshell::Shell::new().unwrap();
+    let extract = root().join(".ci/readme-block");
+    for name in ["quick-start", "tests"] {
+        assert!(
+            ci.contains(&format!("$(.ci/readme-block {name})")),
+            ".ci/run must run README's `{name}` block as `.ci/readme-block {name}` extracts it"
+        );
+        let block = xshell::cmd!(sh, "{extract} {name}").quiet().read().unwrap();
+        assert!(!block.trim().is_empty(), "README's `{name}` block is empty");
+    }
 }
 
 /// The body of `fn name(` in `source`: from its line to the closing brace at the same

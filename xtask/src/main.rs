@@ -10,6 +10,7 @@ mod progress;
 mod rootfs;
 mod run;
 mod runner;
+mod test;
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +42,9 @@ enum Command {
     /// Remove busyroot's outputs under target/busyroot/ (--arch: one architecture's); the
     /// download cache stays unless --all.
     Clean(clean::CleanArgs),
+    /// Run busyroot's tests (`cargo test --workspace`; the slow ones too with --slow) and sum
+    /// up every skipped test and why on the last line.
+    Test(test::TestArgs),
 }
 
 fn main() {
@@ -86,6 +90,7 @@ fn main() {
         Command::Lava(args) => lava::run(&sh, args),
         Command::Menuconfig(args) => rootfs::menuconfig(&sh, args).map(|()| 0),
         Command::Clean(args) => clean::run(args).map(|()| 0),
+        Command::Test(args) => test::run(&sh, args),
     };
     match result {
         Ok(code) => std::process::exit(code),
