@@ -177,16 +177,23 @@ fn fake_linux_tarball(dir: &Path, arch: Arch) -> PathBuf {
     path
 }
 
+/// A fragments directory in `dir` for the stand-in source: `CONFIG_A=y` in common.config and
+/// an empty fragment for `arch`, whose path is returned beside the directory's.
+fn fake_fragments(dir: &Path, arch: Arch) -> (PathBuf, PathBuf) {
+    let fragments = dir.join("kernel-config");
+    std::fs::create_dir(&fragments).unwrap();
+    std::fs::write(fragments.join("common.config"), "CONFIG_A=y\n").unwrap();
+    let arch_fragment = fragments.join(format!("{arch}.config"));
+    std::fs::write(&arch_fragment, "").unwrap();
+    (fragments, arch_fragment)
+}
+
 #[test]
 fn a_second_build_with_nothing_changed_is_fresh_and_a_changed_fragment_rebuilds() {
     let test = "a_second_build_with_nothing_changed_is_fresh_and_a_changed_fragment_rebuilds";
     let Some(arch) = Arch::host() else { return skip(test, "unsupported host architecture") };
     let dir = support::tempdir();
-    let fragments = dir.path().join("kernel-config");
-    std::fs::create_dir(&fragments).unwrap();
-    std::fs::write(fragments.join("common.config"), "CONFIG_A=y\n").unwrap();
-    let arch_fragment = fragments.join(format!("{arch}.config"));
-    std::fs::write(&arch_fragment, "").unwrap();
+    let (fragments, arch_fragment) = fake_fragments(dir.path(), arch);
     let ws = workspace_with(&fragments, &dir.path().join("target"));
     let mut builder = KernelBuilder::new(ws.clone()).unwrap();
     builder
@@ -233,11 +240,7 @@ fn the_kernel_cache_serves_another_checkout_only_while_every_input_matches() {
     let test = "the_kernel_cache_serves_another_checkout_only_while_every_input_matches";
     let Some(arch) = Arch::host() else { return skip(test, "unsupported host architecture") };
     let dir = support::tempdir();
-    let fragments = dir.path().join("kernel-config");
-    std::fs::create_dir(&fragments).unwrap();
-    std::fs::write(fragments.join("common.config"), "CONFIG_A=y\n").unwrap();
-    let arch_fragment = fragments.join(format!("{arch}.config"));
-    std::fs::write(&arch_fragment, "").unwrap();
+    let (fragments, arch_fragment) = fake_fragments(dir.path(), arch);
     let tarball = fake_linux_tarball(dir.path(), arch);
     // A compiler whose version the test changes: only `--version` is ever asked of it.
     let cc = dir.path().join("cc");

@@ -114,14 +114,7 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
     if args.payload {
         let kernel = crate::run::select_kernel(&ws, arch, args.kernel.as_deref())?.path;
         let (rows, notes) = crate::bench_payload::rows(sh, &args, arch, &kernel, &dir)?;
-        if args.json {
-            println!("{}", to_json(&rows));
-        } else {
-            print_table(&rows);
-        }
-        for note in notes {
-            println!("{note}");
-        }
+        print_report(&rows, &notes, args.json);
         return Ok(());
     }
     let layout = builder.layout();
@@ -246,16 +239,20 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
         rows.push(row);
     }
     rows.extend(kernel_rows(sh, &ws, &args)?);
+    print_report(&rows, &notes, args.json);
+    Ok(())
+}
 
-    if args.json {
-        println!("{}", to_json(&rows));
+/// The table (or its JSON), then the notes under it.
+fn print_report(rows: &[Row], notes: &[String], json: bool) {
+    if json {
+        println!("{}", to_json(rows));
     } else {
-        print_table(&rows);
+        print_table(rows);
     }
     for note in notes {
         println!("{note}");
     }
-    Ok(())
 }
 
 /// The matrix (`cargo xtask matrix`: every cell, several VMs at once) against the same cells
