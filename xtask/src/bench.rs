@@ -367,6 +367,13 @@ fn kernel_rows(sh: &Shell, ws: &Workspace, args: &BenchArgs) -> anyhow::Result<V
                     .run()?;
             }
             baseline.push(start.elapsed());
+            let (o, b) = (ours.last().unwrap(), baseline.last().unwrap());
+            eprintln!(
+                "bench: {arch} kernel: {:.1} s against tinyconfig's {:.1} s ({:.2}x)",
+                secs(*o),
+                secs(*b),
+                secs(*o) / secs(*b)
+            );
         }
         rows.push(Row {
             figure: kernel_figure(arch),
