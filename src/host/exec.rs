@@ -224,8 +224,13 @@ impl Running {
         }
     }
 
+    /// The program's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The exit status, once the program exited; `None` if it still ran at `deadline`.
-    fn wait_until(&mut self, deadline: Instant) -> Option<ExitStatus> {
+    pub fn wait_until(&mut self, deadline: Instant) -> Option<ExitStatus> {
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);

@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// Kernel modules for the payload figures' kernel (as `run --modules`)
     #[arg(long, value_name = "PATH")]
     pub modules: Option<PathBuf>,
+    /// Only a soak: N payload runs in a row (passing, failing, timing out, Ctrl-C'd in turn),
+    /// then a check that no process, descriptor, temporary file or output was left behind
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub soak: usize,
 }
 
 /// One row: our figure and its baseline, each as the samples of several runs.
@@ -111,6 +115,13 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
     let _dir = sh.push_dir(&root);
     eprintln!("bench: warming up (building the rootfs once)");
     xtask(&["rootfs"])?;
+    if args.soak > 0 {
+        let kernel = crate::run::select_kernel(&ws, arch, args.kernel.as_deref())?.path;
+        for note in crate::soak::soak(sh, args.soak, &kernel, &dir)? {
+            println!("{note}");
+        }
+        return Ok(());
+    }
     if args.payload {
         let kernel = crate::run::select_kernel(&ws, arch, args.kernel.as_deref())?.path;
         let (rows, notes) = crate::bench_payload::rows(sh, &args, arch, &kernel, &dir)?;

@@ -10,6 +10,7 @@ mod progress;
 mod rootfs;
 mod run;
 mod runner;
+mod soak;
 mod test;
 
 use clap::{Parser, Subcommand};
