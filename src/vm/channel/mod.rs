@@ -298,6 +298,19 @@ fn feed(mut stream: Box<dyn Shutdown + Send>, input: Input) -> JoinHandle<()> {
     })
 }
 
+/// The next read's length; `None` at the end of the stream or on an error (an interrupted
+/// read is retried).
+fn read_some(source: &mut dyn Read, buf: &mut [u8]) -> Option<usize> {
+    loop {
+        match source.read(buf) {
+            Ok(0) => return None,
+            Ok(n) => return Some(n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
 fn reader(
     mut source: Box<dyn Read + Send>,
     which: OutputStream,
@@ -307,13 +320,7 @@ fn reader(
     let mut end = StreamEnd::new(tag.as_bytes());
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 << 10];
-        loop {
-            let n = match source.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            };
+        while let Some(n) = read_some(&mut source, &mut buf) {
             let mut out = Vec::new();
             let done = end.feed(&buf[..n], &mut out);
             if !out.is_empty() && tx.send(Msg::Data(which, out)).is_err() {
@@ -334,13 +341,7 @@ fn status_reader(mut source: Box<dyn Read + Send>, tx: SyncSender<Msg>) -> JoinH
     std::thread::spawn(move || {
         let mut lines = StatusReader::default();
         let mut buf = [0u8; 256];
-        loop {
-            let n = match source.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            };
+        while let Some(n) = read_some(&mut source, &mut buf) {
             for line in lines.feed(&buf[..n]) {
                 if tx.send(Msg::Status(line)).is_err() {
                     return;
