@@ -3,7 +3,6 @@
 //! true` against bare QEMU booting the same kernel into an init that resets at once, and
 //! payload output against the same command writing to `/dev/null` in the guest.
 
-use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,7 @@ use anyhow::Context;
 use busyroot::arch::Arch;
 use busyroot::host::exec::Running;
 use busyroot::progress::Silent;
-use busyroot::vm::{self, Event, Input, Observer, Outcome, OutputStream, Root, Vm, VmSpec, Vmm};
+use busyroot::vm::{self, Event, Input, Outcome, Root, Vm, VmSpec, Vmm};
 use xshell::{cmd, Shell};
 
 use crate::bench::{median, BenchArgs, Row};
@@ -152,24 +151,6 @@ fn timed(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<Duration> {
     Ok(t.elapsed())
 }
 
-/// Keeps the payload's bytes.
-#[derive(Default)]
-struct Keep(RefCell<(Vec<u8>, Vec<u8>)>);
-
-impl Observer for Keep {
-    fn event(&self, event: Event) {
-        if let Event::Output(stream, bytes) = event {
-            let mut kept = self.0.borrow_mut();
-            match stream {
-                OutputStream::Stdout => kept.0.extend_from_slice(&bytes),
-                OutputStream::Stderr => kept.1.extend_from_slice(&bytes),
-            }
-        }
-    }
-}
-
-/// Runs `sh -c script` and returns its command time (from the guest's ready line to its
-/// status, streams drained) and its stdout.
 fn payload(vm: &Vm, script: &str, input: Input) -> anyhow::Result<(Duration, Vec<u8>)> {
     let mut vm = vm.clone();
     vm.stdin(input);
@@ -178,18 +159,15 @@ fn payload(vm: &Vm, script: &str, input: Input) -> anyhow::Result<(Duration, Vec
 }
 
 fn run_script(vm: &Vm, script: &str) -> anyhow::Result<(Duration, Vec<u8>, Vec<u8>)> {
-    let sh = Shell::new()?;
-    let keep = Keep::default();
-    let argv = vec!["sh".into(), "-c".into(), script.into()];
-    let report = vm.run_with(&sh, Some(argv), &keep)?;
+    let out = vm.run(["sh", "-c", script])?;
+    let report = &out.report;
     let command = report.command.as_ref().context("the command did not run")?;
     anyhow::ensure!(
         report.outcome == Outcome::Passed && command.status == Some(0),
         "`{script}` did not pass: {}",
         report.verdict_line()
     );
-    let (out, err) = keep.0.into_inner();
-    Ok((command.duration, out, err))
+    Ok((command.duration, out.stdout_bytes, out.stderr_bytes))
 }
 
 /// The floor: QEMU with the same machine, kernel and initramfs, whose init is BusyBox's
