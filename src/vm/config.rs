@@ -21,6 +21,16 @@ pub struct RunConfig {
     /// kvmtool program; `$LKVM` takes precedence.
     /// Default: `lkvm` from `$PATH`.
     pub lkvm: Option<PathBuf>,
+    /// Firecracker program; `$FIRECRACKER` takes precedence.
+    /// Default: `firecracker` from `$PATH`.
+    pub firecracker: Option<PathBuf>,
+    /// cloud-hypervisor program; `$CLOUD_HYPERVISOR` takes precedence.
+    /// Default: `cloud-hypervisor` from `$PATH`.
+    pub cloud_hypervisor: Option<PathBuf>,
+    /// VMMs busyroot has no backend for, by name: `[…run.vmm.<name>]` tables with the
+    /// program, its arguments and its console (see [`VmmConfig`](super::VmmConfig)).
+    /// Default: none.
+    pub vmm: std::collections::BTreeMap<String, super::VmmConfig>,
     /// Guest memory in MiB.
     /// Default: 256.
     pub mem: u32,
@@ -47,6 +57,9 @@ impl Default for RunConfig {
             kernel: None,
             qemu: None,
             lkvm: None,
+            firecracker: None,
+            cloud_hypervisor: None,
+            vmm: Default::default(),
             mem: super::DEFAULT_MEM_MIB,
             cpus: super::DEFAULT_CPUS,
             timeout: None,

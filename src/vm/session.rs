@@ -187,7 +187,7 @@ pub fn boot_interactive(spec: &VmSpec, modules: &[String], observer: &dyn Observ
     let _interrupt = process::InterruptGuard::install();
     let _daemons = start_daemons(spec, observer, Instant::now() + Duration::from_secs(10))?;
     observer.event(Event::Command(launch.display()));
-    observer.event(Event::Note(backend.quit_hint().to_string()));
+    observer.event(Event::Note(backend.quit_hint()));
     if backend.logs_interactive_console() {
         observer.event(Event::Note(format!("console log: {}", spec.console_log.display())));
     }
@@ -277,16 +277,21 @@ pub(crate) fn mounts(spec: &VmSpec) -> Vec<(String, String, String, String)> {
 fn spawn_error(spec: &VmSpec, program: &Path, err: io::Error) -> Error {
     let backend = spec.vmm.backend();
     if err.kind() == io::ErrorKind::NotFound {
-        let package = backend.package(spec.arch);
-        let mut missing = crate::error::MissingTools::default();
-        let what = format!(
-            "{} ({}; or set ${} to the program)",
-            program.display(),
-            backend.display_name(),
-            backend.env_var()
-        );
-        missing.push(what, package);
-        Error::MissingTools(missing)
+        let name = backend.display_name();
+        let what = match backend.env_var() {
+            Some(var) => format!("{} ({name}; or set ${var} to the program)", program.display()),
+            None => format!("{} ({name})", program.display()),
+        };
+        match backend.package(spec.arch) {
+            Some(package) => {
+                let mut missing = crate::error::MissingTools::default();
+                missing.push(what, package);
+                Error::MissingTools(missing)
+            }
+            None => Error::Other(format!(
+                "cannot run {what}: there is no such program; install it, or name its path"
+            )),
+        }
     } else {
         Error::io("run", program, err)
     }
