@@ -163,11 +163,7 @@ impl ConfiguredVmm {
         for arg in config.share_args.iter().flatten() {
             split(arg).map_err(|e| arg_error(&key, "share-args", arg, &e))?;
         }
-        let program = if config.program.components().count() > 1 && config.program.is_relative() {
-            root.join(&config.program)
-        } else {
-            config.program.clone()
-        };
+        let program = in_root(root, &config.program);
         let bus = match config.root_bus {
             BusName::Virtio => RootBus::Virtio,
             BusName::Nvme => RootBus::Nvme,
@@ -309,13 +305,22 @@ pub fn vmm_named(name: &str, run: &RunConfig, root: &Path) -> Result<(Vmm, Optio
             Vmm::CloudHypervisor => run.cloud_hypervisor.as_ref(),
             Vmm::Custom(_) => None,
         };
-        let program =
-            program.map(|p| if p.components().count() > 1 { root.join(p) } else { p.clone() });
+        let program = program.map(|p| in_root(root, p));
         return Ok((builtin, program));
     }
     match run.vmm.get(name) {
         Some(config) => Ok((Vmm::custom(ConfiguredVmm::new(name, config, root)?), None)),
         None => Err(unknown_vmm(name, &run.vmm)),
+    }
+}
+
+/// A program path from the configuration: one with a `/` is taken from the workspace root
+/// `root` (an absolute one stays as it is); a bare name stays one, for `$PATH`.
+fn in_root(root: &Path, program: &Path) -> PathBuf {
+    if program.components().count() > 1 {
+        root.join(program.strip_prefix(".").unwrap_or(program))
+    } else {
+        program.to_path_buf()
     }
 }
 
@@ -584,6 +589,13 @@ mod tests {
         let (vmm, program) = vmm_named("qemu", &run, root).unwrap();
         assert_eq!((vmm, program), (Vmm::Qemu, Some(PathBuf::from("/ws/bin/qemu"))));
         assert_eq!(vmm_named("lkvm", &run, root).unwrap().0, Vmm::Kvmtool);
+        for (configured, program) in
+            [("./x", "/ws/x"), ("x", "x"), ("/bin/x", "/bin/x"), ("t/x", "/ws/t/x")]
+        {
+            run.firecracker = Some(configured.into());
+            let got = vmm_named("firecracker", &run, root).unwrap().1;
+            assert_eq!(got, Some(PathBuf::from(program)));
+        }
         let (vmm, program) = vmm_named("wrap", &run, root).unwrap();
         assert_eq!((vmm.name(), program), ("wrap", None));
         let err = vmm_named("nope", &run, root).unwrap_err().to_string();
