@@ -2,6 +2,7 @@
 //! start one VM, public so that a hypervisor project can boot busyroot images with its own VMM.
 
 use std::ffi::OsString;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::channel::Channel;
@@ -40,6 +41,15 @@ impl Launch {
         }
         line
     }
+}
+
+/// The guest's serial console as byte streams, for a VMM whose console is not its stdio (see
+/// [`Backend::console`]).
+pub struct ConsoleStreams {
+    /// What the guest prints on its console.
+    pub output: Box<dyn Read + Send>,
+    /// What is typed into the guest's console.
+    pub input: Box<dyn Write + Send>,
 }
 
 /// One VMM: the facts the runner needs about it, and the hooks that prepare and start one VM.
@@ -163,5 +173,13 @@ pub trait Backend: Send + Sync {
     /// is read (to configure the VM through an API socket, say). Default: nothing to do.
     fn started(&self, _launch: &Launch, _pid: u32) -> Result<()> {
         Ok(())
+    }
+    /// Console hook: runs after [`started`](Backend::started) and returns the guest's serial
+    /// console when it is not the VMM's stdin and stdout: a Unix socket or a pseudo-terminal
+    /// the VMM opened, or a console busyroot did not open at all ([`AttachedConsole`](super::AttachedConsole)).
+    /// The checks and the payload protocol then run over these streams. Used by scripted
+    /// runs; an interactive boot keeps the VMM's stdio. Default: `None`, the VMM's stdio.
+    fn console(&self, _run_dir: &Path) -> Result<Option<ConsoleStreams>> {
+        Ok(None)
     }
 }

@@ -17,6 +17,7 @@
 
 mod accel;
 mod api;
+mod attach;
 mod backend;
 mod channel;
 mod check;
@@ -42,7 +43,8 @@ mod tap;
 
 pub use accel::{choose_accel, choose_accel_with, Accel, AccelRequest, HostFacts, KvmDevice};
 pub use api::{Output, Vm};
-pub use backend::{Backend, ConsoleMode, Launch};
+pub use attach::AttachedConsole;
+pub use backend::{Backend, ConsoleMode, ConsoleStreams, Launch};
 pub use channel::{choose_channel, Channel, Input};
 pub use check::{Check, CheckResult, Timeouts};
 pub use config::{load_checks_file, ExtraCheck, RunConfig};

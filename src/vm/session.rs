@@ -134,8 +134,15 @@ pub fn run(
         .map_err(|e| spawn_error(spec, &launch.program, e))?;
     report.vmm_pid = Some(vm.pid());
     backend.started(&launch, vm.pid())?;
-    let streams =
+    let mut streams =
         vm.take_stdio().map_err(|e| Error::io("open the console of", &launch.program, e))?;
+    if let Some(console) = backend.console(&run_dir)? {
+        let mut stdout = std::mem::replace(&mut streams.output, console.output);
+        streams.input = console.input;
+        // The VMM's own stdout is no console now, but stays read to its end (the VMM's exit),
+        // so that the VMM neither blocks on a full pipe nor dies writing to a closed one.
+        std::thread::spawn(move || io::copy(&mut stdout, &mut io::sink()));
+    }
     let console = Console::attach(streams, &spec.console_log)?;
     let tag = Tag::random();
     let mut session = Session { vm, console, tag: tag.text(), observer, _daemons: daemons };

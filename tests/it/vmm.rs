@@ -243,3 +243,76 @@ fn a_matrix_cell_names_a_configured_vmm() {
     let console = std::fs::read_to_string(&run.console_log).unwrap();
     assert!(console.contains("console=ttyS0 rdinit=/sbin/init"), "{console}");
 }
+
+/// A VMM the test starts itself, as a harness busyroot does not control would; killed on drop.
+struct Started(std::process::Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// QEMU booting `cpio` with busyroot's kernel command line, its serial console on a Unix
+/// socket it listens on (waiting for a client before the guest starts); and the socket.
+fn qemu_on_a_socket(kernel: &Path, cpio: &Path, dir: &Path) -> (Started, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let socket = dir.join("console.sock");
+    let spec =
+        VmSpec::new(Arch::X86_64, kernel.into(), Root::Initramfs(cpio.into()), dir.join("log"));
+    let child = Command::new("qemu-system-x86_64")
+        .args(["-M", "q35", "-accel", "tcg", "-m", "256", "-display", "none", "-nic", "none"])
+        .args(["-no-reboot", "-monitor", "none", "-serial"])
+        .arg(format!("unix:{},server=on,wait=on", socket.display()))
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(cpio)
+        .args(["-append", &spec.kernel_cmdline()])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut started = Started(child);
+    // QEMU makes the socket before it waits for a client; it may also fail first.
+    while !socket.exists() {
+        if let Some(status) = started.0.try_wait().unwrap() {
+            panic!("QEMU exited with {status} before it listened on `{}`", socket.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (started, socket)
+}
+
+#[test]
+fn the_checks_and_a_payload_run_over_a_console_busyroot_did_not_open() {
+    let test = "the_checks_and_a_payload_run_over_a_console_busyroot_did_not_open";
+    let Some((kernel, outputs)) = setup(test) else { return };
+    let tmp = support::tempdir();
+
+    let (qemu, socket) = qemu_on_a_socket(&kernel, &outputs.cpio, tmp.path());
+    let console = busyroot::vm::AttachedConsole::unix_socket("a harness's QEMU", &socket).unwrap();
+    let report = Vm::new(Arch::X86_64, &kernel)
+        .initramfs(&outputs.cpio)
+        .backend(console)
+        .work_dir(tmp.path().join("check"))
+        .check()
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Passed, "{:#?}", report.checks);
+    // The guest's reboot ended QEMU (`-no-reboot`), which closed the console.
+    let mut qemu = qemu;
+    let status = qemu.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    drop(qemu);
+
+    let (qemu, socket) = qemu_on_a_socket(&kernel, &outputs.cpio, &tmp.path().join("run"));
+    let console = busyroot::vm::AttachedConsole::unix_socket("a harness's QEMU", &socket).unwrap();
+    let out = Vm::new(Arch::X86_64, &kernel)
+        .initramfs(&outputs.cpio)
+        .backend(console)
+        .work_dir(tmp.path().join("run"))
+        .run(["/bin/sh", "-c", "echo over the socket; exit 3"])
+        .unwrap();
+    assert_eq!((out.status, out.stdout.as_str()), (3, "over the socket\n"), "{:#?}", out.report);
+    drop(qemu);
+}
