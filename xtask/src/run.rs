@@ -106,8 +106,9 @@ pub struct RunArgs {
     /// is QEMU, CMD's stdout and stderr arrive byte for byte on busyroot's, and a stdin that
     /// is not a terminal (a pipe, a file) is CMD's stdin to its end; a terminal stays
     /// /dev/null. Output a background process writes after CMD exits is dropped. Otherwise
-    /// (any VMM but QEMU, or no virtio-console) the serial relay carries text lines: control characters
-    /// and `\r` dropped, a newline added to a last line without one, stdin /dev/null.
+    /// (any VMM but QEMU, or no virtio-console) the serial relay carries text lines: control
+    /// characters and `\r` dropped, a newline added to a last line without one, stdin
+    /// /dev/null.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
