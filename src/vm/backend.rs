@@ -176,7 +176,8 @@ pub trait Backend: Send + Sync {
     }
     /// Console hook: runs after [`started`](Backend::started) and returns the guest's serial
     /// console when it is not the VMM's stdin and stdout: a Unix socket or a pseudo-terminal
-    /// the VMM opened, or a console busyroot did not open at all ([`AttachedConsole`](super::AttachedConsole)).
+    /// the VMM opened, or a console busyroot did not open at all
+    /// ([`AttachedConsole`](super::AttachedConsole)).
     /// The checks and the payload protocol then run over these streams. Used by scripted
     /// runs; an interactive boot keeps the VMM's stdio. Default: `None`, the VMM's stdio.
     fn console(&self, _run_dir: &Path) -> Result<Option<ConsoleStreams>> {
