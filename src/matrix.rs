@@ -678,6 +678,24 @@ mod tests {
     }
 
     #[test]
+    fn a_cell_takes_a_builtin_or_configured_vmm_by_name() {
+        let ws = workspace(
+            "[run.vmm.wrap]\nprogram = \"tools/wrap\"\n\
+             args = [\"-k\", \"{kernel}\", \"-d\", \"{disk}\", \"-a\", \"{cmdline}\"]\n\
+             [[matrix]]\narch = \"x86_64\"\nvmm = \"wrap\"\n\
+             [[matrix]]\narch = \"x86_64\"\nvmm = \"kvmtool\"\n",
+        );
+        let both = cells(&ws).unwrap();
+        assert_eq!(names(&both), ["x86_64-disk-wrap", "x86_64-disk-kvmtool"]);
+        let vm = format!("{:?}", both[0].vm);
+        assert!(vm.contains("vmm: Custom(\"wrap\")"), "{vm}");
+
+        let ws = workspace("[[matrix]]\narch = \"x86_64\"\nvmm = \"nope\"\n");
+        let err = cells(&ws).unwrap_err().to_string();
+        assert!(err.contains("matrix[0].vmm: unknown VMM `nope`"), "{err}");
+    }
+
+    #[test]
     fn config_cells_refuse_unknown_keys_bad_names_and_duplicates() {
         let parse = |toml: &str| Config::from_toml(toml, Path::new("Cargo.toml"));
         let err = parse("[[matrix]]\nkernal = \"x\"").unwrap_err().to_string();
