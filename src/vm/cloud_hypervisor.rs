@@ -11,7 +11,9 @@
 //! over virtiofs (`--fs tag=…,socket=…`, with guest memory shared for `virtiofsd`).
 //!
 //! Its option values are lists of `key=value` split at commas, so a path with a comma is
-//! refused here rather than cut short there.
+//! refused here rather than cut short there. `--disk` names no `image_type`: v51 and later
+//! detect the raw image with a deprecation warning (and keep its sector 0, an ext4 image's
+//! unused boot block, read-only), while releases before v51 would refuse the key.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
