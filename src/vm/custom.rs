@@ -13,108 +13,25 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use super::backend::{Backend, ConsoleMode, Launch};
+use super::config::{BusName, KernelFormatName, VmmConfig};
 use super::share::Transport;
 use super::{Root, RootBus, RunConfig, VmSpec, Vmm};
 use crate::arch::{Arch, KernelFormat};
 use crate::error::{Error, Result};
 
-/// One `[workspace.metadata.busyroot.run.vmm.<name>]` table: a VMM busyroot has no backend
-/// for, described by its command line.
-///
-/// ```toml
-/// [workspace.metadata.busyroot.run.vmm.myvmm]
-/// program = "tools/myvmm"
-/// args = ["--kernel", "{kernel}", "--blk", "{disk}", "--initrd", "{initramfs}",
-///         "--append", "{cmdline}", "--ram", "{mem}", "--serial-on-stdio"]
-/// root-bus = "virtio"
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct VmmConfig {
-    /// The program: a path (relative to the workspace root when it holds a `/`) or a name
-    /// looked up in `$PATH`.
-    pub program: PathBuf,
-    /// Its arguments, with placeholders (see the module's documentation). They must hold
-    /// `{kernel}` and `{cmdline}`, and `{disk}` or `{initramfs}` for the media it boots.
-    pub args: Vec<String>,
-    /// Where the guest's serial console is: `"stdio"`, the program's stdin and stdout.
-    /// Default: `"stdio"`.
-    #[serde(default)]
-    pub console: ConsoleKind,
-    /// The kernel image the program boots: `"bzImage"`, `"Image"` or `"vmlinux"`; a kernel of
-    /// another format is refused before the boot. Default: any the architecture has.
-    #[serde(default)]
-    pub kernel_format: Option<KernelFormatName>,
-    /// The bus the program attaches `{disk}` to, which decides the root device in the kernel
-    /// command line: `"virtio"` (`/dev/vda`), `"nvme"` (`/dev/nvme0n1`) or `"scsi"`
-    /// (`/dev/sda`). Default: `"virtio"`.
-    #[serde(default)]
-    pub root_bus: BusName,
-    /// The command typed in the guest to end it; the program must then exit with status 0.
-    /// Default: `"reboot"`, which ends a VMM that exits when the guest resets (as QEMU does
-    /// with `-no-reboot`); `poweroff` only halts a kernel without ACPI, such as busyroot's
-    /// minimal x86_64 one, and the VMM would keep running.
-    #[serde(default = "default_poweroff")]
-    pub poweroff: String,
-    /// The guest's device for the console, for `console=` in the kernel command line.
-    /// Default: the architecture's (`ttyS0`; `ttyAMA0` on aarch64).
-    #[serde(default)]
-    pub guest_console: Option<String>,
-    /// Arguments added once per shared directory, exporting it over virtio-9p with
-    /// `{share_dir}` (the host directory) and `{share_tag}` (the 9p mount tag). Default: none,
-    /// and a run with shares is refused.
-    #[serde(default)]
-    pub share_args: Option<Vec<String>>,
-}
-
-fn default_poweroff() -> String {
-    "reboot".into()
-}
-
-/// `console` of a configured VMM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ConsoleKind {
-    /// The guest's serial console is the program's stdin and stdout.
-    #[default]
-    Stdio,
-}
-
-/// `kernel-format` of a configured VMM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KernelFormatName {
-    /// The x86 `bzImage`.
-    #[serde(rename = "bzImage")]
-    BzImage,
-    /// The arm64 or RISC-V `Image`.
-    #[serde(rename = "Image")]
-    Image,
-    /// The uncompressed ELF `vmlinux`.
-    #[serde(rename = "vmlinux")]
-    Vmlinux,
-}
-
-/// `root-bus` of a configured VMM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BusName {
-    /// virtio-blk: `/dev/vda`.
-    #[default]
-    Virtio,
-    /// NVMe: `/dev/nvme0n1`.
-    Nvme,
-    /// virtio-scsi: `/dev/sda`.
-    Scsi,
-}
-
 /// The placeholders an argument may hold.
 const PLACEHOLDERS: [&str; 9] =
     ["kernel", "initramfs", "disk", "cmdline", "mem", "cpus", "run_dir", "share_dir", "share_tag"];
 
-/// A VMM configured under `[workspace.metadata.busyroot.run.vmm.<name>]`, checked.
+/// A VMM configured under `[workspace.metadata.busyroot.run.vmm.<name>]` ([`VmmConfig`]),
+/// checked.
+///
+/// Its arguments' placeholders are `{kernel}`, `{initramfs}`, `{disk}`, `{cmdline}`, `{mem}`
+/// (MiB), `{cpus}`, `{run_dir}`, and `{share_dir}`, `{share_tag}` in `share-args`; `{{` and
+/// `}}` are braces. An argument whose placeholder has no value in a run (`{disk}` in an
+/// initramfs boot) is dropped, with the argument before it when that one is a flag without a
+/// value (it starts with `-` and holds neither `=` nor a placeholder).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfiguredVmm {
     name: String,
@@ -427,7 +344,7 @@ fn expand(template: &[String], value: &dyn Fn(&str) -> Option<OsString>) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::{Accel, Share};
+    use crate::vm::{Accel, ConsoleKind, Share};
 
     fn config(toml_text: &str) -> VmmConfig {
         toml::from_str(toml_text).unwrap()

@@ -47,8 +47,10 @@ pub use attach::AttachedConsole;
 pub use backend::{Backend, ConsoleMode, ConsoleStreams, Launch};
 pub use channel::{choose_channel, Channel, Input};
 pub use check::{Check, CheckResult, Timeouts};
-pub use config::{load_checks_file, ExtraCheck, RunConfig};
-pub use custom::{vmm_named, BusName, ConfiguredVmm, ConsoleKind, KernelFormatName, VmmConfig};
+pub use config::{
+    load_checks_file, BusName, ConsoleKind, ExtraCheck, KernelFormatName, RunConfig, VmmConfig,
+};
+pub use custom::{vmm_named, ConfiguredVmm};
 pub use event::{Collect, Event, Observer, OutputStream, Quiet};
 pub use kconfig::{choose_root_bus, choose_root_bus_with, KernelConfig};
 pub use kernel::{select_kernel, KernelChoice, KernelSource};
