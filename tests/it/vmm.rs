@@ -19,7 +19,8 @@ fn tinyvmm() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vmm/tinyvmm")
 }
 
-/// The table a hypervisor project writes for tinyvmm, `program` relative to its root.
+/// The tables a hypervisor project writes for tinyvmm, `program` relative to its root: its
+/// disk on NVMe as `tinyvmm`, on virtio-blk as `tinyvmm-virtio`.
 const CONFIG: &str = r#"
 [workspace]
 
@@ -29,7 +30,23 @@ args = ["--boot-image", "{kernel}", "--nvme-disk", "{disk}", "--ramdisk={initram
         "--bootargs", "{cmdline}", "--ram-mib", "{mem}", "--vcpus", "{cpus}",
         "--serial-on-stdio"]
 root-bus = "nvme"
+
+[workspace.metadata.busyroot.run.vmm.tinyvmm-virtio]
+program = "./tinyvmm"
+args = ["--boot-image", "{kernel}", "--virtio-disk", "{disk}", "--ramdisk={initramfs}",
+        "--bootargs", "{cmdline}", "--ram-mib", "{mem}", "--vcpus", "{cpus}",
+        "--serial-on-stdio"]
 "#;
+
+/// The bus of `kernel`'s root disk driver: NVMe where it is built in (Debian's cloud kernel,
+/// whose virtio-blk is a module), else virtio-blk (busyroot's minimal kernel).
+fn bus_of(kernel: &Path) -> RootBus {
+    let config = busyroot::vm::KernelConfig::find(kernel).unwrap();
+    match config {
+        Some(c) if c.is_builtin("BLK_DEV_NVME") => RootBus::Nvme,
+        _ => RootBus::Virtio,
+    }
+}
 
 /// The kernel and rootfs, if there are a kernel, QEMU and a rootfs; else `None` after saying
 /// why.
@@ -85,11 +102,15 @@ fn xtask() -> PathBuf {
     support::workspace().target_dir.join("debug/xtask")
 }
 
-/// `xtask run --vmm tinyvmm --kernel KERNEL ARGS` in the project `dir`: exit code, stdout,
-/// stderr.
+/// `xtask run --vmm tinyvmm[-virtio] --kernel KERNEL ARGS` in the project `dir`, the VMM
+/// attaching the disk where the kernel has its driver: exit code, stdout, stderr.
 fn run(xtask: &Path, dir: &Path, kernel: &Path, args: &[&str]) -> (i32, String, String) {
+    let vmm = match bus_of(kernel) {
+        RootBus::Nvme => "tinyvmm",
+        _ => "tinyvmm-virtio",
+    };
     let out = Command::new(xtask)
-        .args(["run", "--vmm", "tinyvmm", "--kernel"])
+        .args(["run", "--vmm", vmm, "--kernel"])
         .arg(kernel)
         .args(args)
         .current_dir(dir)
@@ -110,13 +131,16 @@ fn a_vmm_configured_in_cargo_toml_passes_the_checks_and_returns_a_commands_statu
     project(dir.path(), outputs);
     let launched = format!("$ {}/tinyvmm --boot-image ", dir.path().display());
 
-    // The checks on the disk, attached on NVMe as `root-bus` says, with a JSON report.
+    // The checks on the disk, attached on the bus `root-bus` says, with a JSON report.
     let json = dir.path().join("disk.json");
     let (code, _, err) =
         run(&xtask, dir.path(), &kernel, &["--check", "--json", json.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains(&launched) && err.contains("--nvme-disk "), "{err}");
-    assert!(err.contains("'console=ttyS0 root=/dev/nvme0n1 rw rootfstype=ext4 panic=-1'"), "{err}");
+    let bus = bus_of(&kernel);
+    let flag = format!("--{}-disk ", bus.name());
+    assert!(err.contains(&launched) && err.contains(&flag), "{err}");
+    let cmdline = format!("'console=ttyS0 root={} rw rootfstype=ext4 panic=-1'", bus.device());
+    assert!(err.contains(&cmdline), "{err}");
     assert!(!err.contains("--ramdisk"), "an unset placeholder's argument stays out: {err}");
     assert!(err.contains("ok    poweroff: exited with status 0"), "{err}");
     assert!(err.contains("ok    image is clean after shutdown"), "{err}");
@@ -133,7 +157,7 @@ fn a_vmm_configured_in_cargo_toml_passes_the_checks_and_returns_a_commands_statu
         &["--check", "--initramfs", "--junit", junit.to_str().unwrap()],
     );
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("--ramdisk=") && !err.contains("--nvme-disk"), "{err}");
+    assert!(err.contains("--ramdisk=") && !err.contains("-disk "), "{err}");
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains("failures=\"0\"") && xml.contains("name=\"poweroff\""), "{xml}");
 
@@ -151,7 +175,7 @@ fn a_vmm_configured_in_cargo_toml_passes_the_checks_and_returns_a_commands_statu
     // A share it cannot honour is refused before the boot, naming the key that would.
     let (code, _, err) = run(&xtask, dir.path(), &kernel, &["--share", "/tmp", "--", "/bin/true"]);
     assert_eq!(code, 125, "{err}");
-    assert!(err.contains("`run.vmm.tinyvmm.share-args` is not set"), "{err}");
+    assert!(err.contains("share-args` is not set"), "{err}");
     assert!(!err.contains(&launched), "nothing was started: {err}");
 }
 
@@ -168,13 +192,15 @@ impl Backend for TinyVmm {
     }
 
     fn buses(&self) -> &[RootBus] {
-        &[RootBus::Nvme]
+        &[RootBus::Nvme, RootBus::Virtio]
     }
 
     fn prepare(&self, spec: &VmSpec, _: ConsoleMode, _: &Path) -> busyroot::Result<Launch> {
         let mut args = vec!["--boot-image".into(), spec.kernel.clone().into_os_string()];
         match &spec.root {
-            Root::Disk { image, .. } => args.extend(["--nvme-disk".into(), image.into()]),
+            Root::Disk { image, bus } => {
+                args.extend([format!("--{}-disk", bus.name()).into(), image.into()])
+            }
             Root::Initramfs(cpio) => {
                 let mut arg = std::ffi::OsString::from("--ramdisk=");
                 arg.push(cpio);
@@ -199,7 +225,8 @@ fn a_vmm_of_the_callers_own_boots_through_the_public_trait() {
         .check()
         .unwrap();
     assert_eq!(report.outcome, Outcome::Passed, "{:#?}", report.checks);
-    assert!(report.root.ends_with("boot.ext4 on nvme"), "{}", report.root);
+    let bus = bus_of(&kernel);
+    assert!(report.root.ends_with(&format!("boot.ext4 on {bus}")), "{}", report.root);
     support::assert_no_process(report.vmm_pid);
 
     let out = Vm::new(Arch::X86_64, &kernel)
