@@ -1,6 +1,6 @@
 //! The minivmm command: a stand-in hypervisor with a command line of its own. It boots a Linux
-//! kernel with a root disk on NVMe or an initramfs, the guest's serial console on its stdin
-//! and stdout, and exits when the guest reboots. Underneath it runs QEMU, since the machines
+//! kernel with a root disk (on NVMe or virtio-blk) or an initramfs, the guest's serial console
+//! on its stdin and stdout, and exits when the guest reboots. Underneath it runs QEMU, since the machines
 //! that test it have no KVM; a real hypervisor would run the guest itself.
 
 use std::ffi::OsString;
@@ -8,8 +8,8 @@ use std::os::unix::process::CommandExt as _;
 use std::process::{exit, Command};
 
 const USAGE: &str = "\
-usage: minivmm --kernel-image PATH (--root-disk PATH | --initrd PATH) [--kernel-args TEXT]
-               [--memory-mib N] [--cpus N]
+usage: minivmm --kernel-image PATH (--root-disk PATH [--disk-bus nvme|virtio] | --initrd PATH)
+               [--kernel-args TEXT] [--memory-mib N] [--cpus N]
        minivmm --images";
 
 /// What the command line asks for.
@@ -17,6 +17,7 @@ usage: minivmm --kernel-image PATH (--root-disk PATH | --initrd PATH) [--kernel-
 struct Guest {
     kernel: Option<OsString>,
     disk: Option<OsString>,
+    disk_bus: Option<OsString>,
     initrd: Option<OsString>,
     kernel_args: OsString,
     memory_mib: Option<OsString>,
@@ -42,6 +43,7 @@ fn parse(mut args: impl Iterator<Item = OsString>) -> Guest {
         let slot = match flag.as_str() {
             "--kernel-image" => &mut guest.kernel,
             "--root-disk" => &mut guest.disk,
+            "--disk-bus" => &mut guest.disk_bus,
             "--initrd" => &mut guest.initrd,
             "--memory-mib" => &mut guest.memory_mib,
             "--cpus" => &mut guest.cpus,
@@ -88,7 +90,12 @@ fn main() {
         drive.push(disk);
         drive.push(",format=raw,if=none,id=root");
         command.arg("-drive").arg(drive);
-        command.args(["-device", "nvme,drive=root,serial=minivmm"]);
+        let device = match guest.disk_bus.as_ref().map(|b| b.to_string_lossy()).as_deref() {
+            None | Some("nvme") => "nvme,drive=root,serial=minivmm",
+            Some("virtio") => "virtio-blk-pci,drive=root",
+            Some(other) => fail(&format!("unknown --disk-bus `{other}`")),
+        };
+        command.args(["-device", device]);
     }
     // The guest's console stays on our stdio, and whoever kills us kills the guest.
     let err = command.exec();
