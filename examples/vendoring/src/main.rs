@@ -1,7 +1,7 @@
 //! The minivmm command: a stand-in hypervisor with a command line of its own. It boots a Linux
 //! kernel with a root disk (on NVMe or virtio-blk) or an initramfs, the guest's serial console
-//! on its stdin and stdout, and exits when the guest reboots. Underneath it runs QEMU, since the machines
-//! that test it have no KVM; a real hypervisor would run the guest itself.
+//! on its stdin and stdout, and exits when the guest reboots. Underneath it runs QEMU, since
+//! the machines that test it have no KVM; a real hypervisor would run the guest itself.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
