@@ -68,8 +68,8 @@ pub struct RunArgs {
     /// configured under [workspace.metadata.busyroot.run.vmm.<NAME>] (a program with
     /// placeholders in its arguments, its serial console on stdio; see docs/vmm.md). Booted
     /// here: qemu (KVM and TCG) and configured VMMs. kvmtool, Firecracker and cloud-hypervisor
-    /// need KVM; their command lines and configuration files are tested, kvmtool and
-    /// cloud-hypervisor were run to where KVM failed them, but none has booted a guest in
+    /// need KVM; their command lines and configuration files are tested, and the real
+    /// binaries were run to where this host's KVM failed them, but none has booted a guest in
     /// busyroot's tests.
     #[arg(long, value_name = "VMM", default_value = "qemu")]
     pub vmm: String,
