@@ -569,7 +569,7 @@ mod tests {
             let known = ["arch", "busybox", "skeleton", "overlays", "device-table", "image", "kernel", "run",
                          "version", "url", "sha256", "config", "size", "label", "uuid", "qemu",
                          "lkvm", "mem", "cpus", "timeout", "hostname", "checks", "mirrors",
-                         "matrix"];
+                         "matrix", "firecracker", "vmm"];
             proptest::prop_assume!(!known.contains(&key.as_str()));
             let table = ["", "[busybox]\n", "[image]\n", "[run]\n"][section];
             let err = parse(&format!("{table}{key} = 1")).unwrap_err().to_string();

@@ -114,7 +114,7 @@ pub enum Error {
     )]
     NeedsKvm {
         /// The VMM's name.
-        vmm: &'static str,
+        vmm: String,
         /// Why KVM is not used.
         why: String,
     },

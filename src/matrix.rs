@@ -41,7 +41,8 @@ use crate::vm::{self, AccelRequest, Check, Event, Observer, Outcome, RunReport, 
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct MatrixCell {
     /// The cell's name in reports and shard listings: letters, digits, `.`, `_` and `-`,
-    /// unique in the matrix. Default: `<arch>-<root>`, then the kernel's file name when
+    /// unique in the matrix. Default: `<arch>-<root>`, then the VMM when `vmm` is given, then
+    /// the kernel's file name when
     /// `kernel` is given, then the program's file name when `command` is given
     /// (`x86_64-disk`, `x86_64-disk-vmlinuz-sh`).
     #[serde(default)]
@@ -62,6 +63,10 @@ pub struct MatrixCell {
     /// `run.hostname`, `run.checks` and `run.checks-file`) instead.
     #[serde(default)]
     pub command: Option<Vec<String>>,
+    /// The VMM: `"qemu"`, another of busyroot's own, or one configured under
+    /// `run.vmm.<name>`. Default: `"qemu"`.
+    #[serde(default)]
+    pub vmm: Option<String>,
 }
 
 /// The root medium a cell boots.
@@ -207,10 +212,12 @@ pub fn cells(ws: &Workspace) -> Result<Vec<Cell>> {
         // runs several VMs at once instead.
         let tcg = vm::choose_accel(AccelRequest::Auto, arch)
             .map_or(true, |choice| choice.value == vm::Accel::Tcg);
-        machine
-            .vmm(Vmm::Qemu, run.qemu.clone())
-            .size(run.mem, if tcg { 1 } else { run.cpus })
-            .work_dir(&work_dir);
+        let (vmm, program) = match &table.vmm {
+            Some(name) => vm::vmm_named(name, run, &ws.root)
+                .map_err(|e| config_error(format!("{key}.vmm: {e}")))?,
+            None => (Vmm::Qemu, run.qemu.clone()),
+        };
+        machine.vmm(vmm, program).size(run.mem, if tcg { 1 } else { run.cpus }).work_dir(&work_dir);
         if let Some(secs) = run.timeout {
             machine.boot_timeout(secs);
         }
@@ -238,6 +245,10 @@ fn valid_name(name: &str) -> bool {
 
 fn derived_name(arch: Arch, table: &MatrixCell) -> String {
     let mut name = format!("{arch}-{}", table.root);
+    if let Some(vmm) = &table.vmm {
+        name.push('-');
+        name.push_str(vmm);
+    }
     let program = table.command.as_ref().and_then(|c| c.first()).map(Path::new);
     for path in [table.kernel.as_deref(), program].into_iter().flatten() {
         let file_name = path.file_name().unwrap_or_default().to_string_lossy();
@@ -645,10 +656,7 @@ mod tests {
              [[matrix]]\narch = \"x86_64\"\nkernel = \"k/vmlinuz-6.1\"\ncommand = [\"/t/prog\"]\n",
         );
         let m = &ws.config.matrix;
-        assert_eq!(
-            m[0],
-            MatrixCell { name: None, arch: None, kernel: None, root: Medium::Disk, command: None }
-        );
+        assert_eq!(m[0], MatrixCell { root: Medium::Disk, ..MatrixCell::default() });
         assert_eq!(m[1].root, Medium::Initramfs);
         let cells = cells(&ws).unwrap();
         assert_eq!(
@@ -667,6 +675,24 @@ mod tests {
         assert_eq!(cells[2].command.as_deref().unwrap(), ["/bin/sh", "-c", "true"]);
         // Each cell has its own work directory.
         assert_eq!(cells[2].work_dir, Path::new("/ws/target/busyroot/matrix/cloud"));
+    }
+
+    #[test]
+    fn a_cell_takes_a_builtin_or_configured_vmm_by_name() {
+        let ws = workspace(
+            "[run.vmm.wrap]\nprogram = \"tools/wrap\"\n\
+             args = [\"-k\", \"{kernel}\", \"-d\", \"{disk}\", \"-a\", \"{cmdline}\"]\n\
+             [[matrix]]\narch = \"x86_64\"\nvmm = \"wrap\"\n\
+             [[matrix]]\narch = \"x86_64\"\nvmm = \"kvmtool\"\n",
+        );
+        let both = cells(&ws).unwrap();
+        assert_eq!(names(&both), ["x86_64-disk-wrap", "x86_64-disk-kvmtool"]);
+        let vm = format!("{:?}", both[0].vm);
+        assert!(vm.contains("vmm: Custom(\"wrap\")"), "{vm}");
+
+        let ws = workspace("[[matrix]]\narch = \"x86_64\"\nvmm = \"nope\"\n");
+        let err = cells(&ws).unwrap_err().to_string();
+        assert!(err.contains("matrix[0].vmm: unknown VMM `nope`"), "{err}");
     }
 
     #[test]

@@ -297,6 +297,9 @@ pub struct BuiltKernel {
     pub image: PathBuf,
     /// Its `.config`, beside it.
     pub config: PathBuf,
+    /// The uncompressed ELF `vmlinux`, beside it, for VMMs that boot no compressed image
+    /// (Firecracker, cloud-hypervisor; on x86_64 through its PVH note, which needs CONFIG_PVH).
+    pub vmlinux: PathBuf,
     /// The image's size in bytes.
     pub size: u64,
     /// True when nothing changed and the previous build was returned as is.
@@ -470,10 +473,11 @@ impl KernelBuilder {
         let out_dir = self.output_dir();
         let image = out_dir.join(image_name(self.arch));
         let config = out_dir.join(".config");
+        let vmlinux = out_dir.join("vmlinux");
         let mut stages = Stages::new(progress, self.layout().stamps());
         let output = match plan.source {
             KernelSource::Tree(_) => OutputState::Unknown("source tree: make decides"),
-            _ => OutputState::intact_if(image.is_file() && config.is_file()),
+            _ => OutputState::intact_if(image.is_file() && config.is_file() && vmlinux.is_file()),
         };
         let cached = self.cache_entry(&plan)?;
         match cached.as_ref().filter(|entry| entry.is_complete()) {
@@ -481,6 +485,7 @@ impl KernelBuilder {
             Some(entry) => {
                 stages.run("build kernel", &plan.build_fp, output, || {
                     copy_atomically(&entry.config(), &config)?;
+                    copy_atomically(&entry.vmlinux(), &vmlinux)?;
                     copy_atomically(&entry.image(), &image)?;
                     Ok(format!("from the cache, {}", entry.dir.display()))
                 })?;
@@ -494,16 +499,18 @@ impl KernelBuilder {
                     let build_dir = self.build_dir();
                     copy_atomically(&build_dir.join(".config"), &config)?;
                     copy_atomically(&build_dir.join(self.arch.info().kernel_image), &image)?;
+                    // The image's make target links the ELF `vmlinux` first, at the top.
+                    copy_atomically(&build_dir.join("vmlinux"), &vmlinux)?;
                     Ok(format!("{} KiB", file_size(&image)?.div_ceil(1024)))
                 })?;
             }
         }
         // A kernel built before the cache was named goes into it too.
         if let Some(entry) = cached.filter(|entry| !entry.is_complete()) {
-            entry.store(&image, &config)?;
+            entry.store(&image, &vmlinux, &config)?;
         }
         let fresh = stages.into_report().iter().all(StageReport::fresh);
-        Ok(BuiltKernel { size: file_size(&image)?, image, config, fresh })
+        Ok(BuiltKernel { size: file_size(&image)?, image, config, vmlinux, fresh })
     }
 
     /// Runs only the configuration steps: the one Kconfig pass over the base and the
@@ -764,7 +771,8 @@ impl KernelBuilder {
     }
 }
 
-/// One kernel in the cache: the image under its usual name and its `.config` as `config`.
+/// One kernel in the cache: the image under its usual name, `vmlinux`, and its `.config` as
+/// `config`.
 struct CacheEntry {
     dir: PathBuf,
     image_name: &'static str,
@@ -779,15 +787,20 @@ impl CacheEntry {
         self.dir.join("config")
     }
 
-    /// Both files present. Each is renamed into place whole, and the configuration last, so
-    /// an interrupted store is never taken for a complete one.
-    fn is_complete(&self) -> bool {
-        self.image().is_file() && self.config().is_file()
+    fn vmlinux(&self) -> PathBuf {
+        self.dir.join("vmlinux")
     }
 
-    fn store(&self, image: &Path, config: &Path) -> Result<()> {
+    /// Every file present. Each is renamed into place whole, and the configuration last, so
+    /// an interrupted store is never taken for a complete one.
+    fn is_complete(&self) -> bool {
+        self.image().is_file() && self.vmlinux().is_file() && self.config().is_file()
+    }
+
+    fn store(&self, image: &Path, vmlinux: &Path, config: &Path) -> Result<()> {
         fs::create_dir_all(&self.dir).with_path("create directory", &self.dir)?;
         copy_atomically(image, &self.image())?;
+        copy_atomically(vmlinux, &self.vmlinux())?;
         copy_atomically(config, &self.config())
     }
 }

@@ -183,6 +183,14 @@ impl Vm {
         self
     }
 
+    /// Uses a VMM of the caller's own (see [`Backend`](super::Backend)); its program is the
+    /// backend's [`default_program`](super::Backend::default_program).
+    pub fn backend(&mut self, backend: impl super::Backend + 'static) -> &mut Vm {
+        self.vmm = Vmm::custom(backend);
+        self.program = None;
+        self
+    }
+
     /// KVM, TCG, or `auto` (KVM only where it can run this guest).
     pub fn accel(&mut self, accel: AccelRequest) -> &mut Vm {
         self.accel = accel;
@@ -344,7 +352,7 @@ impl Vm {
             }
             Image::Disk(image) => {
                 require_file(image)?;
-                let bus = choose_root_bus(self.root_bus, &self.kernel, self.vmm)?;
+                let bus = choose_root_bus(self.root_bus, &self.kernel, self.vmm.clone())?;
                 choose(
                     "root",
                     format!(
@@ -359,7 +367,7 @@ impl Vm {
             }
         };
         let mut spec = VmSpec::new(self.arch, self.kernel.clone(), root, work.join("console.log"));
-        spec.vmm = self.vmm;
+        spec.vmm = self.vmm.clone();
         spec.program = self.vmm.program(self.arch, self.program.as_deref());
         spec.accel = accel.value;
         spec.mem_mib = self.mem_mib;
@@ -394,6 +402,9 @@ impl Vm {
             }
             let virtiofsd = search.program;
             let offered = self.vmm.backend().transports();
+            if offered.is_empty() {
+                return Err(Error::Other(self.vmm.backend().no_transport_hint()));
+            }
             let transport =
                 choose_transport(offered, config.as_ref(), tree.is_some(), virtiofsd.as_deref())?;
             choose("shares", format!("{} ({})", transport.value, transport.reason));

@@ -21,6 +21,16 @@ pub struct RunConfig {
     /// kvmtool program; `$LKVM` takes precedence.
     /// Default: `lkvm` from `$PATH`.
     pub lkvm: Option<PathBuf>,
+    /// Firecracker program; `$FIRECRACKER` takes precedence.
+    /// Default: `firecracker` from `$PATH`.
+    pub firecracker: Option<PathBuf>,
+    /// cloud-hypervisor program; `$CLOUD_HYPERVISOR` takes precedence.
+    /// Default: `cloud-hypervisor` from `$PATH`.
+    pub cloud_hypervisor: Option<PathBuf>,
+    /// VMMs busyroot has no backend for, by name: `[…run.vmm.<name>]` tables with the
+    /// program, its arguments and its console (see [`VmmConfig`]).
+    /// Default: none.
+    pub vmm: std::collections::BTreeMap<String, VmmConfig>,
     /// Guest memory in MiB.
     /// Default: 256.
     pub mem: u32,
@@ -47,6 +57,9 @@ impl Default for RunConfig {
             kernel: None,
             qemu: None,
             lkvm: None,
+            firecracker: None,
+            cloud_hypervisor: None,
+            vmm: Default::default(),
             mem: super::DEFAULT_MEM_MIB,
             cpus: super::DEFAULT_CPUS,
             timeout: None,
@@ -93,6 +106,96 @@ pub fn load_checks_file(path: &Path) -> Result<Vec<ExtraCheck>> {
     let file: ChecksFile = toml::from_str(&text)
         .map_err(|e| Error::Config { path: path.to_path_buf(), message: e.to_string() })?;
     Ok(file.check)
+}
+
+/// One `[workspace.metadata.busyroot.run.vmm.<name>]` table: a VMM busyroot has no backend
+/// for, described by its command line ([`ConfiguredVmm`](super::ConfiguredVmm) checks and runs
+/// it; placeholders and the rule for one without a value are documented there).
+///
+/// ```toml
+/// [workspace.metadata.busyroot.run.vmm.myvmm]
+/// program = "tools/myvmm"
+/// args = ["--kernel", "{kernel}", "--blk", "{disk}", "--initrd", "{initramfs}",
+///         "--append", "{cmdline}", "--ram", "{mem}", "--serial-on-stdio"]
+/// root-bus = "virtio"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct VmmConfig {
+    /// The program: a path (relative to the workspace root when it holds a `/`) or a name
+    /// looked up in `$PATH`.
+    pub program: PathBuf,
+    /// Its arguments, with placeholders (see [`ConfiguredVmm`](super::ConfiguredVmm)). They must hold
+    /// `{kernel}` and `{cmdline}`, and `{disk}` or `{initramfs}` for the media it boots.
+    pub args: Vec<String>,
+    /// Where the guest's serial console is: `"stdio"`, the program's stdin and stdout.
+    /// Default: `"stdio"`.
+    #[serde(default)]
+    pub console: ConsoleKind,
+    /// The kernel image the program boots: `"bzImage"`, `"Image"` or `"vmlinux"`; a kernel of
+    /// another format is refused before the boot. Default: any the architecture has.
+    #[serde(default)]
+    pub kernel_format: Option<KernelFormatName>,
+    /// The bus the program attaches `{disk}` to, which decides the root device in the kernel
+    /// command line: `"virtio"` (`/dev/vda`), `"nvme"` (`/dev/nvme0n1`) or `"scsi"`
+    /// (`/dev/sda`). Default: `"virtio"`.
+    #[serde(default)]
+    pub root_bus: BusName,
+    /// The command typed in the guest to end it; the program must then exit with status 0.
+    /// Default: `"reboot"`, which ends a VMM that exits when the guest resets (as QEMU does
+    /// with `-no-reboot`); `poweroff` only halts a kernel without ACPI, such as busyroot's
+    /// minimal x86_64 one, and the VMM would keep running.
+    #[serde(default = "default_poweroff")]
+    pub poweroff: String,
+    /// The guest's device for the console, for `console=` in the kernel command line.
+    /// Default: the architecture's (`ttyS0`; `ttyAMA0` on aarch64).
+    #[serde(default)]
+    pub guest_console: Option<String>,
+    /// Arguments added once per shared directory, exporting it over virtio-9p with
+    /// `{share_dir}` (the host directory) and `{share_tag}` (the 9p mount tag). Default: none,
+    /// and a run with shares is refused.
+    #[serde(default)]
+    pub share_args: Option<Vec<String>>,
+}
+
+fn default_poweroff() -> String {
+    "reboot".into()
+}
+
+/// `console` of a configured VMM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleKind {
+    /// The guest's serial console is the program's stdin and stdout.
+    #[default]
+    Stdio,
+}
+
+/// `kernel-format` of a configured VMM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KernelFormatName {
+    /// The x86 `bzImage`.
+    #[serde(rename = "bzImage")]
+    BzImage,
+    /// The arm64 or RISC-V `Image`.
+    #[serde(rename = "Image")]
+    Image,
+    /// The uncompressed ELF `vmlinux`.
+    #[serde(rename = "vmlinux")]
+    Vmlinux,
+}
+
+/// `root-bus` of a configured VMM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusName {
+    /// virtio-blk: `/dev/vda`.
+    #[default]
+    Virtio,
+    /// NVMe: `/dev/nvme0n1`.
+    Nvme,
+    /// virtio-scsi: `/dev/sda`.
+    Scsi,
 }
 
 #[cfg(test)]

@@ -157,11 +157,13 @@ pub fn choose_root_bus_with(
         return Ok(Choice { value: bus, reason: "requested with --root-bus".into() });
     }
     let Some(config) = config else {
+        let first = offered[0];
         return Ok(Choice {
-            value: RootBus::Virtio,
-            reason: "no kernel config found (config-<version> beside the image, a .config \
-                     in its build tree, or IKCONFIG), assuming virtio is built in"
-                .into(),
+            value: first,
+            reason: format!(
+                "no kernel config found (config-<version> beside the image, a .config in its \
+                 build tree, or IKCONFIG), assuming {first} is built in"
+            ),
         });
     };
     if !config.is_builtin("EXT4_FS") {

@@ -17,7 +17,7 @@
 
 use std::ffi::OsString;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::backend::{Backend, ConsoleMode, Launch};
 use super::share::Transport;
@@ -28,32 +28,32 @@ use crate::error::{Error, Result};
 pub(crate) struct Kvmtool;
 
 impl Backend for Kvmtool {
-    fn display_name(&self) -> &'static str {
+    fn display_name(&self) -> &str {
         "kvmtool"
     }
 
-    fn env_var(&self) -> &'static str {
-        "LKVM"
+    fn env_var(&self) -> Option<&str> {
+        Some("LKVM")
     }
 
-    fn default_program(&self, _arch: Arch) -> &'static str {
-        "lkvm"
+    fn default_program(&self, _arch: Arch) -> PathBuf {
+        "lkvm".into()
     }
 
-    fn package(&self, _arch: Arch) -> &'static str {
-        "kvmtool"
+    fn package(&self, _arch: Arch) -> Option<&str> {
+        Some("kvmtool")
     }
 
-    fn console_device(&self, _arch: Arch) -> &'static str {
+    fn console_device(&self, _arch: Arch) -> &str {
         // kvmtool emulates an 8250 UART for `--console serial` on every architecture.
         "ttyS0"
     }
 
-    fn buses(&self) -> &'static [RootBus] {
+    fn buses(&self) -> &[RootBus] {
         &[RootBus::Virtio]
     }
 
-    fn transports(&self) -> &'static [Transport] {
+    fn transports(&self) -> &[Transport] {
         // `--9p DIR,TAG`; kvmtool has no vhost-user-fs device for virtiofs.
         &[Transport::NineP]
     }
@@ -64,7 +64,7 @@ impl Backend for Kvmtool {
         true
     }
 
-    fn shutdown_command(&self) -> &'static str {
+    fn shutdown_command(&self) -> &str {
         // kvmtool's x86 machine has no ACPI, so `poweroff` only halts the vCPUs and lkvm keeps
         // running; `reboot` (with the `reboot=k` lkvm passes) resets through the keyboard
         // controller, and lkvm exits with status 0.
@@ -75,8 +75,8 @@ impl Backend for Kvmtool {
         true
     }
 
-    fn quit_hint(&self) -> &'static str {
-        "the guest console is on this terminal; press Ctrl-A X to quit kvmtool"
+    fn quit_hint(&self) -> String {
+        "the guest console is on this terminal; press Ctrl-A X to quit kvmtool".into()
     }
 
     fn logs_interactive_console(&self) -> bool {

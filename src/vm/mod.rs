@@ -8,7 +8,8 @@
 //! prints nothing.
 //!
 //! Layout: `spec.rs` (what to boot), `backend.rs` (the VMM interface; `qemu.rs`,
-//! `kvmtool.rs`), `session.rs` (one run), `guest.rs` (the protocol over the console),
+//! `kvmtool.rs`, `firecracker.rs`, `cloud_hypervisor.rs`, and `custom.rs` for one from
+//! configuration), `session.rs` (one run), `guest.rs` (the protocol over the console),
 //! `console.rs` and `process.rs` (the VMM's streams and process), `channel/` (the payload's
 //! streams and status: the serial relay or virtio-serial ports), `check.rs` (checks),
 //! `report.rs` (results, exit codes, JUnit, JSON), `share.rs`, `modules.rs`, `tap.rs`, and the
@@ -16,12 +17,16 @@
 
 mod accel;
 mod api;
+mod attach;
 mod backend;
 mod channel;
 mod check;
+mod cloud_hypervisor;
 mod config;
 mod console;
+mod custom;
 mod event;
+mod firecracker;
 mod guest;
 mod kconfig;
 mod kernel;
@@ -38,10 +43,14 @@ mod tap;
 
 pub use accel::{choose_accel, choose_accel_with, Accel, AccelRequest, HostFacts, KvmDevice};
 pub use api::{Output, Vm};
-pub use backend::{ConsoleMode, Launch};
+pub use attach::AttachedConsole;
+pub use backend::{Backend, ConsoleMode, ConsoleStreams, Launch};
 pub use channel::{choose_channel, Channel, Input};
 pub use check::{Check, CheckResult, Timeouts};
-pub use config::{load_checks_file, ExtraCheck, RunConfig};
+pub use config::{
+    load_checks_file, BusName, ConsoleKind, ExtraCheck, KernelFormatName, RunConfig, VmmConfig,
+};
+pub use custom::{vmm_named, ConfiguredVmm};
 pub use event::{Collect, Event, Observer, OutputStream, Quiet};
 pub use kconfig::{choose_root_bus, choose_root_bus_with, KernelConfig};
 pub use kernel::{select_kernel, KernelChoice, KernelSource};

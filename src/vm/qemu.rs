@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::backend::{Backend, ConsoleMode, Launch};
 use super::channel::{ports, Channel};
@@ -14,52 +14,45 @@ use crate::error::Result;
 pub(crate) struct Qemu;
 
 impl Backend for Qemu {
-    fn display_name(&self) -> &'static str {
+    fn display_name(&self) -> &str {
         "QEMU"
     }
 
-    fn env_var(&self) -> &'static str {
-        "QEMU"
+    fn env_var(&self) -> Option<&str> {
+        Some("QEMU")
     }
 
-    fn default_program(&self, arch: Arch) -> &'static str {
-        arch.info().qemu
+    fn default_program(&self, arch: Arch) -> PathBuf {
+        arch.info().qemu.into()
     }
 
-    fn package(&self, arch: Arch) -> &'static str {
-        arch.info().qemu_package
+    fn package(&self, arch: Arch) -> Option<&str> {
+        Some(arch.info().qemu_package)
     }
 
-    fn console_device(&self, arch: Arch) -> &'static str {
-        arch.info().console
-    }
-
-    fn buses(&self) -> &'static [RootBus] {
+    fn buses(&self) -> &[RootBus] {
         &RootBus::ALL
     }
 
-    fn transports(&self) -> &'static [Transport] {
+    fn transports(&self) -> &[Transport] {
         &[Transport::NineP, Transport::Virtiofs]
     }
 
-    fn channels(&self) -> &'static [Channel] {
+    fn channels(&self) -> &[Channel] {
         &[Channel::Ports, Channel::Serial]
     }
 
-    fn shutdown_command(&self) -> &'static str {
+    fn shutdown_command(&self) -> &str {
         // QEMU runs with -no-reboot, so a reset ends it as a power-off would; and `reboot`
         // works on every kernel, while `poweroff` only halts one without ACPI (busyroot's
         // minimal x86_64 kernel) or without PSCI/SBI power-off.
         "reboot"
     }
 
-    fn needs_kvm(&self) -> bool {
-        false
-    }
-
-    fn quit_hint(&self) -> &'static str {
+    fn quit_hint(&self) -> String {
         "the guest console is on this terminal; press Ctrl-A X to quit QEMU \
          (Ctrl-A C for its monitor, Ctrl-A H for help)"
+            .into()
     }
 
     fn logs_interactive_console(&self) -> bool {

@@ -134,8 +134,15 @@ pub fn run(
         .map_err(|e| spawn_error(spec, &launch.program, e))?;
     report.vmm_pid = Some(vm.pid());
     backend.started(&launch, vm.pid())?;
-    let streams =
+    let mut streams =
         vm.take_stdio().map_err(|e| Error::io("open the console of", &launch.program, e))?;
+    if let Some(console) = backend.console(&run_dir)? {
+        let mut stdout = std::mem::replace(&mut streams.output, console.output);
+        streams.input = console.input;
+        // The VMM's own stdout is no console now, but stays read to its end (the VMM's exit),
+        // so that the VMM neither blocks on a full pipe nor dies writing to a closed one.
+        std::thread::spawn(move || io::copy(&mut stdout, &mut io::sink()));
+    }
     let console = Console::attach(streams, &spec.console_log)?;
     let tag = Tag::random();
     let mut session = Session { vm, console, tag: tag.text(), observer, _daemons: daemons };
@@ -187,7 +194,7 @@ pub fn boot_interactive(spec: &VmSpec, modules: &[String], observer: &dyn Observ
     let _interrupt = process::InterruptGuard::install();
     let _daemons = start_daemons(spec, observer, Instant::now() + Duration::from_secs(10))?;
     observer.event(Event::Command(launch.display()));
-    observer.event(Event::Note(backend.quit_hint().to_string()));
+    observer.event(Event::Note(backend.quit_hint()));
     if backend.logs_interactive_console() {
         observer.event(Event::Note(format!("console log: {}", spec.console_log.display())));
     }
@@ -277,16 +284,21 @@ pub(crate) fn mounts(spec: &VmSpec) -> Vec<(String, String, String, String)> {
 fn spawn_error(spec: &VmSpec, program: &Path, err: io::Error) -> Error {
     let backend = spec.vmm.backend();
     if err.kind() == io::ErrorKind::NotFound {
-        let package = backend.package(spec.arch);
-        let mut missing = crate::error::MissingTools::default();
-        let what = format!(
-            "{} ({}; or set ${} to the program)",
-            program.display(),
-            backend.display_name(),
-            backend.env_var()
-        );
-        missing.push(what, package);
-        Error::MissingTools(missing)
+        let name = backend.display_name();
+        let what = match backend.env_var() {
+            Some(var) => format!("{} ({name}; or set ${var} to the program)", program.display()),
+            None => format!("{} ({name})", program.display()),
+        };
+        match backend.package(spec.arch) {
+            Some(package) => {
+                let mut missing = crate::error::MissingTools::default();
+                missing.push(what, package);
+                Error::MissingTools(missing)
+            }
+            None => Error::Other(format!(
+                "cannot run {what}: there is no such program; install it, or name its path"
+            )),
+        }
     } else {
         Error::io("run", program, err)
     }

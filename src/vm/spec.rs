@@ -5,11 +5,12 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use super::backend::{Backend, ConsoleMode, Launch};
 use super::channel::{ports, Channel};
 use super::share::Share;
-use super::{kvmtool, qemu, Accel};
+use super::{cloud_hypervisor, firecracker, kvmtool, qemu, Accel};
 use crate::arch::Arch;
 use crate::error::{Error, Result};
 
@@ -23,69 +24,112 @@ pub struct Choice<T> {
 }
 
 /// The virtual machine monitor that runs the guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Clone, Default)]
 pub enum Vmm {
     /// `qemu-system-<arch>`, with KVM or TCG.
     #[default]
     Qemu,
     /// kvmtool's `lkvm`, KVM only.
     Kvmtool,
+    /// Firecracker (`--no-api --config-file`), KVM only.
+    Firecracker,
+    /// cloud-hypervisor, KVM (or MSHV) only.
+    CloudHypervisor,
+    /// A VMM busyroot has no variant for: one configured under
+    /// `[workspace.metadata.busyroot.run.vmm.<name>]` ([`ConfiguredVmm`](super::ConfiguredVmm)),
+    /// or a caller's own [`Backend`] ([`Vmm::custom`]).
+    Custom(Arc<dyn Backend>),
 }
 
 impl Vmm {
-    /// Every supported VMM.
-    pub const ALL: [Vmm; 2] = [Vmm::Qemu, Vmm::Kvmtool];
+    /// Every VMM busyroot has built in.
+    pub const ALL: [Vmm; 4] = [Vmm::Qemu, Vmm::Kvmtool, Vmm::Firecracker, Vmm::CloudHypervisor];
 
-    /// The name used on the command line.
-    pub fn name(self) -> &'static str {
+    /// A VMM of the caller's own.
+    pub fn custom(backend: impl Backend + 'static) -> Vmm {
+        Vmm::Custom(Arc::new(backend))
+    }
+
+    /// The name used on the command line; a custom VMM's display name.
+    pub fn name(&self) -> &str {
         match self {
             Vmm::Qemu => "qemu",
             Vmm::Kvmtool => "kvmtool",
+            Vmm::Firecracker => "firecracker",
+            Vmm::CloudHypervisor => "cloud-hypervisor",
+            Vmm::Custom(backend) => backend.display_name(),
         }
     }
 
     /// Whether this VMM can only run guests with KVM.
-    pub fn needs_kvm(self) -> bool {
+    pub fn needs_kvm(&self) -> bool {
         self.backend().needs_kvm()
     }
 
     /// Refuses `accel` for a VMM that runs guests only with KVM ([`Error::NeedsKvm`]); `why`
     /// says why the accelerator is not KVM. The one place this rule lives: callers check it
     /// before a long build, and the runner again before it starts the VMM.
-    pub fn check_accel(self, accel: Accel, why: &str) -> Result<()> {
+    pub fn check_accel(&self, accel: Accel, why: &str) -> Result<()> {
         if self.needs_kvm() && accel != Accel::Kvm {
-            return Err(Error::NeedsKvm { vmm: self.backend().display_name(), why: why.into() });
+            let vmm = self.backend().display_name().to_string();
+            return Err(Error::NeedsKvm { vmm, why: why.into() });
         }
         Ok(())
     }
 
     /// The guest command that ends a VM under this VMM.
-    pub fn shutdown_command(self) -> &'static str {
+    pub fn shutdown_command(&self) -> &str {
         self.backend().shutdown_command()
     }
 
-    pub(crate) fn backend(self) -> &'static dyn Backend {
+    /// The backend: the VMM's facts and hooks.
+    pub fn backend(&self) -> &dyn Backend {
         match self {
             Vmm::Qemu => &qemu::Qemu,
             Vmm::Kvmtool => &kvmtool::Kvmtool,
+            Vmm::Firecracker => &firecracker::Firecracker,
+            Vmm::CloudHypervisor => &cloud_hypervisor::CloudHypervisor,
+            Vmm::Custom(backend) => backend.as_ref(),
         }
     }
 
-    /// The program to run: the backend's environment variable (`$QEMU`, `$LKVM`) if set,
-    /// else `configured`, else the default name looked up in `$PATH`.
-    pub fn program(self, arch: Arch, configured: Option<&Path>) -> PathBuf {
+    /// The program to run: the backend's environment variable (`$QEMU`, `$LKVM`, …) if set,
+    /// else `configured`, else the backend's default (a name looked up in `$PATH`).
+    pub fn program(&self, arch: Arch, configured: Option<&Path>) -> PathBuf {
         let backend = self.backend();
-        std::env::var_os(backend.env_var())
+        backend
+            .env_var()
+            .and_then(std::env::var_os)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .or_else(|| configured.map(Path::to_path_buf))
-            .unwrap_or_else(|| PathBuf::from(backend.default_program(arch)))
+            .unwrap_or_else(|| backend.default_program(arch))
     }
 
     /// How this VMM would start `spec`: the program, its arguments and any files it needs,
     /// written into `run_dir` (see [`Launch`]). Nothing is started.
-    pub fn launch(self, spec: &VmSpec, console: ConsoleMode, run_dir: &Path) -> Result<Launch> {
+    pub fn launch(&self, spec: &VmSpec, console: ConsoleMode, run_dir: &Path) -> Result<Launch> {
         self.backend().prepare(spec, console, run_dir)
+    }
+}
+
+impl PartialEq for Vmm {
+    fn eq(&self, other: &Vmm) -> bool {
+        match (self, other) {
+            (Vmm::Custom(a), Vmm::Custom(b)) => Arc::ptr_eq(a, b),
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
+}
+
+impl Eq for Vmm {}
+
+impl fmt::Debug for Vmm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Vmm::Custom(backend) => write!(f, "Custom({:?})", backend.display_name()),
+            builtin => write!(f, "{}", builtin.name()),
+        }
     }
 }
 
@@ -98,6 +142,8 @@ impl fmt::Display for Vmm {
 impl FromStr for Vmm {
     type Err = String;
 
+    /// A built-in VMM by its name (`lkvm` for kvmtool too); a configured one is found with
+    /// [`vmm_named`](super::vmm_named).
     fn from_str(s: &str) -> Result<Vmm, String> {
         let alias = if s == "lkvm" { "kvmtool" } else { s };
         Vmm::ALL.into_iter().find(|v| v.name() == alias).ok_or_else(|| {

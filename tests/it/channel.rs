@@ -185,7 +185,7 @@ fn the_serial_relay_is_chosen_with_its_reason() {
         (Vmm::Kvmtool, "serial relay (the VMM offers only its serial console)"),
     ] {
         let mut vm = Vm::new(Arch::X86_64, &kernel);
-        vm.initramfs(&outputs.cpio).vmm(vmm, None).work_dir(tmp.path().join("run"));
+        vm.initramfs(&outputs.cpio).vmm(vmm.clone(), None).work_dir(tmp.path().join("run"));
         let events = Collect::default();
         let (spec, _) = vm.prepare(Some(vec!["true".into()]), &events).unwrap();
         assert_eq!(spec.channel, Channel::Serial);

@@ -152,6 +152,7 @@ fn fake_linux_tarball(dir: &Path, arch: Arch) -> PathBuf {
         "allnoconfig:\n\tprintf 'CONFIG_BASE=y\\n' > $(O)/.config\n\
          \tsed '/^CONFIG_NEEDS_MISSING=/d' $(KCONFIG_ALLCONFIG) >> $(O)/.config\n\
          bzImage Image:\n\tmkdir -p $(O)/{image_dir}\n\tcp $(O)/.config $(O)/{image}\n\
+         \tprintf 'ELF of\\n' | cat - $(O)/.config > $(O)/vmlinux\n\
          \techo built >> $(O)/builds\n"
     );
     let files: [(&str, &str, u32); 2] = [
@@ -212,6 +213,9 @@ fn a_second_build_with_nothing_changed_is_fresh_and_a_changed_fragment_rebuilds(
     let image = std::fs::read_to_string(&first.image).unwrap();
     assert!(image.starts_with("CONFIG_BASE=y\nCONFIG_A=y\n"), "{image}");
     assert_eq!(std::fs::read_to_string(&first.config).unwrap(), image);
+    // The ELF `vmlinux` the image's build linked is kept beside it.
+    assert_eq!(first.vmlinux, first.image.with_file_name("vmlinux"));
+    assert_eq!(std::fs::read_to_string(&first.vmlinux).unwrap(), format!("ELF of\n{image}"));
 
     let second = builder.build(&sh, &Silent).unwrap();
     assert!(second.fresh, "nothing changed, so nothing may run");

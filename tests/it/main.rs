@@ -15,3 +15,4 @@ mod payload;
 mod rootfs;
 mod support;
 mod tidy;
+mod vmm;

@@ -36,6 +36,7 @@ fn cell(name: &str, root: Medium, command: Option<&[&str]>) -> MatrixCell {
         kernel: None,
         root,
         command: command.map(|c| c.iter().map(|s| s.to_string()).collect()),
+        vmm: None,
     }
 }
 

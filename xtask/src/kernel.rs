@@ -47,6 +47,7 @@ pub fn run(sh: &Shell, args: KernelArgs) -> anyhow::Result<()> {
     let kernel = args.build(sh, ws, arch)?;
     println!("kernel image  {}  {:>10} bytes", kernel.image.display(), kernel.size);
     println!("kernel config {}", kernel.config.display());
+    println!("vmlinux       {}", kernel.vmlinux.display());
     Ok(())
 }
 
