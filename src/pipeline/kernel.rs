@@ -298,7 +298,7 @@ pub struct BuiltKernel {
     /// Its `.config`, beside it.
     pub config: PathBuf,
     /// The uncompressed ELF `vmlinux`, beside it, for VMMs that boot no compressed image
-    /// (Firecracker, cloud-hypervisor; on x86_64 through its PVH note, which needs CONFIG_PVH).
+    /// (Firecracker, cloud-hypervisor; on x86_64 through its PVH note, from `CONFIG_PVH`).
     pub vmlinux: PathBuf,
     /// The image's size in bytes.
     pub size: u64,
