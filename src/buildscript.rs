@@ -39,6 +39,7 @@ use xshell::{cmd, Shell};
 
 use crate::arch::Arch;
 use crate::config::Workspace;
+use crate::context::Layout;
 use crate::error::{Error, IoContext, Result};
 use crate::pipeline::rootfs::{Outputs, RootfsBuilder};
 use crate::progress::Progress;
@@ -147,7 +148,7 @@ impl BuildScript {
         let progress = CargoProgress { warnings: self.verbose };
         let mut workspace = Workspace::load_reporting(&self.manifest_dir, &progress)?;
         let arch = self.resolve_arch(&workspace)?;
-        let shared_dir = workspace.arch_dir(arch);
+        let shared_dir = Layout::new(&workspace, arch).dir().to_path_buf();
         if !self.share_target_dir {
             workspace.target_dir = self.out_dir.clone();
         }
@@ -574,7 +575,8 @@ mod tests {
             .map(|file| {
                 assert_eq!(file.path.parent(), Some(outputs.dir.as_path()));
                 assert_eq!(crate::host::fs::sha256_file(&file.path).unwrap(), file.sha256);
-                let shared = workspace.arch_dir(arch).join(file.path.file_name().unwrap());
+                let shared =
+                    Layout::new(&workspace, arch).dir().join(file.path.file_name().unwrap());
                 assert_eq!(crate::host::fs::sha256_file(&shared).unwrap(), file.sha256);
                 std::fs::metadata(&file.path).unwrap().modified().unwrap()
             })

@@ -300,6 +300,29 @@ pub(crate) fn die_with_parent(command: &mut std::process::Command, signal: libc:
     }
 }
 
+/// Escapes a QEMU option value: commas are doubled so a path cannot end the option.
+pub(crate) fn qemu_escape(path: &Path) -> std::ffi::OsString {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut out = Vec::new();
+    for &b in path.as_os_str().as_bytes() {
+        out.push(b);
+        if b == b',' {
+            out.push(b',');
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+}
+
+/// Quotes `s` for a POSIX shell when it holds anything but plainly safe characters.
+pub fn shell_quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

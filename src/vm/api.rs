@@ -8,11 +8,11 @@ use std::time::Duration;
 use xshell::Shell;
 
 use super::channel::{choose_channel, ports, Channel, Input};
+use super::check::RunPlan;
 use super::event::{Event, Observer, OutputStream, Quiet};
 use super::layer;
 use super::modules::ModuleTree;
 use super::report::RunReport;
-use super::session::RunPlan;
 use super::share::{choose_transport, search_virtiofsd, Share, ShareRequest};
 use super::{
     choose_accel, choose_root_bus, AccelRequest, Check, KernelConfig, Root, RootBusRequest,

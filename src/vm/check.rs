@@ -5,8 +5,39 @@ use std::time::Duration;
 
 use regex::{Regex, RegexBuilder};
 
-use super::{Accel, ExtraCheck, Root, RunPlan, VmSpec};
+use super::channel::Input;
+use super::event::CheckResult;
+use super::{Accel, ExtraCheck, Root, VmSpec};
 use crate::error::{Error, Result};
+
+/// What a run does in the guest after the boot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPlan {
+    /// The line that means init is done (a substring match).
+    pub banner: String,
+    /// Phase timeouts; `command` bounds each check.
+    pub timeouts: Timeouts,
+    /// Checks, run in order before the payload command.
+    pub checks: Vec<Check>,
+    /// Whether to run `e2fsck -fn` on a disk image after the guest powered off (check mode).
+    pub fsck: bool,
+    /// Kernel modules to load first, as guest paths, dependencies first.
+    pub modules: Vec<String>,
+    /// The payload: a program and its arguments, run as root once init is up.
+    pub command: Option<Vec<String>>,
+    /// How long the payload may run. Default: no limit.
+    pub command_timeout: Option<Duration>,
+    /// Whether the payload prints TAP or KTAP, to be reported one case per test point.
+    pub tap: bool,
+    /// What the payload reads on stdin (over virtio-serial ports; the serial relay gives it
+    /// `/dev/null`).
+    pub stdin: Input,
+    /// The guest directory the payload starts in. Default: the first share's, else `/`.
+    pub dir: Option<String>,
+}
+
+/// The plan of a check-mode run (the same type).
+pub type CheckPlan = RunPlan;
 
 /// How long each phase may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,25 +168,6 @@ impl Check {
             duration,
         }
     }
-}
-
-/// One check's result.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckResult {
-    /// The check's name.
-    pub name: String,
-    /// The command typed, or a description for host-side steps.
-    pub command: String,
-    /// What was expected, in words.
-    pub expected: String,
-    /// What the guest (or host tool) printed.
-    pub output: String,
-    /// Whether it passed.
-    pub passed: bool,
-    /// Why it did not run, if it was skipped (a skipped check counts as passed).
-    pub skipped: Option<String>,
-    /// How long it took.
-    pub duration: Duration,
 }
 
 impl RunPlan {

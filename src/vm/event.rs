@@ -4,7 +4,33 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::CheckResult;
+/// A decision together with the reason it was taken, for printing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice<T> {
+    /// What was chosen.
+    pub value: T,
+    /// Why, in a few words (e.g. "guest arch equals host arch and /dev/kvm is usable").
+    pub reason: String,
+}
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    /// The check's name.
+    pub name: String,
+    /// The command typed, or a description for host-side steps.
+    pub command: String,
+    /// What was expected, in words.
+    pub expected: String,
+    /// What the guest (or host tool) printed.
+    pub output: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// Why it did not run, if it was skipped (a skipped check counts as passed).
+    pub skipped: Option<String>,
+    /// How long it took.
+    pub duration: Duration,
+}
 
 /// Something that happened during a run, in order.
 #[derive(Debug, Clone, PartialEq)]

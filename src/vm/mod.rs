@@ -19,7 +19,6 @@ mod api;
 mod backend;
 mod channel;
 mod check;
-mod config;
 mod console;
 mod event;
 mod guest;
@@ -35,41 +34,39 @@ mod session;
 mod share;
 mod spec;
 mod tap;
+mod vmm;
 
+pub use crate::config::{load_checks_file, ExtraCheck, RunConfig, DEFAULT_CPUS, DEFAULT_MEM_MIB};
 pub use accel::{choose_accel, choose_accel_with, Accel, AccelRequest, HostFacts, KvmDevice};
 pub use api::{Output, Vm};
 pub use backend::{ConsoleMode, Launch};
 pub use channel::{choose_channel, Channel, Input};
-pub use check::{Check, CheckResult, Timeouts};
-pub use config::{load_checks_file, ExtraCheck, RunConfig};
-pub use event::{Collect, Event, Observer, OutputStream, Quiet};
-pub use kconfig::{choose_root_bus, choose_root_bus_with, KernelConfig};
+pub use check::{Check, CheckPlan, RunPlan, Timeouts};
+pub use event::{CheckResult, Choice, Collect, Event, Observer, OutputStream, Quiet};
+pub use kconfig::KernelConfig;
 pub use kernel::{select_kernel, KernelChoice, KernelSource};
 pub use report::{
     BootFailure, BootFailureKind, CheckReport, CommandResult, Outcome, RunReport,
     EXIT_COMMAND_TIMEOUT, EXIT_NOT_RUN,
 };
-pub use session::{boot_interactive, run, CheckPlan, RunPlan, BANNER};
+pub use session::{boot_interactive, run, BANNER};
 pub use share::{
     choose_transport, find_virtiofsd, search_virtiofsd, Share, ShareRequest, Transport,
     VirtiofsdSearch,
 };
-pub use spec::{
-    parse_mem_mib, shell_quote, Choice, Root, RootBus, RootBusRequest, VmSpec, Vmm, DEFAULT_CPUS,
-    DEFAULT_MEM_MIB,
-};
+pub use spec::{parse_mem_mib, Root, RootBus, RootBusRequest, VmSpec, Vmm};
 pub use tap::{parse_tap, TapCase, TapOutcome, TapReport};
+pub use vmm::{choose_root_bus, choose_root_bus_with};
 
+pub(crate) use crate::host::exec::qemu_escape;
+pub use crate::host::exec::shell_quote;
 pub use modules::{
     beside_kernel, kernel_release, kernel_release_of, modules_for, read_modinfo, GuestFile, Module,
     ModuleTree, MODULE_SYMBOLS,
 };
+pub use process::EXIT_INTERRUPTED;
 pub(crate) use process::{interrupted, InterruptGuard};
 pub(crate) use report::{case as junit_case, xml as xml_escape};
-pub(crate) use spec::qemu_escape;
-
-/// The exit code of an interrupted run (Ctrl-C), as a shell reports a death by SIGINT.
-pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// Boots `spec`, runs `plan`'s checks and powers off, reporting nothing: [`run`] without an
 /// observer, kept for callers of check mode.

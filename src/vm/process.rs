@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 
 use std::path::Path;
 
-use super::EXIT_INTERRUPTED;
 use crate::error::Result;
+
+/// The exit code of an interrupted run (Ctrl-C), as a shell reports a death by SIGINT.
+pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// How the VMM's standard streams are connected.
 pub(crate) enum Stdio {

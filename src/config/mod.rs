@@ -38,14 +38,18 @@ pub struct Config {
     /// Where the boot-test kernel comes from and how it is configured.
     pub kernel: KernelConfig,
     /// Settings of `cargo xtask run`.
-    pub run: crate::vm::RunConfig,
+    pub run: RunConfig,
     /// `[[matrix]]`: the cells `cargo xtask matrix` boots, in order (see [`MatrixCell`] for
     /// each key and its default). Default: none, which means every architecture whose kernel
     /// `cargo xtask kernel` built, each with the disk and the initramfs.
     pub matrix: Vec<MatrixCell>,
 }
 
-pub use crate::matrix::{MatrixCell, Medium};
+mod matrix;
+mod run;
+
+pub use matrix::{MatrixCell, Medium};
+pub use run::{load_checks_file, ExtraCheck, RunConfig, DEFAULT_CPUS, DEFAULT_MEM_MIB};
 
 /// `[workspace.metadata.busyroot.busybox]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -409,11 +413,6 @@ impl Workspace {
             }
         }
         Ok(Workspace { target_dir: metadata.target_directory.into_std_path_buf(), root, config })
-    }
-
-    /// `<target>/busyroot/<arch>/`, where a build for `arch` keeps everything it produces.
-    pub fn arch_dir(&self, arch: Arch) -> PathBuf {
-        crate::context::Layout::new(self, arch).dir().to_path_buf()
     }
 
     /// A configured path, resolved against the workspace root.
