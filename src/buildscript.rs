@@ -296,7 +296,7 @@ fn cargo_path(path: &Path) -> Result<&str> {
 fn git_head_files(sh: &Shell, root: &Path) -> Vec<PathBuf> {
     let _dir = sh.push_dir(root);
     let git = |args: &[&str]| {
-        cmd!(sh, "git {args...}").quiet().ignore_stderr().read().ok().filter(|s| !s.is_empty())
+        crate::host::exec::read(cmd!(sh, "git {args...}")).filter(|s| !s.is_empty())
     };
     let mut refs = vec!["HEAD".to_string(), "packed-refs".to_string()];
     refs.extend(git(&["symbolic-ref", "-q", "HEAD"]));
@@ -345,6 +345,7 @@ pub fn directives(inputs: &Inputs, outputs: &Outputs, arch: Arch) -> Vec<String>
 }
 
 /// Prints `lines` on stdout, where Cargo reads a build script's directives.
+#[allow(clippy::print_stdout)] // Cargo's build-script protocol
 pub fn print_directives(lines: &[String]) {
     for line in lines {
         println!("{line}");
@@ -360,6 +361,7 @@ pub struct CargoProgress {
 }
 
 impl CargoProgress {
+    #[allow(clippy::print_stderr)] // a build script's log, which Cargo shows with -vv
     fn say(&self, message: &str) {
         eprintln!("{message}");
         if self.warnings {
@@ -382,6 +384,7 @@ impl Progress for CargoProgress {
         self.say(&format!("note: {message}"));
     }
 
+    #[allow(clippy::print_stderr)] // a build script's log, which Cargo shows with -vv
     fn warning(&self, message: &str) {
         // Always a `cargo:warning`: a misspelled table otherwise goes unseen.
         eprintln!("{message}");

@@ -107,11 +107,7 @@ pub fn source_date_epoch(sh: &Shell, root: &Path) -> u64 {
         return e;
     }
     let _dir = sh.push_dir(root);
-    xshell::cmd!(sh, "git log -1 --format=%ct")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .ok()
+    crate::host::exec::read(xshell::cmd!(sh, "git log -1 --format=%ct"))
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(FALLBACK_EPOCH)
 }

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 
 use crate::arch::Arch;
 use crate::error::{Error, IoContext, Result};
+use crate::host::exec;
 use crate::host::fs::{sha256_bytes, sha256_file, write_atomically};
 use crate::vm::{
     self, qemu, shell_quote, Accel, BootFailure, BootFailureKind, Check, CheckResult, Outcome,
@@ -945,38 +946,23 @@ pub fn run_lava(
     let file = fs::File::create(log).with_path("create", log)?;
     let mut command = std::process::Command::from(cmd);
     command.stdin(Stdio::null()).stdout(file.try_clone().with_path("open", log)?).stderr(file);
-    crate::host::exec::die_with_parent(&mut command, libc::SIGTERM);
     let failed = |details: String| Error::Command {
         command: command_line.clone(),
         status: String::new(),
         details,
     };
     let started = Instant::now();
-    let mut child = command.spawn().map_err(|e| failed(format!("could not start it: {e}")))?;
+    let mut child = exec::spawn(&mut command, libc::SIGTERM)
+        .map_err(|e| failed(format!("could not start it: {e}")))?;
     let pid = child.id();
-    let deadline = started + timeout;
-    let mut timed_out = false;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => {}
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(failed(format!("waiting for it failed: {e}")));
-            }
+    let waited = exec::wait(&mut child, Some(started + timeout), || true)
+        .map_err(|e| failed(format!("waiting for it failed: {e}")))?;
+    let timed_out = waited.is_none();
+    let status = match waited {
+        Some(status) => status,
+        None => {
+            exec::terminate(&mut child, Duration::from_secs(30)).with_path("wait for", &program)?
         }
-        let now = Instant::now();
-        if now >= deadline && !timed_out {
-            timed_out = true;
-            // SAFETY: kill with a pid we spawned and have not reaped.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-        }
-        if timed_out && now >= deadline + Duration::from_secs(30) {
-            let _ = child.kill();
-            break child.wait().with_path("wait for", &program)?;
-        }
-        std::thread::sleep(Duration::from_millis(100));
     };
     Ok(LavaRun {
         status: status.code(),

@@ -11,7 +11,7 @@ use xshell::{cmd, Shell};
 
 use crate::arch::Arch;
 use crate::error::{Error, IoContext, MissingTools, Result};
-use crate::host::exec::run_logged;
+use crate::host::exec::{self, run_logged};
 use crate::host::kconfig::set_options;
 use crate::progress::Progress;
 
@@ -87,8 +87,8 @@ impl Toolchain {
     /// does, and the bare name otherwise.
     fn has_static_libc(&self, sh: &Shell) -> bool {
         let cc = &self.cc;
-        let found = cmd!(sh, "{cc} -print-file-name=libc.a").quiet().ignore_stderr().read();
-        found.is_ok_and(|path| Path::new(path.trim()).is_absolute())
+        let found = exec::read(cmd!(sh, "{cc} -print-file-name=libc.a"));
+        found.is_some_and(|path| Path::new(path.trim()).is_absolute())
     }
 }
 
@@ -106,7 +106,7 @@ impl Toolchain {
     pub fn identity(&self, sh: &Shell) -> String {
         let path = crate::host::tools::find_program(&self.cc);
         let cc = &self.cc;
-        let version = cmd!(sh, "{cc} --version").quiet().ignore_stderr().read().unwrap_or_default();
+        let version = exec::read(cmd!(sh, "{cc} --version")).unwrap_or_default();
         format!("{}\n{path:?}\n{version}", self.cross_compile)
     }
 }

@@ -760,7 +760,7 @@ fn fsck(sh: &Shell, image: &Path) -> CheckResult {
     let Some(e2fsck) = crate::host::tools::find_program("e2fsck") else {
         return skipped_fsck("e2fsck not found in $PATH, /usr/sbin or /sbin (install e2fsprogs)");
     };
-    match cmd!(sh, "{e2fsck} -fn {image}").quiet().ignore_status().output() {
+    match crate::host::exec::output(cmd!(sh, "{e2fsck} -fn {image}")) {
         Ok(out) => {
             let text = String::from_utf8_lossy(&out.stdout).into_owned()
                 + &String::from_utf8_lossy(&out.stderr);
