@@ -47,7 +47,7 @@ use crate::progress::Progress;
 /// Environment variables a build reads whatever the architecture; a change to any of them
 /// reruns the build script. (`PATH` is left out on purpose: IDEs run build scripts with a
 /// different `PATH` than the terminal, and tracking it would rerun the script on every switch.)
-pub const ENV_VARS: &[&str] = &[
+pub(crate) const ENV_VARS: &[&str] = &[
     "BUSYROOT_CACHE",
     "BUSYROOT_MIRROR",
     "BUSYROOT_OFFLINE",
@@ -138,9 +138,9 @@ impl BuildScript {
     }
 
     /// Builds the images and prints the `cargo:` lines: `rerun-if-changed` for the workspace's
-    /// Cargo.toml and every input of [`Inputs::of`] (and the git files that date the image
+    /// Cargo.toml and every input of `Inputs::of` (and the git files that date the image
     /// when `SOURCE_DATE_EPOCH` is unset),
-    /// `rerun-if-env-changed` for [`ENV_VARS`], and `rustc-env` for `BUSYROOT_ARCH`,
+    /// `rerun-if-env-changed` for `ENV_VARS`, and `rustc-env` for `BUSYROOT_ARCH`,
     /// `BUSYROOT_DIR`, `BUSYROOT_EXT4`, `BUSYROOT_CPIO`, `BUSYROOT_TAR` and the images'
     /// `BUSYROOT_EXT4_SHA256`, `BUSYROOT_CPIO_SHA256` and `BUSYROOT_TAR_SHA256`.
     pub fn run(&self) -> Result<Outputs> {
@@ -231,7 +231,7 @@ impl BuildScript {
 
 /// What a rootfs build reads, in the form Cargo is told to watch it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Inputs {
+pub(crate) struct Inputs {
     /// Files and directories whose change reruns the build script.
     pub paths: Vec<PathBuf>,
     /// Environment variables whose change reruns the build script.
@@ -321,7 +321,7 @@ fn cc_env_vars(arch: Arch) -> Vec<String> {
 
 /// The `cargo:` lines a build script prints for `inputs` and `outputs`: first what to watch,
 /// then the `rustc-env` variables (documented at [`BuildScript::run`]).
-pub fn directives(inputs: &Inputs, outputs: &Outputs, arch: Arch) -> Vec<String> {
+pub(crate) fn directives(inputs: &Inputs, outputs: &Outputs, arch: Arch) -> Vec<String> {
     let mut lines: Vec<String> = inputs
         .paths
         .iter()
@@ -346,7 +346,7 @@ pub fn directives(inputs: &Inputs, outputs: &Outputs, arch: Arch) -> Vec<String>
 
 /// Prints `lines` on stdout, where Cargo reads a build script's directives.
 #[allow(clippy::print_stdout)] // Cargo's build-script protocol
-pub fn print_directives(lines: &[String]) {
+pub(crate) fn print_directives(lines: &[String]) {
     for line in lines {
         println!("{line}");
     }
@@ -355,7 +355,7 @@ pub fn print_directives(lines: &[String]) {
 /// Reports progress from a build script: every step on stderr, and also as `cargo:warning`
 /// lines when `warnings` is set.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct CargoProgress {
+pub(crate) struct CargoProgress {
     /// Whether to print `cargo:warning` lines too.
     pub warnings: bool,
 }
@@ -398,7 +398,7 @@ impl Progress for CargoProgress {
 
 /// `message` as `cargo:warning` lines, one per line of text (Cargo reads one directive per
 /// line), each starting with `busyroot: `.
-pub fn warning_lines(message: &str) -> Vec<String> {
+pub(crate) fn warning_lines(message: &str) -> Vec<String> {
     message
         .lines()
         .filter(|line| !line.trim().is_empty())

@@ -98,10 +98,10 @@ impl Layout {
 
 /// Used for file times when neither `SOURCE_DATE_EPOCH` nor a git commit gives one:
 /// 2000-01-01T00:00:00Z.
-pub const FALLBACK_EPOCH: u64 = 946_684_800;
+pub(crate) const FALLBACK_EPOCH: u64 = 946_684_800;
 
 /// `SOURCE_DATE_EPOCH`, else the date of the workspace's last git commit, else
-/// [`FALLBACK_EPOCH`].
+/// `FALLBACK_EPOCH` (2000-01-01).
 pub fn source_date_epoch(sh: &Shell, root: &Path) -> u64 {
     if let Some(e) = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok()) {
         return e;

@@ -129,7 +129,7 @@ impl Workspace {
 }
 
 /// The prefix of a configured path that names a file in busyroot's own source.
-pub const BUILTIN_PREFIX: &str = "busyroot:";
+pub(crate) const BUILTIN_PREFIX: &str = "busyroot:";
 
 const BUSYBOX: &str = "busybox-config/.config";
 const SKELETON: &str = "rootfs-skel";

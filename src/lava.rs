@@ -121,7 +121,7 @@ impl Cell {
             checks,
             command: None,
             accel: Accel::Tcg,
-            mem_mib: vm::DEFAULT_MEM_MIB,
+            mem_mib: crate::config::DEFAULT_MEM_MIB,
             cpus: 1,
             qemu: PathBuf::from(arch.info().qemu),
             append: Vec::new(),

@@ -233,14 +233,9 @@ impl fmt::Display for Shard {
     }
 }
 
-/// The cells of shard `index` of `count` (counting from 1): cell k goes to shard
-/// `(k mod count) + 1`. Refuses an index outside 1..=`count`.
-pub fn shard(cells: Vec<Cell>, index: usize, count: usize) -> Result<Vec<Cell>> {
-    Ok(Shard::new(index, count)?.select(cells))
-}
-
 /// How many VMs to run at once by default: half the host's cores, at least one. (A TCG guest
 /// keeps a core busy; the other half is left for QEMU's I/O threads and the host.)
+#[doc(hidden)]
 pub fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get() / 2).max(1)
 }
@@ -544,6 +539,10 @@ fn run_cell(sh: &Shell, cell: &Cell, observer: &dyn MatrixObserver) -> CellResul
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    fn shard(cells: Vec<Cell>, index: usize, count: usize) -> Result<Vec<Cell>> {
+        Ok(Shard::new(index, count)?.select(cells))
+    }
 
     fn workspace(toml: &str) -> Workspace {
         let config = Config::from_toml(toml, Path::new("Cargo.toml")).unwrap();

@@ -29,14 +29,14 @@ use crate::pipeline::stage::{Fingerprint, OutputState, StageReport, Stages};
 use crate::progress::Progress;
 
 /// The fragment every architecture uses; `<arch>.config` beside it adds the arch's own.
-pub const COMMON_FRAGMENT: &str = "common.config";
+pub(crate) const COMMON_FRAGMENT: &str = "common.config";
 
 /// Part of every kernel build's fingerprint and cache key: raise it when busyroot changes how
 /// it configures or builds a kernel, so that no build or cached kernel from before is reused.
-pub const KERNEL_STAGE_VERSION: u32 = 2;
+pub(crate) const KERNEL_STAGE_VERSION: u32 = 2;
 
 /// The host programs a kernel build runs, besides the C compiler.
-pub const KERNEL_TOOLS: &[Tool] = &[
+pub(crate) const KERNEL_TOOLS: &[Tool] = &[
     Tool { program: "make", purpose: "building the kernel", package: "make" },
     Tool { program: "bc", purpose: "kernel build (timeconst)", package: "bc" },
     Tool { program: "flex", purpose: "kernel build (Kconfig lexer)", package: "flex" },
@@ -60,10 +60,11 @@ const KERNEL_HEADERS: &[Header] =
     &[Header { file: "gelf.h", purpose: "kernel build (objtool)", package: "libelf-dev" }];
 
 /// The file name endings of the source tarballs busyroot unpacks.
-pub const TARBALL_SUFFIXES: [&str; 7] =
+pub(crate) const TARBALL_SUFFIXES: [&str; 7] =
     [".tar.xz", ".tar.gz", ".tar.bz2", ".tar", ".txz", ".tgz", ".tbz2"];
 
 /// [`TARBALL_SUFFIXES`] as the messages and the command-line help list them.
+#[doc(hidden)]
 pub const TARBALL_NAMES: &str = ".tar.xz, .tar.gz, .tar.bz2, .tar, .txz, .tgz or .tbz2";
 
 /// Where the kernel's source comes from.
@@ -79,7 +80,7 @@ pub enum KernelSource {
         /// Its expected sha256, lower-case hex.
         sha256: String,
     },
-    /// A local tarball (any of [`TARBALL_SUFFIXES`]), used as is.
+    /// A local tarball (any of `TARBALL_SUFFIXES`), used as is.
     Tarball(PathBuf),
     /// An unpacked source tree, built out of tree (`O=`) and never written to.
     Tree(PathBuf),
@@ -137,7 +138,7 @@ impl KernelSource {
 
 /// An option a fragment asks for that the final configuration does not have.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LostOption {
+pub(crate) struct LostOption {
     /// `CONFIG_…`.
     pub name: String,
     /// The value the fragment sets; `None` for `# CONFIG_… is not set` (or `=n`).
@@ -150,7 +151,7 @@ pub struct LostOption {
 
 /// A configuration fragment: where it is and what it says.
 #[derive(Debug, Clone)]
-pub struct Fragment {
+pub(crate) struct Fragment {
     /// Its path relative to the workspace root (absolute if it lies elsewhere).
     pub path: PathBuf,
     /// Its contents.
@@ -159,7 +160,7 @@ pub struct Fragment {
 
 /// Every option the fragments set (a later fragment overriding an earlier one) that `config`
 /// does not have with the same value. An option missing from `config` counts as unset.
-pub fn lost_options(fragments: &[Fragment], config: &str) -> Vec<LostOption> {
+pub(crate) fn lost_options(fragments: &[Fragment], config: &str) -> Vec<LostOption> {
     let mut wanted: BTreeMap<String, (Option<String>, &Path)> = BTreeMap::new();
     for fragment in fragments {
         for (name, value) in crate::host::kconfig::parse(&fragment.text) {
@@ -280,6 +281,7 @@ fn utc_timestamp(epoch: u64) -> String {
 
 /// Where the built kernel image for `arch` is (or would be): `kernel/bzImage` or
 /// `kernel/Image`.
+#[doc(hidden)]
 pub fn kernel_image_path(ws: &Workspace, arch: Arch) -> PathBuf {
     Layout::new(ws, arch).kernel_image()
 }
@@ -393,7 +395,7 @@ impl KernelBuilder {
     }
 
     /// Fixes the build time stamped into the kernel (default: `SOURCE_DATE_EPOCH`, else
-    /// [`FALLBACK_EPOCH`]; not the last commit's date as for the rootfs, so that committing
+    /// `FALLBACK_EPOCH`; not the last commit's date as for the rootfs, so that committing
     /// does not rebuild the kernel).
     pub fn source_date_epoch(&mut self, epoch: u64) -> &mut KernelBuilder {
         self.source_date_epoch = Some(epoch);
@@ -409,7 +411,7 @@ impl KernelBuilder {
     /// Keeps built kernels in `dir`, shared by every checkout on the machine, and takes a
     /// kernel from there instead of building it when every input matches: the source's
     /// sha256, the fragments, the base configuration, the compiler's version, the build time
-    /// stamp and [`KERNEL_STAGE_VERSION`]. A source tree is never cached (make decides what
+    /// stamp and `KERNEL_STAGE_VERSION`. A source tree is never cached (make decides what
     /// changed in it).
     pub fn cache(&mut self, dir: PathBuf) -> &mut KernelBuilder {
         self.cache = Some(dir);
@@ -876,6 +878,7 @@ fn timed<T>(
 }
 
 /// The newest `linux-source-*.tar.xz` (or `.tar.bz2`) a distribution package installed in `dir`.
+#[doc(hidden)]
 pub fn installed_kernel_source(dir: &Path) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = fs::read_dir(dir)
         .ok()?

@@ -112,7 +112,7 @@ impl RootfsBuilder {
     }
 
     /// Fixes the timestamp of every file (default: `SOURCE_DATE_EPOCH`, else the last git
-    /// commit's date, else [`FALLBACK_EPOCH`]).
+    /// commit's date, else `FALLBACK_EPOCH`).
     pub fn source_date_epoch(&mut self, epoch: u64) -> &mut RootfsBuilder {
         self.source_date_epoch = Some(epoch);
         self

@@ -110,8 +110,8 @@ impl Vm {
             program: None,
             accel: AccelRequest::Auto,
             root_bus: RootBusRequest::Auto,
-            mem_mib: super::DEFAULT_MEM_MIB,
-            cpus: super::DEFAULT_CPUS,
+            mem_mib: crate::config::DEFAULT_MEM_MIB,
+            cpus: crate::config::DEFAULT_CPUS,
             append: Vec::new(),
             boot_timeout: None,
             command_timeout: None,
@@ -431,7 +431,7 @@ impl Vm {
         let mut load = Vec::new();
         let mut module_files = Vec::new();
         let names = match &config {
-            Some(config) => super::modules_for(&needed, config),
+            Some(config) => super::modules::modules_for(&needed, config),
             None => Vec::new(),
         };
         // Modules found beside the kernel are delivered only when the run loads some.

@@ -36,9 +36,6 @@ pub struct RunPlan {
     pub dir: Option<String>,
 }
 
-/// The plan of a check-mode run (the same type).
-pub type CheckPlan = RunPlan;
-
 /// How long each phase may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -245,7 +242,7 @@ fn fstype_of(dir: &str) -> String {
 mod tests {
     use super::*;
     use crate::arch::Arch;
-    use crate::vm::{CheckPlan, RootBus, Vmm};
+    use crate::vm::{RootBus, RunPlan, Vmm};
 
     fn spec(root: Root) -> VmSpec {
         VmSpec {
@@ -276,7 +273,7 @@ mod tests {
     #[test]
     fn standard_plan_depends_on_root() {
         let t = Timeouts::new(Accel::Tcg, None, 1.0);
-        let disk = CheckPlan::standard(
+        let disk = RunPlan::standard(
             &spec(Root::Disk { image: "/i".into(), bus: RootBus::Nvme }),
             "h.x",
             t,
@@ -284,14 +281,14 @@ mod tests {
         assert!(disk.fsck);
         assert!(disk.checks.iter().any(|c| c.name() == "/ is ext4"));
         assert!(disk.checks.iter().any(|c| c.expect() == r"^h\.x$"));
-        let initramfs = CheckPlan::standard(&spec(Root::Initramfs("/i".into())), "h", t);
+        let initramfs = RunPlan::standard(&spec(Root::Initramfs("/i".into())), "h", t);
         assert!(!initramfs.fsck);
         assert!(initramfs.checks.iter().any(|c| c.expect() == "^(rootfs|tmpfs)$"));
     }
 
     #[test]
     fn device_regexes_match_busybox_ls() {
-        let plan = CheckPlan::standard(
+        let plan = RunPlan::standard(
             &spec(Root::Initramfs("/i".into())),
             "h",
             Timeouts::new(Accel::Tcg, None, 1.0),

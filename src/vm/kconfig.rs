@@ -126,7 +126,8 @@ mod tests {
 
     use flate2::write::GzEncoder;
 
-    use crate::vm::{choose_root_bus_with, RootBus, RootBusRequest, Vmm};
+    use crate::vm::vmm::choose_root_bus_with;
+    use crate::vm::{RootBus, RootBusRequest, Vmm};
     use flate2::Compression;
 
     use super::*;

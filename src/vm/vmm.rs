@@ -58,7 +58,7 @@ impl Vmm {
     }
 }
 
-/// Chooses the root bus for `kernel`; see [`choose_root_bus_with`]. Looks for the kernel's
+/// Chooses the root bus for `kernel`; see `choose_root_bus_with`. Looks for the kernel's
 /// configuration with [`KernelConfig::find`].
 pub fn choose_root_bus(
     request: RootBusRequest,

@@ -6,7 +6,7 @@ use busyroot::arch::Arch;
 use busyroot::config::ImageSizeSetting;
 use busyroot::pipeline::rootfs::RootfsBuilder;
 use busyroot::vm::{
-    self, AccelRequest, CheckPlan, Outcome, Root, RootBusRequest, Timeouts, VmSpec, Vmm,
+    self, AccelRequest, Outcome, Root, RootBusRequest, RunPlan, Timeouts, VmSpec, Vmm,
 };
 
 use crate::support::{self, run, skip};
@@ -55,8 +55,8 @@ fn the_smallest_auto_image_boots_with_the_built_kernel_and_gains_no_files() {
     let mut spec = VmSpec::new(Arch::X86_64, kernel, root, tmp.path().join("console.log"));
     spec.accel = vm::choose_accel(AccelRequest::Auto, Arch::X86_64).unwrap().value;
     let timeouts = Timeouts::from_env(spec.accel, None).unwrap();
-    let plan = CheckPlan::standard(&spec, &vm::RunConfig::default().hostname, timeouts);
-    let report = vm::boot_check(&sh, &spec, &plan).unwrap();
+    let plan = RunPlan::standard(&spec, &vm::RunConfig::default().hostname, timeouts);
+    let report = vm::run(&sh, &spec, &plan, &vm::Quiet).unwrap();
     assert_eq!(report.outcome, Outcome::Passed, "{report:#?}");
 
     let (booted_files, _) = e2fsck_files(&image);
