@@ -39,7 +39,7 @@ use xshell::{cmd, Shell};
 
 use crate::arch::Arch;
 use crate::config::Workspace;
-use crate::context::Layout;
+use crate::context::{Context, Layout};
 use crate::error::{Error, IoContext, Result};
 use crate::pipeline::rootfs::{Outputs, RootfsBuilder};
 use crate::progress::Progress;
@@ -167,10 +167,10 @@ impl BuildScript {
         }
 
         // The architecture is known: an unsupported host does not matter.
-        let mut builder = RootfsBuilder::for_arch(workspace.clone(), arch);
-        builder.offline(self.offline);
-        builder.source_date_epoch(crate::context::source_date_epoch(&sh, &workspace.root));
-        let built = builder.build(&sh, &progress)?;
+        let mut ctx = Context::for_arch(workspace.clone(), arch);
+        ctx.offline(self.offline);
+        ctx.source_date_epoch(crate::context::source_date_epoch(&sh, &workspace.root));
+        let built = RootfsBuilder::new(ctx).build(&sh, &progress)?;
         let outputs = if self.share_target_dir { self.copy_out(built, arch)? } else { built };
 
         print_directives(&directives(&inputs, &outputs, arch));
@@ -569,7 +569,7 @@ mod tests {
         let script =
             BuildScript::new(manifest_dir, out_dir.path()).share_target_dir(true).offline(true);
         let outputs = script.run().unwrap();
-        let arch = RootfsBuilder::new(workspace.clone()).unwrap().target_arch();
+        let arch = Context::new(workspace.clone()).unwrap().arch();
         assert_eq!(outputs.dir, out_dir.path().join("busyroot").join(arch.name()));
         assert_eq!(outputs.files.len(), 3);
         let mtimes: Vec<_> = outputs

@@ -1,6 +1,8 @@
-//! What a command resolves once and passes down: the [`Layout`] of everything under
-//! `<target>/busyroot/<arch>/`, and the file times of reproducible outputs
-//! (`SOURCE_DATE_EPOCH`), shared by the rootfs and kernel builders.
+//! What a command resolves once and passes down: the [`Context`] (workspace, architecture,
+//! [`Layout`], download settings, file times, compiler) the rootfs and kernel builders, the
+//! runner's callers, the matrix and the bench share; the `Layout` of everything under
+//! `<target>/busyroot/<arch>/`; and the file times of reproducible outputs
+//! (`SOURCE_DATE_EPOCH`).
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +10,93 @@ use xshell::Shell;
 
 use crate::arch::Arch;
 use crate::config::Workspace;
+use crate::error::Result;
+use crate::host::fetch::FetchOptions;
+use crate::host::toolchain::Toolchain;
 use crate::image::Format;
+
+/// What one command works with, resolved once: the workspace, the architecture and its
+/// [`Layout`], how to download, the file times and the C compiler. The builders take it
+/// whole; its setters are the only ones for these settings.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub(crate) workspace: Workspace,
+    pub(crate) layout: Layout,
+    pub(crate) fetch: FetchOptions,
+    pub(crate) source_date_epoch: Option<u64>,
+    pub(crate) toolchain: Option<Toolchain>,
+}
+
+impl Context {
+    /// The context for the configured architecture, else the host's, fetching as the
+    /// environment says ([`FetchOptions::from_env`]).
+    pub fn new(workspace: Workspace) -> Result<Context> {
+        let arch = Arch::configured_or_host(workspace.config.arch)?;
+        Ok(Context::for_arch(workspace, arch))
+    }
+
+    /// The context for `arch`, whatever the configuration and the host say.
+    pub fn for_arch(workspace: Workspace, arch: Arch) -> Context {
+        Context {
+            layout: Layout::new(&workspace, arch),
+            workspace,
+            fetch: FetchOptions::from_env(),
+            source_date_epoch: None,
+            toolchain: None,
+        }
+    }
+
+    /// The same settings for `arch` (the compiler is looked up again).
+    pub fn with_arch(&self, arch: Arch) -> Context {
+        Context { layout: Layout::new(&self.workspace, arch), toolchain: None, ..self.clone() }
+    }
+
+    /// Never use the network (in addition to `BUSYROOT_OFFLINE`).
+    pub fn offline(&mut self, offline: bool) -> &mut Context {
+        self.fetch.offline |= offline;
+        self
+    }
+
+    /// Replaces the download settings.
+    pub fn fetch_options(&mut self, fetch: FetchOptions) -> &mut Context {
+        self.fetch = fetch;
+        self
+    }
+
+    /// Fixes the file times of the outputs (default: `SOURCE_DATE_EPOCH`, else the last git
+    /// commit's date for the rootfs and `FALLBACK_EPOCH` for the kernel, so that committing
+    /// does not rebuild the kernel).
+    pub fn source_date_epoch(&mut self, epoch: u64) -> &mut Context {
+        self.source_date_epoch = Some(epoch);
+        self
+    }
+
+    /// Uses this C compiler instead of looking one up.
+    pub fn toolchain(&mut self, toolchain: Toolchain) -> &mut Context {
+        self.toolchain = Some(toolchain);
+        self
+    }
+
+    /// The workspace and its configuration.
+    pub fn workspace(&self) -> &Workspace {
+        &self.workspace
+    }
+
+    /// The architecture built and booted.
+    pub fn arch(&self) -> Arch {
+        self.layout.arch()
+    }
+
+    /// Every path under `<target>/busyroot/<arch>/`.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The download settings.
+    pub fn fetch(&self) -> &FetchOptions {
+        &self.fetch
+    }
+}
 
 /// Every path under `<target>/busyroot/<arch>/`, named here and nowhere else.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,8 @@
 //! `#[doc(hidden)]` (`host`, `lava`, `pipeline::busybox`, `pipeline::stage`, `testing` and the
 //! runner's choice functions: busyroot's own xtask's and tests' plumbing, changed at will).
 //!
-//! - Building: [`pipeline::rootfs::RootfsBuilder`] (configuration in, [`pipeline::rootfs::Outputs`]
+//! - Building: one [`context::Context`] per command (workspace, architecture, download
+//!   settings, file times, compiler) handed to [`pipeline::rootfs::RootfsBuilder`] (configuration in, [`pipeline::rootfs::Outputs`]
 //!   out: each [`image::Format`]'s file with its size and sha256; fresh stages skipped),
 //!   [`pipeline::kernel::KernelBuilder`] and [`pipeline::distro`] (a kernel built from
 //!   source or a distribution's), [`FetchOptions`] (mirror, offline).
@@ -36,6 +37,7 @@
 //! ```no_run
 //! use std::path::Path;
 //!
+//! use busyroot::context::Context;
 //! use busyroot::pipeline::rootfs::RootfsBuilder;
 //! use busyroot::config::Workspace;
 //! use busyroot::progress::Silent;
@@ -45,8 +47,9 @@
 //!     let sh = busyroot::xshell::Shell::new().expect("the current directory is readable");
 //!
 //!     // [workspace.metadata.busyroot] of the workspace holding this directory.
-//!     let workspace = Workspace::load(Path::new("."))?;
-//!     let builder = RootfsBuilder::new(workspace)?;
+//!     // One context per command: workspace, architecture, download settings, file times.
+//!     let ctx = Context::new(Workspace::load(Path::new("."))?)?;
+//!     let builder = RootfsBuilder::new(ctx.clone());
 //!     let outputs = builder.build(&sh, &Silent)?;
 //!     for file in &outputs.files {
 //!         println!("{}  {}", file.sha256, file.path.display());
@@ -54,10 +57,10 @@
 //!
 //!     // The guest writes to a copy of the disk, so the output stays as built.
 //!     let kernel = Path::new("/boot/vmlinuz");
-//!     let report = Vm::new(builder.target_arch(), kernel).disk(&outputs.ext4).check()?;
+//!     let report = Vm::new(ctx.arch(), kernel).disk(&outputs.ext4).check()?;
 //!     assert_eq!(report.outcome, Outcome::Passed, "console log: {}", report.console_log.display());
 //!
-//!     let out = Vm::new(builder.target_arch(), kernel)
+//!     let out = Vm::new(ctx.arch(), kernel)
 //!         .initramfs(&outputs.cpio)
 //!         .run(["/bin/sh", "-c", "uname -r; exit 3"])?;
 //!     assert_eq!(out.status, 3);

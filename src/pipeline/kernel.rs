@@ -16,10 +16,10 @@ use xshell::{cmd, Shell};
 
 use crate::arch::Arch;
 use crate::config::Workspace;
-use crate::context::{Layout, FALLBACK_EPOCH};
+use crate::context::{Context, Layout, FALLBACK_EPOCH};
 use crate::error::{Error, IoContext, MissingTools, Result};
 use crate::host::exec::run_logged;
-use crate::host::fetch::{self, FetchOptions};
+use crate::host::fetch;
 use crate::host::fs::{
     remove_dead_temporaries, sha256_bytes, sha256_file, temp_path, write_atomically,
 };
@@ -317,14 +317,10 @@ pub struct ConfiguredKernel {
 /// Builds a minimal kernel for one architecture from a workspace's configuration.
 #[derive(Debug, Clone)]
 pub struct KernelBuilder {
-    workspace: Workspace,
-    arch: Arch,
+    ctx: Context,
     /// `None`: the configured source, resolved when used so that an override never trips
     /// over a configured path that does not exist.
     source: Option<KernelSource>,
-    fetch: FetchOptions,
-    source_date_epoch: Option<u64>,
-    toolchain: Option<Toolchain>,
     cache: Option<PathBuf>,
 }
 
@@ -339,31 +335,17 @@ struct Plan {
 }
 
 impl KernelBuilder {
-    /// A builder for the configured architecture (else the host's) and the configured source
-    /// (`kernel.source`, else the pinned release), fetching as the environment says
-    /// ([`FetchOptions::from_env`]).
-    pub fn new(workspace: Workspace) -> Result<KernelBuilder> {
-        let arch = Arch::configured_or_host(workspace.config.arch)?;
-        Ok(KernelBuilder::for_arch(workspace, arch))
+    /// A builder for `ctx`'s workspace and architecture and the configured source
+    /// (`kernel.source`, else the pinned release), with `ctx`'s download settings, build time
+    /// (default: `SOURCE_DATE_EPOCH`, else `FALLBACK_EPOCH`: not the last commit's date as for
+    /// the rootfs, so that committing does not rebuild the kernel) and compiler.
+    pub fn new(ctx: Context) -> KernelBuilder {
+        KernelBuilder { ctx, source: None, cache: None }
     }
 
-    /// A builder for `arch`, whatever the configuration and the host say.
-    pub fn for_arch(workspace: Workspace, arch: Arch) -> KernelBuilder {
-        KernelBuilder {
-            workspace,
-            arch,
-            source: None,
-            fetch: FetchOptions::from_env(),
-            source_date_epoch: None,
-            toolchain: None,
-            cache: None,
-        }
-    }
-
-    /// Builds for `arch` instead.
-    pub fn arch(&mut self, arch: Arch) -> &mut KernelBuilder {
-        self.arch = arch;
-        self
+    /// The context it builds in.
+    pub fn context(&self) -> &Context {
+        &self.ctx
     }
 
     /// Builds from `source` instead of the configured one.
@@ -375,37 +357,11 @@ impl KernelBuilder {
     /// The source to build: the one set with [`Self::source`], else `kernel.source` from the
     /// configuration, else the pinned release.
     pub fn resolved_source(&self) -> Result<KernelSource> {
-        match (&self.source, &self.workspace.config.kernel.source) {
+        match (&self.source, &self.ctx.workspace.config.kernel.source) {
             (Some(source), _) => Ok(source.clone()),
-            (None, Some(path)) => KernelSource::from_path(&self.workspace.path(path)),
+            (None, Some(path)) => KernelSource::from_path(&self.ctx.workspace.path(path)),
             (None, None) => Ok(KernelSource::Pinned),
         }
-    }
-
-    /// Never use the network (in addition to `BUSYROOT_OFFLINE`).
-    pub fn offline(&mut self, offline: bool) -> &mut KernelBuilder {
-        self.fetch.offline |= offline;
-        self
-    }
-
-    /// Replaces the download settings.
-    pub fn fetch_options(&mut self, fetch: FetchOptions) -> &mut KernelBuilder {
-        self.fetch = fetch;
-        self
-    }
-
-    /// Fixes the build time stamped into the kernel (default: `SOURCE_DATE_EPOCH`, else
-    /// `FALLBACK_EPOCH`; not the last commit's date as for the rootfs, so that committing
-    /// does not rebuild the kernel).
-    pub fn source_date_epoch(&mut self, epoch: u64) -> &mut KernelBuilder {
-        self.source_date_epoch = Some(epoch);
-        self
-    }
-
-    /// Uses this C compiler instead of looking one up.
-    pub fn toolchain(&mut self, toolchain: Toolchain) -> &mut KernelBuilder {
-        self.toolchain = Some(toolchain);
-        self
     }
 
     /// Keeps built kernels in `dir`, shared by every checkout on the machine, and takes a
@@ -418,28 +374,19 @@ impl KernelBuilder {
         self
     }
 
-    /// The architecture being built.
-    pub fn target_arch(&self) -> Arch {
-        self.arch
-    }
-
     /// Where the outputs go: `<target>/busyroot/<arch>/kernel/`.
     pub fn output_dir(&self) -> PathBuf {
-        self.layout().kernel_dir()
+        self.ctx.layout.kernel_dir()
     }
 
     /// The out-of-tree build directory, one per architecture so they never clash.
     pub fn build_dir(&self) -> PathBuf {
-        self.layout().kernel_build()
+        self.ctx.layout.kernel_build()
     }
 
     /// The full log of every make run.
     pub fn log_path(&self) -> PathBuf {
-        self.layout().kernel_log()
-    }
-
-    fn layout(&self) -> Layout {
-        Layout::new(&self.workspace, self.arch)
+        self.ctx.layout.kernel_log()
     }
 
     /// The cache entry for this build's inputs, or `None` without a cache or for a source
@@ -455,8 +402,8 @@ impl KernelBuilder {
             }
         };
         let key = plan.build_fp.clone().with("source sha256", source).digest();
-        let dir = dir.join(format!("{}-{}", self.arch.name(), &key[..32]));
-        Ok(Some(CacheEntry { dir, image_name: image_name(self.arch) }))
+        let dir = dir.join(format!("{}-{}", self.ctx.arch().name(), &key[..32]));
+        Ok(Some(CacheEntry { dir, image_name: image_name(self.ctx.arch()) }))
     }
 
     /// Configures and builds the kernel, skipping each stage whose inputs did not change, and
@@ -467,12 +414,12 @@ impl KernelBuilder {
     /// are immutable, so for them a matching fingerprint is enough.
     pub fn build(&self, sh: &Shell, progress: &dyn Progress) -> Result<BuiltKernel> {
         let plan = self.plan(sh)?;
-        progress.input(&self.workspace.kernel_fragments()?);
+        progress.input(&self.ctx.workspace.kernel_fragments()?);
         let _lock = self.lock(progress)?;
         let out_dir = self.output_dir();
-        let image = out_dir.join(image_name(self.arch));
+        let image = out_dir.join(image_name(self.ctx.arch()));
         let config = out_dir.join(".config");
-        let mut stages = Stages::new(progress, self.layout().stamps());
+        let mut stages = Stages::new(progress, self.ctx.layout.stamps());
         let output = match plan.source {
             KernelSource::Tree(_) => OutputState::Unknown("source tree: make decides"),
             _ => OutputState::intact_if(image.is_file() && config.is_file()),
@@ -491,11 +438,11 @@ impl KernelBuilder {
                 self.configure_stage(sh, &plan, &mut stages, progress)?;
                 stages.run("build kernel", &plan.build_fp, output, || {
                     let tree = self.prepare(sh, &plan.source, progress)?;
-                    let make = self.make(sh, &tree, &plan, image_name(self.arch));
+                    let make = self.make(sh, &tree, &plan, image_name(self.ctx.arch()));
                     run_logged(make, None, &self.log_path(), progress)?;
                     let build_dir = self.build_dir();
                     copy_atomically(&build_dir.join(".config"), &config)?;
-                    copy_atomically(&build_dir.join(self.arch.info().kernel_image), &image)?;
+                    copy_atomically(&build_dir.join(self.ctx.arch().info().kernel_image), &image)?;
                     Ok(format!("{} KiB", file_size(&image)?.div_ceil(1024)))
                 })?;
             }
@@ -513,7 +460,7 @@ impl KernelBuilder {
     pub fn configure(&self, sh: &Shell, progress: &dyn Progress) -> Result<ConfiguredKernel> {
         let plan = self.plan(sh)?;
         let _lock = self.lock(progress)?;
-        let mut stages = Stages::new(progress, self.layout().stamps());
+        let mut stages = Stages::new(progress, self.ctx.layout.stamps());
         self.configure_stage(sh, &plan, &mut stages, progress)?;
         let tree = self.prepare(sh, &plan.source, progress)?;
         Ok(ConfiguredKernel { tree, build_dir: self.build_dir() })
@@ -522,7 +469,7 @@ impl KernelBuilder {
     /// Makes a second run for the same architecture wait, so two makes never share a build
     /// directory; then clears what a killed run left among the outputs.
     fn lock(&self, progress: &dyn Progress) -> Result<crate::host::lock::DirLock> {
-        let lock = crate::host::lock::DirLock::acquire(&self.layout().kernel_lock(), progress)?;
+        let lock = crate::host::lock::DirLock::acquire(&self.ctx.layout.kernel_lock(), progress)?;
         remove_dead_temporaries(&self.output_dir())?;
         Ok(lock)
     }
@@ -553,7 +500,7 @@ impl KernelBuilder {
                     return Ok(self.unpacked_dir(&id));
                 }
                 let path = timed(progress, "fetch kernel", || {
-                    let path = fetch::fetch(sh, &source, &self.fetch, progress);
+                    let path = fetch::fetch(sh, &source, &self.ctx.fetch, progress);
                     let path = match (path, source_kind) {
                         (Err(Error::Fetch(message)), KernelSource::Pinned) => {
                             return Err(Error::KernelFetch {
@@ -581,7 +528,7 @@ impl KernelBuilder {
 
     /// What to fetch for a downloaded source.
     fn fetch_source(&self, source: &KernelSource) -> fetch::Source {
-        let cfg = &self.workspace.config.kernel;
+        let cfg = &self.ctx.workspace.config.kernel;
         match source {
             KernelSource::Url { url, sha256 } => fetch::Source {
                 file_name: url.rsplit('/').next().unwrap_or(url).to_string(),
@@ -594,7 +541,7 @@ impl KernelBuilder {
     }
 
     fn unpacked_dir(&self, id: &str) -> PathBuf {
-        self.workspace.target_dir.join("busyroot").join("src").join(format!("linux-{id}"))
+        self.ctx.workspace.target_dir.join("busyroot").join("src").join(format!("linux-{id}"))
     }
 
     /// What identifies the source without reading it: a tarball's checksum, or a local
@@ -613,7 +560,7 @@ impl KernelBuilder {
     fn plan(&self, sh: &Shell) -> Result<Plan> {
         let source = self.resolved_source()?;
         let toolchain = self.check_host(&source)?;
-        let epoch = self.source_date_epoch.unwrap_or_else(|| {
+        let epoch = self.ctx.source_date_epoch.unwrap_or_else(|| {
             std::env::var("SOURCE_DATE_EPOCH")
                 .ok()
                 .and_then(|v| v.trim().parse().ok())
@@ -622,8 +569,8 @@ impl KernelBuilder {
         let fragments = self.read_fragments()?;
         let mut configure_fp = Fingerprint::new()
             .with("source", self.source_identity(&source)?)
-            .with("arch", self.arch.name())
-            .with("base", self.workspace.config.kernel.base.make_target())
+            .with("arch", self.ctx.arch().name())
+            .with("base", self.ctx.workspace.config.kernel.base.make_target())
             .with("toolchain", toolchain.identity(sh));
         for fragment in &fragments {
             let name = fragment.path.file_name().unwrap_or_default().to_string_lossy();
@@ -632,7 +579,7 @@ impl KernelBuilder {
         let build_fp = Fingerprint::new()
             .after("configuration", &configure_fp)
             .with("KBUILD_BUILD_TIMESTAMP", utc_timestamp(epoch))
-            .with("image", image_name(self.arch))
+            .with("image", image_name(self.ctx.arch()))
             .with("busyroot kernel stage", KERNEL_STAGE_VERSION.to_string());
         Ok(Plan { source, toolchain, fragments, configure_fp, build_fp, epoch })
     }
@@ -659,9 +606,9 @@ impl KernelBuilder {
                 missing.push(format!("<{}> ({})", header.file, header.purpose), header.package);
             }
         }
-        let toolchain = match &self.toolchain {
+        let toolchain = match &self.ctx.toolchain {
             Some(t) => Some(t.clone()),
-            None => match Toolchain::find(self.arch) {
+            None => match Toolchain::find(self.ctx.arch()) {
                 Ok(t) => Some(t),
                 Err(Error::MissingTools(more)) => {
                     missing.extend(more);
@@ -677,9 +624,9 @@ impl KernelBuilder {
     /// Reads `common.config` and `<arch>.config` from the fragments directory; both must
     /// exist (an architecture that needs nothing of its own has an empty one).
     fn read_fragments(&self) -> Result<Vec<Fragment>> {
-        let ws = &self.workspace;
+        let ws = &self.ctx.workspace;
         let dir = ws.kernel_fragments()?.path;
-        [COMMON_FRAGMENT.to_string(), format!("{}.config", self.arch.name())]
+        [COMMON_FRAGMENT.to_string(), format!("{}.config", self.ctx.arch().name())]
             .iter()
             .map(|name| {
                 let path = dir.join(name);
@@ -713,14 +660,14 @@ impl KernelBuilder {
             let tree = self.prepare(sh, &plan.source, progress)?;
             fs::create_dir_all(&build_dir).with_path("create directory", &build_dir)?;
             let log = self.log_path();
-            let base = self.workspace.config.kernel.base.make_target();
+            let base = self.ctx.workspace.config.kernel.base.make_target();
             run_logged(self.make(sh, &tree, plan, base), None, &log, progress)?;
 
             // merge_config.sh makes its temporary files in the current directory, so it runs
             // in the build directory and never writes into the source.
             let script = tree.join("scripts/kconfig/merge_config.sh");
             let fragments: Vec<PathBuf> =
-                plan.fragments.iter().map(|f| self.workspace.root.join(&f.path)).collect();
+                plan.fragments.iter().map(|f| self.ctx.workspace.root.join(&f.path)).collect();
             let cwd = sh.push_dir(&build_dir);
             let merge = cmd!(sh, "{script} -m .config {fragments...}")
                 .env_remove("KCONFIG_CONFIG")
@@ -734,7 +681,7 @@ impl KernelBuilder {
             if !lost.is_empty() {
                 let names = lost.iter().map(|o| o.name.clone()).collect();
                 let known = known_options(&tree, &names);
-                let dir = self.workspace.kernel_fragments()?.path;
+                let dir = self.ctx.workspace.kernel_fragments()?.path;
                 return Err(lost_options_error(&lost, &known, &dot_config, &dir));
             }
             Ok(String::new())
@@ -745,7 +692,7 @@ impl KernelBuilder {
     /// `make` in the source tree, building into the build directory, reproducibly.
     fn make<'a>(&self, sh: &'a Shell, tree: &Path, plan: &Plan, target: &str) -> xshell::Cmd<'a> {
         let out = format!("O={}", self.build_dir().display());
-        let arch = format!("ARCH={}", self.arch.info().kernel_arch);
+        let arch = format!("ARCH={}", self.ctx.arch().info().kernel_arch);
         let cross = format!("CROSS_COMPILE={}", plan.toolchain.cross_compile);
         let jobs = format!("-j{}", std::thread::available_parallelism().map_or(2, |n| n.get()));
         cmd!(sh, "make -C {tree} {out} {arch} {cross} {jobs} {target}")

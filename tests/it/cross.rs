@@ -6,6 +6,7 @@
 //! that with `cargo xtask kernel --arch …` and `cargo xtask run --check --arch …`.
 
 use busyroot::arch::Arch;
+use busyroot::context::Context;
 use busyroot::pipeline::busybox::Toolchain;
 use busyroot::pipeline::rootfs::{Outputs, RootfsBuilder};
 use xshell::Shell;
@@ -23,9 +24,11 @@ fn readelf_machine(arch: Arch) -> &'static str {
 }
 
 fn build(sh: &Shell, arch: Arch) -> Outputs {
-    let mut builder = RootfsBuilder::new(support::workspace()).unwrap();
-    builder.arch(arch).fetch_options(support::offline_fetch());
-    builder.build(sh, &Eprint).unwrap_or_else(|e| panic!("build the {arch} rootfs: {e}"))
+    let mut ctx = Context::for_arch(support::workspace(), arch);
+    ctx.fetch_options(support::offline_fetch());
+    RootfsBuilder::new(ctx)
+        .build(sh, &Eprint)
+        .unwrap_or_else(|e| panic!("build the {arch} rootfs: {e}"))
 }
 
 #[test]

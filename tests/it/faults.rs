@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use busyroot::config::Workspace;
+use busyroot::context::Context;
 use busyroot::host::fetch::{self, FetchOptions, Source};
 use busyroot::image::Format;
 use busyroot::pipeline::rootfs::{Outputs, RootfsBuilder};
@@ -17,9 +18,9 @@ use crate::support::{self, run, skip};
 const EPOCH: u64 = 1_700_000_000;
 
 fn build(ws: &Workspace, progress: &dyn Progress) -> busyroot::Result<Outputs> {
-    let mut builder = RootfsBuilder::new(ws.clone()).unwrap();
-    builder.fetch_options(support::offline_fetch()).source_date_epoch(EPOCH);
-    builder.build(&xshell::Shell::new().unwrap(), progress)
+    let mut ctx = Context::new(ws.clone()).unwrap();
+    ctx.fetch_options(support::offline_fetch()).source_date_epoch(EPOCH);
+    RootfsBuilder::new(ctx).build(&xshell::Shell::new().unwrap(), progress)
 }
 
 fn append(path: &Path, text: &str) {
@@ -650,8 +651,7 @@ fn a_full_disk_is_a_clean_error_and_keeps_the_previous_image() {
         Err(reason) => return skip(test, &reason),
     };
     let small = Path::new(&small);
-    let manifest = RootfsBuilder::new(support::workspace())
-        .unwrap()
+    let manifest = RootfsBuilder::new(Context::new(support::workspace()).unwrap())
         .manifest(&outputs.dir.join("install"), EPOCH)
         .unwrap();
     let out = small.join("rootfs.tar");

@@ -4,6 +4,7 @@
 
 use busyroot::arch::Arch;
 use busyroot::config::ImageSizeSetting;
+use busyroot::context::Context;
 use busyroot::pipeline::rootfs::RootfsBuilder;
 use busyroot::vm::{
     self, AccelRequest, Outcome, Root, RootBusRequest, RunPlan, Timeouts, VmSpec, Vmm,
@@ -38,8 +39,9 @@ fn the_smallest_auto_image_boots_with_the_built_kernel_and_gains_no_files() {
         Err(reason) => return skip(test, &reason),
     };
     ws.config.image.size = ImageSizeSetting::Auto;
-    let mut builder = RootfsBuilder::new(ws).unwrap();
-    builder.fetch_options(support::offline_fetch());
+    let mut ctx = Context::new(ws).unwrap();
+    ctx.fetch_options(support::offline_fetch());
+    let builder = RootfsBuilder::new(ctx);
     let sh = xshell::Shell::new().unwrap();
     let outputs = builder.build(&sh, &support::Eprint).expect("build the auto-sized rootfs");
 

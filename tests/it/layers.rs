@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use busyroot::config::Workspace;
+use busyroot::context::Context;
 use busyroot::inputs::{builtin_dir, Origin};
 use busyroot::pipeline::rootfs::{Outputs, RootfsBuilder};
 
@@ -27,8 +28,9 @@ fn checkout(root: &Path, edit: impl FnOnce(&mut Workspace)) -> Result<Workspace,
 }
 
 fn build(ws: &Workspace) -> Outputs {
-    let mut builder = RootfsBuilder::new(ws.clone()).unwrap();
-    builder.fetch_options(support::offline_fetch()).source_date_epoch(EPOCH);
+    let mut ctx = Context::new(ws.clone()).unwrap();
+    ctx.fetch_options(support::offline_fetch()).source_date_epoch(EPOCH);
+    let builder = RootfsBuilder::new(ctx);
     let sh = xshell::Shell::new().unwrap();
     builder.build(&sh, &support::Eprint).expect("build the layered rootfs")
 }
@@ -135,7 +137,7 @@ fn two_overlay_trees_and_a_tar_layer_over_the_builtin_skeleton() {
     assert_eq!(skeleton.path, builtin_dir().join("rootfs-skel"));
 
     let manifest = {
-        let builder = RootfsBuilder::new(ws.clone()).unwrap();
+        let builder = RootfsBuilder::new(Context::new(ws.clone()).unwrap());
         builder.manifest(&outputs.dir.join("install"), EPOCH).unwrap()
     };
     let expected = manifest_listing(&manifest);

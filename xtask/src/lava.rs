@@ -76,7 +76,8 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
              leave out --run and submit job.yaml to a lab",
         )?;
     }
-    let (ws, arch) = args.target.resolve()?;
+    let ctx = args.target.resolve()?;
+    let (ws, arch) = (ctx.workspace(), ctx.arch());
     let config = ws.config.run.clone();
     let [cpio, ext4, tar] = match &args.images {
         Some(dir) => {
@@ -92,11 +93,11 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
             files
         }
         None => {
-            let outputs = rootfs::build(sh, ws.clone(), arch, args.target.offline)?;
+            let outputs = rootfs::build(sh, &ctx)?;
             [outputs.cpio, outputs.ext4, outputs.tar]
         }
     };
-    let kernel = select_kernel(&ws, arch, args.boot.kernel.as_deref())?;
+    let kernel = select_kernel(ws, arch, args.boot.kernel.as_deref())?;
     eprintln!("kernel: {} ({})", kernel.path.display(), kernel.source);
 
     let (medium, root) = if args.boot.initramfs {
@@ -111,7 +112,7 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
     let timeouts = Timeouts::from_env(accel.value, config.timeout)?;
     let spec = vm::VmSpec::new(arch, kernel.path.clone(), root, PathBuf::new());
     let mut checks = RunPlan::standard(&spec, &config.hostname, timeouts).checks;
-    checks.extend(configured_checks(&ws)?);
+    checks.extend(configured_checks(ws)?);
 
     let style = if args.test_shell { TestStyle::TestShell } else { TestStyle::Interactive };
     let mut cell = Cell::new(arch, medium, style, checks);
