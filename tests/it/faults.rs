@@ -143,30 +143,30 @@ fn a_run_killed_while_writing_images_leaves_the_previous_outputs_and_recovers() 
 
     let child_log = dir.path().join("child.log");
     let (mut child, stdout) = spawn_child(test, &ws.root, &child_log);
-    let mut killed = false;
-    for line in stdout {
-        // Kill it as soon as it starts writing the ext4 image: mke2fs and debugfs are running.
-        if line.contains("START rootfs.ext4") {
-            std::thread::sleep(std::time::Duration::from_millis(40));
-            child.kill().unwrap();
-            killed = true;
+    let out = &before.dir;
+    // The ext4 writer's temporary image, named after the child's pid: it exists from the
+    // moment mke2fs starts filling it until the rename that publishes it.
+    let temp = before.ext4.with_file_name(format!(".rootfs.ext4.tmp-{}", child.id()));
+    let started = stdout.iter().any(|line| line.contains("START rootfs.ext4"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while started && !temp.exists() && std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
             break;
         }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
+    child.kill().unwrap();
     child.wait().unwrap();
     let log = std::fs::read_to_string(&child_log).unwrap_or_default();
-    assert!(killed, "the child never reached the ext4 stage; its stderr:\n{log}");
-
-    let out = &before.dir;
+    assert!(started, "the child never reached the ext4 stage; its stderr:\n{log}");
+    // The kill landed inside the write: the temporary image is still there, never renamed.
+    assert!(
+        temp.exists(),
+        "the kill did not land while `{}` was being written; the child's stderr:\n{log}",
+        temp.display()
+    );
     let sha = busyroot::host::fetch::sha256_file(&before.ext4).unwrap();
-    // Either the old image is intact or the child had already renamed a complete new one.
-    let fresh_enough = sha == before.get(Format::Ext4).sha256
-        || std::process::Command::new(busyroot::host::tools::find_program("e2fsck").unwrap())
-            .args(["-fn", before.ext4.to_str().unwrap()])
-            .status()
-            .unwrap()
-            .success();
-    assert!(fresh_enough, "rootfs.ext4 was left half-written");
+    assert_eq!(sha, before.get(Format::Ext4).sha256, "the previous rootfs.ext4 must stay as built");
 
     let after = recovers(&ws, out);
     assert_ne!(

@@ -68,30 +68,28 @@ fn the_smallest_auto_image_boots_with_the_built_kernel_and_gains_no_files() {
     );
 }
 
-/// Not a test of its own: the child of `a_skipped_test_says_so_although_it_passes`.
-#[test]
-fn child_that_skips() {
-    if std::env::var_os("BUSYROOT_TEST_SKIP_CHILD").is_some() {
-        skip("child_that_skips", "the parent test asked it to");
-    }
-}
-
-/// libtest hides what a passing test prints; a skip's reason must still be seen.
+/// libtest hides what a passing test prints; a skip's reason must still be seen. The test
+/// runs itself again as a child (`BUSYROOT_TEST_SKIP_CHILD`) that only skips, and reads the
+/// child's output.
 #[test]
 fn a_skipped_test_says_so_although_it_passes() {
+    let name = "a_skipped_test_says_so_although_it_passes";
+    if std::env::var_os("BUSYROOT_TEST_SKIP_CHILD").is_some() {
+        return skip(name, "the parent test asked it to");
+    }
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(&exe)
-        .args(["--exact", "firstrun::child_that_skips", "--test-threads=1"])
+        .args(["--exact", &format!("firstrun::{name}"), "--test-threads=1"])
         .env("BUSYROOT_TEST_SKIP_CHILD", "1")
         .env_remove("CI")
         .output()
         .unwrap();
     let text =
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "`{} firstrun::child_that_skips` failed:\n{text}", exe.display());
-    assert!(text.contains("test firstrun::child_that_skips ... ok"), "{text}");
+    assert!(out.status.success(), "`{} firstrun::{name}` failed:\n{text}", exe.display());
+    assert!(text.contains(&format!("test firstrun::{name} ... ok")), "{text}");
     assert!(
-        text.contains("skipping child_that_skips: the parent test asked it to"),
+        text.contains(&format!("skipping {name}: the parent test asked it to")),
         "the skip is not shown:\n{text}"
     );
 }
