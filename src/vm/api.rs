@@ -9,7 +9,7 @@ use xshell::Shell;
 
 use super::channel::{choose_channel, ports, Channel, Input};
 use super::check::RunPlan;
-use super::event::{Event, Observer, OutputStream, Quiet};
+use super::event::{Decision, Event, Observer, OutputStream, Quiet};
 use super::layer;
 use super::modules::ModuleTree;
 use super::report::RunReport;
@@ -19,11 +19,10 @@ use super::{
     Timeouts, VmSpec, Vmm,
 };
 use crate::arch::Arch;
+// A run's extra files live only in the boot copy; they get the fallback time.
+use crate::context::FALLBACK_EPOCH;
 use crate::error::{Error, IoContext, Result};
 use crate::tree::manifest::{ImagePath, Manifest};
-
-/// The time stamped on a run's extra files (2000-01-01): they live only in the boot copy.
-const LAYER_EPOCH: u64 = 946_684_800;
 
 /// What a command run in the guest did, for a test to assert on.
 #[derive(Debug, Clone, PartialEq)]
@@ -326,11 +325,10 @@ impl Vm {
                 self.kernel.display()
             )));
         }
-        let choose = |what: &str, detail: String| {
-            observer.event(Event::Choice { what: what.to_string(), detail })
-        };
+        let choose =
+            |what: Decision, detail: String| observer.event(Event::Choice { what, detail });
         let accel = choose_accel(self.accel, self.arch)?;
-        choose("accel", format!("{} ({})", accel.value, accel.reason));
+        choose(Decision::Accel, format!("{} ({})", accel.value, accel.reason));
 
         let work = self.make_work_dir()?;
         // The guest writes to its disk; it boots a copy (made below), so the image stays as
@@ -339,14 +337,14 @@ impl Vm {
         let root = match image {
             Image::Initramfs(cpio) => {
                 require_file(cpio)?;
-                choose("root", format!("initramfs {}", cpio.display()));
+                choose(Decision::Root, format!("initramfs {}", cpio.display()));
                 Root::Initramfs(cpio.clone())
             }
             Image::Disk(image) => {
                 require_file(image)?;
                 let bus = choose_root_bus(self.root_bus, &self.kernel, self.vmm)?;
                 choose(
-                    "root",
+                    Decision::Root,
                     format!(
                         "{} as {} on {} ({})",
                         copy.display(),
@@ -396,12 +394,15 @@ impl Vm {
             let offered = self.vmm.backend().transports();
             let transport =
                 choose_transport(offered, config.as_ref(), tree.is_some(), virtiofsd.as_deref())?;
-            choose("shares", format!("{} ({})", transport.value, transport.reason));
+            choose(Decision::Shares, format!("{} ({})", transport.value, transport.reason));
             needed.extend(transport.value.symbols());
             for (i, request) in self.shares.iter().enumerate() {
                 let share = request.resolve(i, transport.value, &work)?;
                 let mode = if share.readonly { "read-only" } else { "read-write" };
-                choose("share", format!("{} at {} ({mode})", share.host.display(), share.guest));
+                choose(
+                    Decision::Share,
+                    format!("{} at {} ({mode})", share.host.display(), share.guest),
+                );
                 spec.shares.push(share);
             }
         }
@@ -419,7 +420,7 @@ impl Vm {
                     .to_string(),
                 (false, _) => channel.reason,
             };
-            choose("payload", format!("{} ({reason})", channel.value));
+            choose(Decision::Payload, format!("{} ({reason})", channel.value));
             needed.extend(channel.value.symbols());
             spec.channel = channel.value;
             if channel.value == Channel::Serial && self.stdin != Input::Null {
@@ -451,7 +452,7 @@ impl Vm {
             };
             let loads: Vec<&str> = order.iter().map(|m| m.name.as_str()).collect();
             choose(
-                "modules",
+                Decision::Modules,
                 format!(
                     "{} from `{}`: {which}, {} files; loads {}",
                     tree.version(),
@@ -507,16 +508,16 @@ impl Vm {
             _ => None,
         };
         let add_init = |manifest: &mut Manifest| match &init {
-            Some(path) => layer::add_file(manifest, ports::INIT, path, 0o755, LAYER_EPOCH),
+            Some(path) => layer::add_file(manifest, ports::INIT, path, 0o755, FALLBACK_EPOCH),
             None => Ok(()),
         };
         let layer = if self.overlays.is_empty() && module_files.is_empty() && init.is_none() {
             None
         } else {
             for overlay in &self.overlays {
-                choose("overlay", overlay.display().to_string());
+                choose(Decision::Overlay, overlay.display().to_string());
             }
-            let mut layer = layer::manifest(None, &self.overlays, &module_files, LAYER_EPOCH)?;
+            let mut layer = layer::manifest(None, &self.overlays, &module_files, FALLBACK_EPOCH)?;
             add_init(&mut layer)?;
             Some(layer)
         };
@@ -530,7 +531,7 @@ impl Vm {
             (Image::Disk(original), Some(_)) => {
                 let listing = layer::listing_of(original)?;
                 let mut whole =
-                    layer::manifest(Some(&listing), &self.overlays, &module_files, LAYER_EPOCH)?;
+                    layer::manifest(Some(&listing), &self.overlays, &module_files, FALLBACK_EPOCH)?;
                 add_init(&mut whole)?;
                 layer::disk(sh, original, &whole, &copy)?;
             }

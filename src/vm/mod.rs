@@ -43,7 +43,7 @@ pub use api::{Output, Vm};
 pub use backend::{ConsoleMode, Launch};
 pub use channel::{Channel, Input};
 pub use check::{Check, RunPlan, Timeouts};
-pub use event::{CheckResult, Choice, Collect, Event, Observer, OutputStream, Quiet};
+pub use event::{CheckResult, Choice, Collect, Decision, Event, Observer, OutputStream, Quiet};
 pub use kconfig::KernelConfig;
 pub use process::EXIT_INTERRUPTED;
 pub use report::{
