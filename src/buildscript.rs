@@ -41,6 +41,7 @@ use crate::arch::Arch;
 use crate::config::Workspace;
 use crate::context::{Context, Layout};
 use crate::error::{Error, IoContext, Result};
+use crate::image::Format;
 use crate::pipeline::rootfs::{Outputs, RootfsBuilder};
 use crate::progress::Progress;
 
@@ -218,14 +219,7 @@ impl BuildScript {
             }
             file.path = copy;
         }
-        Ok(Outputs {
-            ext4: moved(&built.ext4),
-            cpio: moved(&built.cpio),
-            tar: moved(&built.tar),
-            dir,
-            files,
-            ..built
-        })
+        Ok(Outputs { dir, files, ..built })
     }
 }
 
@@ -331,15 +325,14 @@ pub(crate) fn directives(inputs: &Inputs, outputs: &Outputs, arch: Arch) -> Vec<
     let mut env = |name: &str, value: &str| lines.push(format!("cargo:rustc-env={name}={value}"));
     env("BUSYROOT_ARCH", arch.name());
     env("BUSYROOT_DIR", &outputs.dir.display().to_string());
-    for (name, path) in [
-        ("BUSYROOT_EXT4", &outputs.ext4),
-        ("BUSYROOT_CPIO", &outputs.cpio),
-        ("BUSYROOT_TAR", &outputs.tar),
-    ] {
-        env(name, &path.display().to_string());
-        if let Some(file) = outputs.files.iter().find(|f| &f.path == path) {
-            env(&format!("{name}_SHA256"), &file.sha256);
-        }
+    for file in &outputs.files {
+        let name = match file.format {
+            Format::Ext4 => "BUSYROOT_EXT4",
+            Format::CpioGz => "BUSYROOT_CPIO",
+            Format::Tar => "BUSYROOT_TAR",
+        };
+        env(name, &file.path.display().to_string());
+        env(&format!("{name}_SHA256"), &file.sha256);
     }
     lines
 }
@@ -491,9 +484,6 @@ mod tests {
             sha256: sha.into(),
         };
         let outputs = Outputs {
-            ext4: dir.join("rootfs.ext4"),
-            cpio: dir.join("rootfs.cpio.gz"),
-            tar: dir.join("rootfs.tar"),
             files: vec![
                 output(Format::Ext4, "e4"),
                 output(Format::CpioGz, "c0"),

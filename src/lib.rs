@@ -38,6 +38,7 @@
 //! use std::path::Path;
 //!
 //! use busyroot::context::Context;
+//! use busyroot::image::Format;
 //! use busyroot::pipeline::rootfs::RootfsBuilder;
 //! use busyroot::config::Workspace;
 //! use busyroot::progress::Silent;
@@ -57,11 +58,11 @@
 //!
 //!     // The guest writes to a copy of the disk, so the output stays as built.
 //!     let kernel = Path::new("/boot/vmlinuz");
-//!     let report = Vm::new(ctx.arch(), kernel).disk(&outputs.ext4).check()?;
+//!     let report = Vm::new(ctx.arch(), kernel).disk(outputs.path(Format::Ext4)).check()?;
 //!     assert_eq!(report.outcome, Outcome::Passed, "console log: {}", report.console_log.display());
 //!
 //!     let out = Vm::new(ctx.arch(), kernel)
-//!         .initramfs(&outputs.cpio)
+//!         .initramfs(outputs.path(Format::CpioGz))
 //!         .run(["/bin/sh", "-c", "uname -r; exit 3"])?;
 //!     assert_eq!(out.status, 3);
 //!     Ok(())

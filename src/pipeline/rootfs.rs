@@ -41,13 +41,7 @@ pub struct Output {
 pub struct Outputs {
     /// `<target>/busyroot/<arch>/`.
     pub dir: PathBuf,
-    /// The ext4 root filesystem image.
-    pub ext4: PathBuf,
-    /// The gzip-compressed newc initramfs.
-    pub cpio: PathBuf,
-    /// The tar archive.
-    pub tar: PathBuf,
-    /// Each output, in the order of [`Format::ALL`].
+    /// Each output, in the order of [`Format::ALL`]; [`Outputs::path`] finds one.
     pub files: Vec<Output>,
     /// Number of entries in the manifest, the root included.
     pub entries: usize,
@@ -67,6 +61,11 @@ impl Outputs {
     /// The output in `format`.
     pub fn get(&self, format: Format) -> &Output {
         self.files.iter().find(|f| f.format == format).expect("every format is written")
+    }
+
+    /// Where the output in `format` is.
+    pub fn path(&self, format: Format) -> &Path {
+        &self.get(format).path
     }
 }
 
@@ -168,9 +167,6 @@ impl RootfsBuilder {
         let manifest_fp = Fingerprint::new().with("manifest", manifest_digest(&manifest)?);
 
         let outputs = Outputs {
-            ext4: layout.output(Format::Ext4),
-            cpio: layout.output(Format::CpioGz),
-            tar: layout.output(Format::Tar),
             dir: dir.clone(),
             files: Vec::new(),
             entries: manifest.len(),

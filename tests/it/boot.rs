@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 use busyroot::arch::Arch;
+use busyroot::image::Format;
 use busyroot::vm::{
     self, AccelRequest, BootFailureKind, ExtraCheck, Outcome, Root, RootBusRequest, RunPlan,
     RunReport, Timeouts, VmSpec, Vmm,
@@ -43,7 +44,10 @@ pub(super) fn setup(test: &str) -> Option<Setup> {
             (dir.join("rootfs.ext4"), dir.join("rootfs.cpio.gz"))
         }
         None => match support::rootfs() {
-            Ok(outputs) => (outputs.ext4.clone(), outputs.cpio.clone()),
+            Ok(outputs) => (
+                outputs.path(Format::Ext4).to_path_buf(),
+                outputs.path(Format::CpioGz).to_path_buf(),
+            ),
             Err(reason) => {
                 support::skip(test, &format!("no rootfs to boot: {reason}"));
                 return None;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use busyroot::arch::Arch;
+use busyroot::image::Format;
 use busyroot::vm::{
     Channel, Collect, Decision, Event, Input, Outcome, OutputStream, RunReport, Vm, Vmm,
 };
@@ -62,7 +63,9 @@ fn vm(test: &str) -> Option<Vm> {
         }
     };
     let mut vm = Vm::new(Arch::X86_64, &kernel);
-    vm.initramfs(&outputs.cpio).size(256, 1).command_timeout(Duration::from_secs(300));
+    vm.initramfs(outputs.path(Format::CpioGz))
+        .size(256, 1)
+        .command_timeout(Duration::from_secs(300));
     if let Some(modules) = modules_beside(&kernel) {
         vm.modules(modules);
     }
@@ -187,7 +190,7 @@ fn the_serial_relay_is_chosen_with_its_reason() {
         (Vmm::Kvmtool, "serial relay (the VMM offers only its serial console)"),
     ] {
         let mut vm = Vm::new(Arch::X86_64, &kernel);
-        vm.initramfs(&outputs.cpio).vmm(vmm, None).work_dir(tmp.path().join("run"));
+        vm.initramfs(outputs.path(Format::CpioGz)).vmm(vmm, None).work_dir(tmp.path().join("run"));
         let events = Collect::default();
         let (spec, _) = vm.prepare(Some(vec!["true".into()]), &events).unwrap();
         assert_eq!(spec.channel, Channel::Serial);

@@ -7,6 +7,7 @@
 
 use busyroot::arch::Arch;
 use busyroot::context::Context;
+use busyroot::image::Format;
 use busyroot::pipeline::busybox::Toolchain;
 use busyroot::pipeline::rootfs::{Outputs, RootfsBuilder};
 use xshell::Shell;
@@ -58,7 +59,7 @@ fn each_cross_arch_builds_a_static_busybox_of_its_own_and_leaves_the_others_fres
         let tmp = support::tempdir();
         let busybox = tmp.path().join("busybox");
         let dump = format!("dump /bin/busybox {}", busybox.display());
-        support::run("debugfs", &["-R", &dump, outputs.ext4.to_str().unwrap()], None);
+        support::run("debugfs", &["-R", &dump, outputs.path(Format::Ext4).to_str().unwrap()], None);
         let header = support::run("readelf", &["-h", "-l", busybox.to_str().unwrap()], None);
         let machine = header.lines().find(|l| l.trim_start().starts_with("Machine:")).unwrap();
         assert!(machine.ends_with(readelf_machine(arch)), "{arch}: {machine}");

@@ -72,7 +72,7 @@ fn concurrent_runs_take_turns_and_both_succeed() {
     // Exactly one of the two wrote the images; the other found them fresh.
     let wrote = runs.iter().filter(|o| !o.stages.last().unwrap().fresh()).count();
     assert_eq!(wrote, 1, "{:?}", runs.iter().map(|o| &o.stages).collect::<Vec<_>>());
-    run("e2fsck", &["-fn", runs[0].ext4.to_str().unwrap()], None);
+    run("e2fsck", &["-fn", runs[0].path(Format::Ext4).to_str().unwrap()], None);
 }
 
 /// Set in the child process a kill test starts: the root of the workspace the child builds.
@@ -146,7 +146,7 @@ fn a_run_killed_while_writing_images_leaves_the_previous_outputs_and_recovers() 
     let out = &before.dir;
     // The ext4 writer's temporary image, named after the child's pid: it exists from the
     // moment mke2fs starts filling it until the rename that publishes it.
-    let temp = before.ext4.with_file_name(format!(".rootfs.ext4.tmp-{}", child.id()));
+    let temp = before.path(Format::Ext4).with_file_name(format!(".rootfs.ext4.tmp-{}", child.id()));
     let started = stdout.iter().any(|line| line.contains("START rootfs.ext4"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     while started && !temp.exists() && std::time::Instant::now() < deadline {
@@ -165,7 +165,7 @@ fn a_run_killed_while_writing_images_leaves_the_previous_outputs_and_recovers() 
         "the kill did not land while `{}` was being written; the child's stderr:\n{log}",
         temp.display()
     );
-    let sha = busyroot::host::fetch::sha256_file(&before.ext4).unwrap();
+    let sha = busyroot::host::fetch::sha256_file(before.path(Format::Ext4)).unwrap();
     assert_eq!(sha, before.get(Format::Ext4).sha256, "the previous rootfs.ext4 must stay as built");
 
     let after = recovers(&ws, out);
@@ -174,7 +174,7 @@ fn a_run_killed_while_writing_images_leaves_the_previous_outputs_and_recovers() 
         before.get(Format::Tar).sha256,
         "the edit must reach the tar"
     );
-    run("e2fsck", &["-fn", after.ext4.to_str().unwrap()], None);
+    run("e2fsck", &["-fn", after.path(Format::Ext4).to_str().unwrap()], None);
 }
 
 /// The command lines of running processes that mention `needle`.

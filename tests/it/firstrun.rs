@@ -5,6 +5,7 @@
 use busyroot::arch::Arch;
 use busyroot::config::ImageSizeSetting;
 use busyroot::context::Context;
+use busyroot::image::Format;
 use busyroot::pipeline::rootfs::RootfsBuilder;
 use busyroot::vm::{
     self, AccelRequest, Outcome, Root, RootBusRequest, RunPlan, Timeouts, VmSpec, Vmm,
@@ -47,7 +48,7 @@ fn the_smallest_auto_image_boots_with_the_built_kernel_and_gains_no_files() {
 
     // The guest writes to the disk: boot a copy.
     let image = tmp.path().join("boot.ext4");
-    std::fs::copy(&outputs.ext4, &image).unwrap();
+    std::fs::copy(outputs.path(Format::Ext4), &image).unwrap();
     let (built_files, inodes) = e2fsck_files(&image);
     let size_mib = std::fs::metadata(&image).unwrap().len() >> 20;
     eprintln!("auto image: {size_mib} MiB, {built_files}/{inodes} files");

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use busyroot::config::ImageSizeSetting;
 use busyroot::context::{source_date_epoch, Context};
+use busyroot::image::Format;
 use busyroot::pipeline::rootfs::RootfsBuilder;
 use busyroot::tree::manifest::{Kind, Manifest};
 
@@ -210,10 +211,14 @@ fn outputs_read_back_equal_the_manifest() {
     assert_eq!(expected["/tmp"], "d 1777 0:0");
     assert_eq!(expected["/bin/sh"], "l 0777 0:0 busybox");
 
-    assert_eq!(tar_listing(&outputs.tar), expected, "rootfs.tar differs from the manifest");
+    assert_eq!(
+        tar_listing(outputs.path(Format::Tar)),
+        expected,
+        "rootfs.tar differs from the manifest"
+    );
     if have("cpio") {
         assert_eq!(
-            cpio_listing(&outputs.cpio),
+            cpio_listing(outputs.path(Format::CpioGz)),
             expected,
             "rootfs.cpio.gz differs from the manifest"
         );
@@ -221,14 +226,17 @@ fn outputs_read_back_equal_the_manifest() {
         skip(test, "cpio is not installed; the initramfs listing is not checked");
     }
     let paths: Vec<String> = expected.keys().cloned().collect();
-    let ext4 = ext4_listing(&outputs.ext4, &paths);
+    let ext4 = ext4_listing(outputs.path(Format::Ext4), &paths);
     // ext4 stores symlink permission bits as 0777 and has lost+found, which the manifest lacks.
     assert_eq!(ext4, expected, "rootfs.ext4 differs from the manifest");
     let not_root: Vec<_> = ext4.iter().filter(|(_, d)| !d.contains(" 0:0")).collect();
     assert!(not_root.is_empty(), "every inode must be owned 0:0, whoever builds: {not_root:?}");
-    run("e2fsck", &["-fn", outputs.ext4.to_str().unwrap()], None);
-    let console =
-        run("debugfs", &["-R", "stat /dev/console", outputs.ext4.to_str().unwrap()], None);
+    run("e2fsck", &["-fn", outputs.path(Format::Ext4).to_str().unwrap()], None);
+    let console = run(
+        "debugfs",
+        &["-R", "stat /dev/console", outputs.path(Format::Ext4).to_str().unwrap()],
+        None,
+    );
     assert!(console.contains("Type: character special"), "{console}");
     assert!(console.contains("Device major/minor number: 05:01"), "{console}");
 }

@@ -94,7 +94,7 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
         }
         None => {
             let outputs = rootfs::build(sh, &ctx)?;
-            [outputs.cpio, outputs.ext4, outputs.tar]
+            [Format::CpioGz, Format::Ext4, Format::Tar].map(|f| outputs.path(f).to_path_buf())
         }
     };
     let kernel = select_kernel(ws, arch, args.boot.kernel.as_deref())?;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use busyroot::arch::Arch;
 use busyroot::config::Workspace;
 use busyroot::context::Layout;
+use busyroot::image::Format;
 use busyroot::vm::{
     self, AccelRequest, Check, Event, Observer, Outcome, RootBusRequest, RunReport, ShareRequest,
     Vm, Vmm,
@@ -190,9 +191,9 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
 
     let mut machine = Vm::new(arch, kernel.path);
     if args.boot.initramfs {
-        machine.initramfs(&outputs.cpio);
+        machine.initramfs(outputs.path(Format::CpioGz));
     } else {
-        machine.disk(&outputs.ext4);
+        machine.disk(outputs.path(Format::Ext4));
     }
     let configured_program = match args.vmm {
         Vmm::Qemu => config.qemu.clone(),
