@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::arch::Arch;
+use crate::config::Medium;
 use crate::error::{Error, IoContext, Result};
 use crate::host::exec;
 use crate::host::fs::{sha256_bytes, sha256_file, write_atomically};
@@ -41,15 +42,6 @@ pub const DEFINITION: &str = "busyroot";
 const BEGIN: &str = "BUSYROOT-OUT";
 /// Starts the guest's result line of each case: `BUSYROOT-CASE <id> pass|fail`.
 const RESULT: &str = "BUSYROOT-CASE";
-
-/// How the guest's root file system is attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Medium {
-    /// `rootfs.cpio.gz` as the initramfs.
-    Initramfs,
-    /// `rootfs.ext4` as a disk on this bus.
-    Disk(RootBus),
-}
 
 /// How the job runs its tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +75,10 @@ pub struct Case {
 pub struct Cell {
     /// Guest architecture.
     pub arch: Arch,
-    /// How the root file system is attached.
+    /// The root medium: the initramfs, or the disk on `bus`.
     pub medium: Medium,
+    /// The bus of the root disk. Default: virtio.
+    pub bus: RootBus,
     /// How the tests run.
     pub style: TestStyle,
     /// The checks, in order (usually `RunPlan::standard(..).checks`).
@@ -117,6 +111,7 @@ impl Cell {
         Cell {
             arch,
             medium,
+            bus: RootBus::Virtio,
             style,
             checks,
             command: None,
@@ -136,7 +131,7 @@ impl Cell {
     fn spec(&self) -> VmSpec {
         let root = match self.medium {
             Medium::Initramfs => Root::Initramfs(PathBuf::from("{rootfs}")),
-            Medium::Disk(bus) => Root::Disk { image: PathBuf::from("{rootfs}"), bus },
+            Medium::Disk => Root::Disk { image: PathBuf::from("{rootfs}"), bus: self.bus },
         };
         let mut spec = VmSpec::new(self.arch, "{kernel}".into(), root, PathBuf::new());
         spec.program = self.qemu.clone();
@@ -356,9 +351,10 @@ pub fn job(cell: &Cell, job_name: &str, artifacts: &Artifacts) -> Result<LavaJob
             "image_arg": lava_words(&args),
         })
     };
-    let (rootfs_file, root) = match cell.medium {
-        Medium::Initramfs => ("rootfs.cpio.gz", "initramfs".to_string()),
-        Medium::Disk(bus) => ("rootfs.ext4", format!("ext4 on {bus}")),
+    let rootfs_file = cell.medium.format().file_name();
+    let root = match cell.medium {
+        Medium::Initramfs => "initramfs".to_string(),
+        Medium::Disk => format!("ext4 on {}", cell.bus),
     };
     let mut rootfs = image(rootfs_file, qemu::root_args(&spec));
     if cell.style == TestStyle::TestShell {
@@ -816,7 +812,7 @@ pub fn report(ctx: &ReportContext<'_>, log: &LavaLog) -> RunReport {
         log.console.iter().rev().take(50).rev().map(|l| l.trim_end().to_string()).collect();
     let root = match ctx.cell.medium {
         Medium::Initramfs => "initramfs rootfs.cpio.gz".to_string(),
-        Medium::Disk(bus) => format!("rootfs.ext4 on {bus}"),
+        Medium::Disk => format!("rootfs.ext4 on {}", ctx.cell.bus),
     };
     let mut checks = Vec::new();
     let outcome = if !booted {
@@ -978,10 +974,10 @@ mod tests {
     use super::*;
     use crate::vm::{RunPlan, Timeouts};
 
-    fn checks(medium: Medium) -> Vec<Check> {
+    fn checks(medium: Medium, bus: RootBus) -> Vec<Check> {
         let root = match medium {
             Medium::Initramfs => Root::Initramfs("/i".into()),
-            Medium::Disk(bus) => Root::Disk { image: "/i".into(), bus },
+            Medium::Disk => Root::Disk { image: "/i".into(), bus },
         };
         let spec = VmSpec::new(Arch::X86_64, "/k".into(), root, "/l".into());
         RunPlan::standard(&spec, "kvmtool-test", Timeouts::new(Accel::Tcg, None, 1.0)).checks
@@ -996,8 +992,9 @@ mod tests {
         }
     }
 
-    fn cell(medium: Medium, style: TestStyle) -> Cell {
-        let mut cell = Cell::new(Arch::X86_64, medium, style, checks(medium));
+    fn cell(medium: Medium, bus: RootBus, style: TestStyle) -> Cell {
+        let mut cell = Cell::new(Arch::X86_64, medium, style, checks(medium, bus));
+        cell.bus = bus;
         cell.command = Some(vec!["/bin/sh".into(), "-c".into(), "exit 3".into()]);
         cell
     }
@@ -1008,7 +1005,7 @@ mod tests {
 
     #[test]
     fn interactive_job_has_what_lava_requires() {
-        let cell = cell(Medium::Disk(RootBus::Nvme), TestStyle::Interactive);
+        let cell = cell(Medium::Disk, RootBus::Nvme, TestStyle::Interactive);
         let job = job(&cell, "busyroot-x86_64", &artifacts()).unwrap();
         // Read back from the text that is written, as lava-run would.
         let def: Value = serde_json::from_str(&job.definition_text()).unwrap();
@@ -1074,7 +1071,7 @@ mod tests {
 
     #[test]
     fn device_dictionary_has_what_lava_run_requires() {
-        let cell = cell(Medium::Initramfs, TestStyle::Interactive);
+        let cell = cell(Medium::Initramfs, RootBus::Virtio, TestStyle::Interactive);
         let job = job(&cell, "j", &artifacts()).unwrap();
         let dev: Value = serde_json::from_str(&job.device_text()).unwrap();
         assert_eq!(dev["available_architectures"][0], "x86_64");
@@ -1100,7 +1097,7 @@ mod tests {
 
     #[test]
     fn test_shell_job_appends_the_overlay_to_the_initramfs_only() {
-        let cell = cell(Medium::Initramfs, TestStyle::TestShell);
+        let cell = cell(Medium::Initramfs, RootBus::Virtio, TestStyle::TestShell);
         let job = job(&cell, "j", &artifacts()).unwrap();
         let actions = &job.definition["actions"];
         let rootfs = &actions[0]["deploy"]["images"]["rootfs"];
@@ -1118,7 +1115,7 @@ mod tests {
             let step = step.as_str().unwrap();
             assert!(step.ends_with(&format!("lava-test-case {} --result $r", case.id)), "{step}");
         }
-        let disk = self::cell(Medium::Disk(RootBus::Virtio), TestStyle::TestShell);
+        let disk = self::cell(Medium::Disk, RootBus::Virtio, TestStyle::TestShell);
         let err = self::job(&disk, "j", &artifacts()).unwrap_err().to_string();
         assert!(err.contains("libguestfs"), "{err}");
     }
@@ -1144,12 +1141,12 @@ mod tests {
             from lava_common.schemas.device import validate as validate_device\n\
             validate(json.load(open(sys.argv[1])), strict=True)\n\
             validate_device(json.load(open(sys.argv[2])))\n";
-        for (medium, style) in [
-            (Medium::Initramfs, TestStyle::Interactive),
-            (Medium::Disk(RootBus::Nvme), TestStyle::Interactive),
-            (Medium::Initramfs, TestStyle::TestShell),
+        for (medium, bus, style) in [
+            (Medium::Initramfs, RootBus::Virtio, TestStyle::Interactive),
+            (Medium::Disk, RootBus::Nvme, TestStyle::Interactive),
+            (Medium::Initramfs, RootBus::Virtio, TestStyle::TestShell),
         ] {
-            let job = job(&cell(medium, style), "busyroot x86_64", &artifacts()).unwrap();
+            let job = job(&cell(medium, bus, style), "busyroot x86_64", &artifacts()).unwrap();
             let (job_file, device_file) =
                 (tmp.path().join("job.yaml"), tmp.path().join("dev.yaml"));
             fs::write(&job_file, job.definition_text()).unwrap();
@@ -1206,8 +1203,8 @@ mod tests {
 
     #[test]
     fn every_standard_check_translates_to_ere() {
-        for medium in [Medium::Initramfs, Medium::Disk(RootBus::Nvme)] {
-            for check in checks(medium) {
+        for medium in Medium::ALL {
+            for check in checks(medium, RootBus::Nvme) {
                 ere(check.expect()).unwrap_or_else(|e| panic!("{}: {e}", check.expect()));
             }
         }
@@ -1242,7 +1239,7 @@ mod tests {
             "proc on /proc type proc (rw,relatime)",
             "",
         ];
-        for check in checks(Medium::Disk(RootBus::Nvme)) {
+        for check in checks(Medium::Disk, RootBus::Nvme) {
             let rust = regex::RegexBuilder::new(check.expect()).multi_line(true).build().unwrap();
             let pattern = ere(check.expect()).unwrap();
             for line in lines {
@@ -1285,7 +1282,7 @@ mod tests {
 
     #[test]
     fn report_names_failed_and_missing_cases() {
-        let mut cell = cell(Medium::Initramfs, TestStyle::Interactive);
+        let mut cell = cell(Medium::Initramfs, RootBus::Virtio, TestStyle::Interactive);
         cell.checks.truncate(2);
         let job = job(&cell, "j", &artifacts()).unwrap();
         let ctx = ReportContext {

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use busyroot::lava::{self, ArtifactSources, Cell, Medium, ReportContext, TestStyle};
+use busyroot::config::Medium;
+use busyroot::lava::{self, ArtifactSources, Cell, ReportContext, TestStyle};
 use busyroot::vm::{self, AccelRequest, Outcome, Root, RunPlan, Timeouts};
 use xshell::Shell;
 
@@ -105,7 +106,7 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
     } else {
         let bus = vm::choose_root_bus(args.boot.root_bus, &kernel.path, vm::Vmm::Qemu)?;
         eprintln!("root:   rootfs.ext4 on {} ({})", bus.value, bus.reason);
-        (Medium::Disk(bus.value), Root::Disk { image: ext4.clone(), bus: bus.value })
+        (Medium::Disk, Root::Disk { image: ext4.clone(), bus: bus.value })
     };
     let accel = vm::choose_accel(AccelRequest::Auto, arch)?;
     eprintln!("accel:  {} ({})", accel.value, accel.reason);
@@ -116,6 +117,9 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
 
     let style = if args.test_shell { TestStyle::TestShell } else { TestStyle::Interactive };
     let mut cell = Cell::new(arch, medium, style, checks);
+    if let Root::Disk { bus, .. } = spec.root {
+        cell.bus = bus;
+    }
     cell.accel = accel.value;
     cell.qemu = vm::Vmm::Qemu.program(arch, config.qemu.as_deref());
     cell.mem_mib = config.mem;
