@@ -135,7 +135,7 @@ impl BuildScript {
 
     /// Where the images end up: `$OUT_DIR/busyroot/<arch>/`.
     pub fn output_dir(&self, arch: Arch) -> PathBuf {
-        self.out_dir.join("busyroot").join(arch.name())
+        Layout::in_target(&self.out_dir, arch).dir().to_path_buf()
     }
 
     /// Builds the images and prints the `cargo:` lines: `rerun-if-changed` for the workspace's

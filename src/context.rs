@@ -98,7 +98,8 @@ impl Context {
     }
 }
 
-/// Every path under `<target>/busyroot/<arch>/`, named here and nowhere else.
+/// Every path under `<target>/busyroot/`, named here and nowhere else: an architecture's
+/// directory and the ones the architectures share (sources, matrix cells, LAVA jobs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     dir: PathBuf,
@@ -108,7 +109,36 @@ pub struct Layout {
 impl Layout {
     /// The layout of `ws`'s target directory for `arch`.
     pub fn new(ws: &Workspace, arch: Arch) -> Layout {
-        Layout { dir: ws.target_dir.join("busyroot").join(arch.name()), arch }
+        Layout::in_target(&ws.target_dir, arch)
+    }
+
+    /// The layout of the target directory `target` for `arch` (a build script's `OUT_DIR`).
+    pub fn in_target(target: &Path, arch: Arch) -> Layout {
+        Layout { dir: Layout::root(target).join(arch.name()), arch }
+    }
+
+    /// `<target>/busyroot/`, which holds everything busyroot writes into `target`.
+    pub fn root(target: &Path) -> PathBuf {
+        target.join("busyroot")
+    }
+
+    /// The shared directory of unpacked sources: `<target>/busyroot/src/<name>`.
+    pub fn source(&self, name: &str) -> PathBuf {
+        self.shared().join("src").join(name)
+    }
+
+    /// The work directory of matrix cell `name`: `<target>/busyroot/matrix/<name>/`.
+    pub fn matrix_cell(&self, name: &str) -> PathBuf {
+        self.shared().join("matrix").join(name)
+    }
+
+    /// The output directory of LAVA job `label`: `<target>/busyroot/lava/<label>/`.
+    pub fn lava_job(&self, label: &str) -> PathBuf {
+        self.shared().join("lava").join(label)
+    }
+
+    fn shared(&self) -> &Path {
+        self.dir.parent().expect("the layout's directory is under <target>/busyroot")
     }
 
     /// `<target>/busyroot/<arch>/`.

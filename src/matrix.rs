@@ -116,7 +116,7 @@ pub fn cells(ws: &Workspace) -> Result<Vec<Cell>> {
         let layout = Layout::new(ws, arch);
         let kernel = table.kernel.as_ref().map_or_else(|| default_kernel(&layout), |k| ws.path(k));
         let image = layout.output(table.root.format());
-        let work_dir = ws.target_dir.join("busyroot").join("matrix").join(&name);
+        let work_dir = layout.matrix_cell(&name);
 
         let mut machine = Vm::new(arch, &kernel);
         match table.root {

@@ -541,7 +541,7 @@ impl KernelBuilder {
     }
 
     fn unpacked_dir(&self, id: &str) -> PathBuf {
-        self.ctx.workspace.target_dir.join("busyroot").join("src").join(format!("linux-{id}"))
+        self.ctx.layout.source(&format!("linux-{id}"))
     }
 
     /// What identifies the source without reading it: a tarball's checksum, or a local

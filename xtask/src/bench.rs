@@ -223,7 +223,7 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
             let ours = time_runs(args.runs, |_| xtask(&["run", "--check"]))?;
             let image = scratch.path().join("bare.ext4");
             let baseline = time_runs(args.runs, |_| {
-                std::fs::copy(dir.join("rootfs.ext4"), &image)?;
+                std::fs::copy(layout.output(busyroot::image::Format::Ext4), &image)?;
                 bare_qemu_boot(sh, arch, &kernel, &image)
             })?;
             rows.push(Row {

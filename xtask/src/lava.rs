@@ -138,7 +138,7 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
         if args.boot.initramfs { "initramfs" } else { "disk" },
         if args.test_shell { "test-shell" } else { "interactive" }
     );
-    let out = args.out.clone().unwrap_or_else(|| ws.target_dir.join("busyroot/lava").join(&label));
+    let out = args.out.clone().unwrap_or_else(|| ctx.layout().lava_job(&label));
     let sources = ArtifactSources { cpio, ext4, tar, kernel: kernel.path.clone() };
     let artifacts_root = out.join("artifacts");
     std::fs::create_dir_all(&artifacts_root)
