@@ -768,10 +768,8 @@ fn is_xz(path: &Path) -> bool {
     name.ends_with(".xz") || name.ends_with(".txz")
 }
 
-/// Unpacks a source tarball and moves its single top-level directory to `dest`, so `dest`
-/// appears only once complete. `.tar.xz` goes through the host's `tar` and `xz` (which
-/// unpack a kernel several times faster than a Rust decoder would, and need no new
-/// dependency); everything else through [`crate::host::extract`].
+/// Unpacks a source tarball ([`crate::host::extract::unpack_with`]) and moves its single
+/// top-level directory to `dest`, so `dest` appears only once complete.
 fn unpack_source(sh: &Shell, tarball: &Path, dest: &Path, progress: &dyn Progress) -> Result<()> {
     remove_dead_temporaries(dest.parent().unwrap_or(Path::new(".")))?;
     let scratch = temp_path(dest);
@@ -779,18 +777,7 @@ fn unpack_source(sh: &Shell, tarball: &Path, dest: &Path, progress: &dyn Progres
         fs::remove_dir_all(&scratch).with_path("remove", &scratch)?;
     }
     let result = (|| {
-        if is_xz(tarball) {
-            fs::create_dir_all(&scratch).with_path("create directory", &scratch)?;
-            let unpack = cmd!(sh, "tar --extract --xz --no-same-owner --file {tarball}")
-                .arg("--directory")
-                .arg(&scratch);
-            progress.command(&unpack.to_string());
-            crate::host::exec::run_captured(unpack).map_err(|e| {
-                Error::Other(format!("{e}\nis `{}` an intact .tar.xz?", tarball.display()))
-            })?;
-        } else {
-            crate::host::extract::unpack(tarball, &scratch)?;
-        }
+        crate::host::extract::unpack_with(sh, tarball, &scratch, progress)?;
         let top = crate::host::extract::single_top_dir(&scratch, tarball)?;
         check_tree(&top)?;
         match fs::rename(&top, dest) {
