@@ -28,31 +28,26 @@ pub fn unpack_with(sh: &Shell, tarball: &Path, dest: &Path, progress: &dyn Progr
     }
     // By absolute paths: the shell's directory may not be this process's.
     let tarball = std::path::absolute(tarball).with_path("resolve", tarball)?;
-    let tmp = std::path::absolute(crate::host::fs::temp_path(dest)).with_path("resolve", dest)?;
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).with_path("remove", &tmp)?;
-    }
-    fs::create_dir_all(&tmp).with_path("create directory", &tmp)?;
-    let unpack = cmd!(sh, "tar --extract --xz --no-same-owner --file {tarball} --directory {tmp}");
-    progress.command(&unpack.to_string());
-    let result = crate::host::exec::run_captured(unpack)
-        .map_err(|e| Error::Other(format!("{e}\nis `{}` an intact .tar.xz?", tarball.display())))
-        .and_then(|_| {
-            if dest.exists() {
-                fs::remove_dir_all(dest).with_path("remove", dest)?;
-            }
-            fs::rename(&tmp, dest).with_path("rename into", dest)
-        });
-    if result.is_err() {
-        let _ = fs::remove_dir_all(&tmp);
-    }
-    result
+    let dest = std::path::absolute(dest).with_path("resolve", dest)?;
+    into_place(&dest, |tmp| {
+        let unpack =
+            cmd!(sh, "tar --extract --xz --no-same-owner --file {tarball} --directory {tmp}");
+        progress.command(&unpack.to_string());
+        crate::host::exec::run_captured(unpack).map(drop).map_err(|e| {
+            Error::Other(format!("{e}\nis `{}` an intact .tar.xz?", tarball.display()))
+        })
+    })
 }
 
 /// [`unpack`] for a tar stream already open (decompressed), read from `origin`, which errors
 /// name.
 pub fn unpack_reader(reader: impl Read, origin: &Path, dest: &Path) -> Result<()> {
-    let tarball = origin;
+    into_place(dest, |tmp| unpack_into(reader, origin, tmp))
+}
+
+/// Fills a new temporary directory beside `dest` with `fill`, then renames it to `dest`
+/// (replacing what was there); on failure the temporary is removed and `dest` left alone.
+fn into_place(dest: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let parent = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).with_path("create directory", parent)?;
     let tmp = crate::host::fs::temp_path(dest);
@@ -60,7 +55,7 @@ pub fn unpack_reader(reader: impl Read, origin: &Path, dest: &Path) -> Result<()
         fs::remove_dir_all(&tmp).with_path("remove", &tmp)?;
     }
     fs::create_dir(&tmp).with_path("create directory", &tmp)?;
-    let result = unpack_into(reader, tarball, &tmp).and_then(|()| {
+    let result = fill(&tmp).and_then(|()| {
         if dest.exists() {
             fs::remove_dir_all(dest).with_path("remove", dest)?;
         }
