@@ -208,6 +208,19 @@ impl KernelBase {
             KernelBase::Allnoconfig => "allnoconfig",
         }
     }
+
+    /// The files of a kernel tree (relative to it, those present) whose options this base
+    /// sets over `allnoconfig`, for the architecture directory `srcarch` (`x86`, `arm64`).
+    pub fn seed_files(self, srcarch: &str) -> Vec<String> {
+        match self {
+            KernelBase::Tinyconfig => vec![
+                "kernel/configs/tiny-base.config".into(),
+                "kernel/configs/tiny.config".into(),
+                format!("arch/{srcarch}/configs/tiny.config"),
+            ],
+            KernelBase::Allnoconfig => Vec::new(),
+        }
+    }
 }
 
 /// `[workspace.metadata.busyroot.image]`.

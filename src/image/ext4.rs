@@ -135,7 +135,10 @@ pub fn write(sh: &Shell, manifest: &Manifest, out: &Path, opts: &Ext4Options) ->
         file.set_len(size).with_path("resize", &image)?;
         drop(file);
 
-        let fake_time = opts.timestamp.to_string();
+        // e2fsprogs reads a fake time of 0 as "unset" and takes the clock, so the epoch itself
+        // (SOURCE_DATE_EPOCH=0) stamps the superblock one second later; the files' own times
+        // are set by debugfs, exactly.
+        let fake_time = opts.timestamp.max(1).to_string();
         let (mke2fs, debugfs, e2fsck) = (&tools.mke2fs, &tools.debugfs, &tools.e2fsck);
         let (root, label, uuid) = (&work.root, &opts.label, &opts.uuid);
         let inodes = inode_count(size, demand.inodes).to_string();
@@ -847,6 +850,21 @@ mod tests {
         let (bytes_a, bytes_b) = (fs::read(&out_a).unwrap(), fs::read(&out_b).unwrap());
         let differing = bytes_a.iter().zip(&bytes_b).filter(|(x, y)| x != y).count();
         assert!(bytes_a.len() == bytes_b.len() && differing == 0, "{differing} bytes differ");
+    }
+
+    #[test]
+    fn an_epoch_of_zero_pins_the_superblock_times_instead_of_taking_the_clock() {
+        let Some(sh) = shell() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("rootfs.ext4");
+        let zero = Ext4Options { timestamp: 0, ..options(ImageSize::Auto) };
+        write(&sh, &sample(dir.path(), 0o644), &out, &zero).unwrap();
+        let header = cmd!(sh, "dumpe2fs -h {out}").env("TZ", "UTC").quiet().ignore_stderr();
+        let header = header.read().unwrap();
+        for field in ["Filesystem created:", "Last write time:"] {
+            let line = header.lines().find(|l| l.starts_with(field)).unwrap();
+            assert!(line.ends_with("Thu Jan  1 00:00:01 1970"), "{line}");
+        }
     }
 
     #[test]

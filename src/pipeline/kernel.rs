@@ -33,7 +33,7 @@ pub(crate) const COMMON_FRAGMENT: &str = "common.config";
 
 /// Part of every kernel build's fingerprint and cache key: raise it when busyroot changes how
 /// it configures or builds a kernel, so that no build or cached kernel from before is reused.
-pub(crate) const KERNEL_STAGE_VERSION: u32 = 2;
+pub(crate) const KERNEL_STAGE_VERSION: u32 = 3;
 
 /// The host programs a kernel build runs, besides the C compiler.
 pub(crate) const KERNEL_TOOLS: &[Tool] = &[
@@ -455,8 +455,8 @@ impl KernelBuilder {
         Ok(BuiltKernel { size: file_size(&image)?, image, config, fresh })
     }
 
-    /// Runs only the configuration steps: base configuration, fragment merge, olddefconfig
-    /// and the check that every fragment option survived.
+    /// Runs only the configuration steps: the one Kconfig pass over the base and the
+    /// fragments, and the check that every fragment option survived.
     pub fn configure(&self, sh: &Shell, progress: &dyn Progress) -> Result<ConfiguredKernel> {
         let plan = self.plan(sh)?;
         let _lock = self.lock(progress)?;
@@ -571,7 +571,8 @@ impl KernelBuilder {
             .with("source", self.source_identity(&source)?)
             .with("arch", self.ctx.arch().name())
             .with("base", self.ctx.workspace.config.kernel.base.make_target())
-            .with("toolchain", toolchain.identity(sh));
+            .with("toolchain", toolchain.identity(sh))
+            .with("busyroot kernel stage", KERNEL_STAGE_VERSION.to_string());
         for fragment in &fragments {
             let name = fragment.path.file_name().unwrap_or_default().to_string_lossy();
             configure_fp = configure_fp.with(&format!("fragment {name}"), &fragment.text);
@@ -579,8 +580,7 @@ impl KernelBuilder {
         let build_fp = Fingerprint::new()
             .after("configuration", &configure_fp)
             .with("KBUILD_BUILD_TIMESTAMP", utc_timestamp(epoch))
-            .with("image", image_name(self.ctx.arch()))
-            .with("busyroot kernel stage", KERNEL_STAGE_VERSION.to_string());
+            .with("image", image_name(self.ctx.arch()));
         Ok(Plan { source, toolchain, fragments, configure_fp, build_fp, epoch })
     }
 
@@ -644,8 +644,8 @@ impl KernelBuilder {
             .collect()
     }
 
-    /// The configuration stage: base configuration, the fragments merged over it,
-    /// olddefconfig, and every fragment option checked in the result.
+    /// The configuration stage: `allnoconfig` seeded with the base's files and the
+    /// fragments, and every fragment option checked in the result.
     fn configure_stage(
         &self,
         sh: &Shell,
@@ -659,22 +659,28 @@ impl KernelBuilder {
         stages.run("configure kernel", &plan.configure_fp, output, || {
             let tree = self.prepare(sh, &plan.source, progress)?;
             fs::create_dir_all(&build_dir).with_path("create directory", &build_dir)?;
-            let log = self.log_path();
-            let base = self.ctx.workspace.config.kernel.base.make_target();
-            run_logged(self.make(sh, &tree, plan, base), None, &log, progress)?;
-
-            // merge_config.sh makes its temporary files in the current directory, so it runs
-            // in the build directory and never writes into the source.
-            let script = tree.join("scripts/kconfig/merge_config.sh");
-            let fragments: Vec<PathBuf> =
-                plan.fragments.iter().map(|f| self.ctx.workspace.root.join(&f.path)).collect();
-            let cwd = sh.push_dir(&build_dir);
-            let merge = cmd!(sh, "{script} -m .config {fragments...}")
-                .env_remove("KCONFIG_CONFIG")
-                .env("LC_ALL", "C");
-            run_logged(merge, None, &log, progress)?;
-            drop(cwd);
-            run_logged(self.make(sh, &tree, plan, "olddefconfig"), None, &log, progress)?;
+            // One Kconfig pass: allnoconfig starting from the base's own files and then the
+            // fragments, so every option they do not name is off. (`make tinyconfig`, a
+            // merge and `make olddefconfig` would take three passes and turn on the defaults
+            // of every option the fragments make visible.)
+            let base = self.ctx.workspace.config.kernel.base;
+            let mut seed = String::new();
+            for file in base.seed_files(self.ctx.arch().info().kernel_arch) {
+                let path = tree.join(&file);
+                if path.is_file() {
+                    seed += &fs::read_to_string(&path).with_path("read", &path)?;
+                    seed.push('\n');
+                }
+            }
+            for fragment in &plan.fragments {
+                seed += &fragment.text;
+                seed.push('\n');
+            }
+            let seed_path = build_dir.join("busyroot-seed.config");
+            fs::write(&seed_path, seed).with_path("write", &seed_path)?;
+            let configure =
+                self.make(sh, &tree, plan, "allnoconfig").env("KCONFIG_ALLCONFIG", &seed_path);
+            run_logged(configure, None, &self.log_path(), progress)?;
 
             let text = fs::read_to_string(&dot_config).with_path("read", &dot_config)?;
             let lost = lost_options(&plan.fragments, &text);
@@ -737,13 +743,11 @@ impl CacheEntry {
 
 /// Refuses a directory that is not a Linux source tree, before make says something obscure.
 fn check_tree(tree: &Path) -> Result<()> {
-    let merge = tree.join("scripts/kconfig/merge_config.sh");
-    if tree.join("Makefile").is_file() && tree.join("Kconfig").is_file() && merge.is_file() {
+    if tree.join("Makefile").is_file() && tree.join("Kconfig").is_file() {
         return Ok(());
     }
     Err(Error::Other(format!(
-        "`{}` is not a Linux source tree (no Makefile, Kconfig and \
-         scripts/kconfig/merge_config.sh); give a kernel.org or distribution source tarball \
+        "`{}` is not a Linux source tree (no Makefile and Kconfig); give a kernel.org or distribution source tarball \
          or tree",
         tree.display()
     )))
@@ -866,7 +870,7 @@ mod tests {
     }
 
     #[test]
-    fn an_option_dropped_by_olddefconfig_is_reported_by_name() {
+    fn an_option_dropped_by_kconfig_is_reported_by_name() {
         let fragments = [
             fragment("kernel-config/common.config", "CONFIG_PCI=y\nCONFIG_NVME_CORE=y\n"),
             fragment(
@@ -966,8 +970,8 @@ mod tests {
     /// A tarball holding the files that make a directory look like a kernel tree.
     fn fake_kernel_tar(dir: &Path) -> Vec<u8> {
         let tree = dir.join("linux-9.9");
-        fs::create_dir_all(tree.join("scripts/kconfig")).unwrap();
-        for file in ["Makefile", "Kconfig", "scripts/kconfig/merge_config.sh"] {
+        fs::create_dir_all(&tree).unwrap();
+        for file in ["Makefile", "Kconfig"] {
             fs::write(tree.join(file), file).unwrap();
         }
         let mut b = tar::Builder::new(Vec::new());

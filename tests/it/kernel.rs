@@ -143,26 +143,22 @@ fn a_fragment_option_lost_in_the_merge_is_reported_by_name() {
     );
 }
 
-/// A tarball of a stand-in Linux tree: its Makefile answers the targets busyroot runs (the
-/// base configuration, olddefconfig dropping `CONFIG_NEEDS_MISSING`, and the image as a copy
-/// of `.config`), and counts builds in `$(O)/builds`.
+/// A tarball of a stand-in Linux tree: its Makefile answers the targets busyroot runs
+/// (`allnoconfig` writing the options of `$KCONFIG_ALLCONFIG` but dropping
+/// `CONFIG_NEEDS_MISSING`, and the image as a copy of `.config`), and counts builds in
+/// `$(O)/builds`.
 fn fake_linux_tarball(dir: &Path, arch: Arch) -> PathBuf {
     let image = arch.info().kernel_image;
     let image_dir = Path::new(image).parent().unwrap().display().to_string();
     let makefile = format!(
-        "tinyconfig allnoconfig:\n\tprintf 'CONFIG_BASE=y\\n' > $(O)/.config\n\
-         olddefconfig:\n\tsed -i '/^CONFIG_NEEDS_MISSING=/d' $(O)/.config\n\
+        "allnoconfig:\n\tprintf 'CONFIG_BASE=y\\n' > $(O)/.config\n\
+         \tsed '/^CONFIG_NEEDS_MISSING=/d' $(KCONFIG_ALLCONFIG) >> $(O)/.config\n\
          bzImage Image:\n\tmkdir -p $(O)/{image_dir}\n\tcp $(O)/.config $(O)/{image}\n\
          \techo built >> $(O)/builds\n"
     );
-    let files: [(&str, &str, u32); 3] = [
+    let files: [(&str, &str, u32); 2] = [
         ("linux-fake/Makefile", &makefile, 0o644),
         ("linux-fake/Kconfig", "config BASE\n\tbool\n", 0o644),
-        (
-            "linux-fake/scripts/kconfig/merge_config.sh",
-            "#!/bin/sh\nshift 2\ncat \"$@\" >> .config\n",
-            0o755,
-        ),
     ];
     let mut tar = tar::Builder::new(Vec::new());
     for (name, text, mode) in files {

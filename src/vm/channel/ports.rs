@@ -148,7 +148,8 @@ pub(crate) fn init_script(plan: &InitPlan) -> String {
     let command: Vec<String> = plan.argv.iter().map(|w| q(w)).collect();
     let exports: String =
         plan.env.iter().map(|(k, v)| format!("    export {k}={}\n", q(v))).collect();
-    let remount = if plan.disk { "mount -o remount,ro / 2>/dev/null\n" } else { "" };
+    // An initramfs has nothing to write back: the power may go off at once.
+    let remount = if plan.disk { "sync\nmount -o remount,ro / 2>/dev/null\n" } else { "" };
     INIT_TEMPLATE
         .replace("@SETUP@\n", &setup)
         .replace("@DIR@", &q(plan.dir))
@@ -216,7 +217,6 @@ echo "s $s" >&9
 # The host says when both streams reached their tag: data still queued in the VMM would be
 # lost if the power went off first.
 read -r _ <&9
-sync
 @REMOUNT@
 echo d >&9
 reboot -f
