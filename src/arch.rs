@@ -54,6 +54,7 @@ impl KernelFormat {
 
 /// Facts about one architecture.
 #[derive(Debug)]
+#[doc(hidden)]
 pub struct ArchInfo {
     /// The name used in paths and flags (`target/busyroot/<name>/`).
     pub name: &'static str,
@@ -213,6 +214,7 @@ impl Arch {
     }
 
     /// The facts about this architecture.
+    #[doc(hidden)]
     pub fn info(self) -> &'static ArchInfo {
         match self {
             Arch::X86_64 => &X86_64,

@@ -39,14 +39,16 @@ use xshell::{cmd, Shell};
 
 use crate::arch::Arch;
 use crate::config::Workspace;
+use crate::context::{Context, Layout};
 use crate::error::{Error, IoContext, Result};
+use crate::image::Format;
 use crate::pipeline::rootfs::{Outputs, RootfsBuilder};
 use crate::progress::Progress;
 
 /// Environment variables a build reads whatever the architecture; a change to any of them
 /// reruns the build script. (`PATH` is left out on purpose: IDEs run build scripts with a
 /// different `PATH` than the terminal, and tracking it would rerun the script on every switch.)
-pub const ENV_VARS: &[&str] = &[
+pub(crate) const ENV_VARS: &[&str] = &[
     "BUSYROOT_CACHE",
     "BUSYROOT_MIRROR",
     "BUSYROOT_OFFLINE",
@@ -133,13 +135,13 @@ impl BuildScript {
 
     /// Where the images end up: `$OUT_DIR/busyroot/<arch>/`.
     pub fn output_dir(&self, arch: Arch) -> PathBuf {
-        self.out_dir.join("busyroot").join(arch.name())
+        Layout::in_target(&self.out_dir, arch).dir().to_path_buf()
     }
 
     /// Builds the images and prints the `cargo:` lines: `rerun-if-changed` for the workspace's
-    /// Cargo.toml and every input of [`Inputs::of`] (and the git files that date the image
+    /// Cargo.toml and every input of `Inputs::of` (and the git files that date the image
     /// when `SOURCE_DATE_EPOCH` is unset),
-    /// `rerun-if-env-changed` for [`ENV_VARS`], and `rustc-env` for `BUSYROOT_ARCH`,
+    /// `rerun-if-env-changed` for `ENV_VARS`, and `rustc-env` for `BUSYROOT_ARCH`,
     /// `BUSYROOT_DIR`, `BUSYROOT_EXT4`, `BUSYROOT_CPIO`, `BUSYROOT_TAR` and the images'
     /// `BUSYROOT_EXT4_SHA256`, `BUSYROOT_CPIO_SHA256` and `BUSYROOT_TAR_SHA256`.
     pub fn run(&self) -> Result<Outputs> {
@@ -147,7 +149,7 @@ impl BuildScript {
         let progress = CargoProgress { warnings: self.verbose };
         let mut workspace = Workspace::load_reporting(&self.manifest_dir, &progress)?;
         let arch = self.resolve_arch(&workspace)?;
-        let shared_dir = workspace.arch_dir(arch);
+        let shared_dir = Layout::new(&workspace, arch).dir().to_path_buf();
         if !self.share_target_dir {
             workspace.target_dir = self.out_dir.clone();
         }
@@ -166,10 +168,10 @@ impl BuildScript {
         }
 
         // The architecture is known: an unsupported host does not matter.
-        let mut builder = RootfsBuilder::for_arch(workspace.clone(), arch);
-        builder.offline(self.offline);
-        builder.source_date_epoch(crate::context::source_date_epoch(&sh, &workspace.root));
-        let built = builder.build(&sh, &progress)?;
+        let mut ctx = Context::for_arch(workspace.clone(), arch);
+        ctx.offline(self.offline);
+        ctx.source_date_epoch(crate::context::source_date_epoch(&sh, &workspace.root));
+        let built = RootfsBuilder::new(ctx).build(&sh, &progress)?;
         let outputs = if self.share_target_dir { self.copy_out(built, arch)? } else { built };
 
         print_directives(&directives(&inputs, &outputs, arch));
@@ -217,20 +219,13 @@ impl BuildScript {
             }
             file.path = copy;
         }
-        Ok(Outputs {
-            ext4: moved(&built.ext4),
-            cpio: moved(&built.cpio),
-            tar: moved(&built.tar),
-            dir,
-            files,
-            ..built
-        })
+        Ok(Outputs { dir, files, ..built })
     }
 }
 
 /// What a rootfs build reads, in the form Cargo is told to watch it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Inputs {
+pub(crate) struct Inputs {
     /// Files and directories whose change reruns the build script.
     pub paths: Vec<PathBuf>,
     /// Environment variables whose change reruns the build script.
@@ -295,7 +290,7 @@ fn cargo_path(path: &Path) -> Result<&str> {
 fn git_head_files(sh: &Shell, root: &Path) -> Vec<PathBuf> {
     let _dir = sh.push_dir(root);
     let git = |args: &[&str]| {
-        cmd!(sh, "git {args...}").quiet().ignore_stderr().read().ok().filter(|s| !s.is_empty())
+        crate::host::exec::read(cmd!(sh, "git {args...}")).filter(|s| !s.is_empty())
     };
     let mut refs = vec!["HEAD".to_string(), "packed-refs".to_string()];
     refs.extend(git(&["symbolic-ref", "-q", "HEAD"]));
@@ -320,7 +315,7 @@ fn cc_env_vars(arch: Arch) -> Vec<String> {
 
 /// The `cargo:` lines a build script prints for `inputs` and `outputs`: first what to watch,
 /// then the `rustc-env` variables (documented at [`BuildScript::run`]).
-pub fn directives(inputs: &Inputs, outputs: &Outputs, arch: Arch) -> Vec<String> {
+pub(crate) fn directives(inputs: &Inputs, outputs: &Outputs, arch: Arch) -> Vec<String> {
     let mut lines: Vec<String> = inputs
         .paths
         .iter()
@@ -330,21 +325,21 @@ pub fn directives(inputs: &Inputs, outputs: &Outputs, arch: Arch) -> Vec<String>
     let mut env = |name: &str, value: &str| lines.push(format!("cargo:rustc-env={name}={value}"));
     env("BUSYROOT_ARCH", arch.name());
     env("BUSYROOT_DIR", &outputs.dir.display().to_string());
-    for (name, path) in [
-        ("BUSYROOT_EXT4", &outputs.ext4),
-        ("BUSYROOT_CPIO", &outputs.cpio),
-        ("BUSYROOT_TAR", &outputs.tar),
-    ] {
-        env(name, &path.display().to_string());
-        if let Some(file) = outputs.files.iter().find(|f| &f.path == path) {
-            env(&format!("{name}_SHA256"), &file.sha256);
-        }
+    for file in &outputs.files {
+        let name = match file.format {
+            Format::Ext4 => "BUSYROOT_EXT4",
+            Format::CpioGz => "BUSYROOT_CPIO",
+            Format::Tar => "BUSYROOT_TAR",
+        };
+        env(name, &file.path.display().to_string());
+        env(&format!("{name}_SHA256"), &file.sha256);
     }
     lines
 }
 
 /// Prints `lines` on stdout, where Cargo reads a build script's directives.
-pub fn print_directives(lines: &[String]) {
+#[allow(clippy::print_stdout)] // Cargo's build-script protocol
+pub(crate) fn print_directives(lines: &[String]) {
     for line in lines {
         println!("{line}");
     }
@@ -353,12 +348,13 @@ pub fn print_directives(lines: &[String]) {
 /// Reports progress from a build script: every step on stderr, and also as `cargo:warning`
 /// lines when `warnings` is set.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct CargoProgress {
+pub(crate) struct CargoProgress {
     /// Whether to print `cargo:warning` lines too.
     pub warnings: bool,
 }
 
 impl CargoProgress {
+    #[allow(clippy::print_stderr)] // a build script's log, which Cargo shows with -vv
     fn say(&self, message: &str) {
         eprintln!("{message}");
         if self.warnings {
@@ -381,6 +377,7 @@ impl Progress for CargoProgress {
         self.say(&format!("note: {message}"));
     }
 
+    #[allow(clippy::print_stderr)] // a build script's log, which Cargo shows with -vv
     fn warning(&self, message: &str) {
         // Always a `cargo:warning`: a misspelled table otherwise goes unseen.
         eprintln!("{message}");
@@ -394,7 +391,7 @@ impl Progress for CargoProgress {
 
 /// `message` as `cargo:warning` lines, one per line of text (Cargo reads one directive per
 /// line), each starting with `busyroot: `.
-pub fn warning_lines(message: &str) -> Vec<String> {
+pub(crate) fn warning_lines(message: &str) -> Vec<String> {
     message
         .lines()
         .filter(|line| !line.trim().is_empty())
@@ -487,9 +484,6 @@ mod tests {
             sha256: sha.into(),
         };
         let outputs = Outputs {
-            ext4: dir.join("rootfs.ext4"),
-            cpio: dir.join("rootfs.cpio.gz"),
-            tar: dir.join("rootfs.tar"),
             files: vec![
                 output(Format::Ext4, "e4"),
                 output(Format::CpioGz, "c0"),
@@ -565,7 +559,7 @@ mod tests {
         let script =
             BuildScript::new(manifest_dir, out_dir.path()).share_target_dir(true).offline(true);
         let outputs = script.run().unwrap();
-        let arch = RootfsBuilder::new(workspace.clone()).unwrap().target_arch();
+        let arch = Context::new(workspace.clone()).unwrap().arch();
         assert_eq!(outputs.dir, out_dir.path().join("busyroot").join(arch.name()));
         assert_eq!(outputs.files.len(), 3);
         let mtimes: Vec<_> = outputs
@@ -574,7 +568,8 @@ mod tests {
             .map(|file| {
                 assert_eq!(file.path.parent(), Some(outputs.dir.as_path()));
                 assert_eq!(crate::host::fs::sha256_file(&file.path).unwrap(), file.sha256);
-                let shared = workspace.arch_dir(arch).join(file.path.file_name().unwrap());
+                let shared =
+                    Layout::new(&workspace, arch).dir().join(file.path.file_name().unwrap());
                 assert_eq!(crate::host::fs::sha256_file(&shared).unwrap(), file.sha256);
                 std::fs::metadata(&file.path).unwrap().modified().unwrap()
             })

@@ -16,7 +16,6 @@
 //! (`CARGO_MANIFEST_DIR` when busyroot was compiled), which Cargo keeps whole in its git
 //! checkout or the vendored copy a dependent builds from.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::config::Workspace;
@@ -27,39 +26,7 @@ pub fn builtin_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Whether an input was configured or is busyroot's own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// The key is unset: busyroot's built-in file, under [`builtin_dir`].
-    BuiltIn,
-    /// The key names it.
-    Configured,
-}
-
-/// One resolved input of a build.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Input {
-    /// What it is, by its configuration key: `busybox.config`, `skeleton`, `overlays`,
-    /// `device-table` or `kernel.fragments`.
-    pub key: &'static str,
-    /// Where it is.
-    pub path: PathBuf,
-    /// The path as the user knows it: as configured, or relative to the workspace root when
-    /// it lies inside, else absolute.
-    pub shown: PathBuf,
-    /// Configured or built in.
-    pub origin: Origin,
-}
-
-impl fmt::Display for Input {
-    /// `skeleton: built-in (/…/rootfs-skel)` or `skeleton: rootfs-skel (configured)`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.origin {
-            Origin::BuiltIn => write!(f, "{}: built-in ({})", self.key, self.shown.display()),
-            Origin::Configured => write!(f, "{}: {} (configured)", self.key, self.shown.display()),
-        }
-    }
-}
+pub use crate::progress::{Input, Origin};
 
 /// Every input of a rootfs build, in the order they are used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +129,7 @@ impl Workspace {
 }
 
 /// The prefix of a configured path that names a file in busyroot's own source.
-pub const BUILTIN_PREFIX: &str = "busyroot:";
+pub(crate) const BUILTIN_PREFIX: &str = "busyroot:";
 
 const BUSYBOX: &str = "busybox-config/.config";
 const SKELETON: &str = "rootfs-skel";

@@ -2,29 +2,32 @@
 //!
 //! The pipeline is fetch → extract → configure → build → install → manifest → images; see
 //! `ARCHITECTURE.md` for where each step lives and which invariants hold. `cargo xtask` is a
-//! command line over this library, and a project that vendors busyroot uses the same API:
+//! command line over this library, and a project that vendors busyroot uses the same API.
 //!
-//! - [`pipeline::rootfs::RootfsBuilder`]: configuration in ([`config::Workspace`], read from
-//!   `[workspace.metadata.busyroot]`), [`pipeline::rootfs::Outputs`] out: the paths of `rootfs.ext4`,
-//!   `rootfs.cpio.gz` and `rootfs.tar` with their sizes and sha256s. Stages whose inputs did
-//!   not change are skipped.
-//! - [`image`]: the writers, each turning a [`tree::manifest::Manifest`] into one file
-//!   ([`image::ext4::write`], [`image::cpio::write`], [`image::tar::write`]), usable without
-//!   BusyBox for any tree ([`tree::skeleton::add_tree`], [`tree::layers::LayerStack`] for trees and tar
-//!   archives in order, [`tree::devtable::DeviceTable`]).
-//! - [`inputs`]: which BusyBox config, skeleton, overlays, device tables and kernel fragments
-//!   a build uses: the configured ones, or busyroot's built-in ones for unset keys.
-//! - [`vm`]: the VM runner. [`vm::Vm`] boots a kernel and an image with shares, modules and
-//!   overlays, and runs the standard checks ([`vm::Vm::check`]) or a command whose output and
-//!   exit status come back ([`vm::Vm::run`]); [`vm::run`] takes a [`vm::VmSpec`] and a
-//!   [`vm::RunPlan`] made by hand, and reports [`vm::Event`]s to a [`vm::Observer`].
-//! - [`matrix`]: many boots at once: the cells of `[[matrix]]` ([`matrix::cells`]), split into
-//!   CI shards ([`matrix::Shard`]) and run with bounded parallelism ([`matrix::run_matrix`]).
-//! - [`buildscript::BuildScript`]: all of the above from a `build.rs`, honouring `OUT_DIR`,
-//!   telling Cargo what to watch and exporting the image paths to `env!`.
+//! # The API
 //!
-//! Progress is reported through the [`progress::Progress`] trait; external programs run
-//! through an [`xshell::Shell`] the caller passes in (re-exported as [`busyroot::xshell`](xshell)).
+//! What a dependent may use, and all it may rely on; everything else is `pub(crate)` or
+//! `#[doc(hidden)]` (`host`, `lava`, `pipeline::busybox`, `pipeline::stage`, `testing` and the
+//! runner's choice functions: busyroot's own xtask's and tests' plumbing, changed at will).
+//!
+//! - Building: one [`context::Context`] per command (workspace, architecture, download
+//!   settings, file times, compiler) handed to [`pipeline::rootfs::RootfsBuilder`] (configuration in, [`pipeline::rootfs::Outputs`]
+//!   out: each [`image::Format`]'s file with its size and sha256; fresh stages skipped),
+//!   [`pipeline::kernel::KernelBuilder`] and [`pipeline::distro`] (a kernel built from
+//!   source or a distribution's), [`FetchOptions`] (mirror, offline).
+//! - Configuration a dependent may read or construct: [`config::Workspace`] and
+//!   [`config::Config`] (`[workspace.metadata.busyroot]`, with [`vm::RunConfig`],
+//!   [`config::MatrixCell`]), [`inputs`] (which files a build uses), [`context::Layout`] (where
+//!   outputs go), [`arch::Arch`].
+//! - Images without BusyBox: [`image`]'s writers turn a [`tree::manifest::Manifest`] into a
+//!   file; [`tree`] fills one from trees, tar archives and device tables.
+//! - Booting: [`vm::Vm`] (kernel, image, shares, modules, overlays; [`vm::Vm::check`] gives a
+//!   [`vm::RunReport`], [`vm::Vm::run`] an [`vm::Output`]); below it [`vm::run`] with a
+//!   [`vm::VmSpec`] and a [`vm::RunPlan`], reporting [`vm::Event`]s to a [`vm::Observer`]; a
+//!   VMM is a [`vm::Vmm`], started as its backend's [`vm::Launch`] says.
+//! - Many boots at once: [`matrix`] (cells, shards, bounded parallelism).
+//! - A build script: [`buildscript::BuildScript`] (`OUT_DIR`, `rerun-if-*`, `env!` paths).
+//! - Reporting and errors: [`progress::Progress`], [`Error`] and [`Result`].
 //!
 //! # Example
 //!
@@ -34,6 +37,8 @@
 //! ```no_run
 //! use std::path::Path;
 //!
+//! use busyroot::context::Context;
+//! use busyroot::image::Format;
 //! use busyroot::pipeline::rootfs::RootfsBuilder;
 //! use busyroot::config::Workspace;
 //! use busyroot::progress::Silent;
@@ -43,8 +48,9 @@
 //!     let sh = busyroot::xshell::Shell::new().expect("the current directory is readable");
 //!
 //!     // [workspace.metadata.busyroot] of the workspace holding this directory.
-//!     let workspace = Workspace::load(Path::new("."))?;
-//!     let builder = RootfsBuilder::new(workspace)?;
+//!     // One context per command: workspace, architecture, download settings, file times.
+//!     let ctx = Context::new(Workspace::load(Path::new("."))?)?;
+//!     let builder = RootfsBuilder::new(ctx.clone());
 //!     let outputs = builder.build(&sh, &Silent)?;
 //!     for file in &outputs.files {
 //!         println!("{}  {}", file.sha256, file.path.display());
@@ -52,11 +58,11 @@
 //!
 //!     // The guest writes to a copy of the disk, so the output stays as built.
 //!     let kernel = Path::new("/boot/vmlinuz");
-//!     let report = Vm::new(builder.target_arch(), kernel).disk(&outputs.ext4).check()?;
+//!     let report = Vm::new(ctx.arch(), kernel).disk(outputs.path(Format::Ext4)).check()?;
 //!     assert_eq!(report.outcome, Outcome::Passed, "console log: {}", report.console_log.display());
 //!
-//!     let out = Vm::new(builder.target_arch(), kernel)
-//!         .initramfs(&outputs.cpio)
+//!     let out = Vm::new(ctx.arch(), kernel)
+//!         .initramfs(outputs.path(Format::CpioGz))
 //!         .run(["/bin/sh", "-c", "uname -r; exit 3"])?;
 //!     assert_eq!(out.status, 3);
 //!     Ok(())
@@ -64,15 +70,22 @@
 //! ```
 
 #![deny(missing_docs)]
+// The library prints nothing (it reports through `Progress` and `vm::Event`); where Cargo's
+// build-script protocol needs stdout or stderr, `buildscript` allows it. Its unit tests
+// inspect outputs with host tools directly and may say what they saw.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+#![cfg_attr(test, allow(clippy::disallowed_methods, clippy::print_stderr))]
 
 pub mod arch;
 pub mod buildscript;
 pub mod config;
 pub mod context;
 pub mod error;
+#[doc(hidden)]
 pub mod host;
 pub mod image;
 pub mod inputs;
+#[doc(hidden)]
 pub mod lava;
 pub mod matrix;
 pub mod pipeline;
@@ -83,6 +96,7 @@ pub mod tree;
 pub mod vm;
 
 pub use error::{Error, Result};
+pub use host::fetch::FetchOptions;
 
 /// The shell library the API runs external programs with; callers pass a [`xshell::Shell`].
 pub use xshell;

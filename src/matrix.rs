@@ -13,99 +13,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use serde_json::json;
 use xshell::Shell;
 
 use crate::arch::Arch;
-use crate::config::Workspace;
+use crate::config::{MatrixCell, Medium, Workspace};
 use crate::context::Layout;
 use crate::error::{Error, Result};
-use crate::image::Format;
 use crate::vm::{self, AccelRequest, Check, Event, Observer, Outcome, RunReport, Vm, Vmm};
-
-/// One `[[matrix]]` table of `[workspace.metadata.busyroot]`: a VM to boot and what to run in
-/// it. Paths are relative to the workspace root.
-///
-/// ```toml
-/// [[workspace.metadata.busyroot.matrix]]
-/// arch = "aarch64"
-/// root = "initramfs"
-///
-/// [[workspace.metadata.busyroot.matrix]]
-/// name = "cloud-kernel-disk"
-/// kernel = "/boot/vmlinuz"
-/// command = ["/bin/sh", "-c", "test -e /proc/cpuinfo"]
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct MatrixCell {
-    /// The cell's name in reports and shard listings: letters, digits, `.`, `_` and `-`,
-    /// unique in the matrix. Default: `<arch>-<root>`, then the VMM when `vmm` is given, then
-    /// the kernel's file name when
-    /// `kernel` is given, then the program's file name when `command` is given
-    /// (`x86_64-disk`, `x86_64-disk-vmlinuz-sh`).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Guest architecture. Default: the configured `arch`, else the host's.
-    #[serde(default)]
-    pub arch: Option<Arch>,
-    /// Kernel image to boot. Default: the newer of the one `cargo xtask kernel` built for
-    /// `arch` (`target/busyroot/<arch>/kernel/…`) and the one it fetched (`--distro`).
-    #[serde(default)]
-    pub kernel: Option<PathBuf>,
-    /// Root file system: `"disk"` (`rootfs.ext4`) or `"initramfs"` (`rootfs.cpio.gz`).
-    /// Default: `"disk"`.
-    #[serde(default)]
-    pub root: Medium,
-    /// The payload: a program and its arguments, run as root in the guest; the cell passes
-    /// when it exits 0. Default: none, and the cell runs the standard checks (with
-    /// `run.hostname`, `run.checks` and `run.checks-file`) instead.
-    #[serde(default)]
-    pub command: Option<Vec<String>>,
-    /// The VMM: `"qemu"`, another of busyroot's own, or one configured under
-    /// `run.vmm.<name>`. Default: `"qemu"`.
-    #[serde(default)]
-    pub vmm: Option<String>,
-}
-
-/// The root medium a cell boots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Medium {
-    /// `rootfs.ext4` as the root disk (the guest writes to a copy).
-    #[default]
-    Disk,
-    /// `rootfs.cpio.gz` as the initramfs.
-    Initramfs,
-}
-
-impl Medium {
-    /// Both media, in the order the default matrix uses.
-    pub const ALL: [Medium; 2] = [Medium::Disk, Medium::Initramfs];
-
-    /// `disk` or `initramfs`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Medium::Disk => "disk",
-            Medium::Initramfs => "initramfs",
-        }
-    }
-
-    /// The output format this medium boots.
-    pub fn format(self) -> Format {
-        match self {
-            Medium::Disk => Format::Ext4,
-            Medium::Initramfs => Format::CpioGz,
-        }
-    }
-}
-
-impl fmt::Display for Medium {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// A resolved cell: every default filled in and the VM ready to boot.
 #[derive(Debug, Clone)]
@@ -201,7 +116,7 @@ pub fn cells(ws: &Workspace) -> Result<Vec<Cell>> {
         let layout = Layout::new(ws, arch);
         let kernel = table.kernel.as_ref().map_or_else(|| default_kernel(&layout), |k| ws.path(k));
         let image = layout.output(table.root.format());
-        let work_dir = ws.target_dir.join("busyroot").join("matrix").join(&name);
+        let work_dir = layout.matrix_cell(&name);
 
         let mut machine = Vm::new(arch, &kernel);
         match table.root {
@@ -324,14 +239,9 @@ impl fmt::Display for Shard {
     }
 }
 
-/// The cells of shard `index` of `count` (counting from 1): cell k goes to shard
-/// `(k mod count) + 1`. Refuses an index outside 1..=`count`.
-pub fn shard(cells: Vec<Cell>, index: usize, count: usize) -> Result<Vec<Cell>> {
-    Ok(Shard::new(index, count)?.select(cells))
-}
-
 /// How many VMs to run at once by default: half the host's cores, at least one. (A TCG guest
 /// keeps a core busy; the other half is left for QEMU's I/O threads and the host.)
+#[doc(hidden)]
 pub fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get() / 2).max(1)
 }
@@ -635,6 +545,10 @@ fn run_cell(sh: &Shell, cell: &Cell, observer: &dyn MatrixObserver) -> CellResul
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    fn shard(cells: Vec<Cell>, index: usize, count: usize) -> Result<Vec<Cell>> {
+        Ok(Shard::new(index, count)?.select(cells))
+    }
 
     fn workspace(toml: &str) -> Workspace {
         let config = Config::from_toml(toml, Path::new("Cargo.toml")).unwrap();

@@ -32,7 +32,9 @@ pub fn skip(test: &str, reason: &str) {
         Ok(fd) => {
             let _ = std::io::Write::write_all(&mut std::fs::File::from(fd), line.as_bytes());
         }
-        Err(_) => eprint!("{line}"),
+        Err(_) => {
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+        }
     }
 }
 

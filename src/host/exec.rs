@@ -2,8 +2,11 @@
 //! progress interface, dies with us (parent-death signal), and is waited for against a
 //! deadline; failures name the command and show the last lines of its output.
 
+// The one place programs start: see ../../clippy.toml.
+#![allow(clippy::disallowed_methods)]
+
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -85,6 +88,14 @@ pub fn output(cmd: xshell::Cmd<'_>) -> std::io::Result<std::process::Output> {
     command.output()
 }
 
+/// The standard output of `cmd` run as [`output`] does, without its trailing newline, when it
+/// succeeds; `None` when it cannot start or fails (its stderr is dropped).
+pub fn read(cmd: xshell::Cmd<'_>) -> Option<String> {
+    let out = output(cmd).ok().filter(|out| out.status.success())?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    Some(text.strip_suffix('\n').unwrap_or(&text).to_string())
+}
+
 /// Runs `cmd` on our terminal (stdin, stdout and stderr inherited) to its end; it is killed
 /// (SIGTERM) if we die first.
 pub fn interactive(cmd: xshell::Cmd<'_>) -> std::io::Result<ExitStatus> {
@@ -151,8 +162,7 @@ impl Running {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        die_with_parent(&mut std_command, libc::SIGKILL);
-        let mut child = std_command.spawn().map_err(|e| Error::Command {
+        let mut child = spawn(&mut std_command, libc::SIGKILL).map_err(|e| Error::Command {
             command: command.clone(),
             status: String::new(),
             details: format!("could not run it: {e}; is it installed?"),
@@ -231,25 +241,18 @@ impl Running {
 
     /// The exit status, once the program exited; `None` if it still ran at `deadline`.
     pub fn wait_until(&mut self, deadline: Instant) -> Option<ExitStatus> {
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
+        let (child, lines, seen) = (&mut self.child, &self.lines, &mut self.seen);
+        let status = wait(child, Some(deadline), || {
+            while let Ok(line) = lines.try_recv() {
+                remember(seen, line);
             }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            while let Ok(line) = self.lines.try_recv() {
-                self.remember(line);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+            true
+        });
+        status.ok().flatten()
     }
 
     fn remember(&mut self, line: String) {
-        if self.seen.len() == TAIL_LINES {
-            self.seen.remove(0);
-        }
-        self.seen.push(line);
+        remember(&mut self.seen, line);
     }
 
     fn error(&mut self, status: &str, why: String) -> Error {
@@ -273,9 +276,67 @@ impl Running {
     }
 }
 
+/// Keeps the last [`TAIL_LINES`] lines in `seen`.
+fn remember(seen: &mut Vec<String>, line: String) {
+    if seen.len() == TAIL_LINES {
+        seen.remove(0);
+    }
+    seen.push(line);
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A command for `program`, to be started with [`spawn`]: the one place a process command is
+/// made from a path rather than an xshell `cmd!` (a VMM, a daemon).
+pub(crate) fn command(program: &Path) -> std::process::Command {
+    std::process::Command::new(program)
+}
+
+/// Starts `command` as a child that the kernel sends `signal` when we die first.
+pub(crate) fn spawn(command: &mut std::process::Command, signal: libc::c_int) -> io::Result<Child> {
+    die_with_parent(command, signal);
+    command.spawn()
+}
+
+/// Waits for `child` to exit, polling: `None` once `deadline` passes or `go_on` (run between
+/// polls: read a pipe, look for Ctrl-C) returns false first; the child then still runs. An
+/// error while waiting kills and reaps it. The crate's one wait loop.
+pub(crate) fn wait(
+    child: &mut Child,
+    deadline: Option<Instant>,
+    mut go_on: impl FnMut() -> bool,
+) -> io::Result<Option<ExitStatus>> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(Some(status)),
+            Ok(None) => {}
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) || !go_on() {
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Stops `child`: SIGTERM, then SIGKILL if it has not exited after `grace`; reaps it.
+pub(crate) fn terminate(child: &mut Child, grace: std::time::Duration) -> io::Result<ExitStatus> {
+    // SAFETY: kill with the pid of a child we have not reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    match wait(child, Some(Instant::now() + grace), || true)? {
+        Some(status) => Ok(status),
+        None => {
+            let _ = child.kill();
+            child.wait()
+        }
     }
 }
 
@@ -297,6 +358,29 @@ pub(crate) fn die_with_parent(command: &mut std::process::Command, signal: libc:
             }
             Ok(())
         });
+    }
+}
+
+/// Escapes a QEMU option value: commas are doubled so a path cannot end the option.
+pub(crate) fn qemu_escape(path: &Path) -> std::ffi::OsString {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut out = Vec::new();
+    for &b in path.as_os_str().as_bytes() {
+        out.push(b);
+        if b == b',' {
+            out.push(b',');
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+}
+
+/// Quotes `s` for a POSIX shell when it holds anything but plainly safe characters.
+pub fn shell_quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 

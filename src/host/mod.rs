@@ -8,4 +8,5 @@ pub mod fetch;
 pub mod fs;
 pub mod kconfig;
 pub mod lock;
+pub mod toolchain;
 pub mod tools;

@@ -39,6 +39,7 @@ use std::process::Output;
 use xshell::{cmd, Shell};
 
 use crate::error::{Error, IoContext, Result};
+use crate::host::exec;
 use crate::host::fs::write_atomically;
 use crate::host::tools::{self, ROOTFS_TOOLS};
 use crate::image::copy_file_content;
@@ -145,14 +146,14 @@ pub fn write(sh: &Shell, manifest: &Manifest, out: &Path, opts: &Ext4Options) ->
             "hash_seed={},root_owner=0:0,no_copy_xattrs,assume_storage_prezeroed=1,nodiscard",
             opts.hash_seed
         );
-        let mut make = cmd!(
+        let make = cmd!(
             sh,
             "{mke2fs} -q -F -t ext4 -T default -L {label} -U {uuid} -N {inodes} -E {extended} -d {root} {image}"
         )
         .env("MKE2FS_CONFIG", &work.config)
         .env("E2FSPROGS_FAKE_TIME", &fake_time)
         .env("LC_ALL", "C");
-        let output = run(&mut make)?;
+        let (command, output) = run(make)?;
         if !output.status.success() {
             let text = combined(&output);
             if text.contains("Could not allocate") || text.contains("No space left") {
@@ -163,26 +164,25 @@ pub fn write(sh: &Shell, manifest: &Manifest, out: &Path, opts: &Ext4Options) ->
             } else {
                 "see mke2fs's messages above"
             };
-            return Err(failed(&make, &output, hint));
+            return Err(failed(command, &output, hint));
         }
 
         let batch_file = &work.batch;
-        let mut fix =
+        let fix =
             cmd!(sh, "{debugfs} -w -f {batch_file} {image}").env("E2FSPROGS_FAKE_TIME", &fake_time);
-        let output = run(&mut fix)?;
+        let (command, output) = run(fix)?;
         let errors = batch.errors(&String::from_utf8_lossy(&output.stderr));
         if !output.status.success() || !errors.is_empty() {
             let details =
                 format!("debugfs reported errors on `{}`:\n{}", image.display(), errors.join("\n"));
             let status = status_text(&output);
-            return Err(Error::Command { command: fix.to_string(), status, details });
+            return Err(Error::Command { command, status, details });
         }
 
-        let mut check = cmd!(sh, "{e2fsck} -f -n {image}");
-        let output = run(&mut check)?;
+        let (command, output) = run(cmd!(sh, "{e2fsck} -f -n {image}"))?;
         if !output.status.success() {
             let hint = "e2fsck found the new image inconsistent; this is a bug in busyroot";
-            return Err(failed(&check, &output, hint));
+            return Err(failed(command, &output, hint));
         }
         Ok(())
     })
@@ -600,15 +600,14 @@ fn backup_groups(groups: u64) -> u64 {
     count
 }
 
-/// Runs `cmd` quietly and captures its output, whatever its exit status.
-fn run(cmd: &mut xshell::Cmd<'_>) -> Result<Output> {
-    cmd.set_quiet(true);
-    cmd.set_ignore_status(true);
-    cmd.output().map_err(|e| Error::Command {
-        command: cmd.to_string(),
-        status: String::new(),
-        details: e.to_string(),
-    })
+/// Runs `cmd` through [`exec::output`] and returns its command line and its output, whatever
+/// its exit status.
+fn run(cmd: xshell::Cmd<'_>) -> Result<(String, Output)> {
+    let command = cmd.to_string();
+    match exec::output(cmd) {
+        Ok(output) => Ok((command, output)),
+        Err(e) => Err(Error::Command { command, status: String::new(), details: e.to_string() }),
+    }
 }
 
 fn combined(output: &Output) -> String {
@@ -627,15 +626,11 @@ fn status_text(output: &Output) -> String {
 }
 
 /// A command error with the last lines of its output and a hint.
-fn failed(cmd: &xshell::Cmd<'_>, output: &Output, hint: &str) -> Error {
+fn failed(command: String, output: &Output, hint: &str) -> Error {
     let text = combined(output);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = lines[lines.len().saturating_sub(30)..].join("\n");
-    Error::Command {
-        command: cmd.to_string(),
-        status: status_text(output),
-        details: format!("{tail}\n{hint}"),
-    }
+    Error::Command { command, status: status_text(output), details: format!("{tail}\n{hint}") }
 }
 
 #[cfg(test)]

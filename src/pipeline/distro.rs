@@ -527,7 +527,7 @@ fn ar_members(bytes: &[u8]) -> std::result::Result<Vec<(String, &[u8])>, &'stati
 /// Compares two Debian package versions as dpkg does: epoch, then upstream version, then
 /// revision, each part by runs of non-digits (`~` before everything, letters before other
 /// characters) and of digits (numerically).
-pub fn compare_versions(a: &str, b: &str) -> Ordering {
+pub(crate) fn compare_versions(a: &str, b: &str) -> Ordering {
     fn split(v: &str) -> (u64, &str, &str) {
         let (epoch, rest) = match v.split_once(':') {
             Some((e, rest)) => (e.parse().unwrap_or(0), rest),

@@ -16,10 +16,10 @@ use xshell::{cmd, Shell};
 
 use crate::arch::Arch;
 use crate::config::Workspace;
-use crate::context::{Layout, FALLBACK_EPOCH};
+use crate::context::{Context, Layout, FALLBACK_EPOCH};
 use crate::error::{Error, IoContext, MissingTools, Result};
 use crate::host::exec::run_logged;
-use crate::host::fetch::{self, FetchOptions};
+use crate::host::fetch;
 use crate::host::fs::{
     remove_dead_temporaries, sha256_bytes, sha256_file, temp_path, write_atomically,
 };
@@ -29,14 +29,14 @@ use crate::pipeline::stage::{Fingerprint, OutputState, StageReport, Stages};
 use crate::progress::Progress;
 
 /// The fragment every architecture uses; `<arch>.config` beside it adds the arch's own.
-pub const COMMON_FRAGMENT: &str = "common.config";
+pub(crate) const COMMON_FRAGMENT: &str = "common.config";
 
 /// Part of every kernel build's fingerprint and cache key: raise it when busyroot changes how
 /// it configures or builds a kernel, so that no build or cached kernel from before is reused.
-pub const KERNEL_STAGE_VERSION: u32 = 3;
+pub(crate) const KERNEL_STAGE_VERSION: u32 = 3;
 
 /// The host programs a kernel build runs, besides the C compiler.
-pub const KERNEL_TOOLS: &[Tool] = &[
+pub(crate) const KERNEL_TOOLS: &[Tool] = &[
     Tool { program: "make", purpose: "building the kernel", package: "make" },
     Tool { program: "bc", purpose: "kernel build (timeconst)", package: "bc" },
     Tool { program: "flex", purpose: "kernel build (Kconfig lexer)", package: "flex" },
@@ -60,10 +60,11 @@ const KERNEL_HEADERS: &[Header] =
     &[Header { file: "gelf.h", purpose: "kernel build (objtool)", package: "libelf-dev" }];
 
 /// The file name endings of the source tarballs busyroot unpacks.
-pub const TARBALL_SUFFIXES: [&str; 7] =
+pub(crate) const TARBALL_SUFFIXES: [&str; 7] =
     [".tar.xz", ".tar.gz", ".tar.bz2", ".tar", ".txz", ".tgz", ".tbz2"];
 
 /// [`TARBALL_SUFFIXES`] as the messages and the command-line help list them.
+#[doc(hidden)]
 pub const TARBALL_NAMES: &str = ".tar.xz, .tar.gz, .tar.bz2, .tar, .txz, .tgz or .tbz2";
 
 /// Where the kernel's source comes from.
@@ -79,7 +80,7 @@ pub enum KernelSource {
         /// Its expected sha256, lower-case hex.
         sha256: String,
     },
-    /// A local tarball (any of [`TARBALL_SUFFIXES`]), used as is.
+    /// A local tarball (any of `TARBALL_SUFFIXES`), used as is.
     Tarball(PathBuf),
     /// An unpacked source tree, built out of tree (`O=`) and never written to.
     Tree(PathBuf),
@@ -137,7 +138,7 @@ impl KernelSource {
 
 /// An option a fragment asks for that the final configuration does not have.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LostOption {
+pub(crate) struct LostOption {
     /// `CONFIG_…`.
     pub name: String,
     /// The value the fragment sets; `None` for `# CONFIG_… is not set` (or `=n`).
@@ -150,7 +151,7 @@ pub struct LostOption {
 
 /// A configuration fragment: where it is and what it says.
 #[derive(Debug, Clone)]
-pub struct Fragment {
+pub(crate) struct Fragment {
     /// Its path relative to the workspace root (absolute if it lies elsewhere).
     pub path: PathBuf,
     /// Its contents.
@@ -159,7 +160,7 @@ pub struct Fragment {
 
 /// Every option the fragments set (a later fragment overriding an earlier one) that `config`
 /// does not have with the same value. An option missing from `config` counts as unset.
-pub fn lost_options(fragments: &[Fragment], config: &str) -> Vec<LostOption> {
+pub(crate) fn lost_options(fragments: &[Fragment], config: &str) -> Vec<LostOption> {
     let mut wanted: BTreeMap<String, (Option<String>, &Path)> = BTreeMap::new();
     for fragment in fragments {
         for (name, value) in crate::host::kconfig::parse(&fragment.text) {
@@ -280,6 +281,7 @@ fn utc_timestamp(epoch: u64) -> String {
 
 /// Where the built kernel image for `arch` is (or would be): `kernel/bzImage` or
 /// `kernel/Image`.
+#[doc(hidden)]
 pub fn kernel_image_path(ws: &Workspace, arch: Arch) -> PathBuf {
     Layout::new(ws, arch).kernel_image()
 }
@@ -318,14 +320,10 @@ pub struct ConfiguredKernel {
 /// Builds a minimal kernel for one architecture from a workspace's configuration.
 #[derive(Debug, Clone)]
 pub struct KernelBuilder {
-    workspace: Workspace,
-    arch: Arch,
+    ctx: Context,
     /// `None`: the configured source, resolved when used so that an override never trips
     /// over a configured path that does not exist.
     source: Option<KernelSource>,
-    fetch: FetchOptions,
-    source_date_epoch: Option<u64>,
-    toolchain: Option<Toolchain>,
     cache: Option<PathBuf>,
 }
 
@@ -340,31 +338,17 @@ struct Plan {
 }
 
 impl KernelBuilder {
-    /// A builder for the configured architecture (else the host's) and the configured source
-    /// (`kernel.source`, else the pinned release), fetching as the environment says
-    /// ([`FetchOptions::from_env`]).
-    pub fn new(workspace: Workspace) -> Result<KernelBuilder> {
-        let arch = Arch::configured_or_host(workspace.config.arch)?;
-        Ok(KernelBuilder::for_arch(workspace, arch))
+    /// A builder for `ctx`'s workspace and architecture and the configured source
+    /// (`kernel.source`, else the pinned release), with `ctx`'s download settings, build time
+    /// (default: `SOURCE_DATE_EPOCH`, else `FALLBACK_EPOCH`: not the last commit's date as for
+    /// the rootfs, so that committing does not rebuild the kernel) and compiler.
+    pub fn new(ctx: Context) -> KernelBuilder {
+        KernelBuilder { ctx, source: None, cache: None }
     }
 
-    /// A builder for `arch`, whatever the configuration and the host say.
-    pub fn for_arch(workspace: Workspace, arch: Arch) -> KernelBuilder {
-        KernelBuilder {
-            workspace,
-            arch,
-            source: None,
-            fetch: FetchOptions::from_env(),
-            source_date_epoch: None,
-            toolchain: None,
-            cache: None,
-        }
-    }
-
-    /// Builds for `arch` instead.
-    pub fn arch(&mut self, arch: Arch) -> &mut KernelBuilder {
-        self.arch = arch;
-        self
+    /// The context it builds in.
+    pub fn context(&self) -> &Context {
+        &self.ctx
     }
 
     /// Builds from `source` instead of the configured one.
@@ -376,71 +360,36 @@ impl KernelBuilder {
     /// The source to build: the one set with [`Self::source`], else `kernel.source` from the
     /// configuration, else the pinned release.
     pub fn resolved_source(&self) -> Result<KernelSource> {
-        match (&self.source, &self.workspace.config.kernel.source) {
+        match (&self.source, &self.ctx.workspace.config.kernel.source) {
             (Some(source), _) => Ok(source.clone()),
-            (None, Some(path)) => KernelSource::from_path(&self.workspace.path(path)),
+            (None, Some(path)) => KernelSource::from_path(&self.ctx.workspace.path(path)),
             (None, None) => Ok(KernelSource::Pinned),
         }
-    }
-
-    /// Never use the network (in addition to `BUSYROOT_OFFLINE`).
-    pub fn offline(&mut self, offline: bool) -> &mut KernelBuilder {
-        self.fetch.offline |= offline;
-        self
-    }
-
-    /// Replaces the download settings.
-    pub fn fetch_options(&mut self, fetch: FetchOptions) -> &mut KernelBuilder {
-        self.fetch = fetch;
-        self
-    }
-
-    /// Fixes the build time stamped into the kernel (default: `SOURCE_DATE_EPOCH`, else
-    /// [`FALLBACK_EPOCH`]; not the last commit's date as for the rootfs, so that committing
-    /// does not rebuild the kernel).
-    pub fn source_date_epoch(&mut self, epoch: u64) -> &mut KernelBuilder {
-        self.source_date_epoch = Some(epoch);
-        self
-    }
-
-    /// Uses this C compiler instead of looking one up.
-    pub fn toolchain(&mut self, toolchain: Toolchain) -> &mut KernelBuilder {
-        self.toolchain = Some(toolchain);
-        self
     }
 
     /// Keeps built kernels in `dir`, shared by every checkout on the machine, and takes a
     /// kernel from there instead of building it when every input matches: the source's
     /// sha256, the fragments, the base configuration, the compiler's version, the build time
-    /// stamp and [`KERNEL_STAGE_VERSION`]. A source tree is never cached (make decides what
+    /// stamp and `KERNEL_STAGE_VERSION`. A source tree is never cached (make decides what
     /// changed in it).
     pub fn cache(&mut self, dir: PathBuf) -> &mut KernelBuilder {
         self.cache = Some(dir);
         self
     }
 
-    /// The architecture being built.
-    pub fn target_arch(&self) -> Arch {
-        self.arch
-    }
-
     /// Where the outputs go: `<target>/busyroot/<arch>/kernel/`.
     pub fn output_dir(&self) -> PathBuf {
-        self.layout().kernel_dir()
+        self.ctx.layout.kernel_dir()
     }
 
     /// The out-of-tree build directory, one per architecture so they never clash.
     pub fn build_dir(&self) -> PathBuf {
-        self.layout().kernel_build()
+        self.ctx.layout.kernel_build()
     }
 
     /// The full log of every make run.
     pub fn log_path(&self) -> PathBuf {
-        self.layout().kernel_log()
-    }
-
-    fn layout(&self) -> Layout {
-        Layout::new(&self.workspace, self.arch)
+        self.ctx.layout.kernel_log()
     }
 
     /// The cache entry for this build's inputs, or `None` without a cache or for a source
@@ -456,8 +405,8 @@ impl KernelBuilder {
             }
         };
         let key = plan.build_fp.clone().with("source sha256", source).digest();
-        let dir = dir.join(format!("{}-{}", self.arch.name(), &key[..32]));
-        Ok(Some(CacheEntry { dir, image_name: image_name(self.arch) }))
+        let dir = dir.join(format!("{}-{}", self.ctx.arch().name(), &key[..32]));
+        Ok(Some(CacheEntry { dir, image_name: image_name(self.ctx.arch()) }))
     }
 
     /// Configures and builds the kernel, skipping each stage whose inputs did not change, and
@@ -468,13 +417,13 @@ impl KernelBuilder {
     /// are immutable, so for them a matching fingerprint is enough.
     pub fn build(&self, sh: &Shell, progress: &dyn Progress) -> Result<BuiltKernel> {
         let plan = self.plan(sh)?;
-        progress.input(&self.workspace.kernel_fragments()?);
+        progress.input(&self.ctx.workspace.kernel_fragments()?);
         let _lock = self.lock(progress)?;
         let out_dir = self.output_dir();
-        let image = out_dir.join(image_name(self.arch));
+        let image = out_dir.join(image_name(self.ctx.arch()));
         let config = out_dir.join(".config");
         let vmlinux = out_dir.join("vmlinux");
-        let mut stages = Stages::new(progress, self.layout().stamps());
+        let mut stages = Stages::new(progress, self.ctx.layout.stamps());
         let output = match plan.source {
             KernelSource::Tree(_) => OutputState::Unknown("source tree: make decides"),
             _ => OutputState::intact_if(image.is_file() && config.is_file() && vmlinux.is_file()),
@@ -494,11 +443,11 @@ impl KernelBuilder {
                 self.configure_stage(sh, &plan, &mut stages, progress)?;
                 stages.run("build kernel", &plan.build_fp, output, || {
                     let tree = self.prepare(sh, &plan.source, progress)?;
-                    let make = self.make(sh, &tree, &plan, image_name(self.arch));
+                    let make = self.make(sh, &tree, &plan, image_name(self.ctx.arch()));
                     run_logged(make, None, &self.log_path(), progress)?;
                     let build_dir = self.build_dir();
                     copy_atomically(&build_dir.join(".config"), &config)?;
-                    copy_atomically(&build_dir.join(self.arch.info().kernel_image), &image)?;
+                    copy_atomically(&build_dir.join(self.ctx.arch().info().kernel_image), &image)?;
                     // The image's make target links the ELF `vmlinux` first, at the top.
                     copy_atomically(&build_dir.join("vmlinux"), &vmlinux)?;
                     Ok(format!("{} KiB", file_size(&image)?.div_ceil(1024)))
@@ -518,7 +467,7 @@ impl KernelBuilder {
     pub fn configure(&self, sh: &Shell, progress: &dyn Progress) -> Result<ConfiguredKernel> {
         let plan = self.plan(sh)?;
         let _lock = self.lock(progress)?;
-        let mut stages = Stages::new(progress, self.layout().stamps());
+        let mut stages = Stages::new(progress, self.ctx.layout.stamps());
         self.configure_stage(sh, &plan, &mut stages, progress)?;
         let tree = self.prepare(sh, &plan.source, progress)?;
         Ok(ConfiguredKernel { tree, build_dir: self.build_dir() })
@@ -527,7 +476,7 @@ impl KernelBuilder {
     /// Makes a second run for the same architecture wait, so two makes never share a build
     /// directory; then clears what a killed run left among the outputs.
     fn lock(&self, progress: &dyn Progress) -> Result<crate::host::lock::DirLock> {
-        let lock = crate::host::lock::DirLock::acquire(&self.layout().kernel_lock(), progress)?;
+        let lock = crate::host::lock::DirLock::acquire(&self.ctx.layout.kernel_lock(), progress)?;
         remove_dead_temporaries(&self.output_dir())?;
         Ok(lock)
     }
@@ -558,7 +507,7 @@ impl KernelBuilder {
                     return Ok(self.unpacked_dir(&id));
                 }
                 let path = timed(progress, "fetch kernel", || {
-                    let path = fetch::fetch(sh, &source, &self.fetch, progress);
+                    let path = fetch::fetch(sh, &source, &self.ctx.fetch, progress);
                     let path = match (path, source_kind) {
                         (Err(Error::Fetch(message)), KernelSource::Pinned) => {
                             return Err(Error::KernelFetch {
@@ -586,7 +535,7 @@ impl KernelBuilder {
 
     /// What to fetch for a downloaded source.
     fn fetch_source(&self, source: &KernelSource) -> fetch::Source {
-        let cfg = &self.workspace.config.kernel;
+        let cfg = &self.ctx.workspace.config.kernel;
         match source {
             KernelSource::Url { url, sha256 } => fetch::Source {
                 file_name: url.rsplit('/').next().unwrap_or(url).to_string(),
@@ -599,7 +548,7 @@ impl KernelBuilder {
     }
 
     fn unpacked_dir(&self, id: &str) -> PathBuf {
-        self.workspace.target_dir.join("busyroot").join("src").join(format!("linux-{id}"))
+        self.ctx.layout.source(&format!("linux-{id}"))
     }
 
     /// What identifies the source without reading it: a tarball's checksum, or a local
@@ -618,7 +567,7 @@ impl KernelBuilder {
     fn plan(&self, sh: &Shell) -> Result<Plan> {
         let source = self.resolved_source()?;
         let toolchain = self.check_host(&source)?;
-        let epoch = self.source_date_epoch.unwrap_or_else(|| {
+        let epoch = self.ctx.source_date_epoch.unwrap_or_else(|| {
             std::env::var("SOURCE_DATE_EPOCH")
                 .ok()
                 .and_then(|v| v.trim().parse().ok())
@@ -627,8 +576,8 @@ impl KernelBuilder {
         let fragments = self.read_fragments()?;
         let mut configure_fp = Fingerprint::new()
             .with("source", self.source_identity(&source)?)
-            .with("arch", self.arch.name())
-            .with("base", self.workspace.config.kernel.base.make_target())
+            .with("arch", self.ctx.arch().name())
+            .with("base", self.ctx.workspace.config.kernel.base.make_target())
             .with("toolchain", toolchain.identity(sh))
             .with("busyroot kernel stage", KERNEL_STAGE_VERSION.to_string());
         for fragment in &fragments {
@@ -638,7 +587,7 @@ impl KernelBuilder {
         let build_fp = Fingerprint::new()
             .after("configuration", &configure_fp)
             .with("KBUILD_BUILD_TIMESTAMP", utc_timestamp(epoch))
-            .with("image", image_name(self.arch));
+            .with("image", image_name(self.ctx.arch()));
         Ok(Plan { source, toolchain, fragments, configure_fp, build_fp, epoch })
     }
 
@@ -664,9 +613,9 @@ impl KernelBuilder {
                 missing.push(format!("<{}> ({})", header.file, header.purpose), header.package);
             }
         }
-        let toolchain = match &self.toolchain {
+        let toolchain = match &self.ctx.toolchain {
             Some(t) => Some(t.clone()),
-            None => match Toolchain::find(self.arch) {
+            None => match Toolchain::find(self.ctx.arch()) {
                 Ok(t) => Some(t),
                 Err(Error::MissingTools(more)) => {
                     missing.extend(more);
@@ -682,9 +631,9 @@ impl KernelBuilder {
     /// Reads `common.config` and `<arch>.config` from the fragments directory; both must
     /// exist (an architecture that needs nothing of its own has an empty one).
     fn read_fragments(&self) -> Result<Vec<Fragment>> {
-        let ws = &self.workspace;
+        let ws = &self.ctx.workspace;
         let dir = ws.kernel_fragments()?.path;
-        [COMMON_FRAGMENT.to_string(), format!("{}.config", self.arch.name())]
+        [COMMON_FRAGMENT.to_string(), format!("{}.config", self.ctx.arch().name())]
             .iter()
             .map(|name| {
                 let path = dir.join(name);
@@ -721,9 +670,9 @@ impl KernelBuilder {
             // fragments, so every option they do not name is off. (`make tinyconfig`, a
             // merge and `make olddefconfig` would take three passes and turn on the defaults
             // of every option the fragments make visible.)
-            let base = self.workspace.config.kernel.base;
+            let base = self.ctx.workspace.config.kernel.base;
             let mut seed = String::new();
-            for file in base.seed_files(self.arch.info().kernel_arch) {
+            for file in base.seed_files(self.ctx.arch().info().kernel_arch) {
                 let path = tree.join(&file);
                 if path.is_file() {
                     seed += &fs::read_to_string(&path).with_path("read", &path)?;
@@ -745,7 +694,7 @@ impl KernelBuilder {
             if !lost.is_empty() {
                 let names = lost.iter().map(|o| o.name.clone()).collect();
                 let known = known_options(&tree, &names);
-                let dir = self.workspace.kernel_fragments()?.path;
+                let dir = self.ctx.workspace.kernel_fragments()?.path;
                 return Err(lost_options_error(&lost, &known, &dot_config, &dir));
             }
             Ok(String::new())
@@ -756,7 +705,7 @@ impl KernelBuilder {
     /// `make` in the source tree, building into the build directory, reproducibly.
     fn make<'a>(&self, sh: &'a Shell, tree: &Path, plan: &Plan, target: &str) -> xshell::Cmd<'a> {
         let out = format!("O={}", self.build_dir().display());
-        let arch = format!("ARCH={}", self.arch.info().kernel_arch);
+        let arch = format!("ARCH={}", self.ctx.arch().info().kernel_arch);
         let cross = format!("CROSS_COMPILE={}", plan.toolchain.cross_compile);
         let jobs = format!("-j{}", std::thread::available_parallelism().map_or(2, |n| n.get()));
         cmd!(sh, "make -C {tree} {out} {arch} {cross} {jobs} {target}")
@@ -836,10 +785,8 @@ fn is_xz(path: &Path) -> bool {
     name.ends_with(".xz") || name.ends_with(".txz")
 }
 
-/// Unpacks a source tarball and moves its single top-level directory to `dest`, so `dest`
-/// appears only once complete. `.tar.xz` goes through the host's `tar` and `xz` (which
-/// unpack a kernel several times faster than a Rust decoder would, and need no new
-/// dependency); everything else through [`crate::host::extract`].
+/// Unpacks a source tarball ([`crate::host::extract::unpack_with`]) and moves its single
+/// top-level directory to `dest`, so `dest` appears only once complete.
 fn unpack_source(sh: &Shell, tarball: &Path, dest: &Path, progress: &dyn Progress) -> Result<()> {
     remove_dead_temporaries(dest.parent().unwrap_or(Path::new(".")))?;
     let scratch = temp_path(dest);
@@ -847,18 +794,7 @@ fn unpack_source(sh: &Shell, tarball: &Path, dest: &Path, progress: &dyn Progres
         fs::remove_dir_all(&scratch).with_path("remove", &scratch)?;
     }
     let result = (|| {
-        if is_xz(tarball) {
-            fs::create_dir_all(&scratch).with_path("create directory", &scratch)?;
-            let unpack = cmd!(sh, "tar --extract --xz --no-same-owner --file {tarball}")
-                .arg("--directory")
-                .arg(&scratch);
-            progress.command(&unpack.to_string());
-            crate::host::exec::run_captured(unpack).map_err(|e| {
-                Error::Other(format!("{e}\nis `{}` an intact .tar.xz?", tarball.display()))
-            })?;
-        } else {
-            crate::host::extract::unpack(tarball, &scratch)?;
-        }
+        crate::host::extract::unpack_with(sh, tarball, &scratch, progress)?;
         let top = crate::host::extract::single_top_dir(&scratch, tarball)?;
         check_tree(&top)?;
         match fs::rename(&top, dest) {
@@ -893,6 +829,7 @@ fn timed<T>(
 }
 
 /// The newest `linux-source-*.tar.xz` (or `.tar.bz2`) a distribution package installed in `dir`.
+#[doc(hidden)]
 pub fn installed_kernel_source(dir: &Path) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = fs::read_dir(dir)
         .ok()?

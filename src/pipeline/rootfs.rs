@@ -9,10 +9,10 @@ use std::time::Instant;
 use xshell::Shell;
 
 use crate::arch::Arch;
-use crate::config::{ImageSizeSetting, Workspace};
-use crate::context::{source_date_epoch, Layout, FALLBACK_EPOCH};
+use crate::config::ImageSizeSetting;
+use crate::context::{source_date_epoch, Context, FALLBACK_EPOCH};
 use crate::error::{Error, Result};
-use crate::host::fetch::{self, FetchOptions};
+use crate::host::fetch;
 use crate::host::fs::{sha256_bytes, sha256_file};
 use crate::image::{ext4, Format};
 use crate::inputs::{Input, Origin, RootfsInputs};
@@ -41,13 +41,7 @@ pub struct Output {
 pub struct Outputs {
     /// `<target>/busyroot/<arch>/`.
     pub dir: PathBuf,
-    /// The ext4 root filesystem image.
-    pub ext4: PathBuf,
-    /// The gzip-compressed newc initramfs.
-    pub cpio: PathBuf,
-    /// The tar archive.
-    pub tar: PathBuf,
-    /// Each output, in the order of [`Format::ALL`].
+    /// Each output, in the order of [`Format::ALL`]; [`Outputs::path`] finds one.
     pub files: Vec<Output>,
     /// Number of entries in the manifest, the root included.
     pub entries: usize,
@@ -60,11 +54,7 @@ pub struct Outputs {
 /// Builds a root filesystem for one architecture from a workspace's configuration.
 #[derive(Debug, Clone)]
 pub struct RootfsBuilder {
-    workspace: Workspace,
-    arch: Arch,
-    fetch: FetchOptions,
-    source_date_epoch: Option<u64>,
-    toolchain: Option<Toolchain>,
+    ctx: Context,
 }
 
 impl Outputs {
@@ -72,78 +62,35 @@ impl Outputs {
     pub fn get(&self, format: Format) -> &Output {
         self.files.iter().find(|f| f.format == format).expect("every format is written")
     }
+
+    /// Where the output in `format` is.
+    pub fn path(&self, format: Format) -> &Path {
+        &self.get(format).path
+    }
 }
 
 impl RootfsBuilder {
-    /// A builder for the configured architecture (else the host's), fetching as the
-    /// environment says ([`FetchOptions::from_env`]).
-    pub fn new(workspace: Workspace) -> Result<RootfsBuilder> {
-        let arch = Arch::configured_or_host(workspace.config.arch)?;
-        Ok(RootfsBuilder::for_arch(workspace, arch))
+    /// A builder for `ctx`'s workspace and architecture, with its download settings, file
+    /// times and compiler.
+    pub fn new(ctx: Context) -> RootfsBuilder {
+        RootfsBuilder { ctx }
     }
 
-    /// A builder for `arch`, whatever the configuration and the host say.
-    pub fn for_arch(workspace: Workspace, arch: Arch) -> RootfsBuilder {
-        RootfsBuilder {
-            workspace,
-            arch,
-            fetch: FetchOptions::from_env(),
-            source_date_epoch: None,
-            toolchain: None,
-        }
-    }
-
-    /// Builds for `arch` instead.
-    pub fn arch(&mut self, arch: Arch) -> &mut RootfsBuilder {
-        self.arch = arch;
-        self
-    }
-
-    /// Never use the network (in addition to `BUSYROOT_OFFLINE`).
-    pub fn offline(&mut self, offline: bool) -> &mut RootfsBuilder {
-        self.fetch.offline |= offline;
-        self
-    }
-
-    /// Replaces the download settings.
-    pub fn fetch_options(&mut self, fetch: FetchOptions) -> &mut RootfsBuilder {
-        self.fetch = fetch;
-        self
-    }
-
-    /// Fixes the timestamp of every file (default: `SOURCE_DATE_EPOCH`, else the last git
-    /// commit's date, else [`FALLBACK_EPOCH`]).
-    pub fn source_date_epoch(&mut self, epoch: u64) -> &mut RootfsBuilder {
-        self.source_date_epoch = Some(epoch);
-        self
-    }
-
-    /// Uses this C compiler instead of looking one up.
-    pub fn toolchain(&mut self, toolchain: Toolchain) -> &mut RootfsBuilder {
-        self.toolchain = Some(toolchain);
-        self
-    }
-
-    /// The architecture being built.
-    pub fn target_arch(&self) -> Arch {
-        self.arch
+    /// The context it builds in.
+    pub fn context(&self) -> &Context {
+        &self.ctx
     }
 
     /// Where the outputs go: `<target>/busyroot/<arch>/`.
     pub fn output_dir(&self) -> PathBuf {
-        self.layout().dir().to_path_buf()
-    }
-
-    /// Every path of this build.
-    pub fn layout(&self) -> Layout {
-        Layout::new(&self.workspace, self.arch)
+        self.ctx.layout.dir().to_path_buf()
     }
 
     /// Runs every stage that is not fresh and returns the outputs with a report of what ran.
     pub fn build(&self, sh: &Shell, progress: &dyn Progress) -> Result<Outputs> {
-        let ws = &self.workspace;
+        let ws = &self.ctx.workspace;
         let cfg = &ws.config;
-        let layout = self.layout();
+        let layout = &self.ctx.layout;
         let dir = layout.dir().to_path_buf();
         let stamps = layout.stamps();
         let _lock = crate::host::lock::DirLock::acquire(&layout.lock(), progress)?;
@@ -152,14 +99,14 @@ impl RootfsBuilder {
         crate::host::fs::remove_dead_temporaries(&dir)?;
 
         // Everything the run needs from the host, reported at once before any work starts.
-        let toolchain = match &self.toolchain {
+        let toolchain = match &self.ctx.toolchain {
             Some(t) => {
                 crate::host::tools::check(crate::host::tools::ROOTFS_TOOLS)?;
                 t.clone()
             }
-            None => check_host_tools(sh, self.arch)?,
+            None => check_host_tools(sh, self.ctx.arch())?,
         };
-        let epoch = match self.source_date_epoch {
+        let epoch = match self.ctx.source_date_epoch {
             Some(e) => e,
             None => source_date_epoch(sh, &ws.root),
         };
@@ -185,7 +132,7 @@ impl RootfsBuilder {
         let unpack_fp = Fingerprint::new().with("tarball", &source.sha256);
         let mut stage = Stages::new(progress, stamps.clone());
         stage.run("unpack", &unpack_fp, OutputState::intact_if(bb.src.is_dir()), || {
-            let tarball = fetch::fetch(sh, &source, &self.fetch, progress)?;
+            let tarball = fetch::fetch(sh, &source, &self.ctx.fetch, progress)?;
             bb.unpack(&tarball, &source.sha256)?;
             Ok(bb.src.display().to_string())
         })?;
@@ -206,7 +153,7 @@ impl RootfsBuilder {
         let built = OutputState::intact_if(bb.src.join("busybox").is_file());
         stage.run("build busybox", &build_fp, built, || {
             bb.build(sh, progress)?;
-            bb.check_binary(self.arch).map(|()| String::new())
+            bb.check_binary(self.ctx.arch()).map(|()| String::new())
         })?;
         let install_fp = Fingerprint::new().after("busybox", &build_fp);
         let installed = OutputState::intact_if(bb.install_dir.join("bin/busybox").exists());
@@ -220,9 +167,6 @@ impl RootfsBuilder {
         let manifest_fp = Fingerprint::new().with("manifest", manifest_digest(&manifest)?);
 
         let outputs = Outputs {
-            ext4: layout.output(Format::Ext4),
-            cpio: layout.output(Format::CpioGz),
-            tar: layout.output(Format::Tar),
             dir: dir.clone(),
             files: Vec::new(),
             entries: manifest.len(),
@@ -239,8 +183,8 @@ impl RootfsBuilder {
                 .image
                 .uuid
                 .clone()
-                .unwrap_or_else(|| derived_uuid("uuid", &cfg.image.label, self.arch)),
-            hash_seed: derived_uuid("hash_seed", &cfg.image.label, self.arch),
+                .unwrap_or_else(|| derived_uuid("uuid", &cfg.image.label, self.ctx.arch())),
+            hash_seed: derived_uuid("hash_seed", &cfg.image.label, self.ctx.arch()),
             timestamp: epoch,
         };
         let ext4_fp = Fingerprint::new()
@@ -271,22 +215,22 @@ impl RootfsBuilder {
     /// Opens BusyBox's menuconfig on the checked-in config (unpacking the source first if
     /// needed) and writes the result back; returns the path of the checked-in config.
     pub fn menuconfig(&self, sh: &Shell, progress: &dyn Progress) -> Result<PathBuf> {
-        let ws = &self.workspace;
+        let ws = &self.ctx.workspace;
         let cfg = &ws.config.busybox;
-        let layout = self.layout();
+        let layout = &self.ctx.layout;
         let _lock = crate::host::lock::DirLock::acquire(&layout.lock(), progress)?;
         let bb = BusyboxBuild {
             src: layout.busybox_src(&cfg.version),
             install_dir: layout.install(),
             log: layout.busybox_log(),
-            toolchain: match &self.toolchain {
+            toolchain: match &self.ctx.toolchain {
                 Some(t) => t.clone(),
-                None => Toolchain::find(self.arch)?,
+                None => Toolchain::find(self.ctx.arch())?,
             },
             source_date_epoch: FALLBACK_EPOCH,
         };
         let source = cfg.source();
-        let tarball = fetch::fetch(sh, &source, &self.fetch, progress)?;
+        let tarball = fetch::fetch(sh, &source, &self.ctx.fetch, progress)?;
         bb.unpack(&tarball, &source.sha256)?;
         let checked_in = ws.busybox_config()?;
         // Unset, `busybox.config` is busyroot's own file, which in a dependent lies in Cargo's
@@ -308,7 +252,7 @@ impl RootfsBuilder {
     /// The manifest: the BusyBox install, the skeleton trees and the overlays over it in
     /// order, then the device tables.
     pub fn manifest(&self, install_dir: &Path, epoch: u64) -> Result<Manifest> {
-        compose(&self.workspace.rootfs_inputs()?, install_dir, epoch)
+        compose(&self.ctx.workspace.rootfs_inputs()?, install_dir, epoch)
     }
 }
 

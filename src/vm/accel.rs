@@ -127,7 +127,7 @@ fn cpuinfo_has_flag(cpuinfo: &str, wanted: &[&str]) -> bool {
     })
 }
 
-/// Chooses the accelerator for a `guest` on this host; see [`choose_accel_with`].
+/// Chooses the accelerator for a `guest` on this host; see `choose_accel_with`.
 pub fn choose_accel(request: AccelRequest, guest: Arch) -> Result<Choice<Accel>> {
     choose_accel_with(request, guest, &HostFacts::probe())
 }

@@ -8,22 +8,21 @@ use std::time::Duration;
 use xshell::Shell;
 
 use super::channel::{choose_channel, ports, Channel, Input};
-use super::event::{Event, Observer, OutputStream, Quiet};
+use super::check::RunPlan;
+use super::event::{Decision, Event, Observer, OutputStream, Quiet};
 use super::layer;
 use super::modules::ModuleTree;
 use super::report::RunReport;
-use super::session::RunPlan;
 use super::share::{choose_transport, search_virtiofsd, Share, ShareRequest};
 use super::{
     choose_accel, choose_root_bus, AccelRequest, Check, KernelConfig, Root, RootBusRequest,
     Timeouts, VmSpec, Vmm,
 };
 use crate::arch::Arch;
+// A run's extra files live only in the boot copy; they get the fallback time.
+use crate::context::FALLBACK_EPOCH;
 use crate::error::{Error, IoContext, Result};
 use crate::tree::manifest::{ImagePath, Manifest};
-
-/// The time stamped on a run's extra files (2000-01-01): they live only in the boot copy.
-const LAYER_EPOCH: u64 = 946_684_800;
 
 /// What a command run in the guest did, for a test to assert on.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,8 +109,8 @@ impl Vm {
             program: None,
             accel: AccelRequest::Auto,
             root_bus: RootBusRequest::Auto,
-            mem_mib: super::DEFAULT_MEM_MIB,
-            cpus: super::DEFAULT_CPUS,
+            mem_mib: crate::config::DEFAULT_MEM_MIB,
+            cpus: crate::config::DEFAULT_CPUS,
             append: Vec::new(),
             boot_timeout: None,
             command_timeout: None,
@@ -334,11 +333,10 @@ impl Vm {
                 self.kernel.display()
             )));
         }
-        let choose = |what: &str, detail: String| {
-            observer.event(Event::Choice { what: what.to_string(), detail })
-        };
+        let choose =
+            |what: Decision, detail: String| observer.event(Event::Choice { what, detail });
         let accel = choose_accel(self.accel, self.arch)?;
-        choose("accel", format!("{} ({})", accel.value, accel.reason));
+        choose(Decision::Accel, format!("{} ({})", accel.value, accel.reason));
 
         let work = self.make_work_dir()?;
         // The guest writes to its disk; it boots a copy (made below), so the image stays as
@@ -347,14 +345,14 @@ impl Vm {
         let root = match image {
             Image::Initramfs(cpio) => {
                 require_file(cpio)?;
-                choose("root", format!("initramfs {}", cpio.display()));
+                choose(Decision::Root, format!("initramfs {}", cpio.display()));
                 Root::Initramfs(cpio.clone())
             }
             Image::Disk(image) => {
                 require_file(image)?;
                 let bus = choose_root_bus(self.root_bus, &self.kernel, self.vmm.clone())?;
                 choose(
-                    "root",
+                    Decision::Root,
                     format!(
                         "{} as {} on {} ({})",
                         copy.display(),
@@ -407,12 +405,15 @@ impl Vm {
             }
             let transport =
                 choose_transport(offered, config.as_ref(), tree.is_some(), virtiofsd.as_deref())?;
-            choose("shares", format!("{} ({})", transport.value, transport.reason));
+            choose(Decision::Shares, format!("{} ({})", transport.value, transport.reason));
             needed.extend(transport.value.symbols());
             for (i, request) in self.shares.iter().enumerate() {
                 let share = request.resolve(i, transport.value, &work)?;
                 let mode = if share.readonly { "read-only" } else { "read-write" };
-                choose("share", format!("{} at {} ({mode})", share.host.display(), share.guest));
+                choose(
+                    Decision::Share,
+                    format!("{} at {} ({mode})", share.host.display(), share.guest),
+                );
                 spec.shares.push(share);
             }
         }
@@ -430,7 +431,7 @@ impl Vm {
                     .to_string(),
                 (false, _) => channel.reason,
             };
-            choose("payload", format!("{} ({reason})", channel.value));
+            choose(Decision::Payload, format!("{} ({reason})", channel.value));
             needed.extend(channel.value.symbols());
             spec.channel = channel.value;
             if channel.value == Channel::Serial && self.stdin != Input::Null {
@@ -442,7 +443,7 @@ impl Vm {
         let mut load = Vec::new();
         let mut module_files = Vec::new();
         let names = match &config {
-            Some(config) => super::modules_for(&needed, config),
+            Some(config) => super::modules::modules_for(&needed, config),
             None => Vec::new(),
         };
         // Modules found beside the kernel are delivered only when the run loads some.
@@ -462,7 +463,7 @@ impl Vm {
             };
             let loads: Vec<&str> = order.iter().map(|m| m.name.as_str()).collect();
             choose(
-                "modules",
+                Decision::Modules,
                 format!(
                     "{} from `{}`: {which}, {} files; loads {}",
                     tree.version(),
@@ -518,16 +519,16 @@ impl Vm {
             _ => None,
         };
         let add_init = |manifest: &mut Manifest| match &init {
-            Some(path) => layer::add_file(manifest, ports::INIT, path, 0o755, LAYER_EPOCH),
+            Some(path) => layer::add_file(manifest, ports::INIT, path, 0o755, FALLBACK_EPOCH),
             None => Ok(()),
         };
         let layer = if self.overlays.is_empty() && module_files.is_empty() && init.is_none() {
             None
         } else {
             for overlay in &self.overlays {
-                choose("overlay", overlay.display().to_string());
+                choose(Decision::Overlay, overlay.display().to_string());
             }
-            let mut layer = layer::manifest(None, &self.overlays, &module_files, LAYER_EPOCH)?;
+            let mut layer = layer::manifest(None, &self.overlays, &module_files, FALLBACK_EPOCH)?;
             add_init(&mut layer)?;
             Some(layer)
         };
@@ -541,7 +542,7 @@ impl Vm {
             (Image::Disk(original), Some(_)) => {
                 let listing = layer::listing_of(original)?;
                 let mut whole =
-                    layer::manifest(Some(&listing), &self.overlays, &module_files, LAYER_EPOCH)?;
+                    layer::manifest(Some(&listing), &self.overlays, &module_files, FALLBACK_EPOCH)?;
                 add_init(&mut whole)?;
                 layer::disk(sh, original, &whole, &copy)?;
             }

@@ -5,8 +5,36 @@ use std::time::Duration;
 
 use regex::{Regex, RegexBuilder};
 
-use super::{Accel, ExtraCheck, Root, RunPlan, VmSpec};
+use super::channel::Input;
+use super::event::CheckResult;
+use super::{Accel, ExtraCheck, Root, VmSpec};
 use crate::error::{Error, Result};
+
+/// What a run does in the guest after the boot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPlan {
+    /// The line that means init is done (a substring match).
+    pub banner: String,
+    /// Phase timeouts; `command` bounds each check.
+    pub timeouts: Timeouts,
+    /// Checks, run in order before the payload command.
+    pub checks: Vec<Check>,
+    /// Whether to run `e2fsck -fn` on a disk image after the guest powered off (check mode).
+    pub fsck: bool,
+    /// Kernel modules to load first, as guest paths, dependencies first.
+    pub modules: Vec<String>,
+    /// The payload: a program and its arguments, run as root once init is up.
+    pub command: Option<Vec<String>>,
+    /// How long the payload may run. Default: no limit.
+    pub command_timeout: Option<Duration>,
+    /// Whether the payload prints TAP or KTAP, to be reported one case per test point.
+    pub tap: bool,
+    /// What the payload reads on stdin (over virtio-serial ports; the serial relay gives it
+    /// `/dev/null`).
+    pub stdin: Input,
+    /// The guest directory the payload starts in. Default: the first share's, else `/`.
+    pub dir: Option<String>,
+}
 
 /// How long each phase may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,25 +167,6 @@ impl Check {
     }
 }
 
-/// One check's result.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckResult {
-    /// The check's name.
-    pub name: String,
-    /// The command typed, or a description for host-side steps.
-    pub command: String,
-    /// What was expected, in words.
-    pub expected: String,
-    /// What the guest (or host tool) printed.
-    pub output: String,
-    /// Whether it passed.
-    pub passed: bool,
-    /// Why it did not run, if it was skipped (a skipped check counts as passed).
-    pub skipped: Option<String>,
-    /// How long it took.
-    pub duration: Duration,
-}
-
 impl RunPlan {
     /// The built-in checks for `spec`: kernel version, root file system type and
     /// writability, the standard mounts, `/dev/console` and `/dev/null`, `id -u`, the
@@ -233,7 +242,7 @@ fn fstype_of(dir: &str) -> String {
 mod tests {
     use super::*;
     use crate::arch::Arch;
-    use crate::vm::{CheckPlan, RootBus, Vmm};
+    use crate::vm::{RootBus, RunPlan, Vmm};
 
     fn spec(root: Root) -> VmSpec {
         VmSpec {
@@ -264,7 +273,7 @@ mod tests {
     #[test]
     fn standard_plan_depends_on_root() {
         let t = Timeouts::new(Accel::Tcg, None, 1.0);
-        let disk = CheckPlan::standard(
+        let disk = RunPlan::standard(
             &spec(Root::Disk { image: "/i".into(), bus: RootBus::Nvme }),
             "h.x",
             t,
@@ -272,14 +281,14 @@ mod tests {
         assert!(disk.fsck);
         assert!(disk.checks.iter().any(|c| c.name() == "/ is ext4"));
         assert!(disk.checks.iter().any(|c| c.expect() == r"^h\.x$"));
-        let initramfs = CheckPlan::standard(&spec(Root::Initramfs("/i".into())), "h", t);
+        let initramfs = RunPlan::standard(&spec(Root::Initramfs("/i".into())), "h", t);
         assert!(!initramfs.fsck);
         assert!(initramfs.checks.iter().any(|c| c.expect() == "^(rootfs|tmpfs)$"));
     }
 
     #[test]
     fn device_regexes_match_busybox_ls() {
-        let plan = CheckPlan::standard(
+        let plan = RunPlan::standard(
             &spec(Root::Initramfs("/i".into())),
             "h",
             Timeouts::new(Accel::Tcg, None, 1.0),

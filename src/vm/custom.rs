@@ -14,10 +14,10 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use super::backend::{Backend, ConsoleMode, Launch};
-use super::config::{BusName, KernelFormatName, VmmConfig};
 use super::share::Transport;
 use super::{Root, RootBus, RunConfig, VmSpec, Vmm};
 use crate::arch::{Arch, KernelFormat};
+use crate::config::{BusName, KernelFormatName, VmmConfig};
 use crate::error::{Error, Result};
 
 /// The placeholders an argument may hold.
@@ -344,7 +344,8 @@ fn expand(template: &[String], value: &dyn Fn(&str) -> Option<OsString>) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::{Accel, ConsoleKind, Share};
+    use crate::config::ConsoleKind;
+    use crate::vm::{Accel, Share};
 
     fn config(toml_text: &str) -> VmmConfig {
         toml::from_str(toml_text).unwrap()

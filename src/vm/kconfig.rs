@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
 
-use super::{Choice, RootBus, RootBusRequest, Vmm};
 use crate::error::{Error, Result};
 
 /// A parsed kernel `.config`.
@@ -47,7 +46,7 @@ impl KernelConfig {
     }
 
     /// `CONFIG_X=value` or `CONFIG_X is not set`, for messages.
-    fn describe(&self, symbol: &str) -> String {
+    pub(crate) fn describe(&self, symbol: &str) -> String {
         match self.get(symbol) {
             Some(v) => format!("CONFIG_{symbol}={v}"),
             None => format!("CONFIG_{symbol} is not set"),
@@ -121,89 +120,14 @@ fn ikconfig_in(data: &[u8]) -> Option<String> {
     Some(text)
 }
 
-/// Chooses the root bus for `kernel`; see [`choose_root_bus_with`]. Looks for the kernel's
-/// configuration with [`KernelConfig::find`].
-pub fn choose_root_bus(
-    request: RootBusRequest,
-    kernel: &Path,
-    vmm: Vmm,
-) -> Result<Choice<RootBus>> {
-    let config = match request {
-        RootBusRequest::Auto => KernelConfig::find(kernel)?,
-        RootBusRequest::Bus(_) => None,
-    };
-    choose_root_bus_with(request, config.as_ref(), vmm)
-}
-
-/// Chooses the root bus given the kernel's configuration, if known, among the buses `vmm`
-/// offers. An explicit bus is always honoured if the VMM has it. `auto` picks the first bus
-/// (virtio, nvme, scsi) whose drivers and ext4 are built in; with no configuration it uses
-/// virtio and says so; when no bus can work it fails and suggests `--initramfs`.
-pub fn choose_root_bus_with(
-    request: RootBusRequest,
-    config: Option<&KernelConfig>,
-    vmm: Vmm,
-) -> Result<Choice<RootBus>> {
-    let offered = vmm.backend().buses();
-    let names = || offered.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ");
-    if let RootBusRequest::Bus(bus) = request {
-        if !offered.contains(&bus) {
-            return Err(Error::Other(format!(
-                "{} cannot attach the root disk on the {bus} bus; it offers: {}",
-                vmm.backend().display_name(),
-                names()
-            )));
-        }
-        return Ok(Choice { value: bus, reason: "requested with --root-bus".into() });
-    }
-    let Some(config) = config else {
-        let first = offered[0];
-        return Ok(Choice {
-            value: first,
-            reason: format!(
-                "no kernel config found (config-<version> beside the image, a .config in its \
-                 build tree, or IKCONFIG), assuming {first} is built in"
-            ),
-        });
-    };
-    if !config.is_builtin("EXT4_FS") {
-        return Err(Error::Other(format!(
-            "the kernel cannot mount an ext4 root without modules ({}, from `{}`); boot \
-             the initramfs instead with --initramfs",
-            config.describe("EXT4_FS"),
-            config.source
-        )));
-    }
-    let missing = |bus: RootBus| -> Vec<String> {
-        bus.required_symbols()
-            .iter()
-            .filter(|s| !config.is_builtin(s))
-            .map(|s| config.describe(s))
-            .collect()
-    };
-    if let Some(&bus) = offered.iter().find(|&&b| missing(b).is_empty()) {
-        let symbols: Vec<_> = bus.required_symbols().iter().map(|s| format!("{s}=y")).collect();
-        return Ok(Choice {
-            value: bus,
-            reason: format!("{} and EXT4_FS=y in `{}`", symbols.join(", "), config.source),
-        });
-    }
-    let why: Vec<String> = offered.iter().flat_map(|&b| missing(b)).collect();
-    Err(Error::Other(format!(
-        "no root bus {} offers ({}) has its driver built into the kernel ({}; from `{}`); \
-         boot the initramfs instead with --initramfs, or force a bus with --root-bus",
-        vmm.backend().display_name(),
-        names(),
-        why.join(", "),
-        config.source
-    )))
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write;
 
     use flate2::write::GzEncoder;
+
+    use crate::vm::vmm::choose_root_bus_with;
+    use crate::vm::{RootBus, RootBusRequest, Vmm};
     use flate2::Compression;
 
     use super::*;

@@ -22,7 +22,6 @@ mod backend;
 mod channel;
 mod check;
 mod cloud_hypervisor;
-mod config;
 mod console;
 mod custom;
 mod event;
@@ -40,52 +39,47 @@ mod session;
 mod share;
 mod spec;
 mod tap;
+mod vmm;
 
-pub use accel::{choose_accel, choose_accel_with, Accel, AccelRequest, HostFacts, KvmDevice};
+// The runner's public surface (the crate docs list it).
+pub use crate::config::{
+    load_checks_file, BusName, ConsoleKind, ExtraCheck, KernelFormatName, RunConfig, VmmConfig,
+};
+pub use accel::{Accel, AccelRequest};
 pub use api::{Output, Vm};
 pub use attach::AttachedConsole;
 pub use backend::{Backend, ConsoleMode, ConsoleStreams, Launch};
-pub use channel::{choose_channel, Channel, Input};
-pub use check::{Check, CheckResult, Timeouts};
-pub use config::{
-    load_checks_file, BusName, ConsoleKind, ExtraCheck, KernelFormatName, RunConfig, VmmConfig,
-};
+pub use channel::{Channel, Input};
+pub use check::{Check, RunPlan, Timeouts};
 pub use custom::{vmm_named, ConfiguredVmm};
-pub use event::{Collect, Event, Observer, OutputStream, Quiet};
-pub use kconfig::{choose_root_bus, choose_root_bus_with, KernelConfig};
-pub use kernel::{select_kernel, KernelChoice, KernelSource};
+pub use event::{CheckResult, Choice, Collect, Decision, Event, Observer, OutputStream, Quiet};
+pub use kconfig::KernelConfig;
+pub use process::EXIT_INTERRUPTED;
 pub use report::{
-    BootFailure, BootFailureKind, CheckReport, CommandResult, Outcome, RunReport,
-    EXIT_COMMAND_TIMEOUT, EXIT_NOT_RUN,
+    BootFailure, BootFailureKind, CommandResult, Outcome, RunReport, EXIT_COMMAND_TIMEOUT,
+    EXIT_NOT_RUN,
 };
-pub use session::{boot_interactive, run, CheckPlan, RunPlan, BANNER};
-pub use share::{
-    choose_transport, find_virtiofsd, search_virtiofsd, Share, ShareRequest, Transport,
-    VirtiofsdSearch,
-};
-pub use spec::{
-    parse_mem_mib, shell_quote, Choice, Root, RootBus, RootBusRequest, VmSpec, Vmm, DEFAULT_CPUS,
-    DEFAULT_MEM_MIB,
-};
-pub use tap::{parse_tap, TapCase, TapOutcome, TapReport};
+pub use session::{boot_interactive, run, BANNER};
+pub use share::{Share, ShareRequest, Transport};
+pub use spec::{Root, RootBus, RootBusRequest, VmSpec, Vmm};
+pub use tap::{TapCase, TapOutcome, TapReport};
 
-pub use modules::{
-    beside_kernel, kernel_release, kernel_release_of, modules_for, read_modinfo, GuestFile, Module,
-    ModuleTree, MODULE_SYMBOLS,
-};
+// The choices `Vm` makes, for busyroot's own xtask and tests: not part of the API.
+#[doc(hidden)]
+pub use crate::host::exec::shell_quote;
+#[doc(hidden)]
+pub use accel::choose_accel;
+#[doc(hidden)]
+pub use kernel::{select_kernel, KernelChoice};
+#[doc(hidden)]
+pub use modules::{beside_kernel, ModuleTree};
+#[doc(hidden)]
+pub use share::find_virtiofsd;
+#[doc(hidden)]
+pub use spec::parse_mem_mib;
+#[doc(hidden)]
+pub use vmm::choose_root_bus;
+
+pub(crate) use crate::host::exec::qemu_escape;
 pub(crate) use process::{interrupted, InterruptGuard};
 pub(crate) use report::{case as junit_case, xml as xml_escape};
-pub(crate) use spec::qemu_escape;
-
-/// The exit code of an interrupted run (Ctrl-C), as a shell reports a death by SIGINT.
-pub const EXIT_INTERRUPTED: i32 = 130;
-
-/// Boots `spec`, runs `plan`'s checks and powers off, reporting nothing: [`run`] without an
-/// observer, kept for callers of check mode.
-pub fn boot_check(
-    sh: &xshell::Shell,
-    spec: &VmSpec,
-    plan: &CheckPlan,
-) -> crate::Result<CheckReport> {
-    run(sh, spec, plan, &Quiet)
-}

@@ -12,7 +12,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
-use xshell::{cmd, Shell};
+use xshell::Shell;
 
 use super::KernelConfig;
 use crate::error::{Error, IoContext, Result};
@@ -579,28 +579,7 @@ fn unpack_archive(
     if tree.exists() {
         fs::remove_dir_all(&tree).with_path("remove", &tree)?;
     }
-    let name = archive.to_string_lossy();
-    if name.ends_with(".xz") || name.ends_with(".txz") {
-        let temp = crate::host::fs::temp_path(&tree);
-        let _ = fs::remove_dir_all(&temp);
-        fs::create_dir(&temp).with_path("create directory", &temp)?;
-        // The host's `tar` and `xz` need no new dependency. The archive by its resolved path:
-        // the shell's directory may not be this process's.
-        let unpack =
-            cmd!(sh, "tar --extract --xz --no-same-owner --file {resolved} --directory {temp}");
-        progress.command(&unpack.to_string());
-        let result = crate::host::exec::run_captured(unpack)
-            .map_err(|e| {
-                Error::Other(format!("{e}\nis `{}` an intact .tar.xz?", archive.display()))
-            })
-            .and_then(|_| fs::rename(&temp, &tree).with_path("rename into", &tree));
-        if result.is_err() {
-            let _ = fs::remove_dir_all(&temp);
-        }
-        result?;
-    } else {
-        crate::host::extract::unpack(archive, &tree)?;
-    }
+    crate::host::extract::unpack_with(sh, archive, &tree, progress)?;
     fs::write(&stamp, identity).with_path("write", &stamp)?;
     Ok(tree)
 }
@@ -865,7 +844,7 @@ mod tests {
         }
         let xz = dir.path().join("modules.tar.xz");
         let base = src.join("lib/modules");
-        cmd!(sh, "tar --create --xz --file {xz} --directory {base} .").run().unwrap();
+        xshell::cmd!(sh, "tar --create --xz --file {xz} --directory {base} .").run().unwrap();
         let tree = ModuleTree::open(&sh, &xz, &dir.path().join("s3"), &Silent).unwrap();
         assert_eq!(names(&tree.load_order(&["top"]).unwrap()), ["base", "mid_dash", "top"]);
         fs::write(&xz, b"not xz").unwrap();

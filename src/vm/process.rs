@@ -8,15 +8,18 @@ use std::io;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, ChildStderr, Command, ExitStatus};
+use std::process::{Child, ChildStderr, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use std::path::Path;
 
-use super::EXIT_INTERRUPTED;
 use crate::error::Result;
+use crate::host::exec;
+
+/// The exit code of an interrupted run (Ctrl-C), as a shell reports a death by SIGINT.
+pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// How the VMM's standard streams are connected.
 pub(crate) enum Stdio {
@@ -58,7 +61,7 @@ impl VmProcess {
     /// thread, as that death signal is tied to the thread, not the process.
     pub(crate) fn spawn(program: &Path, args: &[OsString], stdio: Stdio) -> io::Result<VmProcess> {
         use std::process::Stdio as S;
-        let mut command = Command::new(program);
+        let mut command = exec::command(program);
         command.args(args);
         match stdio {
             Stdio::Piped => {
@@ -74,14 +77,12 @@ impl VmProcess {
                     .stdout(S::from(terminal))
                     .stderr(S::piped())
                     .process_group(0);
-                crate::host::exec::die_with_parent(&mut command, libc::SIGKILL);
-                let child = command.spawn()?;
+                let child = exec::spawn(&mut command, libc::SIGKILL)?;
                 return Ok(VmProcess { child, status: None, pty: Some(pty) });
             }
             Stdio::Inherit => {}
         }
-        crate::host::exec::die_with_parent(&mut command, libc::SIGKILL);
-        let child = command.spawn()?;
+        let child = exec::spawn(&mut command, libc::SIGKILL)?;
         Ok(VmProcess { child, status: None, pty: None })
     }
 
@@ -112,32 +113,32 @@ impl VmProcess {
         self.status
     }
 
-    /// Waits for the process to exit until `deadline`, polling.
+    /// Waits for the process to exit until `deadline`.
     pub(crate) fn wait_until(&mut self, deadline: Instant) -> Option<ExitStatus> {
-        loop {
-            if let Some(status) = self.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait(Some(deadline), || true)
     }
 
     /// Waits for the process; on SIGINT or SIGTERM (seen through an [`InterruptGuard`])
     /// kills it instead. Returns its exit code.
     pub(crate) fn wait_interruptible(&mut self) -> Result<i32> {
-        loop {
-            if let Some(status) = self.try_wait() {
-                return Ok(exit_code(status));
-            }
-            if interrupted() {
+        match self.wait(None, || !interrupted()) {
+            Some(status) => Ok(exit_code(status)),
+            None => {
                 self.kill();
-                return Ok(EXIT_INTERRUPTED);
+                Ok(EXIT_INTERRUPTED)
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    fn wait(
+        &mut self,
+        deadline: Option<Instant>,
+        go_on: impl FnMut() -> bool,
+    ) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = exec::wait(&mut self.child, deadline, go_on).ok().flatten();
+        }
+        self.status
     }
 
     /// Kills the process (if it still runs) and reaps it.
@@ -283,6 +284,7 @@ impl TerminalState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn drop_kills_and_reaps() {

@@ -135,9 +135,6 @@ pub struct RunReport {
     pub vmm_pid: Option<u32>,
 }
 
-/// The report of a check-mode run (the same type).
-pub type CheckReport = RunReport;
-
 impl RunReport {
     /// The process exit code.
     ///

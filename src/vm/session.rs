@@ -10,6 +10,7 @@ use xshell::{cmd, Shell};
 
 use super::backend::ConsoleMode;
 use super::channel::{self, ports, Channel, Ended, Input};
+use super::check::{RunPlan, Timeouts};
 use super::console::{Console, Stop};
 use super::event::{Event, Observer};
 use super::guest::{self, Frame, Tag};
@@ -17,40 +18,11 @@ use super::kernel::{inspect, KernelVerdict};
 use super::process::{self, InterruptGuard, VmProcess};
 use super::report::{BootFailure, BootFailureKind, CommandResult, Outcome, RunReport};
 use super::share::{Transport, Virtiofsd};
-use super::{Check, CheckResult, Root, Timeouts, VmSpec};
+use super::{CheckResult, Root, VmSpec};
 use crate::error::{Error, IoContext, Result};
 
 /// The line `/etc/init.d/rcS` prints when the system is up.
 pub const BANNER: &str = "Welcome to mini Linux";
-
-/// What a run does in the guest after the boot.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunPlan {
-    /// The line that means init is done (a substring match).
-    pub banner: String,
-    /// Phase timeouts; `command` bounds each check.
-    pub timeouts: Timeouts,
-    /// Checks, run in order before the payload command.
-    pub checks: Vec<Check>,
-    /// Whether to run `e2fsck -fn` on a disk image after the guest powered off (check mode).
-    pub fsck: bool,
-    /// Kernel modules to load first, as guest paths, dependencies first.
-    pub modules: Vec<String>,
-    /// The payload: a program and its arguments, run as root once init is up.
-    pub command: Option<Vec<String>>,
-    /// How long the payload may run. Default: no limit.
-    pub command_timeout: Option<Duration>,
-    /// Whether the payload prints TAP or KTAP, to be reported one case per test point.
-    pub tap: bool,
-    /// What the payload reads on stdin (over virtio-serial ports; the serial relay gives it
-    /// `/dev/null`).
-    pub stdin: Input,
-    /// The guest directory the payload starts in. Default: the first share's, else `/`.
-    pub dir: Option<String>,
-}
-
-/// The plan of a check-mode run (the same type).
-pub type CheckPlan = RunPlan;
 
 impl RunPlan {
     pub(crate) fn without_command(mut self) -> RunPlan {
@@ -800,7 +772,7 @@ fn fsck(sh: &Shell, image: &Path) -> CheckResult {
     let Some(e2fsck) = crate::host::tools::find_program("e2fsck") else {
         return skipped_fsck("e2fsck not found in $PATH, /usr/sbin or /sbin (install e2fsprogs)");
     };
-    match cmd!(sh, "{e2fsck} -fn {image}").quiet().ignore_status().output() {
+    match crate::host::exec::output(cmd!(sh, "{e2fsck} -fn {image}")) {
         Ok(out) => {
             let text = String::from_utf8_lossy(&out.stdout).into_owned()
                 + &String::from_utf8_lossy(&out.stderr);

@@ -234,7 +234,7 @@ pub struct VirtiofsdSearch {
     pub passed_over: Vec<(PathBuf, String)>,
 }
 
-/// The `virtiofsd` program busyroot drives, if there is one: see [`search_virtiofsd`].
+/// The `virtiofsd` program busyroot drives, if there is one: see `search_virtiofsd`.
 pub fn find_virtiofsd() -> Option<PathBuf> {
     search_virtiofsd().program
 }

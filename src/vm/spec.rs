@@ -3,25 +3,18 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use super::backend::{Backend, ConsoleMode, Launch};
+use super::backend::Backend;
 use super::channel::{ports, Channel};
 use super::share::Share;
-use super::{cloud_hypervisor, firecracker, kvmtool, qemu, Accel};
+use super::Accel;
 use crate::arch::Arch;
-use crate::error::{Error, Result};
-
-/// A decision together with the reason it was taken, for printing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Choice<T> {
-    /// What was chosen.
-    pub value: T,
-    /// Why, in a few words (e.g. "guest arch equals host arch and /dev/kvm is usable").
-    pub reason: String,
-}
+use crate::config::{DEFAULT_CPUS, DEFAULT_MEM_MIB};
+use crate::error::Result;
+use crate::host::exec::shell_quote;
 
 /// The virtual machine monitor that runs the guest.
 #[derive(Clone, Default)]
@@ -59,57 +52,6 @@ impl Vmm {
             Vmm::CloudHypervisor => "cloud-hypervisor",
             Vmm::Custom(backend) => backend.display_name(),
         }
-    }
-
-    /// Whether this VMM can only run guests with KVM.
-    pub fn needs_kvm(&self) -> bool {
-        self.backend().needs_kvm()
-    }
-
-    /// Refuses `accel` for a VMM that runs guests only with KVM ([`Error::NeedsKvm`]); `why`
-    /// says why the accelerator is not KVM. The one place this rule lives: callers check it
-    /// before a long build, and the runner again before it starts the VMM.
-    pub fn check_accel(&self, accel: Accel, why: &str) -> Result<()> {
-        if self.needs_kvm() && accel != Accel::Kvm {
-            let vmm = self.backend().display_name().to_string();
-            return Err(Error::NeedsKvm { vmm, why: why.into() });
-        }
-        Ok(())
-    }
-
-    /// The guest command that ends a VM under this VMM.
-    pub fn shutdown_command(&self) -> &str {
-        self.backend().shutdown_command()
-    }
-
-    /// The backend: the VMM's facts and hooks.
-    pub fn backend(&self) -> &dyn Backend {
-        match self {
-            Vmm::Qemu => &qemu::Qemu,
-            Vmm::Kvmtool => &kvmtool::Kvmtool,
-            Vmm::Firecracker => &firecracker::Firecracker,
-            Vmm::CloudHypervisor => &cloud_hypervisor::CloudHypervisor,
-            Vmm::Custom(backend) => backend.as_ref(),
-        }
-    }
-
-    /// The program to run: the backend's environment variable (`$QEMU`, `$LKVM`, …) if set,
-    /// else `configured`, else the backend's default (a name looked up in `$PATH`).
-    pub fn program(&self, arch: Arch, configured: Option<&Path>) -> PathBuf {
-        let backend = self.backend();
-        backend
-            .env_var()
-            .and_then(std::env::var_os)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| configured.map(Path::to_path_buf))
-            .unwrap_or_else(|| backend.default_program(arch))
-    }
-
-    /// How this VMM would start `spec`: the program, its arguments and any files it needs,
-    /// written into `run_dir` (see [`Launch`]). Nothing is started.
-    pub fn launch(&self, spec: &VmSpec, console: ConsoleMode, run_dir: &Path) -> Result<Launch> {
-        self.backend().prepare(spec, console, run_dir)
     }
 }
 
@@ -273,11 +215,6 @@ pub struct VmSpec {
     pub channel: Channel,
 }
 
-/// Default guest memory in MiB.
-pub const DEFAULT_MEM_MIB: u32 = 256;
-/// Default number of virtual CPUs.
-pub const DEFAULT_CPUS: u32 = 2;
-
 impl VmSpec {
     /// A QEMU spec under TCG with the default memory and CPUs, no shares and the console log
     /// in `console_log`. Set `accel` from [`choose_accel`](super::choose_accel) to use KVM
@@ -352,29 +289,6 @@ pub fn parse_mem_mib(text: &str) -> Result<u32, String> {
         _ => {
             Err(format!("invalid memory size `{text}`; use MiB (`512`) or a suffix (`512M`, `1G`)"))
         }
-    }
-}
-
-/// Escapes a QEMU option value: commas are doubled so a path cannot end the option.
-pub(crate) fn qemu_escape(path: &Path) -> OsString {
-    use std::os::unix::ffi::{OsStrExt, OsStringExt};
-    let mut out = Vec::new();
-    for &b in path.as_os_str().as_bytes() {
-        out.push(b);
-        if b == b',' {
-            out.push(b',');
-        }
-    }
-    OsString::from_vec(out)
-}
-
-/// Quotes `s` for a POSIX shell when it holds anything but plainly safe characters.
-pub fn shell_quote(s: &str) -> String {
-    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
-    if !s.is_empty() && s.chars().all(safe) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 

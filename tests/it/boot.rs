@@ -9,9 +9,10 @@
 use std::path::PathBuf;
 
 use busyroot::arch::Arch;
+use busyroot::image::Format;
 use busyroot::vm::{
-    self, AccelRequest, BootFailureKind, CheckPlan, CheckReport, ExtraCheck, Outcome, Root,
-    RootBusRequest, Timeouts, VmSpec, Vmm,
+    self, AccelRequest, BootFailureKind, ExtraCheck, Outcome, Root, RootBusRequest, RunPlan,
+    RunReport, Timeouts, VmSpec, Vmm,
 };
 use tempfile::TempDir;
 
@@ -43,7 +44,10 @@ pub(super) fn setup(test: &str) -> Option<Setup> {
             (dir.join("rootfs.ext4"), dir.join("rootfs.cpio.gz"))
         }
         None => match support::rootfs() {
-            Ok(outputs) => (outputs.ext4.clone(), outputs.cpio.clone()),
+            Ok(outputs) => (
+                outputs.path(Format::Ext4).to_path_buf(),
+                outputs.path(Format::CpioGz).to_path_buf(),
+            ),
             Err(reason) => {
                 support::skip(test, &format!("no rootfs to boot: {reason}"));
                 return None;
@@ -86,22 +90,22 @@ impl Setup {
     }
 }
 
-pub(super) fn plan(spec: &VmSpec, extra: &[ExtraCheck]) -> CheckPlan {
+pub(super) fn plan(spec: &VmSpec, extra: &[ExtraCheck]) -> RunPlan {
     let timeouts = Timeouts::from_env(spec.accel, None).unwrap();
-    let mut plan = CheckPlan::standard(spec, &vm::RunConfig::default().hostname, timeouts);
+    let mut plan = RunPlan::standard(spec, &vm::RunConfig::default().hostname, timeouts);
     plan.add_extra(extra).unwrap();
     plan
 }
 
-pub(super) fn boot(spec: &VmSpec, plan: &CheckPlan) -> CheckReport {
+pub(super) fn boot(spec: &VmSpec, plan: &RunPlan) -> RunReport {
     let sh = xshell::Shell::new().unwrap();
-    let report = vm::boot_check(&sh, spec, plan).unwrap();
+    let report = vm::run(&sh, spec, plan, &vm::Quiet).unwrap();
     assert_vmm_gone(spec, &report);
     report
 }
 
 /// The VMM of `report` is not running any more (nor left as a zombie).
-fn assert_vmm_gone(spec: &VmSpec, report: &CheckReport) {
+fn assert_vmm_gone(spec: &VmSpec, report: &RunReport) {
     let Some(pid) = report.vmm_pid else { return };
     let program = spec.program.file_name().unwrap().to_string_lossy().into_owned();
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -115,7 +119,7 @@ fn assert_vmm_gone(spec: &VmSpec, report: &CheckReport) {
     assert!(!stat.contains(&format!("({comm})")), "{program} (pid {pid}) was not reaped: {stat}");
 }
 
-pub(super) fn assert_passed(report: &CheckReport) {
+pub(super) fn assert_passed(report: &RunReport) {
     assert_eq!(report.outcome, Outcome::Passed, "{report:#?}");
     assert_eq!(report.exit_code(), 0);
     assert!(report.boot_time.is_some());
@@ -242,7 +246,7 @@ fn a_guest_that_never_shows_the_banner_times_out_and_is_killed() {
     // `cat` as init runs happily but never prints the banner: a hang, not a panic.
     spec.append.push("rdinit=/bin/cat".into());
     let timeouts = Timeouts::from_env(spec.accel, Some(20)).unwrap();
-    let plan = CheckPlan::standard(&spec, "kvmtool-test", timeouts);
+    let plan = RunPlan::standard(&spec, "kvmtool-test", timeouts);
     let report = boot(&spec, &plan);
     let Outcome::BootFailed(failure) = &report.outcome else {
         panic!("expected a boot failure, got {:#?}", report);

@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use busyroot::arch::Arch;
-use busyroot::vm::{Channel, Collect, Event, Input, Outcome, OutputStream, RunReport, Vm, Vmm};
+use busyroot::image::Format;
+use busyroot::vm::{
+    Channel, Collect, Decision, Event, Input, Outcome, OutputStream, RunReport, Vm, Vmm,
+};
 
 use super::support;
 
@@ -27,11 +30,11 @@ impl Run {
         self.report.command.as_ref().and_then(|c| c.status)
     }
 
-    fn choice(&self, what: &str) -> String {
+    fn choice(&self, what: Decision) -> String {
         self.events
             .iter()
             .find_map(|e| match e {
-                Event::Choice { what: w, detail } if w == what => Some(detail.clone()),
+                Event::Choice { what: w, detail } if *w == what => Some(detail.clone()),
                 _ => None,
             })
             .unwrap_or_default()
@@ -60,7 +63,9 @@ fn vm(test: &str) -> Option<Vm> {
         }
     };
     let mut vm = Vm::new(Arch::X86_64, &kernel);
-    vm.initramfs(&outputs.cpio).size(256, 1).command_timeout(Duration::from_secs(300));
+    vm.initramfs(outputs.path(Format::CpioGz))
+        .size(256, 1)
+        .command_timeout(Duration::from_secs(300));
     if let Some(modules) = modules_beside(&kernel) {
         vm.modules(modules);
     }
@@ -90,9 +95,9 @@ fn run(vm: &Vm, argv: &[&str]) -> Run {
     support::assert_no_process(report.vmm_pid);
     let run = Run { report, stdout, stderr, events };
     assert!(
-        run.choice("payload").starts_with("virtio-serial ("),
+        run.choice(Decision::Payload).starts_with("virtio-serial ("),
         "the kernel has virtio-console, so the ports carry the payload: {}",
-        run.choice("payload")
+        run.choice(Decision::Payload)
     );
     run
 }
@@ -185,12 +190,14 @@ fn the_serial_relay_is_chosen_with_its_reason() {
         (Vmm::Kvmtool, "serial relay (the VMM offers only its serial console)"),
     ] {
         let mut vm = Vm::new(Arch::X86_64, &kernel);
-        vm.initramfs(&outputs.cpio).vmm(vmm.clone(), None).work_dir(tmp.path().join("run"));
+        vm.initramfs(outputs.path(Format::CpioGz))
+            .vmm(vmm.clone(), None)
+            .work_dir(tmp.path().join("run"));
         let events = Collect::default();
         let (spec, _) = vm.prepare(Some(vec!["true".into()]), &events).unwrap();
         assert_eq!(spec.channel, Channel::Serial);
         let payload = events.events().into_iter().find_map(|e| match e {
-            Event::Choice { what, detail } if what == "payload" => Some(detail),
+            Event::Choice { what: Decision::Payload, detail } => Some(detail),
             _ => None,
         });
         assert_eq!(payload.as_deref(), Some(reason), "{vmm}");

@@ -6,6 +6,8 @@
 //! that with `cargo xtask kernel --arch …` and `cargo xtask run --check --arch …`.
 
 use busyroot::arch::Arch;
+use busyroot::context::Context;
+use busyroot::image::Format;
 use busyroot::pipeline::busybox::Toolchain;
 use busyroot::pipeline::rootfs::{Outputs, RootfsBuilder};
 use xshell::Shell;
@@ -23,9 +25,11 @@ fn readelf_machine(arch: Arch) -> &'static str {
 }
 
 fn build(sh: &Shell, arch: Arch) -> Outputs {
-    let mut builder = RootfsBuilder::new(support::workspace()).unwrap();
-    builder.arch(arch).fetch_options(support::offline_fetch());
-    builder.build(sh, &Eprint).unwrap_or_else(|e| panic!("build the {arch} rootfs: {e}"))
+    let mut ctx = Context::for_arch(support::workspace(), arch);
+    ctx.fetch_options(support::offline_fetch());
+    RootfsBuilder::new(ctx)
+        .build(sh, &Eprint)
+        .unwrap_or_else(|e| panic!("build the {arch} rootfs: {e}"))
 }
 
 #[test]
@@ -55,7 +59,7 @@ fn each_cross_arch_builds_a_static_busybox_of_its_own_and_leaves_the_others_fres
         let tmp = support::tempdir();
         let busybox = tmp.path().join("busybox");
         let dump = format!("dump /bin/busybox {}", busybox.display());
-        support::run("debugfs", &["-R", &dump, outputs.ext4.to_str().unwrap()], None);
+        support::run("debugfs", &["-R", &dump, outputs.path(Format::Ext4).to_str().unwrap()], None);
         let header = support::run("readelf", &["-h", "-l", busybox.to_str().unwrap()], None);
         let machine = header.lines().find(|l| l.trim_start().starts_with("Machine:")).unwrap();
         assert!(machine.ends_with(readelf_machine(arch)), "{arch}: {machine}");

@@ -4,6 +4,7 @@
 
 use busyroot::arch::Arch;
 use busyroot::context::Layout;
+use busyroot::image::Format;
 use busyroot::pipeline::distro::{self, Distro};
 use busyroot::vm::Vm;
 
@@ -66,7 +67,7 @@ fn a_share_with_the_fetched_debian_kernel_needs_no_modules_flag() {
     std::fs::write(shared.path().join("greeting"), "hello through virtiofs\n").unwrap();
     let file = shared.path().join("greeting").display().to_string();
     let mut vm = Vm::new(Arch::X86_64, &kernel);
-    vm.disk(&outputs.ext4).share(shared.path());
+    vm.disk(outputs.path(Format::Ext4)).share(shared.path());
     let out = vm.run(["/bin/cat", file.as_str()]).unwrap();
     assert_eq!(out.status, 0, "{:#?}", out.report);
     assert_eq!(out.stdout, "hello through virtiofs\n");

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use busyroot::config::Workspace;
+use busyroot::context::Context;
 use busyroot::host::fetch::{self, FetchOptions, Source};
 use busyroot::image::Format;
 use busyroot::pipeline::rootfs::{Outputs, RootfsBuilder};
@@ -17,9 +18,9 @@ use crate::support::{self, run, skip};
 const EPOCH: u64 = 1_700_000_000;
 
 fn build(ws: &Workspace, progress: &dyn Progress) -> busyroot::Result<Outputs> {
-    let mut builder = RootfsBuilder::new(ws.clone()).unwrap();
-    builder.fetch_options(support::offline_fetch()).source_date_epoch(EPOCH);
-    builder.build(&xshell::Shell::new().unwrap(), progress)
+    let mut ctx = Context::new(ws.clone()).unwrap();
+    ctx.fetch_options(support::offline_fetch()).source_date_epoch(EPOCH);
+    RootfsBuilder::new(ctx).build(&xshell::Shell::new().unwrap(), progress)
 }
 
 fn append(path: &Path, text: &str) {
@@ -71,7 +72,7 @@ fn concurrent_runs_take_turns_and_both_succeed() {
     // Exactly one of the two wrote the images; the other found them fresh.
     let wrote = runs.iter().filter(|o| !o.stages.last().unwrap().fresh()).count();
     assert_eq!(wrote, 1, "{:?}", runs.iter().map(|o| &o.stages).collect::<Vec<_>>());
-    run("e2fsck", &["-fn", runs[0].ext4.to_str().unwrap()], None);
+    run("e2fsck", &["-fn", runs[0].path(Format::Ext4).to_str().unwrap()], None);
 }
 
 /// Set in the child process a kill test starts: the root of the workspace the child builds.
@@ -142,30 +143,30 @@ fn a_run_killed_while_writing_images_leaves_the_previous_outputs_and_recovers() 
 
     let child_log = dir.path().join("child.log");
     let (mut child, stdout) = spawn_child(test, &ws.root, &child_log);
-    let mut killed = false;
-    for line in stdout {
-        // Kill it as soon as it starts writing the ext4 image: mke2fs and debugfs are running.
-        if line.contains("START rootfs.ext4") {
-            std::thread::sleep(std::time::Duration::from_millis(40));
-            child.kill().unwrap();
-            killed = true;
+    let out = &before.dir;
+    // The ext4 writer's temporary image, named after the child's pid: it exists from the
+    // moment mke2fs starts filling it until the rename that publishes it.
+    let temp = before.path(Format::Ext4).with_file_name(format!(".rootfs.ext4.tmp-{}", child.id()));
+    let started = stdout.iter().any(|line| line.contains("START rootfs.ext4"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while started && !temp.exists() && std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
             break;
         }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
+    child.kill().unwrap();
     child.wait().unwrap();
     let log = std::fs::read_to_string(&child_log).unwrap_or_default();
-    assert!(killed, "the child never reached the ext4 stage; its stderr:\n{log}");
-
-    let out = &before.dir;
-    let sha = busyroot::host::fetch::sha256_file(&before.ext4).unwrap();
-    // Either the old image is intact or the child had already renamed a complete new one.
-    let fresh_enough = sha == before.get(Format::Ext4).sha256
-        || std::process::Command::new(busyroot::host::tools::find_program("e2fsck").unwrap())
-            .args(["-fn", before.ext4.to_str().unwrap()])
-            .status()
-            .unwrap()
-            .success();
-    assert!(fresh_enough, "rootfs.ext4 was left half-written");
+    assert!(started, "the child never reached the ext4 stage; its stderr:\n{log}");
+    // The kill landed inside the write: the temporary image is still there, never renamed.
+    assert!(
+        temp.exists(),
+        "the kill did not land while `{}` was being written; the child's stderr:\n{log}",
+        temp.display()
+    );
+    let sha = busyroot::host::fetch::sha256_file(before.path(Format::Ext4)).unwrap();
+    assert_eq!(sha, before.get(Format::Ext4).sha256, "the previous rootfs.ext4 must stay as built");
 
     let after = recovers(&ws, out);
     assert_ne!(
@@ -173,7 +174,7 @@ fn a_run_killed_while_writing_images_leaves_the_previous_outputs_and_recovers() 
         before.get(Format::Tar).sha256,
         "the edit must reach the tar"
     );
-    run("e2fsck", &["-fn", after.ext4.to_str().unwrap()], None);
+    run("e2fsck", &["-fn", after.path(Format::Ext4).to_str().unwrap()], None);
 }
 
 /// The command lines of running processes that mention `needle`.
@@ -650,8 +651,7 @@ fn a_full_disk_is_a_clean_error_and_keeps_the_previous_image() {
         Err(reason) => return skip(test, &reason),
     };
     let small = Path::new(&small);
-    let manifest = RootfsBuilder::new(support::workspace())
-        .unwrap()
+    let manifest = RootfsBuilder::new(Context::new(support::workspace()).unwrap())
         .manifest(&outputs.dir.join("install"), EPOCH)
         .unwrap();
     let out = small.join("rootfs.tar");

@@ -4,9 +4,11 @@
 
 use busyroot::arch::Arch;
 use busyroot::config::ImageSizeSetting;
+use busyroot::context::Context;
+use busyroot::image::Format;
 use busyroot::pipeline::rootfs::RootfsBuilder;
 use busyroot::vm::{
-    self, AccelRequest, CheckPlan, Outcome, Root, RootBusRequest, Timeouts, VmSpec, Vmm,
+    self, AccelRequest, Outcome, Root, RootBusRequest, RunPlan, Timeouts, VmSpec, Vmm,
 };
 
 use crate::support::{self, run, skip};
@@ -38,14 +40,15 @@ fn the_smallest_auto_image_boots_with_the_built_kernel_and_gains_no_files() {
         Err(reason) => return skip(test, &reason),
     };
     ws.config.image.size = ImageSizeSetting::Auto;
-    let mut builder = RootfsBuilder::new(ws).unwrap();
-    builder.fetch_options(support::offline_fetch());
+    let mut ctx = Context::new(ws).unwrap();
+    ctx.fetch_options(support::offline_fetch());
+    let builder = RootfsBuilder::new(ctx);
     let sh = xshell::Shell::new().unwrap();
     let outputs = builder.build(&sh, &support::Eprint).expect("build the auto-sized rootfs");
 
     // The guest writes to the disk: boot a copy.
     let image = tmp.path().join("boot.ext4");
-    std::fs::copy(&outputs.ext4, &image).unwrap();
+    std::fs::copy(outputs.path(Format::Ext4), &image).unwrap();
     let (built_files, inodes) = e2fsck_files(&image);
     let size_mib = std::fs::metadata(&image).unwrap().len() >> 20;
     eprintln!("auto image: {size_mib} MiB, {built_files}/{inodes} files");
@@ -55,8 +58,8 @@ fn the_smallest_auto_image_boots_with_the_built_kernel_and_gains_no_files() {
     let mut spec = VmSpec::new(Arch::X86_64, kernel, root, tmp.path().join("console.log"));
     spec.accel = vm::choose_accel(AccelRequest::Auto, Arch::X86_64).unwrap().value;
     let timeouts = Timeouts::from_env(spec.accel, None).unwrap();
-    let plan = CheckPlan::standard(&spec, &vm::RunConfig::default().hostname, timeouts);
-    let report = vm::boot_check(&sh, &spec, &plan).unwrap();
+    let plan = RunPlan::standard(&spec, &vm::RunConfig::default().hostname, timeouts);
+    let report = vm::run(&sh, &spec, &plan, &vm::Quiet).unwrap();
     assert_eq!(report.outcome, Outcome::Passed, "{report:#?}");
 
     let (booted_files, _) = e2fsck_files(&image);
@@ -66,30 +69,28 @@ fn the_smallest_auto_image_boots_with_the_built_kernel_and_gains_no_files() {
     );
 }
 
-/// Not a test of its own: the child of `a_skipped_test_says_so_although_it_passes`.
-#[test]
-fn child_that_skips() {
-    if std::env::var_os("BUSYROOT_TEST_SKIP_CHILD").is_some() {
-        skip("child_that_skips", "the parent test asked it to");
-    }
-}
-
-/// libtest hides what a passing test prints; a skip's reason must still be seen.
+/// libtest hides what a passing test prints; a skip's reason must still be seen. The test
+/// runs itself again as a child (`BUSYROOT_TEST_SKIP_CHILD`) that only skips, and reads the
+/// child's output.
 #[test]
 fn a_skipped_test_says_so_although_it_passes() {
+    let name = "a_skipped_test_says_so_although_it_passes";
+    if std::env::var_os("BUSYROOT_TEST_SKIP_CHILD").is_some() {
+        return skip(name, "the parent test asked it to");
+    }
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(&exe)
-        .args(["--exact", "firstrun::child_that_skips", "--test-threads=1"])
+        .args(["--exact", &format!("firstrun::{name}"), "--test-threads=1"])
         .env("BUSYROOT_TEST_SKIP_CHILD", "1")
         .env_remove("CI")
         .output()
         .unwrap();
     let text =
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "`{} firstrun::child_that_skips` failed:\n{text}", exe.display());
-    assert!(text.contains("test firstrun::child_that_skips ... ok"), "{text}");
+    assert!(out.status.success(), "`{} firstrun::{name}` failed:\n{text}", exe.display());
+    assert!(text.contains(&format!("test firstrun::{name} ... ok")), "{text}");
     assert!(
-        text.contains("skipping child_that_skips: the parent test asked it to"),
+        text.contains(&format!("skipping {name}: the parent test asked it to")),
         "the skip is not shown:\n{text}"
     );
 }

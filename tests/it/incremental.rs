@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use busyroot::config::{ImageSizeSetting, Workspace};
+use busyroot::context::Context;
 use busyroot::pipeline::busybox::Toolchain;
 use busyroot::pipeline::rootfs::{Outputs, RootfsBuilder};
 
@@ -12,11 +13,12 @@ use crate::support::{self, skip};
 const EPOCH: u64 = 1_700_000_000;
 
 fn build(ws: &Workspace, epoch: u64, toolchain: Option<Toolchain>) -> Outputs {
-    let mut builder = RootfsBuilder::new(ws.clone()).unwrap();
-    builder.fetch_options(support::offline_fetch()).source_date_epoch(epoch);
+    let mut ctx = Context::new(ws.clone()).unwrap();
+    ctx.fetch_options(support::offline_fetch()).source_date_epoch(epoch);
     if let Some(t) = toolchain {
-        builder.toolchain(t);
+        ctx.toolchain(t);
     }
+    let builder = RootfsBuilder::new(ctx);
     builder.build(&xshell::Shell::new().unwrap(), &support::Eprint).unwrap()
 }
 

@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 
 use busyroot::arch::Arch;
 use busyroot::config::Workspace;
+use busyroot::context::Context;
 use busyroot::pipeline::busybox::Toolchain;
 use busyroot::pipeline::kernel::{KernelBuilder, KernelSource};
 use busyroot::progress::Silent;
@@ -26,7 +27,7 @@ fn source_tree() -> Result<&'static Path, String> {
         if !Path::new(DEBIAN_SOURCE).is_file() {
             return Err(format!("`{DEBIAN_SOURCE}` is missing; apt-get install linux-source-6.1"));
         }
-        let mut builder = KernelBuilder::new(support::workspace()).unwrap();
+        let mut builder = KernelBuilder::new(Context::new(support::workspace()).unwrap());
         builder.source(KernelSource::Tarball(DEBIAN_SOURCE.into()));
         let sh = xshell::Shell::new().unwrap();
         Ok(builder.prepare_source(&sh, &Eprint).expect("unpack the kernel source"))
@@ -47,8 +48,9 @@ fn workspace_with(fragments: &Path, target: &Path) -> Workspace {
 
 /// A builder configuring `tree` for `arch` in [`workspace_with`].
 fn builder(tree: &Path, arch: Arch, fragments: &Path, target: &Path) -> KernelBuilder {
-    let mut builder = KernelBuilder::new(workspace_with(fragments, target)).unwrap();
-    builder.arch(arch).source(KernelSource::Tree(tree.to_path_buf()));
+    let mut builder =
+        KernelBuilder::new(Context::for_arch(workspace_with(fragments, target), arch));
+    builder.source(KernelSource::Tree(tree.to_path_buf()));
     builder
 }
 
@@ -192,12 +194,11 @@ fn a_second_build_with_nothing_changed_is_fresh_and_a_changed_fragment_rebuilds(
     let dir = support::tempdir();
     let (fragments, arch_fragment) = fake_fragments(dir.path(), arch);
     let ws = workspace_with(&fragments, &dir.path().join("target"));
-    let mut builder = KernelBuilder::new(ws.clone()).unwrap();
-    builder
-        .arch(arch)
-        .source(KernelSource::Tarball(fake_linux_tarball(dir.path(), arch)))
-        .toolchain(Toolchain { cross_compile: String::new(), cc: "gcc".into() })
+    let mut ctx = Context::for_arch(ws.clone(), arch);
+    ctx.toolchain(Toolchain { cross_compile: String::new(), cc: "gcc".into() })
         .source_date_epoch(1_700_000_000);
+    let mut builder = KernelBuilder::new(ctx);
+    builder.source(KernelSource::Tarball(fake_linux_tarball(dir.path(), arch)));
     let sh = xshell::Shell::new().unwrap();
     let builds = builder.build_dir().join("builds");
     let count = || std::fs::read_to_string(&builds).unwrap().lines().count();
@@ -252,14 +253,11 @@ fn the_kernel_cache_serves_another_checkout_only_while_every_input_matches() {
     let cache = dir.path().join("cache");
     // Each checkout has its own target directory; they share only the cache.
     let checkout = |name: &str| {
-        let mut builder =
-            KernelBuilder::new(workspace_with(&fragments, &dir.path().join(name))).unwrap();
-        builder
-            .arch(arch)
-            .source(KernelSource::Tarball(tarball.clone()))
-            .toolchain(Toolchain { cross_compile: String::new(), cc: cc.display().to_string() })
-            .source_date_epoch(1_700_000_000)
-            .cache(cache.clone());
+        let mut ctx = Context::for_arch(workspace_with(&fragments, &dir.path().join(name)), arch);
+        ctx.toolchain(Toolchain { cross_compile: String::new(), cc: cc.display().to_string() })
+            .source_date_epoch(1_700_000_000);
+        let mut builder = KernelBuilder::new(ctx);
+        builder.source(KernelSource::Tarball(tarball.clone())).cache(cache.clone());
         builder
     };
     let builds = |builder: &KernelBuilder| {
@@ -309,8 +307,8 @@ fn the_pinned_release_is_fetched_like_busybox_with_mirror_and_offline_errors() {
     let pinned = ws.config.kernel.sha256.clone();
     let mirror = dir.path().join("mirror");
     std::fs::create_dir(&mirror).unwrap();
-    let mut builder = KernelBuilder::new(ws).unwrap();
-    builder.arch(arch).toolchain(Toolchain { cross_compile: String::new(), cc: "gcc".into() });
+    let mut ctx = Context::for_arch(ws, arch);
+    ctx.toolchain(Toolchain { cross_compile: String::new(), cc: "gcc".into() });
     let fetch = |mirror: Option<&Path>| busyroot::host::fetch::FetchOptions {
         cache_dir: dir.path().join("cache"),
         mirror: mirror.map(|m| m.display().to_string()),
@@ -318,8 +316,8 @@ fn the_pinned_release_is_fetched_like_busybox_with_mirror_and_offline_errors() {
     };
     let sh = xshell::Shell::new().unwrap();
 
-    builder.fetch_options(fetch(None));
-    let err = match builder.build(&sh, &Silent) {
+    ctx.fetch_options(fetch(None));
+    let err = match KernelBuilder::new(ctx.clone()).build(&sh, &Silent) {
         Err(e @ Error::MissingTools { .. }) => return skip(test, &e.to_string()),
         result => result.unwrap_err().to_string(),
     };
@@ -327,8 +325,8 @@ fn the_pinned_release_is_fetched_like_busybox_with_mirror_and_offline_errors() {
     assert!(err.contains(&pinned) && err.contains("BUSYROOT_MIRROR"), "{err}");
 
     std::fs::write(mirror.join(&name), b"not a kernel").unwrap();
-    builder.fetch_options(fetch(Some(&mirror)));
-    let err = builder.build(&sh, &Silent).unwrap_err().to_string();
+    ctx.fetch_options(fetch(Some(&mirror)));
+    let err = KernelBuilder::new(ctx).build(&sh, &Silent).unwrap_err().to_string();
     assert!(err.contains("checksum mismatch") && err.contains(&pinned), "{err}");
     assert!(!dir.path().join("cache").join(&name).exists(), "a bad file must not be cached");
 }

@@ -7,6 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use busyroot::config::Workspace;
+use busyroot::context::Context;
+use busyroot::image::Format;
 use busyroot::inputs::{builtin_dir, Origin};
 use busyroot::pipeline::rootfs::{Outputs, RootfsBuilder};
 
@@ -27,8 +29,9 @@ fn checkout(root: &Path, edit: impl FnOnce(&mut Workspace)) -> Result<Workspace,
 }
 
 fn build(ws: &Workspace) -> Outputs {
-    let mut builder = RootfsBuilder::new(ws.clone()).unwrap();
-    builder.fetch_options(support::offline_fetch()).source_date_epoch(EPOCH);
+    let mut ctx = Context::new(ws.clone()).unwrap();
+    ctx.fetch_options(support::offline_fetch()).source_date_epoch(EPOCH);
+    let builder = RootfsBuilder::new(ctx);
     let sh = xshell::Shell::new().unwrap();
     builder.build(&sh, &support::Eprint).expect("build the layered rootfs")
 }
@@ -73,7 +76,7 @@ fn overlay_tar(path: &Path) {
 /// The contents of `files` as each of the three images holds them.
 fn contents(outputs: &Outputs, files: &[&str]) -> [Vec<String>; 3] {
     let mut from_tar = vec![String::new(); files.len()];
-    let mut archive = tar::Archive::new(fs::File::open(&outputs.tar).unwrap());
+    let mut archive = tar::Archive::new(fs::File::open(outputs.path(Format::Tar)).unwrap());
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
         let name = entry.path().unwrap().to_string_lossy().trim_start_matches('.').to_string();
@@ -82,7 +85,7 @@ fn contents(outputs: &Outputs, files: &[&str]) -> [Vec<String>; 3] {
         }
     }
     let mut cpio = Vec::new();
-    flate2::read::GzDecoder::new(fs::File::open(&outputs.cpio).unwrap())
+    flate2::read::GzDecoder::new(fs::File::open(outputs.path(Format::CpioGz)).unwrap())
         .read_to_end(&mut cpio)
         .unwrap();
     let scratch = support::tempdir();
@@ -99,7 +102,7 @@ fn contents(outputs: &Outputs, files: &[&str]) -> [Vec<String>; 3] {
         .iter()
         .map(|f| fs::read_to_string(scratch.path().join(&f[1..])).unwrap_or_default())
         .collect();
-    let image = outputs.ext4.to_str().unwrap();
+    let image = outputs.path(Format::Ext4).to_str().unwrap();
     let from_ext4 =
         files.iter().map(|f| run("debugfs", &["-R", &format!("cat {f}"), image], None)).collect();
     [from_tar, from_cpio, from_ext4]
@@ -135,7 +138,7 @@ fn two_overlay_trees_and_a_tar_layer_over_the_builtin_skeleton() {
     assert_eq!(skeleton.path, builtin_dir().join("rootfs-skel"));
 
     let manifest = {
-        let builder = RootfsBuilder::new(ws.clone()).unwrap();
+        let builder = RootfsBuilder::new(Context::new(ws.clone()).unwrap());
         builder.manifest(&outputs.dir.join("install"), EPOCH).unwrap()
     };
     let expected = manifest_listing(&manifest);
@@ -154,17 +157,21 @@ fn two_overlay_trees_and_a_tar_layer_over_the_builtin_skeleton() {
     ] {
         assert_eq!(expected.get(path).map(String::as_str), Some(line), "{path}");
     }
-    assert_eq!(tar_listing(&outputs.tar), expected, "rootfs.tar differs from the manifest");
-    assert_eq!(cpio_listing(&outputs.cpio), expected, "rootfs.cpio.gz differs");
+    assert_eq!(
+        tar_listing(outputs.path(Format::Tar)),
+        expected,
+        "rootfs.tar differs from the manifest"
+    );
+    assert_eq!(cpio_listing(outputs.path(Format::CpioGz)), expected, "rootfs.cpio.gz differs");
     let paths: Vec<String> = expected.keys().cloned().collect();
-    assert_eq!(ext4_listing(&outputs.ext4, &paths), expected, "rootfs.ext4 differs");
+    assert_eq!(ext4_listing(outputs.path(Format::Ext4), &paths), expected, "rootfs.ext4 differs");
 
     let files = ["/etc/motd", "/etc/hostname", "/etc/tarred.conf", "/opt/two/readme"];
     let want = ["from tar\n", "layered\n", "from tar", "two\n"];
     for (output, got) in ["tar", "cpio", "ext4"].iter().zip(contents(&outputs, &files)) {
         assert_eq!(got, want, "file contents in rootfs.{output}");
     }
-    run("e2fsck", &["-fn", outputs.ext4.to_str().unwrap()], None);
+    run("e2fsck", &["-fn", outputs.path(Format::Ext4).to_str().unwrap()], None);
 }
 
 #[test]
@@ -227,11 +234,15 @@ fn a_buildroot_table_with_r_names_and_batches_reads_back_from_ext4() {
         ("/dev/console", "c 0600 0:0 5,1"), // the first table still applies
     ];
     let paths: Vec<String> = want.iter().map(|(p, _)| p.to_string()).collect();
-    let listing = ext4_listing(&outputs.ext4, &paths);
+    let listing = ext4_listing(outputs.path(Format::Ext4), &paths);
     for (path, line) in want {
         assert_eq!(listing.get(path).map(String::as_str), Some(line), "{path} in rootfs.ext4");
     }
-    let absent = run("debugfs", &["-R", "stat /dev/hda5", outputs.ext4.to_str().unwrap()], None);
+    let absent = run(
+        "debugfs",
+        &["-R", "stat /dev/hda5", outputs.path(Format::Ext4).to_str().unwrap()],
+        None,
+    );
     assert!(!absent.contains("Inode:"), "four members only: {absent}");
-    run("e2fsck", &["-fn", outputs.ext4.to_str().unwrap()], None);
+    run("e2fsck", &["-fn", outputs.path(Format::Ext4).to_str().unwrap()], None);
 }

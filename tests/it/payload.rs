@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use busyroot::arch::Arch;
+use busyroot::image::Format;
 use busyroot::vm::{Outcome, ShareRequest, Vm};
 
 use super::support;
@@ -31,7 +32,12 @@ fn setup(test: &str) -> Option<Setup> {
         None,
     );
     std::fs::copy(source.join("tap.sh"), guest_dir.path().join("tap.sh")).unwrap();
-    Some(Setup { kernel, cpio: outputs.cpio.clone(), ext4: outputs.ext4.clone(), guest_dir })
+    Some(Setup {
+        kernel,
+        cpio: outputs.path(Format::CpioGz).to_path_buf(),
+        ext4: outputs.path(Format::Ext4).to_path_buf(),
+        guest_dir,
+    })
 }
 
 impl Setup {
@@ -139,7 +145,7 @@ fn a_missing_program_is_refused_before_booting() {
     let kernel = tmp.path().join("bzImage");
     std::fs::write(&kernel, b"not looked at").unwrap();
     let mut vm = Vm::new(Arch::X86_64, &kernel);
-    vm.initramfs(&outputs.cpio).share(tmp.path()).work_dir(tmp.path().join("run"));
+    vm.initramfs(outputs.path(Format::CpioGz)).share(tmp.path()).work_dir(tmp.path().join("run"));
     let err = vm.run(["/opt/tests/run-me", "--quick"]).unwrap_err().to_string();
     assert!(err.contains("`/opt/tests/run-me` is not in the guest"), "{err}");
     assert!(err.contains("rootfs.tar"), "{err}");

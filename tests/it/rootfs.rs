@@ -6,7 +6,8 @@ use std::io::Read;
 use std::path::Path;
 
 use busyroot::config::ImageSizeSetting;
-use busyroot::context::source_date_epoch;
+use busyroot::context::{source_date_epoch, Context};
+use busyroot::image::Format;
 use busyroot::pipeline::rootfs::RootfsBuilder;
 use busyroot::tree::manifest::{Kind, Manifest};
 
@@ -198,8 +199,9 @@ fn outputs_read_back_equal_the_manifest() {
     let ws = support::workspace();
     let sh = xshell::Shell::new().unwrap();
     let epoch = source_date_epoch(&sh, &ws.root);
-    let manifest =
-        RootfsBuilder::new(ws).unwrap().manifest(&outputs.dir.join("install"), epoch).unwrap();
+    let manifest = RootfsBuilder::new(Context::new(ws).unwrap())
+        .manifest(&outputs.dir.join("install"), epoch)
+        .unwrap();
     let expected = manifest_listing(&manifest);
     assert!(expected.len() > 300, "a BusyBox rootfs has hundreds of entries");
     assert_eq!(expected["/dev/console"], "c 0600 0:0 5,1");
@@ -209,10 +211,14 @@ fn outputs_read_back_equal_the_manifest() {
     assert_eq!(expected["/tmp"], "d 1777 0:0");
     assert_eq!(expected["/bin/sh"], "l 0777 0:0 busybox");
 
-    assert_eq!(tar_listing(&outputs.tar), expected, "rootfs.tar differs from the manifest");
+    assert_eq!(
+        tar_listing(outputs.path(Format::Tar)),
+        expected,
+        "rootfs.tar differs from the manifest"
+    );
     if have("cpio") {
         assert_eq!(
-            cpio_listing(&outputs.cpio),
+            cpio_listing(outputs.path(Format::CpioGz)),
             expected,
             "rootfs.cpio.gz differs from the manifest"
         );
@@ -220,14 +226,17 @@ fn outputs_read_back_equal_the_manifest() {
         skip(test, "cpio is not installed; the initramfs listing is not checked");
     }
     let paths: Vec<String> = expected.keys().cloned().collect();
-    let ext4 = ext4_listing(&outputs.ext4, &paths);
+    let ext4 = ext4_listing(outputs.path(Format::Ext4), &paths);
     // ext4 stores symlink permission bits as 0777 and has lost+found, which the manifest lacks.
     assert_eq!(ext4, expected, "rootfs.ext4 differs from the manifest");
     let not_root: Vec<_> = ext4.iter().filter(|(_, d)| !d.contains(" 0:0")).collect();
     assert!(not_root.is_empty(), "every inode must be owned 0:0, whoever builds: {not_root:?}");
-    run("e2fsck", &["-fn", outputs.ext4.to_str().unwrap()], None);
-    let console =
-        run("debugfs", &["-R", "stat /dev/console", outputs.ext4.to_str().unwrap()], None);
+    run("e2fsck", &["-fn", outputs.path(Format::Ext4).to_str().unwrap()], None);
+    let console = run(
+        "debugfs",
+        &["-R", "stat /dev/console", outputs.path(Format::Ext4).to_str().unwrap()],
+        None,
+    );
     assert!(console.contains("Type: character special"), "{console}");
     assert!(console.contains("Device major/minor number: 05:01"), "{console}");
 }
@@ -250,8 +259,9 @@ fn two_checkouts_build_bit_identical_outputs() {
         .enumerate()
         .map(|(i, dir)| {
             let copy = support::checkout_copy(&ws, &dir.path().join(format!("checkout-{i}")));
-            let mut builder = RootfsBuilder::new(copy).unwrap();
-            builder.fetch_options(support::offline_fetch()).source_date_epoch(epoch);
+            let mut ctx = Context::new(copy).unwrap();
+            ctx.fetch_options(support::offline_fetch()).source_date_epoch(epoch);
+            let builder = RootfsBuilder::new(ctx);
             let outputs = builder.build(&sh, &support::Eprint).unwrap();
             outputs.files.iter().map(|f| f.sha256.clone()).collect()
         })
@@ -270,8 +280,9 @@ fn too_small_an_image_says_how_much_is_needed() {
     let dir = support::tempdir();
     ws.config.image.size = ImageSizeSetting::Mib(1);
     let sh = xshell::Shell::new().unwrap();
-    let manifest =
-        RootfsBuilder::new(ws.clone()).unwrap().manifest(&outputs.dir.join("install"), 0).unwrap();
+    let manifest = RootfsBuilder::new(Context::new(ws.clone()).unwrap())
+        .manifest(&outputs.dir.join("install"), 0)
+        .unwrap();
     let opts = busyroot::image::ext4::Ext4Options {
         size: busyroot::image::ext4::ImageSize::Bytes(1 << 20),
         label: "rootfs".into(),
@@ -317,8 +328,9 @@ fn outputs_for_fixed_inputs_keep_their_recorded_sha256() {
         Ok(ws) => ws,
         Err(reason) => return skip(test, &reason),
     };
-    let mut builder = RootfsBuilder::new(ws).unwrap();
-    builder.fetch_options(support::offline_fetch()).source_date_epoch(PINNED_EPOCH);
+    let mut ctx = Context::new(ws).unwrap();
+    ctx.fetch_options(support::offline_fetch()).source_date_epoch(PINNED_EPOCH);
+    let builder = RootfsBuilder::new(ctx);
     // The install stage stays fresh (its stamp and binary are there); only the bytes the
     // compiler made are swapped for fixed ones.
     let binary = builder.output_dir().join("install/bin/busybox");

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use busyroot::arch::Arch;
 use busyroot::config::{Config, Workspace};
+use busyroot::context::Context;
 use busyroot::host::fetch::FetchOptions;
 use busyroot::inputs::Input;
 use busyroot::pipeline::rootfs::{Outputs, RootfsBuilder};
@@ -98,8 +99,9 @@ pub fn rootfs() -> Result<&'static Outputs, String> {
             if let Some(reason) = tarball_missing(&ws) {
                 return Err(reason);
             }
-            let mut builder = RootfsBuilder::new(ws).unwrap();
-            builder.fetch_options(offline_fetch());
+            let mut ctx = Context::new(ws).unwrap();
+            ctx.fetch_options(offline_fetch());
+            let builder = RootfsBuilder::new(ctx);
             let sh = xshell::Shell::new().unwrap();
             Ok(builder.build(&sh, &Eprint).expect("build the rootfs"))
         })

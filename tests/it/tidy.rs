@@ -192,3 +192,252 @@ fn the_quick_start_is_one_block_from_set_up_to_a_shared_command() {
         }
     }
 }
+
+/// `src/`'s modules, lowest layer first: a module names (`crate::…`, `super::…`, outside
+/// `#[cfg(test)]`) only modules of lower layers. ARCHITECTURE.md gives the same order.
+const LAYERS: &[&[&str]] = &[
+    &["error", "progress", "testing"],
+    &["arch"],
+    &["host"],
+    &["tree"],
+    &["image"],
+    &["config"],
+    &["context", "inputs"],
+    &["pipeline"],
+    &["vm"],
+    &["matrix", "lava", "buildscript"],
+];
+
+/// The same inside `src/vm/`.
+const VM_LAYERS: &[&[&str]] = &[
+    &["process", "tap", "kconfig", "event"],
+    &["accel", "console", "share", "modules", "kernel"],
+    &["report", "channel", "layer"],
+    &["spec"],
+    &["guest", "backend", "check"],
+    &["qemu", "kvmtool", "firecracker", "cloud_hypervisor", "custom", "attach"],
+    &["vmm"],
+    &["session"],
+    &["api"],
+];
+
+/// The code of `text`, line by line, without comments and string contents, and without the
+/// items under `#[cfg(test)]`.
+fn code_lines(text: &str) -> Vec<(usize, String)> {
+    let (mut depth, mut skip_above, mut pending) = (0i32, None::<i32>, false);
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let mut code = String::new();
+        let mut in_str = false;
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' if in_str => {
+                    chars.next();
+                }
+                '"' => in_str = !in_str,
+                '/' if !in_str && chars.peek() == Some(&'/') => break,
+                '\'' if !in_str => {
+                    // A char literal ('{', '"') is skipped; a lifetime is kept.
+                    let rest: String = chars.clone().take(3).collect();
+                    if rest.chars().nth(1) == Some('\'') || rest.starts_with('\\') {
+                        let len = if rest.starts_with('\\') { 3 } else { 2 };
+                        chars.nth(len - 1);
+                    }
+                }
+                _ if in_str => {}
+                _ => code.push(c),
+            }
+        }
+        let trimmed = code.trim();
+        if skip_above.is_none() && trimmed.starts_with("#[cfg(test)]") {
+            pending = true;
+            continue;
+        }
+        let opens = code.matches('{').count() as i32 - code.matches('}').count() as i32;
+        if pending && !trimmed.starts_with("#[") && !trimmed.is_empty() {
+            pending = false;
+            if opens > 0 {
+                skip_above = Some(depth);
+            }
+            depth += opens;
+            continue;
+        }
+        depth += opens;
+        match skip_above {
+            Some(level) if depth <= level => skip_above = None,
+            Some(_) => {}
+            None => out.push((n + 1, code)),
+        }
+    }
+    out
+}
+
+/// The paths a `use` tree or path expression starting at `s[*i]` names, groups expanded.
+fn paths_at(s: &[u8], i: &mut usize) -> Vec<Vec<String>> {
+    let skip_ws = |i: &mut usize| {
+        while *i < s.len() && s[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    skip_ws(i);
+    if *i < s.len() && s[*i] == b'{' {
+        *i += 1;
+        let mut out = Vec::new();
+        loop {
+            skip_ws(i);
+            if *i >= s.len() || s[*i] == b'}' {
+                *i += 1;
+                return out;
+            }
+            out.extend(paths_at(s, i));
+            while *i < s.len() && s[*i] != b',' && s[*i] != b'}' {
+                *i += 1;
+            }
+            if *i < s.len() && s[*i] == b',' {
+                *i += 1;
+            }
+        }
+    }
+    let start = *i;
+    while *i < s.len() && (s[*i].is_ascii_alphanumeric() || s[*i] == b'_') {
+        *i += 1;
+    }
+    let ident = String::from_utf8_lossy(&s[start..*i]).into_owned();
+    if ident.is_empty() {
+        return vec![Vec::new()];
+    }
+    if s[*i..].starts_with(b"::") {
+        *i += 2;
+        let rest = paths_at(s, i);
+        return rest
+            .into_iter()
+            .map(|mut p| {
+                if ident != "self" {
+                    p.insert(0, ident.clone());
+                }
+                p
+            })
+            .collect();
+    }
+    vec![if ident == "self" { Vec::new() } else { vec![ident] }]
+}
+
+/// The names a module file re-exports (`pub use sub::{A, B}`), each with the module it comes
+/// from, so that `super::A` counts as naming `sub`.
+fn reexports(text: &str) -> Vec<(String, String)> {
+    let code: String = code_lines(text).into_iter().map(|(_, c)| c + "\n").collect();
+    let mut out = Vec::new();
+    for at in code.match_indices("use ").map(|(at, _)| at + 4) {
+        for path in paths_at(code.as_bytes(), &mut { at }) {
+            if let (Some(first), Some(last)) = (path.first(), path.last()) {
+                out.push((last.clone(), first.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Every module-to-module reference in `src/` (outside tests) as (file:line, from, to), at the
+/// top level (`scope` empty) or among the submodules of `scope`.
+fn references(scope: &str) -> Vec<(String, String, String)> {
+    let src = root().join("src");
+    let facade = if scope.is_empty() { src.join("lib.rs") } else { src.join(scope).join("mod.rs") };
+    let names = reexports(&std::fs::read_to_string(&facade).unwrap());
+    let mut files = Vec::new();
+    rust_files(&src.join(scope), &mut files);
+    let mut out = Vec::new();
+    for file in files.iter().filter(|f| **f != facade) {
+        let rel = file.strip_prefix(&src).unwrap().with_extension("");
+        let mut module: Vec<String> =
+            rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        if module.last().is_some_and(|m| m == "mod") {
+            module.pop();
+        }
+        let depth = usize::from(!scope.is_empty());
+        let text = std::fs::read_to_string(file).unwrap();
+        for (line, code) in code_lines(&text) {
+            let bytes = code.as_bytes();
+            for (at, _) in code.match_indices("crate::").chain(code.match_indices("super::")) {
+                if at > 0 && (bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_') {
+                    continue;
+                }
+                if at >= 7 && &code[at - 7..at] == "super::" {
+                    continue; // counted from the first `super::` of the chain
+                }
+                let mut i = at;
+                let mut base = module.clone();
+                if code[at..].starts_with("crate::") {
+                    base.clear();
+                    i += 7;
+                } else {
+                    while code[i..].starts_with("super::") {
+                        base.pop();
+                        i += 7;
+                    }
+                }
+                for path in paths_at(bytes, &mut i) {
+                    let mut target = base.clone();
+                    target.extend(path);
+                    if !scope.is_empty() && target.first().map_or(true, |t| t != scope) {
+                        continue;
+                    }
+                    let Some(name) = target.get(depth) else { continue };
+                    let to = names.iter().find(|(n, _)| n == name).map_or(name, |(_, m)| m);
+                    if *to != module[depth] {
+                        let place = format!("src/{}:{line}", rel.with_extension("rs").display());
+                        out.push((place, module[depth].clone(), to.clone()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The references among `scope`'s modules that go against `layers`.
+/// The one upward edge allowed, with its reason: a VMM from a dependent's code is a
+/// `dyn Backend` held by `Vmm`, which a `VmSpec` holds, and `Backend::prepare` reads that
+/// `VmSpec`; a trait object and the value passed to it name each other.
+const ALLOWED_UPWARD: &[(&str, &str)] = &[("spec", "backend")];
+
+fn upward_references(scope: &str, layers: &[&[&str]]) -> Vec<String> {
+    let layer = |m: &str| layers.iter().position(|l| l.contains(&m));
+    let mut problems = Vec::new();
+    for (place, from, to) in references(scope) {
+        if ALLOWED_UPWARD.contains(&(from.as_str(), to.as_str())) {
+            continue;
+        }
+        match (layer(&from), layer(&to)) {
+            (Some(a), Some(b)) if b < a => {}
+            (Some(_), Some(_)) => problems.push(format!("{place}: `{from}` names `{to}`")),
+            (None, _) => problems.push(format!("{place}: `{from}` is in no layer")),
+            (_, None) => {} // a name re-exported from outside `scope` (`crate::Error`)
+        }
+    }
+    problems.sort();
+    problems.dedup();
+    problems
+}
+
+#[test]
+fn modules_depend_downward_only() {
+    let problems = upward_references("", LAYERS);
+    assert!(
+        problems.is_empty(),
+        "a module names one of its own or a higher layer (tests/it/tidy.rs LAYERS, \
+         ARCHITECTURE.md): move the item down or the reference up:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn vm_submodules_depend_downward_only() {
+    let problems = upward_references("vm", VM_LAYERS);
+    assert!(
+        problems.is_empty(),
+        "a `vm` submodule names one of its own or a higher layer (tests/it/tidy.rs \
+         VM_LAYERS, ARCHITECTURE.md): move the item down or the reference up:\n{}",
+        problems.join("\n")
+    );
+}

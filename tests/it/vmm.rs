@@ -10,6 +10,7 @@ use std::process::Command;
 
 use busyroot::arch::Arch;
 use busyroot::config::{Config, MatrixCell, Medium};
+use busyroot::image::Format;
 use busyroot::vm::{Backend, ConsoleMode, Launch, Outcome, Root, RootBus, Vm, VmSpec};
 
 use super::support::{self, skip};
@@ -219,7 +220,7 @@ fn a_vmm_of_the_callers_own_boots_through_the_public_trait() {
     let Some((kernel, outputs)) = setup(test) else { return };
     let tmp = support::tempdir();
     let report = Vm::new(Arch::X86_64, &kernel)
-        .disk(&outputs.ext4)
+        .disk(outputs.path(Format::Ext4))
         .backend(TinyVmm(tinyvmm()))
         .work_dir(tmp.path().join("disk"))
         .check()
@@ -230,7 +231,7 @@ fn a_vmm_of_the_callers_own_boots_through_the_public_trait() {
     support::assert_no_process(report.vmm_pid);
 
     let out = Vm::new(Arch::X86_64, &kernel)
-        .initramfs(&outputs.cpio)
+        .initramfs(outputs.path(Format::CpioGz))
         .backend(TinyVmm(tinyvmm()))
         .work_dir(tmp.path().join("cpio"))
         .run(["/bin/sh", "-c", "echo from tinyvmm; exit 3"])
@@ -317,10 +318,10 @@ fn the_checks_and_a_payload_run_over_a_console_busyroot_did_not_open() {
     let Some((kernel, outputs)) = setup(test) else { return };
     let tmp = support::tempdir();
 
-    let (qemu, socket) = qemu_on_a_socket(&kernel, &outputs.cpio, tmp.path());
+    let (qemu, socket) = qemu_on_a_socket(&kernel, outputs.path(Format::CpioGz), tmp.path());
     let console = busyroot::vm::AttachedConsole::unix_socket("a harness's QEMU", &socket).unwrap();
     let report = Vm::new(Arch::X86_64, &kernel)
-        .initramfs(&outputs.cpio)
+        .initramfs(outputs.path(Format::CpioGz))
         .backend(console)
         .work_dir(tmp.path().join("check"))
         .check()
@@ -332,10 +333,11 @@ fn the_checks_and_a_payload_run_over_a_console_busyroot_did_not_open() {
     assert!(status.success(), "{status}");
     drop(qemu);
 
-    let (qemu, socket) = qemu_on_a_socket(&kernel, &outputs.cpio, &tmp.path().join("run"));
+    let (qemu, socket) =
+        qemu_on_a_socket(&kernel, outputs.path(Format::CpioGz), &tmp.path().join("run"));
     let console = busyroot::vm::AttachedConsole::unix_socket("a harness's QEMU", &socket).unwrap();
     let out = Vm::new(Arch::X86_64, &kernel)
-        .initramfs(&outputs.cpio)
+        .initramfs(outputs.path(Format::CpioGz))
         .backend(console)
         .work_dir(tmp.path().join("run"))
         .run(["/bin/sh", "-c", "echo over the socket; exit 3"])

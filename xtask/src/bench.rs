@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use busyroot::arch::Arch;
 use busyroot::config::Workspace;
+use busyroot::context::Layout;
 use busyroot::host::exec::Running;
 use busyroot::host::tools::find_program;
-use busyroot::pipeline::rootfs::RootfsBuilder;
 use busyroot::progress::Silent;
 use busyroot::vm::{self, Root, RootBusRequest, VmSpec, Vmm};
 use xshell::{cmd, Shell};
@@ -101,8 +101,8 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
     let ws = crate::rootfs::workspace()?;
     let arch = Arch::configured_or_host(ws.config.arch)?;
-    let builder = RootfsBuilder::for_arch(ws.clone(), arch);
-    let dir = builder.output_dir();
+    let layout = Layout::new(&ws, arch);
+    let dir = layout.dir().to_path_buf();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = ws.root.clone();
     // `cargo xtask ARGS`, its output thrown away; an error when it fails.
@@ -128,7 +128,6 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
         print_report(&rows, &notes, args.json);
         return Ok(());
     }
-    let layout = builder.layout();
     let src = layout.busybox_src(&ws.config.busybox.version);
     let install = layout.install();
     let inputs = ws.rootfs_inputs()?;
@@ -224,7 +223,7 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
             let ours = time_runs(args.runs, |_| xtask(&["run", "--check"]))?;
             let image = scratch.path().join("bare.ext4");
             let baseline = time_runs(args.runs, |_| {
-                std::fs::copy(dir.join("rootfs.ext4"), &image)?;
+                std::fs::copy(layout.output(busyroot::image::Format::Ext4), &image)?;
                 bare_qemu_boot(sh, arch, &kernel, &image)
             })?;
             rows.push(Row {
@@ -333,7 +332,8 @@ fn kernel_rows(sh: &Shell, ws: &Workspace, args: &BenchArgs) -> anyhow::Result<V
     let jobs = format!("-j{}", std::thread::available_parallelism().map_or(2, |n| n.get()));
     let mut rows = Vec::new();
     for arch in arches {
-        let mut builder = busyroot::pipeline::kernel::KernelBuilder::for_arch(ws.clone(), arch);
+        let ctx = busyroot::context::Context::for_arch(ws.clone(), arch);
+        let mut builder = busyroot::pipeline::kernel::KernelBuilder::new(ctx);
         builder.source(busyroot::pipeline::kernel::KernelSource::Tarball(source.clone()));
         let tree = builder.prepare_source(sh, &Silent)?;
         let toolchain = busyroot::pipeline::busybox::Toolchain::find(arch)?;

@@ -33,7 +33,7 @@ pub(crate) fn rows(
     let events = vm::Collect::default();
     vm.prepare(Some(vec!["true".into()]), &events)?;
     let channel = events.events().into_iter().find_map(|e| match e {
-        Event::Choice { what, detail } if what == "payload" => Some(detail),
+        Event::Choice { what: vm::Decision::Payload, detail } => Some(detail),
         _ => None,
     });
     let channel = channel.unwrap_or_default();

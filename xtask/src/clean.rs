@@ -26,7 +26,7 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     match args.arch {
         Some(arch) => dirs.push(Layout::new(&ws, arch).dir().to_path_buf()),
-        None => dirs.push(ws.target_dir.join("busyroot")),
+        None => dirs.push(Layout::root(&ws.target_dir)),
     }
     if args.all {
         dirs.push(FetchOptions::from_env().cache_dir);

@@ -2,10 +2,7 @@
 //! or fetch a distribution's (`--distro debian`) into target/busyroot/<arch>/kernel-debian/.
 
 use anyhow::Context;
-use busyroot::arch::Arch;
-use busyroot::config::Workspace;
-use busyroot::context::Layout;
-use busyroot::host::fetch::FetchOptions;
+use busyroot::context::Context as BuildContext;
 use busyroot::pipeline::distro::Distro;
 use busyroot::pipeline::kernel::{BuiltKernel, KernelBuilder, KernelSource};
 use xshell::Shell;
@@ -40,11 +37,11 @@ pub struct KernelArgs {
 }
 
 pub fn run(sh: &Shell, args: KernelArgs) -> anyhow::Result<()> {
-    let (ws, arch) = args.target.resolve()?;
+    let ctx = args.target.resolve()?;
     if let Some(distro) = args.distro {
-        return fetch_distro(sh, &Layout::new(&ws, arch), distro, args.target.offline);
+        return fetch_distro(sh, &ctx, distro);
     }
-    let kernel = args.build(sh, ws, arch)?;
+    let kernel = args.build(sh, &ctx)?;
     println!("kernel image  {}  {:>10} bytes", kernel.image.display(), kernel.size);
     println!("kernel config {}", kernel.config.display());
     println!("vmlinux       {}", kernel.vmlinux.display());
@@ -53,15 +50,15 @@ pub fn run(sh: &Shell, args: KernelArgs) -> anyhow::Result<()> {
 
 impl KernelArgs {
     /// Builds (or reuses) the kernel for `arch`; shared with `cargo xtask run --build-kernel`.
-    pub fn build(&self, sh: &Shell, ws: Workspace, arch: Arch) -> anyhow::Result<BuiltKernel> {
-        let mut builder = KernelBuilder::for_arch(ws, arch);
+    pub fn build(&self, sh: &Shell, ctx: &BuildContext) -> anyhow::Result<BuiltKernel> {
+        let arch = ctx.arch();
+        let mut builder = KernelBuilder::new(ctx.clone());
         if let Some(source) = &self.source {
             let cwd = std::env::current_dir().context("find the current directory")?;
             builder.source(KernelSource::parse(source, self.sha256.as_deref(), &cwd)?);
         } else if self.sha256.is_some() {
             anyhow::bail!("`--sha256` applies to a `--source` URL only; pass --source too");
         }
-        builder.offline(self.target.offline);
         if let Some(dir) = &self.cache {
             builder.cache(dir.clone());
         }
@@ -73,8 +70,8 @@ impl KernelArgs {
 }
 
 /// `cargo xtask kernel --distro`: the distribution's kernel fetched and unpacked.
-fn fetch_distro(sh: &Shell, layout: &Layout, distro: Distro, offline: bool) -> anyhow::Result<()> {
-    let arch = layout.arch();
+fn fetch_distro(sh: &Shell, ctx: &BuildContext, distro: Distro) -> anyhow::Result<()> {
+    let (layout, arch) = (ctx.layout(), ctx.arch());
     if arch.info().debian_cloud_flavour.is_none() {
         anyhow::bail!(
             "Debian builds no small cloud kernel for {arch}; build one from source with \
@@ -82,10 +79,8 @@ fn fetch_distro(sh: &Shell, layout: &Layout, distro: Distro, offline: bool) -> a
              (package linux-source-6.1) or `cargo xtask kernel --arch {arch}` (kernel.org)"
         );
     }
-    let mut opts = FetchOptions::from_env();
-    opts.offline |= offline;
     let kernel =
-        busyroot::pipeline::distro::fetch_kernel(sh, layout, distro, &opts, &Reporter::new())
+        busyroot::pipeline::distro::fetch_kernel(sh, layout, distro, ctx.fetch(), &Reporter::new())
             .with_context(|| format!("fetch {distro}'s kernel for {arch}"))?;
     let state = if kernel.fresh { " (already unpacked)" } else { "" };
     println!("kernel package {} {}{state}", kernel.package, kernel.version);

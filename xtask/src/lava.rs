@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use busyroot::lava::{self, ArtifactSources, Cell, Medium, ReportContext, TestStyle};
+use busyroot::config::Medium;
+use busyroot::lava::{self, ArtifactSources, Cell, ReportContext, TestStyle};
 use busyroot::vm::{self, AccelRequest, Outcome, Root, RunPlan, Timeouts};
 use xshell::Shell;
 
@@ -76,7 +77,8 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
              leave out --run and submit job.yaml to a lab",
         )?;
     }
-    let (ws, arch) = args.target.resolve()?;
+    let ctx = args.target.resolve()?;
+    let (ws, arch) = (ctx.workspace(), ctx.arch());
     let config = ws.config.run.clone();
     let [cpio, ext4, tar] = match &args.images {
         Some(dir) => {
@@ -92,11 +94,11 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
             files
         }
         None => {
-            let outputs = rootfs::build(sh, ws.clone(), arch, args.target.offline)?;
-            [outputs.cpio, outputs.ext4, outputs.tar]
+            let outputs = rootfs::build(sh, &ctx)?;
+            [Format::CpioGz, Format::Ext4, Format::Tar].map(|f| outputs.path(f).to_path_buf())
         }
     };
-    let kernel = select_kernel(&ws, arch, args.boot.kernel.as_deref())?;
+    let kernel = select_kernel(ws, arch, args.boot.kernel.as_deref())?;
     eprintln!("kernel: {} ({})", kernel.path.display(), kernel.source);
 
     let (medium, root) = if args.boot.initramfs {
@@ -104,17 +106,20 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
     } else {
         let bus = vm::choose_root_bus(args.boot.root_bus, &kernel.path, vm::Vmm::Qemu)?;
         eprintln!("root:   rootfs.ext4 on {} ({})", bus.value, bus.reason);
-        (Medium::Disk(bus.value), Root::Disk { image: ext4.clone(), bus: bus.value })
+        (Medium::Disk, Root::Disk { image: ext4.clone(), bus: bus.value })
     };
     let accel = vm::choose_accel(AccelRequest::Auto, arch)?;
     eprintln!("accel:  {} ({})", accel.value, accel.reason);
     let timeouts = Timeouts::from_env(accel.value, config.timeout)?;
     let spec = vm::VmSpec::new(arch, kernel.path.clone(), root, PathBuf::new());
     let mut checks = RunPlan::standard(&spec, &config.hostname, timeouts).checks;
-    checks.extend(configured_checks(&ws)?);
+    checks.extend(configured_checks(ws)?);
 
     let style = if args.test_shell { TestStyle::TestShell } else { TestStyle::Interactive };
     let mut cell = Cell::new(arch, medium, style, checks);
+    if let Root::Disk { bus, .. } = spec.root {
+        cell.bus = bus;
+    }
     cell.accel = accel.value;
     cell.qemu = vm::Vmm::Qemu.program(arch, config.qemu.as_deref());
     cell.mem_mib = config.mem;
@@ -133,7 +138,7 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
         if args.boot.initramfs { "initramfs" } else { "disk" },
         if args.test_shell { "test-shell" } else { "interactive" }
     );
-    let out = args.out.clone().unwrap_or_else(|| ws.target_dir.join("busyroot/lava").join(&label));
+    let out = args.out.clone().unwrap_or_else(|| ctx.layout().lava_job(&label));
     let sources = ArtifactSources { cpio, ext4, tar, kernel: kernel.path.clone() };
     let artifacts_root = out.join("artifacts");
     std::fs::create_dir_all(&artifacts_root)

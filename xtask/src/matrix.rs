@@ -95,7 +95,9 @@ pub(crate) fn build_images(
 ) -> anyhow::Result<()> {
     for (i, cell) in cells.iter().enumerate() {
         if !cells[..i].iter().any(|c| c.arch == cell.arch) {
-            rootfs::build(sh, ws.clone(), cell.arch, offline)?;
+            let mut ctx = busyroot::context::Context::for_arch(ws.clone(), cell.arch);
+            ctx.offline(offline);
+            rootfs::build(sh, &ctx)?;
         }
     }
     Ok(())

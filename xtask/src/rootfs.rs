@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::Context;
 use busyroot::arch::Arch;
 use busyroot::config::Workspace;
+use busyroot::context::Context as BuildContext;
 use busyroot::pipeline::rootfs::{Outputs, RootfsBuilder};
 use xshell::Shell;
 
@@ -23,26 +24,27 @@ pub struct Target {
 }
 
 impl Target {
-    /// The workspace (see [`workspace`]) and the architecture: --arch, else config `arch`, else
-    /// the host's.
-    pub fn resolve(&self) -> anyhow::Result<(Workspace, Arch)> {
+    /// The one context of a command: the workspace (see [`workspace`]), the architecture
+    /// (--arch, else config `arch`, else the host's) and --offline.
+    pub fn resolve(&self) -> anyhow::Result<BuildContext> {
         self.with_workspace(workspace()?)
     }
 
     /// [`Target::resolve`] for the workspace at `dir`, wherever the current directory is.
-    pub fn resolve_in(&self, dir: &Path) -> anyhow::Result<(Workspace, Arch)> {
+    pub fn resolve_in(&self, dir: &Path) -> anyhow::Result<BuildContext> {
         self.with_workspace(Workspace::load(dir)?)
     }
 
-    fn with_workspace(&self, ws: Workspace) -> anyhow::Result<(Workspace, Arch)> {
+    fn with_workspace(&self, ws: Workspace) -> anyhow::Result<BuildContext> {
         let arch = Arch::configured_or_host(self.arch.or(ws.config.arch))?;
-        Ok((ws, arch))
+        let mut ctx = BuildContext::for_arch(ws, arch);
+        ctx.offline(self.offline);
+        Ok(ctx)
     }
 }
 
 pub fn run(sh: &Shell, args: Target) -> anyhow::Result<()> {
-    let (ws, arch) = args.resolve()?;
-    let outputs = build(sh, ws, arch, args.offline)?;
+    let outputs = build(sh, &args.resolve()?)?;
     println!("rootfs for {} entries in {}:", outputs.entries, outputs.dir.display());
     for file in &outputs.files {
         println!("  {}  {:>10} bytes  sha256 {}", file.path.display(), file.size, file.sha256);
@@ -63,10 +65,10 @@ pub fn workspace() -> anyhow::Result<Workspace> {
     Ok(Workspace::load_reporting(dir, &Reporter::new())?)
 }
 
-/// Builds (or reuses) the images of `ws`; shared with `cargo xtask run`.
-pub fn build(sh: &Shell, ws: Workspace, arch: Arch, offline: bool) -> anyhow::Result<Outputs> {
-    let mut builder = RootfsBuilder::for_arch(ws, arch);
-    builder.offline(offline);
+/// Builds (or reuses) the images of `ctx`; shared with `cargo xtask run`.
+pub fn build(sh: &Shell, ctx: &BuildContext) -> anyhow::Result<Outputs> {
+    let builder = RootfsBuilder::new(ctx.clone());
+    let arch = ctx.arch();
     builder.build(sh, &Reporter::new()).with_context(|| format!("build the {arch} rootfs"))
 }
 
@@ -76,10 +78,7 @@ pub fn menuconfig(sh: &Shell, args: Target) -> anyhow::Result<()> {
     if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
         anyhow::bail!("menuconfig is interactive: run `cargo xtask menuconfig` in a terminal");
     }
-    let (ws, arch) = args.resolve()?;
-    let mut builder = RootfsBuilder::for_arch(ws, arch);
-    builder.offline(args.offline);
-    let config = builder.menuconfig(sh, &Reporter::new())?;
+    let config = RootfsBuilder::new(args.resolve()?).menuconfig(sh, &Reporter::new())?;
     println!("wrote {}", config.display());
     Ok(())
 }

@@ -9,6 +9,7 @@ use anyhow::Context;
 use busyroot::arch::Arch;
 use busyroot::config::Workspace;
 use busyroot::context::Layout;
+use busyroot::image::Format;
 use busyroot::vm::{
     self, AccelRequest, Check, Event, Observer, Outcome, RootBusRequest, RunReport, ShareRequest,
     Vm,
@@ -180,27 +181,27 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
     // As Cargo's runner, the current directory is the tested package's: the images are this
     // workspace's all the same.
     let own = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("."));
-    let (ws, arch) =
-        if args.runner { args.target.resolve_in(own)? } else { args.target.resolve()? };
+    let ctx = if args.runner { args.target.resolve_in(own)? } else { args.target.resolve()? };
+    let (ws, arch) = (ctx.workspace(), ctx.arch());
     let config = ws.config.run.clone();
     // Refused before the build, so a kvmtool run without KVM fails at once.
     let (vmm, configured_program) = vm::vmm_named(&args.vmm, &config, &ws.root)?;
     let accel = vm::choose_accel(args.accel, arch)?;
     vmm.check_accel(accel.value, &accel.reason)?;
-    let outputs = rootfs::build(sh, ws.clone(), arch, args.target.offline)?;
+    let outputs = rootfs::build(sh, &ctx)?;
 
-    if args.build_kernel && !kernel_named(&ws, args.boot.kernel.as_deref()) {
+    if args.build_kernel && !kernel_named(ws, args.boot.kernel.as_deref()) {
         let kernel_args = KernelArgs { target: args.target.clone(), ..Default::default() };
-        kernel_args.build(sh, ws.clone(), arch)?;
+        kernel_args.build(sh, &ctx)?;
     }
-    let kernel = select_kernel(&ws, arch, args.boot.kernel.as_deref())?;
+    let kernel = select_kernel(ws, arch, args.boot.kernel.as_deref())?;
     eprintln!("kernel: {} ({})", kernel.path.display(), kernel.source);
 
     let mut machine = Vm::new(arch, kernel.path);
     if args.boot.initramfs {
-        machine.initramfs(&outputs.cpio);
+        machine.initramfs(outputs.path(Format::CpioGz));
     } else {
-        machine.disk(&outputs.ext4);
+        machine.disk(outputs.path(Format::Ext4));
     }
     machine
         .vmm(vmm, configured_program)
@@ -230,7 +231,7 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
     }
     let render = Render { console: args.console };
     if args.check {
-        machine.checks(&config.hostname, configured_checks(&ws)?);
+        machine.checks(&config.hostname, configured_checks(ws)?);
     }
     if !args.check && args.command.is_empty() {
         return Ok(machine.interactive(&render)?);

@@ -38,14 +38,21 @@ pub struct Config {
     /// Where the boot-test kernel comes from and how it is configured.
     pub kernel: KernelConfig,
     /// Settings of `cargo xtask run`.
-    pub run: crate::vm::RunConfig,
+    pub run: RunConfig,
     /// `[[matrix]]`: the cells `cargo xtask matrix` boots, in order (see [`MatrixCell`] for
     /// each key and its default). Default: none, which means every architecture whose kernel
     /// `cargo xtask kernel` built, each with the disk and the initramfs.
     pub matrix: Vec<MatrixCell>,
 }
 
-pub use crate::matrix::{MatrixCell, Medium};
+mod matrix;
+mod run;
+
+pub use matrix::{MatrixCell, Medium};
+pub use run::{
+    load_checks_file, BusName, ConsoleKind, ExtraCheck, KernelFormatName, RunConfig, VmmConfig,
+};
+pub(crate) use run::{DEFAULT_CPUS, DEFAULT_MEM_MIB};
 
 /// `[workspace.metadata.busyroot.busybox]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -62,7 +69,7 @@ pub struct BusyboxConfig {
     /// download is used. Each entry is a full URL: `{version}` is replaced by the version, and
     /// an entry containing `{apt-archive}` is tried once for each archive base URL in the
     /// host's apt sources (and skipped on a host without any).
-    /// Default: [`DEBIAN_BUSYBOX_MIRRORS`], Debian's copy of the tarball, first under the host's
+    /// Default: `DEBIAN_BUSYBOX_MIRRORS`, Debian's copy of the tarball, first under the host's
     /// own apt archives, then under Debian's default archive.
     pub mirrors: Vec<String>,
     /// The checked-in BusyBox `.config`, relative to the workspace root. Default (unset):
@@ -71,13 +78,13 @@ pub struct BusyboxConfig {
 }
 
 /// sha256 of `busybox-1.37.0.tar.bz2` as published upstream.
-pub const BUSYBOX_1_37_0_SHA256: &str =
+pub(crate) const BUSYBOX_1_37_0_SHA256: &str =
     "3311dff32e746499f4df0d5df04d7eb396382d7e108bb9250e7b519b837043a4";
 
 /// Where Debian keeps BusyBox's upstream tarball (byte for byte, as `*.orig.tar.bz2`): under
 /// the host's own apt archives, then under Debian's default archive, which an Ubuntu host's
 /// archive (carrying another BusyBox release) cannot replace.
-pub const DEBIAN_BUSYBOX_MIRRORS: [&str; 2] = [
+pub(crate) const DEBIAN_BUSYBOX_MIRRORS: [&str; 2] = [
     "{apt-archive}/pool/main/b/busybox/busybox_{version}.orig.tar.bz2",
     "https://deb.debian.org/debian/pool/main/b/busybox/busybox_{version}.orig.tar.bz2",
 ];
@@ -151,7 +158,7 @@ pub struct KernelConfig {
 /// sha256 of `linux-6.1.141.tar.xz`, as kernel.org publishes it in
 /// <https://www.kernel.org/pub/linux/kernel/v6.x/sha256sums.asc> (mirrored in Buildroot
 /// 2025.02's `linux/linux.hash`, and matching other independent pins of that release).
-pub const LINUX_6_1_141_SHA256: &str =
+pub(crate) const LINUX_6_1_141_SHA256: &str =
     "bc3c45faf6f5f0450666c75fa9dad9bc7c0cf7c7cba0dbd94e5cfdc58229c116";
 
 impl Default for KernelConfig {
@@ -330,7 +337,7 @@ fn describe(path: String, inner: String) -> String {
 /// The metadata tables among `names` (of `[<place>.metadata]`, `place` being `workspace` or
 /// `package`) that look meant for busyroot but are not read: a name within edit distance 2 of
 /// `busyroot` (in any case), and `busyroot` itself under `package`.
-pub fn misplaced_tables(place: &str, names: &[String]) -> Vec<String> {
+pub(crate) fn misplaced_tables(place: &str, names: &[String]) -> Vec<String> {
     names
         .iter()
         .filter(|name| {
@@ -422,11 +429,6 @@ impl Workspace {
             }
         }
         Ok(Workspace { target_dir: metadata.target_directory.into_std_path_buf(), root, config })
-    }
-
-    /// `<target>/busyroot/<arch>/`, where a build for `arch` keeps everything it produces.
-    pub fn arch_dir(&self, arch: Arch) -> PathBuf {
-        crate::context::Layout::new(self, arch).dir().to_path_buf()
     }
 
     /// A configured path, resolved against the workspace root.

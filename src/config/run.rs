@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 
+/// Guest memory in MiB when nothing sets it.
+pub const DEFAULT_MEM_MIB: u32 = 256;
+/// Virtual CPUs when nothing sets them.
+pub const DEFAULT_CPUS: u32 = 2;
+
 /// Settings of `cargo xtask run`, read from `[workspace.metadata.busyroot.run]`.
 ///
 /// Relative paths are relative to the workspace root.
@@ -60,8 +65,8 @@ impl Default for RunConfig {
             firecracker: None,
             cloud_hypervisor: None,
             vmm: Default::default(),
-            mem: super::DEFAULT_MEM_MIB,
-            cpus: super::DEFAULT_CPUS,
+            mem: DEFAULT_MEM_MIB,
+            cpus: DEFAULT_CPUS,
             timeout: None,
             hostname: "kvmtool-test".into(),
             checks: Vec::new(),
