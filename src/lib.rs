@@ -25,6 +25,9 @@
 //!   [`vm::RunReport`], [`vm::Vm::run`] an [`vm::Output`]); below it [`vm::run`] with a
 //!   [`vm::VmSpec`] and a [`vm::RunPlan`], reporting [`vm::Event`]s to a [`vm::Observer`]; a
 //!   VMM is a [`vm::Vmm`], started as its backend's [`vm::Launch`] says.
+//! - Your own VMM: the [`vm::Backend`] trait (facts, `prepare`, `started`, `console`) given to
+//!   [`vm::Vm::backend`], a VMM configured under `run.vmm.<name>` ([`vm::VmmConfig`],
+//!   [`vm::vmm_named`]), or a console busyroot did not open ([`vm::AttachedConsole`]).
 //! - Many boots at once: [`matrix`] (cells, shards, bounded parallelism).
 //! - A build script: [`buildscript::BuildScript`] (`OUT_DIR`, `rerun-if-*`, `env!` paths).
 //! - Reporting and errors: [`progress::Progress`], [`Error`] and [`Result`].

@@ -22,6 +22,8 @@ use crate::arch::Arch;
 // A run's extra files live only in the boot copy; they get the fallback time.
 use crate::context::FALLBACK_EPOCH;
 use crate::error::{Error, IoContext, Result};
+use crate::host::lock::DirLock;
+use crate::progress::Progress;
 use crate::tree::manifest::{ImagePath, Manifest};
 
 /// What a command run in the guest did, for a test to assert on.
@@ -577,21 +579,39 @@ impl Vm {
         Ok((spec, plan))
     }
 
-    /// [`Vm::prepare`], then [`run`](super::run) with `observer`.
+    /// [`Vm::prepare`], then [`run`](super::run) with `observer`. With a
+    /// [`work_dir`](Vm::work_dir), runs there take turns.
     pub fn run_with(
         &self,
         sh: &Shell,
         command: Option<Vec<String>>,
         observer: &dyn Observer,
     ) -> Result<RunReport> {
+        let _turn = self.take_turn(observer)?;
         let (spec, plan) = self.prepare_with(sh, command, observer)?;
         super::run(sh, &spec, &plan, observer)
     }
 
     /// [`Vm::prepare`] without a command, then the console on this terminal.
     pub fn interactive(&self, observer: &dyn Observer) -> Result<i32> {
+        let _turn = self.take_turn(observer)?;
         let (spec, plan) = self.prepare(None, observer)?;
         super::boot_interactive(&spec, &plan.modules, observer)
+    }
+
+    /// A lock on the caller's work directory for the whole run: two runs there would write
+    /// the same boot copy and sockets, and one would boot the other's. A run without a work
+    /// directory of its own gets a fresh one and needs none.
+    fn take_turn(&self, observer: &dyn Observer) -> Result<Option<DirLock>> {
+        /// Says through the observer that the run waits for the lock.
+        struct Waiting<'a>(&'a dyn Observer);
+        impl Progress for Waiting<'_> {
+            fn note(&self, message: &str) {
+                self.0.event(Event::Note(message.into()));
+            }
+        }
+        let Some(dir) = &self.work_dir else { return Ok(None) };
+        DirLock::acquire(&dir.join("run.lock"), &Waiting(observer)).map(Some)
     }
 
     fn make_work_dir(&self) -> Result<PathBuf> {

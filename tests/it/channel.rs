@@ -1,7 +1,8 @@
 //! The payload channel over virtio-serial ports: every byte of stdout and stderr on its own
 //! stream, stdin from the host to its end, exit statuses, a payload forging statuses on
-//! every path it can reach, a background process holding stdout, and the serial relay chosen
-//! with its reason where the kernel or the VMM has no virtio console.
+//! every path it can reach, a background process holding stdout, two runs in one work
+//! directory taking turns, and the serial relay chosen with its reason where the kernel or
+//! the VMM has no virtio console.
 //!
 //! The boots use `$BUSYROOT_TEST_KERNEL` (with the `lib/modules` beside its `boot/`, as in
 //! Debian's unpacked cloud kernel package, loaded from there), else the kernel
@@ -170,6 +171,33 @@ fn a_background_process_holding_stdout_does_not_keep_the_run_open() {
     assert_eq!(out.report.outcome, Outcome::Passed, "{:#?}", out.report);
     assert_eq!(out.status(), Some(4));
     assert_eq!(out.stdout, b"early\n");
+}
+
+#[test]
+fn two_runs_in_one_work_directory_take_turns() {
+    // Both write the same boot copy and sockets there: without turns, the second would
+    // replace the disk the first is booting, or its sockets.
+    let Some(mut vm) = vm("two_runs_in_one_work_directory_take_turns") else { return };
+    let Ok(outputs) = support::rootfs() else { return };
+    let work = support::tempdir();
+    vm.disk(outputs.path(Format::Ext4)).work_dir(work.path());
+    let first = {
+        let vm = vm.clone();
+        std::thread::spawn(move || run(&vm, &["sh", "-c", "sleep 2; echo first; exit 3"]))
+    };
+    // The second starts while the first boots or runs.
+    while !work.path().join("boot.ext4").exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = run(&vm, &["sh", "-c", "echo second"]);
+    let first = first.join().unwrap();
+    assert_eq!((first.status(), first.stdout.as_slice()), (Some(3), &b"first\n"[..]));
+    assert_eq!((second.status(), second.stdout.as_slice()), (Some(0), &b"second\n"[..]));
+    let waited = second
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Note(n) if n.contains("waiting for another busyroot run")));
+    assert!(waited, "the second run did not wait for the first: {:?}", second.events);
 }
 
 #[test]
