@@ -114,7 +114,7 @@ pub fn load_checks_file(path: &Path) -> Result<Vec<ExtraCheck>> {
 }
 
 /// One `[workspace.metadata.busyroot.run.vmm.<name>]` table: a VMM busyroot has no backend
-/// for, described by its command line ([`ConfiguredVmm`](super::ConfiguredVmm) checks and runs
+/// for, described by its command line ([`ConfiguredVmm`](crate::vm::ConfiguredVmm) checks and runs
 /// it; placeholders and the rule for one without a value are documented there).
 ///
 /// ```toml
@@ -130,7 +130,7 @@ pub struct VmmConfig {
     /// The program: a path (relative to the workspace root when it holds a `/`) or a name
     /// looked up in `$PATH`.
     pub program: PathBuf,
-    /// Its arguments, with placeholders (see [`ConfiguredVmm`](super::ConfiguredVmm)). They must hold
+    /// Its arguments, with placeholders (see [`ConfiguredVmm`](crate::vm::ConfiguredVmm)). They must hold
     /// `{kernel}` and `{cmdline}`, and `{disk}` or `{initramfs}` for the media it boots.
     pub args: Vec<String>,
     /// Where the guest's serial console is: `"stdio"`, the program's stdin and stdout.
