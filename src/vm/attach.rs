@@ -15,6 +15,9 @@ use super::{RootBus, VmSpec};
 use crate::arch::Arch;
 use crate::error::{Error, Result};
 
+/// How long [`AttachedConsole::unix_socket`] retries a socket whose VMM does not listen yet.
+const LISTEN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A VM someone else started, reached through its serial console.
 ///
 /// Boot the VMM with the root file system and the kernel command line busyroot would use
@@ -58,10 +61,23 @@ impl AttachedConsole {
         }
     }
 
-    /// The console on the Unix socket at `path`, connected now.
+    /// The console on the Unix socket at `path`, connected now. A VMM that is still starting
+    /// may have made the socket file before it listens: a refused connection is retried for
+    /// up to five seconds.
     pub fn unix_socket(name: impl Into<String>, path: impl AsRef<Path>) -> Result<AttachedConsole> {
         let path = path.as_ref();
-        let stream = UnixStream::connect(path).map_err(|e| Error::io("connect to", path, e))?;
+        let deadline = std::time::Instant::now() + LISTEN_GRACE;
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                connected => break connected.map_err(|e| Error::io("connect to", path, e))?,
+            }
+        };
         let output = stream.try_clone().map_err(|e| Error::io("connect to", path, e))?;
         Ok(AttachedConsole::new(name, output, stream))
     }
