@@ -410,7 +410,7 @@ mod tests {
                 "--blk",
                 "/i/boot.ext4",
                 "--bootargs",
-                "console=ttyS0 root=/dev/nvme0n1 rw rootfstype=ext4 panic=-1",
+                "console=ttyS0 noapictimer root=/dev/nvme0n1 rw rootfstype=ext4 panic=-1",
                 "--ram-mib",
                 "256",
                 "--vcpus",
