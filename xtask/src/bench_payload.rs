@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use busyroot::arch::Arch;
-use busyroot::host::exec::Running;
-use busyroot::progress::Silent;
 use busyroot::vm::{self, Event, Input, Outcome, Root, Vm, VmSpec, Vmm};
 use xshell::{cmd, Shell};
 
@@ -172,8 +170,8 @@ fn run_script(vm: &Vm, script: &str) -> anyhow::Result<(Duration, Vec<u8>, Vec<u
 
 /// The floor: QEMU with the same machine, kernel and initramfs, whose init is BusyBox's
 /// `reboot -f`, so the guest resets (QEMU runs with -no-reboot: it exits) the moment the
-/// kernel starts it. It ends at the kernel's last line (`reboot: Restarting system`), as a
-/// payload run ends at the guest's last word.
+/// kernel starts it. It ends when QEMU has exited, as a user timing that command by hand
+/// would see it end, and as a payload run ends once its VMM is gone.
 fn floor_boot(
     sh: &Shell,
     arch: Arch,
@@ -191,8 +189,7 @@ fn floor_boot(
     spec.append = ["rdinit=/sbin/reboot", "--", "-f"].map(String::from).to_vec();
     let args = Vmm::Qemu.launch(&spec, vm::ConsoleMode::Piped, dir)?.args;
     let program = &spec.program;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut qemu = Running::spawn(cmd!(sh, "{program} {args...}").quiet(), &Silent)?;
-    qemu.wait_for_line("reboot: ", deadline)?;
+    // Waited for as a user would (blocking, not polled), within a deadline all the same.
+    busyroot::host::exec::run_captured(cmd!(sh, "timeout 300 {program} {args...}").quiet())?;
     Ok(())
 }
