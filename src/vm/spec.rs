@@ -1,7 +1,6 @@
 //! What to boot and how: the VMM, the root file system, the kernel command line, the shares,
 //! and the small value types the runner's choices are made of.
 
-use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -14,7 +13,6 @@ use super::Accel;
 use crate::arch::Arch;
 use crate::config::{DEFAULT_CPUS, DEFAULT_MEM_MIB};
 use crate::error::Result;
-use crate::host::exec::shell_quote;
 
 /// The virtual machine monitor that runs the guest.
 #[derive(Clone, Default)]
@@ -260,16 +258,6 @@ impl VmSpec {
         parts.push("panic=-1".into());
         parts.extend(self.append.iter().cloned());
         parts.join(" ")
-    }
-
-    /// The full command line as printed before the VMM starts, quoted for a POSIX shell.
-    pub fn display_command(&self, args: &[OsString]) -> String {
-        let mut line = shell_quote(&self.program.to_string_lossy());
-        for arg in args {
-            line.push(' ');
-            line.push_str(&shell_quote(&arg.to_string_lossy()));
-        }
-        line
     }
 }
 
