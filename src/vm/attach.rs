@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::backend::{Backend, ConsoleMode, ConsoleStreams, Launch};
+use super::spec::{Backend, ConsoleMode, ConsoleStreams, Launch};
 use super::{RootBus, VmSpec};
 use crate::arch::Arch;
 use crate::error::{Error, Result};

@@ -18,8 +18,8 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::backend::{Backend, ConsoleMode, Launch};
 use super::share::Transport;
+use super::spec::{Backend, ConsoleMode, Launch};
 use super::{Root, RootBus, VmSpec};
 use crate::arch::{Arch, KernelFormat};
 use crate::error::{Error, Result};

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::backend::{Backend, ConsoleMode, Launch};
 use super::share::Transport;
+use super::spec::{Backend, ConsoleMode, Launch};
 use super::{Root, RootBus, RunConfig, VmSpec, Vmm};
 use crate::arch::{Arch, KernelFormat};
 use crate::config::{BusName, KernelFormatName, VmmConfig};

@@ -19,8 +19,8 @@ use std::ffi::OsString;
 
 use std::path::{Path, PathBuf};
 
-use super::backend::{Backend, ConsoleMode, Launch};
 use super::share::Transport;
+use super::spec::{Backend, ConsoleMode, Launch};
 use super::{Root, RootBus, VmSpec};
 use crate::arch::Arch;
 use crate::error::{Error, Result};

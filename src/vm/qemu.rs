@@ -4,9 +4,9 @@ use std::ffi::OsString;
 
 use std::path::{Path, PathBuf};
 
-use super::backend::{Backend, ConsoleMode, Launch};
 use super::channel::{ports, Channel};
 use super::share::Transport;
+use super::spec::{Backend, ConsoleMode, Launch};
 use super::{qemu_escape, Accel, Root, RootBus, VmSpec};
 use crate::arch::Arch;
 use crate::error::Result;

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use xshell::{cmd, Shell};
 
-use super::backend::ConsoleMode;
 use super::channel::{self, ports, Channel, Ended, Input};
 use super::check::{RunPlan, Timeouts};
 use super::console::{Console, Stop};
@@ -18,6 +17,7 @@ use super::kernel::{inspect, KernelVerdict};
 use super::process::{self, InterruptGuard, VmProcess};
 use super::report::{BootFailure, BootFailureKind, CommandResult, Outcome, RunReport};
 use super::share::{Transport, Virtiofsd};
+use super::spec::ConsoleMode;
 use super::{CheckResult, Root, VmSpec};
 use crate::error::{Error, IoContext, Result};
 
