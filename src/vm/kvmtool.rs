@@ -155,20 +155,11 @@ mod tests {
     use crate::vm::{Accel, Vmm};
 
     fn spec(root: Root) -> VmSpec {
-        VmSpec {
-            arch: Arch::X86_64,
-            vmm: Vmm::Kvmtool,
-            program: "lkvm".into(),
-            accel: Accel::Kvm,
-            kernel: "/k/bzImage".into(),
-            root,
-            append: vec!["quiet".into()],
-            mem_mib: 512,
-            cpus: 1,
-            console_log: "/t/console.log".into(),
-            shares: vec![],
-            channel: Default::default(),
-        }
+        let mut spec =
+            VmSpec::new(Arch::X86_64, "/k/bzImage".into(), root, "/t/console.log".into());
+        (spec.vmm, spec.program, spec.accel) = (Vmm::Kvmtool, "lkvm".into(), Accel::Kvm);
+        (spec.append, spec.mem_mib, spec.cpus) = (vec!["quiet".into()], 512, 1);
+        spec
     }
 
     fn strings(args: Vec<OsString>) -> Vec<String> {
