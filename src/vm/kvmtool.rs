@@ -152,6 +152,7 @@ fn refuse_comma(path: &Path, what: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vm::spec::strings;
     use crate::vm::{Accel, Vmm};
 
     fn spec(root: Root) -> VmSpec {
@@ -160,10 +161,6 @@ mod tests {
         (spec.vmm, spec.program, spec.accel) = (Vmm::Kvmtool, "lkvm".into(), Accel::Kvm);
         (spec.append, spec.mem_mib, spec.cpus) = (vec!["quiet".into()], 512, 1);
         spec
-    }
-
-    fn strings(args: Vec<OsString>) -> Vec<String> {
-        args.into_iter().map(|a| a.into_string().unwrap()).collect()
     }
 
     #[test]

@@ -458,6 +458,12 @@ pub fn parse_mem_mib(text: &str) -> Result<u32, String> {
     }
 }
 
+/// A backend's arguments as strings, for its tests.
+#[cfg(test)]
+pub(crate) fn strings(args: Vec<OsString>) -> Vec<String> {
+    args.into_iter().map(|a| a.into_string().unwrap()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
