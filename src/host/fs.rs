@@ -13,6 +13,14 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
 
+/// Refuses a path that is not a file, calling it `what` (`"kernel image"`, say).
+pub(crate) fn require_file(what: &str, path: &Path) -> Result<()> {
+    if path.is_file() {
+        return Ok(());
+    }
+    Err(Error::Other(format!("{what} `{}` does not exist or is not a file", path.display())))
+}
+
 /// Connects to the Unix socket at `path`, trying again every 5 ms while `retry` says so for
 /// the error (a VMM that is still starting may not have made or bound its socket yet).
 pub(crate) fn connect_unix(

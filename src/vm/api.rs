@@ -22,6 +22,7 @@ use crate::arch::Arch;
 // A run's extra files live only in the boot copy; they get the fallback time.
 use crate::context::FALLBACK_EPOCH;
 use crate::error::{Error, IoContext, Result};
+use crate::host::fs::require_file;
 use crate::host::lock::DirLock;
 use crate::progress::Progress;
 use crate::tree::manifest::{ImagePath, Manifest};
@@ -487,12 +488,7 @@ impl<'a> Prep<'a> {
                 "no root file system to boot: give the VM a disk image or an initramfs".into(),
             )
         })?;
-        if !vm.kernel.is_file() {
-            return Err(Error::Other(format!(
-                "kernel image `{}` does not exist or is not a file",
-                vm.kernel.display()
-            )));
-        }
+        require_file("kernel image", &vm.kernel)?;
         let choose =
             |what: Decision, detail: String| observer.event(Event::Choice { what, detail });
         let accel = choose_accel(vm.accel, vm.arch)?;
@@ -501,12 +497,12 @@ impl<'a> Prep<'a> {
         let copy = work.join("boot.ext4");
         let root = match image {
             Image::Initramfs(cpio) => {
-                require_file(cpio)?;
+                require_file("the image", cpio)?;
                 choose(Decision::Root, format!("initramfs {}", cpio.display()));
                 Root::Initramfs(cpio.clone())
             }
             Image::Disk(image) => {
-                require_file(image)?;
+                require_file("the image", image)?;
                 let bus = choose_root_bus(vm.root_bus, &vm.kernel, vm.vmm.clone())?;
                 let device = bus.value.device();
                 let detail =
@@ -798,12 +794,4 @@ fn tar_names(path: &Path) -> Result<std::collections::BTreeSet<String>> {
         );
     }
     Ok(names)
-}
-
-fn require_file(path: &Path) -> Result<()> {
-    if path.is_file() {
-        Ok(())
-    } else {
-        Err(Error::Other(format!("the image `{}` does not exist or is not a file", path.display())))
-    }
 }
