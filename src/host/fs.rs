@@ -56,6 +56,16 @@ pub fn write_atomically(out: &Path, write: impl FnOnce(&Path) -> Result<()>) -> 
     result
 }
 
+/// Writes `contents` to `out` by way of a temporary (see [`write_atomically`]).
+pub fn write_file(out: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    write_atomically(out, |tmp| fs::write(tmp, contents).with_path("write", tmp))
+}
+
+/// Copies `from` to `out` by way of a temporary (see [`write_atomically`]).
+pub(crate) fn copy_file(from: &Path, out: &Path) -> Result<()> {
+    write_atomically(out, |tmp| fs::copy(from, tmp).map(drop).with_path("copy into", tmp))
+}
+
 /// Removes from `dir` the temporaries (files or directories named `.name.tmp-<pid>…`) of
 /// processes that no longer run: what killed runs left. A live run's are kept.
 pub fn remove_dead_temporaries(dir: &Path) -> Result<()> {

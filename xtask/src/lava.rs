@@ -193,10 +193,8 @@ fn write_job(
     let job_file = out.join("job.yaml");
     let device_file = out.join("device.yaml");
     for (file, text) in [(&job_file, job.definition_text()), (&device_file, job.device_text())] {
-        busyroot::host::fs::write_atomically(file, |tmp| {
-            std::fs::write(tmp, text).map_err(|e| busyroot::Error::io("write", tmp, e))
-        })
-        .with_context(|| format!("write `{}`", file.display()))?;
+        busyroot::host::fs::write_file(file, text)
+            .with_context(|| format!("write `{}`", file.display()))?;
     }
     eprintln!("artifacts: {} ({})", artifacts.dir.display(), artifacts.url);
     eprintln!("job:       {} ({} cases)", job_file.display(), job.cases.len());
