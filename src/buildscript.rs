@@ -40,7 +40,7 @@ use xshell::{cmd, Shell};
 use crate::arch::Arch;
 use crate::config::Workspace;
 use crate::context::{Context, Layout};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::image::Format;
 use crate::pipeline::rootfs::{Outputs, RootfsBuilder};
 use crate::progress::Progress;
@@ -213,9 +213,7 @@ impl BuildScript {
             let current =
                 copy.is_file().then(|| crate::host::fs::sha256_file(&copy)).transpose()?;
             if current.as_deref() != Some(file.sha256.as_str()) {
-                crate::host::fs::write_atomically(&copy, |tmp| {
-                    std::fs::copy(&file.path, tmp).map(drop).with_path("copy into", tmp)
-                })?;
+                crate::host::fs::copy_file(&file.path, &copy)?;
             }
             file.path = copy;
         }

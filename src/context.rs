@@ -46,11 +46,6 @@ impl Context {
         }
     }
 
-    /// The same settings for `arch` (the compiler is looked up again).
-    pub fn with_arch(&self, arch: Arch) -> Context {
-        Context { layout: Layout::new(&self.workspace, arch), toolchain: None, ..self.clone() }
-    }
-
     /// Never use the network (in addition to `BUSYROOT_OFFLINE`).
     pub fn offline(&mut self, offline: bool) -> &mut Context {
         self.fetch.offline |= offline;

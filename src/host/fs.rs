@@ -1,5 +1,6 @@
 //! Files: outputs written under one temporary-name scheme (`.name.tmp-<pid>`) and renamed into
-//! place, the one cleaner of what killed runs left, and sha256 digests.
+//! place, the one cleaner of what killed runs left, sha256 digests, and the one wait for a
+//! Unix socket to listen.
 //!
 //! Invariant: a file or directory under its final name is complete; anything being written is
 //! a hidden `.name.tmp-<pid>` beside it, removable once process `<pid>` is gone.
@@ -11,6 +12,28 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
+
+/// Refuses a path that is not a file, calling it `what` (`"kernel image"`, say).
+pub(crate) fn require_file(what: &str, path: &Path) -> Result<()> {
+    if path.is_file() {
+        return Ok(());
+    }
+    Err(Error::Other(format!("{what} `{}` does not exist or is not a file", path.display())))
+}
+
+/// Connects to the Unix socket at `path`, trying again every 5 ms while `retry` says so for
+/// the error (a VMM that is still starting may not have made or bound its socket yet).
+pub(crate) fn connect_unix(
+    path: &Path,
+    mut retry: impl FnMut(&io::Error) -> bool,
+) -> io::Result<std::os::unix::net::UnixStream> {
+    loop {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Err(e) if retry(&e) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            connected => return connected,
+        }
+    }
+}
 
 /// `dir/.name.tmp-<pid>`: hidden, unique per process, in the same directory as `out` so the
 /// final rename is atomic.
@@ -31,6 +54,16 @@ pub fn write_atomically(out: &Path, write: impl FnOnce(&Path) -> Result<()>) -> 
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Writes `contents` to `out` by way of a temporary (see [`write_atomically`]).
+pub fn write_file(out: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    write_atomically(out, |tmp| fs::write(tmp, contents).with_path("write", tmp))
+}
+
+/// Copies `from` to `out` by way of a temporary (see [`write_atomically`]).
+pub(crate) fn copy_file(from: &Path, out: &Path) -> Result<()> {
+    write_atomically(out, |tmp| fs::copy(from, tmp).map(drop).with_path("copy into", tmp))
 }
 
 /// Removes from `dir` the temporaries (files or directories named `.name.tmp-<pid>…`) of

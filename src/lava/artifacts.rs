@@ -71,11 +71,9 @@ pub fn write_artifacts(
         // SHA256SUMS goes last: its presence with these sums says the copies are complete.
         let _ = fs::remove_file(&sums_path);
         for (file, source) in by_name {
-            write_atomically(&dir.join(file), |tmp| {
-                fs::copy(source, tmp).map(drop).with_path("copy into", tmp)
-            })?;
+            copy_file(source, &dir.join(file))?;
         }
-        write_atomically(&sums_path, |tmp| fs::write(tmp, &sums).with_path("write", tmp))?;
+        write_file(&sums_path, &sums)?;
     }
     let base = match base_url {
         Some(url) => url.trim_end_matches('/').to_string(),

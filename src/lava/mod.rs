@@ -23,7 +23,7 @@ use crate::arch::Arch;
 use crate::config::Medium;
 use crate::error::{Error, IoContext, Result};
 use crate::host::exec;
-use crate::host::fs::{sha256_bytes, sha256_file, write_atomically};
+use crate::host::fs::{copy_file, sha256_bytes, sha256_file, write_file};
 use crate::vm::{
     self, qemu, shell_quote, Accel, BootFailure, BootFailureKind, Check, CheckResult, Outcome,
     Root, RootBus, RunReport, VmSpec,

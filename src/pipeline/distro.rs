@@ -143,9 +143,7 @@ pub fn fetch_kernel(
             started.elapsed(),
             &format!("{} {}", resolved.package, resolved.version),
         );
-        crate::host::fs::write_atomically(&record, |tmp| {
-            fs::write(tmp, resolved.to_text()).with_path("write", tmp)
-        })?;
+        crate::host::fs::write_file(&record, resolved.to_text())?;
         resolved
     };
 
@@ -167,9 +165,7 @@ pub fn fetch_kernel(
         let started = Instant::now();
         let data = deb_data(sh, &deb)?;
         crate::host::extract::unpack_reader(std::io::Cursor::new(data), &deb, &root)?;
-        crate::host::fs::write_atomically(&marker, |tmp| {
-            fs::write(tmp, &stamp).with_path("write", tmp)
-        })?;
+        crate::host::fs::write_file(&marker, &stamp)?;
         progress.finish(&step, started.elapsed(), &root.display().to_string());
     }
     let image = installed_image(&root).ok_or_else(|| Error::Tree {

@@ -326,9 +326,7 @@ impl OutputSum {
 
     fn store(&self, path: &Path) -> Result<()> {
         let text = format!("{} {} {}\n", self.size, self.mtime, self.sha256);
-        crate::host::fs::write_atomically(path, |tmp| {
-            std::fs::write(tmp, text).map_err(|e| Error::io("write", tmp, e))
-        })
+        crate::host::fs::write_file(path, text)
     }
 
     /// True when the file still has the recorded size and modification time.

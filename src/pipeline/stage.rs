@@ -62,9 +62,7 @@ impl Fingerprint {
 
     /// Stores the fingerprint atomically.
     pub fn store(&self, path: &Path) -> Result<()> {
-        crate::host::fs::write_atomically(path, |tmp| {
-            fs::write(tmp, self.to_text()).with_path("write", tmp)
-        })
+        crate::host::fs::write_file(path, self.to_text())
     }
 
     /// What changed since `old`: `None` when nothing did, else a short description such as

@@ -234,19 +234,6 @@ impl Manifest {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
-
-    /// Sum of regular file sizes in bytes.
-    pub fn content_bytes(&self) -> u64 {
-        self.entries
-            .values()
-            .map(|e| match &e.kind {
-                Kind::File { size, .. } => *size,
-                Kind::Bytes(b) => b.len() as u64,
-                Kind::Symlink(t) => t.len() as u64,
-                _ => 0,
-            })
-            .sum()
-    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use super::channel::{choose_channel, ports, Channel, Input};
 use super::check::RunPlan;
 use super::event::{Decision, Event, Observer, OutputStream, Quiet};
 use super::layer;
-use super::modules::ModuleTree;
+use super::modules::{GuestFile, ModuleTree};
 use super::report::RunReport;
 use super::share::{choose_transport, search_virtiofsd, Share, ShareRequest};
 use super::{
@@ -22,6 +22,7 @@ use crate::arch::Arch;
 // A run's extra files live only in the boot copy; they get the fallback time.
 use crate::context::FALLBACK_EPOCH;
 use crate::error::{Error, IoContext, Result};
+use crate::host::fs::require_file;
 use crate::host::lock::DirLock;
 use crate::progress::Progress;
 use crate::tree::manifest::{ImagePath, Manifest};
@@ -317,169 +318,41 @@ impl Vm {
         self.prepare_with(&sh, command, observer)
     }
 
-    /// [`Vm::prepare`] with `sh` for the host tools it runs.
+    /// [`Vm::prepare`] with `sh` for the host tools it runs: the phases in order, each making
+    /// its choices and reporting them.
     fn prepare_with(
         &self,
         sh: &Shell,
         command: Option<Vec<String>>,
         observer: &dyn Observer,
     ) -> Result<(VmSpec, RunPlan)> {
-        let image = self.image.as_ref().ok_or_else(|| {
-            Error::Other(
-                "no root file system to boot: give the VM a disk image or an initramfs".into(),
-            )
-        })?;
-        if !self.kernel.is_file() {
-            return Err(Error::Other(format!(
-                "kernel image `{}` does not exist or is not a file",
-                self.kernel.display()
-            )));
-        }
-        let choose =
-            |what: Decision, detail: String| observer.event(Event::Choice { what, detail });
-        let accel = choose_accel(self.accel, self.arch)?;
-        choose(Decision::Accel, format!("{} ({})", accel.value, accel.reason));
-
-        let work = self.make_work_dir()?;
-        // The guest writes to its disk; it boots a copy (made below), so the image stays as
-        // built.
-        let copy = work.join("boot.ext4");
-        let root = match image {
-            Image::Initramfs(cpio) => {
-                require_file(cpio)?;
-                choose(Decision::Root, format!("initramfs {}", cpio.display()));
-                Root::Initramfs(cpio.clone())
-            }
-            Image::Disk(image) => {
-                require_file(image)?;
-                let bus = choose_root_bus(self.root_bus, &self.kernel, self.vmm.clone())?;
-                choose(
-                    Decision::Root,
-                    format!(
-                        "{} as {} on {} ({})",
-                        copy.display(),
-                        bus.value.device(),
-                        bus.value,
-                        bus.reason
-                    ),
-                );
-                Root::Disk { image: copy.clone(), bus: bus.value }
-            }
-        };
-        let mut spec = VmSpec::new(self.arch, self.kernel.clone(), root, work.join("console.log"));
-        spec.vmm = self.vmm.clone();
-        spec.program = self.vmm.program(self.arch, self.program.as_deref());
-        spec.accel = accel.value;
-        spec.mem_mib = self.mem_mib;
-        spec.cpus = self.cpus;
-        spec.append = self.append.clone();
-
-        let config = KernelConfig::find(&self.kernel)?;
-        // Without modules given, those beside the kernel (an unpacked distribution package)
-        // are used if the run needs any.
-        let beside = self.modules.is_none().then(|| super::modules::beside_kernel(&self.kernel));
-        let tree = match self.modules.as_ref().or(beside.as_ref().and_then(Option::as_ref)) {
-            Some(path) => {
-                let tree =
-                    ModuleTree::open(sh, path, &work.join("modules"), &crate::progress::Silent)?;
-                if tree.check_kernel(&self.kernel)?.is_none() {
-                    observer.event(Event::Note(format!(
-                        "cannot tell which kernel release `{}` is; assuming the modules ({}) fit",
-                        self.kernel.display(),
-                        tree.version()
-                    )));
-                }
-                Some(tree)
-            }
-            None => None,
-        };
-        let mut needed: Vec<&str> = Vec::new();
-        if !self.shares.is_empty() {
-            let search = search_virtiofsd();
-            for (program, why) in &search.passed_over {
-                let note = format!("virtiofsd: passed over `{}`: {why}", program.display());
-                observer.event(Event::Note(note));
-            }
-            let virtiofsd = search.program;
-            let offered = self.vmm.backend().transports();
-            if offered.is_empty() {
-                return Err(Error::Other(self.vmm.backend().no_transport_hint()));
-            }
-            let transport =
-                choose_transport(offered, config.as_ref(), tree.is_some(), virtiofsd.as_deref())?;
-            choose(Decision::Shares, format!("{} ({})", transport.value, transport.reason));
-            needed.extend(transport.value.symbols());
-            for (i, request) in self.shares.iter().enumerate() {
-                let share = request.resolve(i, transport.value, &work)?;
-                let mode = if share.readonly { "read-only" } else { "read-write" };
-                choose(
-                    Decision::Share,
-                    format!("{} at {} ({mode})", share.host.display(), share.guest),
-                );
-                spec.shares.push(share);
-            }
-        }
+        let mut prep = Prep::root(self, sh, observer)?;
+        let tree = prep.module_tree()?;
+        prep.shares(tree.is_some())?;
         if command.is_some() && self.checks.is_none() {
-            let offered = match image {
-                // Busyroot's init is laid over the image, which a disk can have only with the
-                // listing busyroot writes beside it.
-                Image::Disk(original) if layer::listing_of(original).is_err() => &[][..],
-                _ => self.vmm.backend().channels(),
-            };
-            let channel = choose_channel(offered, config.as_ref(), tree.is_some());
-            let reason = match (offered.is_empty(), channel.value) {
-                (true, _) => "the disk image has no listing (rootfs.tar) to lay busyroot's \
-                              payload init over"
-                    .to_string(),
-                (false, _) => channel.reason,
-            };
-            choose(Decision::Payload, format!("{} ({reason})", channel.value));
-            needed.extend(channel.value.symbols());
-            spec.channel = channel.value;
-            if channel.value == Channel::Serial && self.stdin != Input::Null {
-                observer.event(Event::Note(
-                    "the serial relay carries no stdin: the command reads /dev/null".into(),
-                ));
-            }
+            prep.channel(tree.is_some());
         }
-        let mut load = Vec::new();
-        let mut module_files = Vec::new();
-        let names = match &config {
-            Some(config) => super::modules::modules_for(&needed, config),
-            None => Vec::new(),
-        };
-        // Modules found beside the kernel are delivered only when the run loads some.
-        let tree = tree.filter(|_| beside.is_none() || !names.is_empty());
-        if let Some(tree) = &tree {
-            let order = tree.load_order(&names)?;
-            let all = tree.all_files()?;
-            let bytes: u64 =
-                all.iter().filter_map(|f| std::fs::metadata(&f.host).ok()).map(|m| m.len()).sum();
-            let (files, which) = if bytes <= WHOLE_TREE_LIMIT {
-                (all, "the whole tree".to_string())
-            } else {
-                (
-                    tree.files_for(&order)?,
-                    format!("the modules it loads ({} MiB in all)", bytes >> 20),
-                )
-            };
-            let loads: Vec<&str> = order.iter().map(|m| m.name.as_str()).collect();
-            choose(
-                Decision::Modules,
-                format!(
-                    "{} from `{}`: {which}, {} files; loads {}",
-                    tree.version(),
-                    tree.root().display(),
-                    files.len(),
-                    if loads.is_empty() { "nothing".to_string() } else { loads.join(", ") }
-                ),
-            );
-            load = order
-                .iter()
-                .map(|m| format!("/{}", tree.guest_dir().join(&m.path).display()))
-                .collect();
-            module_files = files;
+        let (load, module_files) = prep.modules(tree)?;
+        let dir =
+            self.current_dir.clone().or_else(|| prep.spec.shares.first().map(|s| s.guest.clone()));
+        let command = self.command_words(command, prep.spec.channel)?;
+        let init = prep.payload_init(command.as_deref(), &load, dir.as_deref())?;
+        let layer = prep.boot_copy(&module_files, init.as_deref())?;
+        if let Some(argv) = &command {
+            let (Image::Disk(image) | Image::Initramfs(image)) = prep.image;
+            check_command_exists(&argv[0], image, &prep.spec.shares, layer.as_ref())?;
         }
+        let plan = self.plan(&prep.spec, command, load, dir)?;
+        Ok((prep.spec, plan))
+    }
+
+    /// The command as the guest runs it, its environment's names checked: the serial relay
+    /// runs `env K=V … CMD`; the payload init exports them itself.
+    fn command_words(
+        &self,
+        command: Option<Vec<String>>,
+        channel: Channel,
+    ) -> Result<Option<Vec<String>>> {
         for (key, _) in &self.env {
             let valid = key
                 .chars()
@@ -491,9 +364,7 @@ impl Vm {
                 )));
             }
         }
-        let dir = self.current_dir.clone().or_else(|| spec.shares.first().map(|s| s.guest.clone()));
-        // The serial relay runs `env K=V … CMD`; the payload init exports them itself.
-        let command = match (command, spec.channel) {
+        Ok(match (command, channel) {
             (Some(argv), Channel::Serial) if !self.env.is_empty() => {
                 let mut words = vec!["env".to_string()];
                 words.extend(self.env.iter().map(|(k, v)| format!("{k}={v}")));
@@ -501,82 +372,36 @@ impl Vm {
                 Some(words)
             }
             (command, _) => command,
-        };
-        let init = match (&command, spec.channel) {
-            (Some(argv), Channel::Ports) => {
-                let mounts = super::session::mounts(&spec);
-                let dir = dir.clone().unwrap_or_else(|| "/".into());
-                let plan = ports::InitPlan {
-                    modules: &load,
-                    mounts: &mounts,
-                    dir: &dir,
-                    env: &self.env,
-                    argv,
-                    disk: matches!(image, Image::Disk(_)),
-                };
-                let path = work.join("busyroot-init");
-                std::fs::write(&path, ports::init_script(&plan)).with_path("write", &path)?;
-                Some(path)
-            }
-            _ => None,
-        };
-        let add_init = |manifest: &mut Manifest| match &init {
-            Some(path) => layer::add_file(manifest, ports::INIT, path, 0o755, FALLBACK_EPOCH),
-            None => Ok(()),
-        };
-        let layer = if self.overlays.is_empty() && module_files.is_empty() && init.is_none() {
-            None
-        } else {
-            for overlay in &self.overlays {
-                choose(Decision::Overlay, overlay.display().to_string());
-            }
-            let mut layer = layer::manifest(None, &self.overlays, &module_files, FALLBACK_EPOCH)?;
-            add_init(&mut layer)?;
-            Some(layer)
-        };
-        match (image, &layer) {
-            (Image::Initramfs(base), Some(layer)) => {
-                let boot = work.join("boot.cpio.gz");
-                layer::initramfs(base, layer, &boot)?;
-                spec.root = Root::Initramfs(boot);
-            }
-            // With a layer, the boot copy is written anew: the image's listing and the layer.
-            (Image::Disk(original), Some(_)) => {
-                let listing = layer::listing_of(original)?;
-                let mut whole =
-                    layer::manifest(Some(&listing), &self.overlays, &module_files, FALLBACK_EPOCH)?;
-                add_init(&mut whole)?;
-                layer::disk(sh, original, &whole, &copy)?;
-            }
-            (Image::Disk(original), None) if *original != copy => {
-                std::fs::copy(original, &copy).with_path("copy to", &copy)?;
-            }
-            _ => {}
-        }
-        if let Some(argv) = &command {
-            let (Image::Disk(image) | Image::Initramfs(image)) = image;
-            check_command_exists(&argv[0], image, &spec.shares, layer.as_ref())?;
-        }
+        })
+    }
 
+    /// What the guest does: the checks (standard ones and the caller's), the command, or both.
+    fn plan(
+        &self,
+        spec: &VmSpec,
+        command: Option<Vec<String>>,
+        modules: Vec<String>,
+        dir: Option<String>,
+    ) -> Result<RunPlan> {
         let timeouts = Timeouts::from_env(spec.accel, self.boot_timeout)?;
         let mut plan = match &self.checks {
             Some((hostname, extra)) => {
-                let mut plan = RunPlan::standard(&spec, hostname, timeouts);
+                let mut plan = RunPlan::standard(spec, hostname, timeouts);
                 plan.checks.extend(extra.iter().cloned());
                 plan.command = command;
                 plan
             }
             None => match command {
                 Some(argv) => RunPlan::command(argv, timeouts),
-                None => RunPlan::standard(&spec, &super::RunConfig::default().hostname, timeouts),
+                None => RunPlan::standard(spec, &super::RunConfig::default().hostname, timeouts),
             },
         };
         plan.command_timeout = self.command_timeout;
         plan.tap = self.tap;
-        plan.modules = load;
+        plan.modules = modules;
         plan.stdin = self.stdin.clone();
         plan.dir = dir;
-        Ok((spec, plan))
+        Ok(plan)
     }
 
     /// [`Vm::prepare`], then [`run`](super::run) with `observer`. With a
@@ -626,6 +451,250 @@ impl Vm {
         };
         std::fs::create_dir_all(&dir).with_path("create directory", &dir)?;
         std::path::absolute(&dir).with_path("resolve", &dir)
+    }
+}
+
+/// One [`Vm::prepare`] in progress: what its phases have chosen so far.
+struct Prep<'a> {
+    vm: &'a Vm,
+    sh: &'a Shell,
+    observer: &'a dyn Observer,
+    image: &'a Image,
+    work: PathBuf,
+    /// The boot copy of a disk image: the guest writes to its disk, so the image stays as
+    /// built.
+    copy: PathBuf,
+    spec: VmSpec,
+    config: Option<KernelConfig>,
+    /// Whether the module tree is the one found beside the kernel (not given).
+    beside: bool,
+    /// The kernel symbols the chosen transports need, whose modules the run loads.
+    needed: Vec<&'static str>,
+}
+
+impl<'a> Prep<'a> {
+    fn choose(&self, what: Decision, detail: String) {
+        self.observer.event(Event::Choice { what, detail });
+    }
+
+    fn note(&self, text: String) {
+        self.observer.event(Event::Note(text));
+    }
+
+    /// The inputs checked, the accelerator and the root chosen, the spec begun.
+    fn root(vm: &'a Vm, sh: &'a Shell, observer: &'a dyn Observer) -> Result<Prep<'a>> {
+        let image = vm.image.as_ref().ok_or_else(|| {
+            Error::Other(
+                "no root file system to boot: give the VM a disk image or an initramfs".into(),
+            )
+        })?;
+        require_file("kernel image", &vm.kernel)?;
+        let choose =
+            |what: Decision, detail: String| observer.event(Event::Choice { what, detail });
+        let accel = choose_accel(vm.accel, vm.arch)?;
+        choose(Decision::Accel, format!("{} ({})", accel.value, accel.reason));
+        let work = vm.make_work_dir()?;
+        let copy = work.join("boot.ext4");
+        let root = match image {
+            Image::Initramfs(cpio) => {
+                require_file("the image", cpio)?;
+                choose(Decision::Root, format!("initramfs {}", cpio.display()));
+                Root::Initramfs(cpio.clone())
+            }
+            Image::Disk(image) => {
+                require_file("the image", image)?;
+                let bus = choose_root_bus(vm.root_bus, &vm.kernel, vm.vmm.clone())?;
+                let device = bus.value.device();
+                let detail =
+                    format!("{} as {device} on {} ({})", copy.display(), bus.value, bus.reason);
+                choose(Decision::Root, detail);
+                Root::Disk { image: copy.clone(), bus: bus.value }
+            }
+        };
+        let mut spec = VmSpec::new(vm.arch, vm.kernel.clone(), root, work.join("console.log"));
+        spec.vmm = vm.vmm.clone();
+        spec.program = vm.vmm.program(vm.arch, vm.program.as_deref());
+        spec.accel = accel.value;
+        spec.mem_mib = vm.mem_mib;
+        spec.cpus = vm.cpus;
+        spec.append = vm.append.clone();
+        let config = KernelConfig::find(&vm.kernel)?;
+        let (beside, needed) = (false, Vec::new());
+        Ok(Prep { vm, sh, observer, image, work, copy, spec, config, beside, needed })
+    }
+
+    /// The modules given, or without them those beside the kernel (an unpacked distribution
+    /// package), used if the run needs any.
+    fn module_tree(&mut self) -> Result<Option<ModuleTree>> {
+        let beside = match &self.vm.modules {
+            Some(_) => None,
+            None => super::modules::beside_kernel(&self.vm.kernel),
+        };
+        self.beside = beside.is_some();
+        let Some(path) = self.vm.modules.as_ref().or(beside.as_ref()) else { return Ok(None) };
+        let tree =
+            ModuleTree::open(self.sh, path, &self.work.join("modules"), &crate::progress::Silent)?;
+        if tree.check_kernel(&self.vm.kernel)?.is_none() {
+            self.note(format!(
+                "cannot tell which kernel release `{}` is; assuming the modules ({}) fit",
+                self.vm.kernel.display(),
+                tree.version()
+            ));
+        }
+        Ok(Some(tree))
+    }
+
+    /// The share transport and each share.
+    fn shares(&mut self, modules: bool) -> Result<()> {
+        if self.vm.shares.is_empty() {
+            return Ok(());
+        }
+        let search = search_virtiofsd();
+        for (program, why) in &search.passed_over {
+            self.note(format!("virtiofsd: passed over `{}`: {why}", program.display()));
+        }
+        let offered = self.vm.vmm.backend().transports();
+        if offered.is_empty() {
+            return Err(Error::Other(self.vm.vmm.backend().no_transport_hint()));
+        }
+        let transport =
+            choose_transport(offered, self.config.as_ref(), modules, search.program.as_deref())?;
+        self.choose(Decision::Shares, format!("{} ({})", transport.value, transport.reason));
+        self.needed.extend(transport.value.symbols());
+        for (i, request) in self.vm.shares.iter().enumerate() {
+            let share = request.resolve(i, transport.value, &self.work)?;
+            let mode = if share.readonly { "read-only" } else { "read-write" };
+            let detail = format!("{} at {} ({mode})", share.host.display(), share.guest);
+            self.choose(Decision::Share, detail);
+            self.spec.shares.push(share);
+        }
+        Ok(())
+    }
+
+    /// The payload's channel.
+    fn channel(&mut self, modules: bool) {
+        let offered = match self.image {
+            // Busyroot's init is laid over the image, which a disk can have only with the
+            // listing busyroot writes beside it.
+            Image::Disk(original) if layer::listing_of(original).is_err() => &[][..],
+            _ => self.vm.vmm.backend().channels(),
+        };
+        let channel = choose_channel(offered, self.config.as_ref(), modules);
+        let reason = if offered.is_empty() {
+            "the disk image has no listing (rootfs.tar) to lay busyroot's payload init over".into()
+        } else {
+            channel.reason
+        };
+        self.choose(Decision::Payload, format!("{} ({reason})", channel.value));
+        self.needed.extend(channel.value.symbols());
+        self.spec.channel = channel.value;
+        if channel.value == Channel::Serial && self.vm.stdin != Input::Null {
+            self.note("the serial relay carries no stdin: the command reads /dev/null".into());
+        }
+    }
+
+    /// The modules the run loads (guest paths, in load order) and the files delivered with
+    /// them: the whole tree, or only the loaded modules of a large one.
+    fn modules(&self, tree: Option<ModuleTree>) -> Result<(Vec<String>, Vec<GuestFile>)> {
+        let names = match &self.config {
+            Some(config) => super::modules::modules_for(&self.needed, config),
+            None => Vec::new(),
+        };
+        // Modules found beside the kernel are delivered only when the run loads some.
+        let Some(tree) = tree.filter(|_| !self.beside || !names.is_empty()) else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let order = tree.load_order(&names)?;
+        let all = tree.all_files()?;
+        let bytes: u64 =
+            all.iter().filter_map(|f| std::fs::metadata(&f.host).ok()).map(|m| m.len()).sum();
+        let (files, which) = if bytes <= WHOLE_TREE_LIMIT {
+            (all, "the whole tree".to_string())
+        } else {
+            (tree.files_for(&order)?, format!("the modules it loads ({} MiB in all)", bytes >> 20))
+        };
+        let loads: Vec<&str> = order.iter().map(|m| m.name.as_str()).collect();
+        self.choose(
+            Decision::Modules,
+            format!(
+                "{} from `{}`: {which}, {} files; loads {}",
+                tree.version(),
+                tree.root().display(),
+                files.len(),
+                if loads.is_empty() { "nothing".to_string() } else { loads.join(", ") }
+            ),
+        );
+        let load = order
+            .iter()
+            .map(|m| format!("/{}", tree.guest_dir().join(&m.path).display()))
+            .collect();
+        Ok((load, files))
+    }
+
+    /// Over virtio-serial ports, busyroot's payload init for `command`, written to the work
+    /// directory.
+    fn payload_init(
+        &self,
+        command: Option<&[String]>,
+        modules: &[String],
+        dir: Option<&str>,
+    ) -> Result<Option<PathBuf>> {
+        let (Some(argv), Channel::Ports) = (command, self.spec.channel) else { return Ok(None) };
+        let plan = ports::InitPlan {
+            modules,
+            mounts: &super::session::mounts(&self.spec),
+            dir: dir.unwrap_or("/"),
+            env: &self.vm.env,
+            argv,
+            disk: matches!(self.image, Image::Disk(_)),
+        };
+        let path = self.work.join("busyroot-init");
+        std::fs::write(&path, ports::init_script(&plan)).with_path("write", &path)?;
+        Ok(Some(path))
+    }
+
+    /// The boot copy: the overlays, modules and payload init laid over the image (a new
+    /// initramfs, or the disk written anew from its listing), or a plain copy of the disk.
+    /// Returns the layer.
+    fn boot_copy(
+        &mut self,
+        modules: &[GuestFile],
+        init: Option<&Path>,
+    ) -> Result<Option<Manifest>> {
+        let overlays = &self.vm.overlays;
+        let add_init = |manifest: &mut Manifest| match init {
+            Some(path) => layer::add_file(manifest, ports::INIT, path, 0o755, FALLBACK_EPOCH),
+            None => Ok(()),
+        };
+        let layer = if overlays.is_empty() && modules.is_empty() && init.is_none() {
+            None
+        } else {
+            for overlay in overlays {
+                self.choose(Decision::Overlay, overlay.display().to_string());
+            }
+            let mut layer = layer::manifest(None, overlays, modules, FALLBACK_EPOCH)?;
+            add_init(&mut layer)?;
+            Some(layer)
+        };
+        match (self.image, &layer) {
+            (Image::Initramfs(base), Some(layer)) => {
+                let boot = self.work.join("boot.cpio.gz");
+                layer::initramfs(base, layer, &boot)?;
+                self.spec.root = Root::Initramfs(boot);
+            }
+            // With a layer, the boot copy is written anew: the image's listing and the layer.
+            (Image::Disk(original), Some(_)) => {
+                let listing = layer::listing_of(original)?;
+                let mut whole = layer::manifest(Some(&listing), overlays, modules, FALLBACK_EPOCH)?;
+                add_init(&mut whole)?;
+                layer::disk(self.sh, original, &whole, &self.copy)?;
+            }
+            (Image::Disk(original), None) if *original != self.copy => {
+                std::fs::copy(original, &self.copy).with_path("copy to", &self.copy)?;
+            }
+            _ => {}
+        }
+        Ok(layer)
     }
 }
 
@@ -725,12 +794,4 @@ fn tar_names(path: &Path) -> Result<std::collections::BTreeSet<String>> {
         );
     }
     Ok(names)
-}
-
-fn require_file(path: &Path) -> Result<()> {
-    if path.is_file() {
-        Ok(())
-    } else {
-        Err(Error::Other(format!("the image `{}` does not exist or is not a file", path.display())))
-    }
 }

@@ -6,11 +6,10 @@
 //! which no other process can wait for.
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::backend::{Backend, ConsoleMode, ConsoleStreams, Launch};
+use super::spec::{Backend, ConsoleMode, ConsoleStreams, Launch};
 use super::{RootBus, VmSpec};
 use crate::arch::Arch;
 use crate::error::{Error, Result};
@@ -67,17 +66,11 @@ impl AttachedConsole {
     pub fn unix_socket(name: impl Into<String>, path: impl AsRef<Path>) -> Result<AttachedConsole> {
         let path = path.as_ref();
         let deadline = std::time::Instant::now() + LISTEN_GRACE;
-        let stream = loop {
-            match UnixStream::connect(path) {
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::ConnectionRefused
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                connected => break connected.map_err(|e| Error::io("connect to", path, e))?,
-            }
-        };
+        let stream = crate::host::fs::connect_unix(path, |e| {
+            e.kind() == std::io::ErrorKind::ConnectionRefused
+                && std::time::Instant::now() < deadline
+        })
+        .map_err(|e| Error::io("connect to", path, e))?;
         let output = stream.try_clone().map_err(|e| Error::io("connect to", path, e))?;
         Ok(AttachedConsole::new(name, output, stream))
     }

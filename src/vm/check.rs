@@ -242,23 +242,12 @@ fn fstype_of(dir: &str) -> String {
 mod tests {
     use super::*;
     use crate::arch::Arch;
-    use crate::vm::{RootBus, RunPlan, Vmm};
+    use crate::vm::{RootBus, RunPlan};
 
     fn spec(root: Root) -> VmSpec {
-        VmSpec {
-            arch: Arch::X86_64,
-            vmm: Vmm::Qemu,
-            program: "qemu-system-x86_64".into(),
-            accel: Accel::Tcg,
-            kernel: "/k".into(),
-            root,
-            append: vec![],
-            mem_mib: 256,
-            cpus: 1,
-            console_log: "/t/console.log".into(),
-            shares: vec![],
-            channel: Default::default(),
-        }
+        let mut spec = VmSpec::new(Arch::X86_64, "/k".into(), root, "/t/console.log".into());
+        spec.cpus = 1;
+        spec
     }
 
     #[test]

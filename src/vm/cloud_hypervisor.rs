@@ -18,8 +18,8 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::backend::{Backend, ConsoleMode, Launch};
 use super::share::Transport;
+use super::spec::{Backend, ConsoleMode, Launch};
 use super::{Root, RootBus, VmSpec};
 use crate::arch::{Arch, KernelFormat};
 use crate::error::{Error, Result};
@@ -134,6 +134,7 @@ fn option(prefix: &str, path: &Path) -> Result<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vm::spec::strings;
     use crate::vm::{Accel, Share, Vmm};
 
     fn spec(root: Root) -> VmSpec {
@@ -142,10 +143,6 @@ mod tests {
         spec.vmm = Vmm::CloudHypervisor;
         spec.accel = Accel::Kvm;
         spec
-    }
-
-    fn strings(args: Vec<OsString>) -> Vec<String> {
-        args.into_iter().map(|a| a.into_string().unwrap()).collect()
     }
 
     /// The options cloud-hypervisor documents (`cloud-hypervisor --help`: `--kernel`,

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::backend::{Backend, ConsoleMode, Launch};
 use super::share::Transport;
+use super::spec::{Backend, ConsoleMode, Launch};
 use super::{Root, RootBus, RunConfig, VmSpec, Vmm};
 use crate::arch::{Arch, KernelFormat};
 use crate::config::{BusName, KernelFormatName, VmmConfig};
@@ -345,6 +345,7 @@ fn expand(template: &[String], value: &dyn Fn(&str) -> Option<OsString>) -> Vec<
 mod tests {
     use super::*;
     use crate::config::ConsoleKind;
+    use crate::vm::spec::strings;
     use crate::vm::{Accel, Share};
 
     fn config(toml_text: &str) -> VmmConfig {
@@ -368,10 +369,6 @@ mod tests {
             VmSpec::new(Arch::X86_64, "/k/bzImage".into(), root, "/t/console.log".into());
         spec.accel = Accel::Tcg;
         spec
-    }
-
-    fn strings(args: Vec<OsString>) -> Vec<String> {
-        args.into_iter().map(|a| a.into_string().unwrap()).collect()
     }
 
     #[test]

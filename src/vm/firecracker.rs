@@ -14,10 +14,10 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::backend::{Backend, ConsoleMode, Launch};
+use super::spec::{Backend, ConsoleMode, Launch};
 use super::{Root, RootBus, VmSpec};
 use crate::arch::{Arch, KernelFormat};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 
 pub(crate) struct Firecracker;
 
@@ -57,9 +57,7 @@ impl Backend for Firecracker {
     fn prepare(&self, spec: &VmSpec, _console: ConsoleMode, run_dir: &Path) -> Result<Launch> {
         let path = run_dir.join("firecracker.json");
         let text = format!("{:#}\n", config(spec)?);
-        crate::host::fs::write_atomically(&path, |tmp| {
-            std::fs::write(tmp, &text).with_path("write", tmp)
-        })?;
+        crate::host::fs::write_file(&path, &text)?;
         let args: Vec<OsString> =
             vec!["--no-api".into(), "--config-file".into(), path.clone().into()];
         Ok(Launch { program: spec.program.clone(), args, files: vec![path] })

@@ -19,8 +19,8 @@ use std::ffi::OsString;
 
 use std::path::{Path, PathBuf};
 
-use super::backend::{Backend, ConsoleMode, Launch};
 use super::share::Transport;
+use super::spec::{Backend, ConsoleMode, Launch};
 use super::{Root, RootBus, VmSpec};
 use crate::arch::Arch;
 use crate::error::{Error, Result};
@@ -152,27 +152,15 @@ fn refuse_comma(path: &Path, what: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vm::spec::strings;
     use crate::vm::{Accel, Vmm};
 
     fn spec(root: Root) -> VmSpec {
-        VmSpec {
-            arch: Arch::X86_64,
-            vmm: Vmm::Kvmtool,
-            program: "lkvm".into(),
-            accel: Accel::Kvm,
-            kernel: "/k/bzImage".into(),
-            root,
-            append: vec!["quiet".into()],
-            mem_mib: 512,
-            cpus: 1,
-            console_log: "/t/console.log".into(),
-            shares: vec![],
-            channel: Default::default(),
-        }
-    }
-
-    fn strings(args: Vec<OsString>) -> Vec<String> {
-        args.into_iter().map(|a| a.into_string().unwrap()).collect()
+        let mut spec =
+            VmSpec::new(Arch::X86_64, "/k/bzImage".into(), root, "/t/console.log".into());
+        (spec.vmm, spec.program, spec.accel) = (Vmm::Kvmtool, "lkvm".into(), Accel::Kvm);
+        (spec.append, spec.mem_mib, spec.cpus) = (vec!["quiet".into()], 512, 1);
+        spec
     }
 
     #[test]

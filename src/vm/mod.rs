@@ -7,7 +7,7 @@
 //! do in the guest, and [`run`] does it, reporting [`Event`]s to an [`Observer`]; the library
 //! prints nothing.
 //!
-//! Layout: `spec.rs` (what to boot), `backend.rs` (the VMM interface; `qemu.rs`,
+//! Layout: `spec.rs` (what to boot, and the VMM interface; `qemu.rs`,
 //! `kvmtool.rs`, `firecracker.rs`, `cloud_hypervisor.rs`, and `custom.rs` for one from
 //! configuration), `session.rs` (one run), `guest.rs` (the protocol over the console),
 //! `console.rs` and `process.rs` (the VMM's streams and process), `channel/` (the payload's
@@ -18,7 +18,6 @@
 mod accel;
 mod api;
 mod attach;
-mod backend;
 mod channel;
 mod check;
 mod cloud_hypervisor;
@@ -48,7 +47,6 @@ pub use crate::config::{
 pub use accel::{Accel, AccelRequest};
 pub use api::{Output, Vm};
 pub use attach::AttachedConsole;
-pub use backend::{Backend, ConsoleMode, ConsoleStreams, Launch};
 pub use channel::{Channel, Input};
 pub use check::{Check, RunPlan, Timeouts};
 pub use custom::{vmm_named, ConfiguredVmm};
@@ -61,7 +59,9 @@ pub use report::{
 };
 pub use session::{boot_interactive, run, BANNER};
 pub use share::{Share, ShareRequest, Transport};
-pub use spec::{Root, RootBus, RootBusRequest, VmSpec, Vmm};
+pub use spec::{
+    Backend, ConsoleMode, ConsoleStreams, Launch, Root, RootBus, RootBusRequest, VmSpec, Vmm,
+};
 pub use tap::{TapCase, TapOutcome, TapReport};
 
 // The choices `Vm` makes, for busyroot's own xtask and tests: not part of the API.

@@ -4,9 +4,9 @@ use std::ffi::OsString;
 
 use std::path::{Path, PathBuf};
 
-use super::backend::{Backend, ConsoleMode, Launch};
 use super::channel::{ports, Channel};
 use super::share::Transport;
+use super::spec::{Backend, ConsoleMode, Launch};
 use super::{qemu_escape, Accel, Root, RootBus, VmSpec};
 use crate::arch::Arch;
 use crate::error::Result;
@@ -202,23 +202,12 @@ fn shares(spec: &VmSpec, args: &mut Vec<OsString>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::Vmm;
 
     fn spec(root: Root) -> VmSpec {
-        VmSpec {
-            arch: Arch::X86_64,
-            vmm: Vmm::Qemu,
-            program: "qemu-system-x86_64".into(),
-            accel: Accel::Tcg,
-            kernel: "/k/vmlinuz".into(),
-            root,
-            append: vec![],
-            mem_mib: 256,
-            cpus: 2,
-            console_log: "/t/console.log".into(),
-            shares: vec![],
-            channel: Default::default(),
-        }
+        let mut spec =
+            VmSpec::new(Arch::X86_64, "/k/vmlinuz".into(), root, "/t/console.log".into());
+        spec.program = "qemu-system-x86_64".into();
+        spec
     }
 
     fn line(spec: &VmSpec, console: ConsoleMode) -> String {

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use xshell::{cmd, Shell};
 
-use super::backend::ConsoleMode;
 use super::channel::{self, ports, Channel, Ended, Input};
 use super::check::{RunPlan, Timeouts};
 use super::console::{Console, Stop};
@@ -18,8 +17,10 @@ use super::kernel::{inspect, KernelVerdict};
 use super::process::{self, InterruptGuard, VmProcess};
 use super::report::{BootFailure, BootFailureKind, CommandResult, Outcome, RunReport};
 use super::share::{Transport, Virtiofsd};
+use super::spec::ConsoleMode;
 use super::{CheckResult, Root, VmSpec};
 use crate::error::{Error, IoContext, Result};
+use crate::host::fs::require_file;
 
 /// The line `/etc/init.d/rcS` prints when the system is up.
 pub const BANNER: &str = "Welcome to mini Linux";
@@ -187,12 +188,7 @@ pub fn boot_interactive(spec: &VmSpec, modules: &[String], observer: &dyn Observ
 fn preflight(spec: &VmSpec) -> Result<()> {
     let backend = spec.vmm.backend();
     spec.vmm.check_accel(spec.accel, &format!("the accelerator is {}", spec.accel))?;
-    if !spec.kernel.is_file() {
-        return Err(Error::Other(format!(
-            "kernel image `{}` does not exist or is not a file",
-            spec.kernel.display()
-        )));
-    }
+    require_file("kernel image", &spec.kernel)?;
     for share in &spec.shares {
         if !backend.transports().contains(&share.transport) {
             return Err(Error::Other(format!(

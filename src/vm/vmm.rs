@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use super::accel::Accel;
-use super::backend::{Backend, ConsoleMode, Launch};
 use super::event::Choice;
 use super::kconfig::KernelConfig;
+use super::spec::{Backend, ConsoleMode, Launch};
 use super::spec::{RootBus, RootBusRequest, VmSpec, Vmm};
 use super::{cloud_hypervisor, firecracker, kvmtool, qemu};
 use crate::arch::Arch;

@@ -27,17 +27,7 @@ pub(super) struct Setup {
 }
 
 pub(super) fn setup(test: &str) -> Option<Setup> {
-    let kernel = match support::test_kernel() {
-        Ok(kernel) => kernel,
-        Err(reason) => {
-            support::skip(test, &reason);
-            return None;
-        }
-    };
-    if !support::have(Arch::X86_64.info().qemu) {
-        support::skip(test, "qemu-system-x86_64 is not installed (package qemu-system-x86)");
-        return None;
-    }
+    let kernel = support::with_qemu(test, support::test_kernel())?;
     let (ext4, cpio) = match std::env::var_os("BUSYROOT_TEST_IMAGE_DIR").filter(|d| !d.is_empty()) {
         Some(dir) => {
             let dir = PathBuf::from(dir);

@@ -45,17 +45,7 @@ impl Run {
 /// A VM with the test kernel (and its modules, if it has them beside it) and the initramfs,
 /// or `None` after saying why the test does not run.
 fn vm(test: &str) -> Option<Vm> {
-    let kernel = match support::test_kernel() {
-        Ok(kernel) => kernel,
-        Err(why) => {
-            support::skip(test, &why);
-            return None;
-        }
-    };
-    if !support::have(Arch::X86_64.info().qemu) {
-        support::skip(test, "qemu-system-x86_64 is not installed (package qemu-system-x86)");
-        return None;
-    }
+    let kernel = support::with_qemu(test, support::test_kernel())?;
     let outputs = match support::rootfs() {
         Ok(outputs) => outputs,
         Err(why) => {

@@ -47,13 +47,7 @@ fn the_cached_debian_kernel_unpacks_offline_with_its_modules_beside_it() {
 #[test]
 fn a_share_with_the_fetched_debian_kernel_needs_no_modules_flag() {
     let test = "a_share_with_the_fetched_debian_kernel_needs_no_modules_flag";
-    let kernel = match support::debian_cloud_kernel() {
-        Ok(kernel) => kernel,
-        Err(reason) => return skip(test, &reason),
-    };
-    if !support::have(Arch::X86_64.info().qemu) {
-        return skip(test, "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
-    }
+    let Some(kernel) = support::with_qemu(test, support::debian_cloud_kernel()) else { return };
     if busyroot::vm::find_virtiofsd().is_none() {
         let reason = "the Rust virtiofsd is not installed; run `apt-get install libseccomp-dev \
                       libcap-ng-dev && cargo install virtiofsd --locked`";

@@ -24,13 +24,7 @@ fn e2fsck_files(image: &std::path::Path) -> (u64, u64) {
 #[test]
 fn the_smallest_auto_image_boots_with_the_built_kernel_and_gains_no_files() {
     let test = "the_smallest_auto_image_boots_with_the_built_kernel_and_gains_no_files";
-    let kernel = match support::built_test_kernel() {
-        Ok(kernel) => kernel,
-        Err(reason) => return skip(test, &reason),
-    };
-    if !support::have(Arch::X86_64.info().qemu) {
-        return skip(test, "qemu-system-x86_64 is not installed (package qemu-system-x86)");
-    }
+    let Some(kernel) = support::with_qemu(test, support::built_test_kernel()) else { return };
     if !support::have("e2fsck") {
         return skip(test, "e2fsck is not installed (package e2fsprogs)");
     }

@@ -210,21 +210,20 @@ pub fn assert_no_process(pid: Option<u32>) {
     assert!(stat.is_empty(), "process {pid} is still there: {stat}");
 }
 
+/// `kernel` if QEMU for x86_64 is installed too, or `None` after saying why the test does not
+/// run (the reason in `kernel`'s `Err`, or QEMU's absence).
+pub fn with_qemu(test: &str, kernel: Result<PathBuf, String>) -> Option<PathBuf> {
+    let ready = kernel.and_then(|kernel| match have(Arch::X86_64.info().qemu) {
+        true => Ok(kernel),
+        false => Err("qemu-system-x86_64 is not installed (package qemu-system-x86)".into()),
+    });
+    ready.map_err(|reason| skip(test, &reason)).ok()
+}
+
 /// What booting the x86_64 image with the kernel `cargo xtask kernel` built or fetched needs:
 /// that kernel's path and the rootfs, or `None` after saying why the test does not run.
-pub fn built_kernel_and_rootfs(test: &str) -> Option<(std::path::PathBuf, &'static Outputs)> {
-    let arch = busyroot::arch::Arch::X86_64;
-    let kernel = match built_test_kernel() {
-        Ok(kernel) => kernel,
-        Err(why) => {
-            skip(test, &why);
-            return None;
-        }
-    };
-    if !have(arch.info().qemu) {
-        skip(test, "qemu-system-x86_64 is not installed (package qemu-system-x86)");
-        return None;
-    }
+pub fn built_kernel_and_rootfs(test: &str) -> Option<(PathBuf, &'static Outputs)> {
+    let kernel = with_qemu(test, built_test_kernel())?;
     match rootfs() {
         Ok(outputs) => Some((kernel, outputs)),
         Err(reason) => {

@@ -97,93 +97,128 @@ fn time_runs(
         .collect()
 }
 
+/// What the figures of one `cargo xtask bench` share.
+struct Bench<'a> {
+    sh: &'a Shell,
+    args: &'a BenchArgs,
+    ws: Workspace,
+    arch: Arch,
+    layout: Layout,
+    cargo: OsString,
+    scratch: tempfile::TempDir,
+}
+
 pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
     let ws = crate::rootfs::workspace()?;
     let arch = Arch::configured_or_host(ws.config.arch)?;
     let layout = Layout::new(&ws, arch);
-    let dir = layout.dir().to_path_buf();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let root = ws.root.clone();
-    // `cargo xtask ARGS`, its output thrown away; an error when it fails.
-    let xtask = |args: &[&str]| -> anyhow::Result<()> {
-        let out =
-            cmd!(sh, "{cargo} xtask {args...}").quiet().ignore_stdout().ignore_stderr().output()?;
-        anyhow::ensure!(out.status.success(), "`cargo xtask {}` failed", args.join(" "));
-        Ok(())
-    };
-    let _dir = sh.push_dir(&root);
+    let _dir = sh.push_dir(&ws.root);
+    let scratch = tempfile::tempdir()?;
+    let bench = Bench { sh, args: &args, ws, arch, layout, cargo, scratch };
     eprintln!("bench: warming up (building the rootfs once)");
-    xtask(&["rootfs"])?;
+    bench.xtask(&["rootfs"])?;
     if args.soak > 0 {
-        let kernel = crate::run::select_kernel(&ws, arch, args.kernel.as_deref())?.path;
-        for note in crate::soak::soak(sh, args.soak, &kernel, &dir)? {
+        let kernel = bench.kernel()?;
+        for note in crate::soak::soak(sh, args.soak, &kernel, bench.layout.dir())? {
             println!("{note}");
         }
         return Ok(());
     }
     if args.payload {
-        let kernel = crate::run::select_kernel(&ws, arch, args.kernel.as_deref())?.path;
-        let (rows, notes) = crate::bench_payload::rows(sh, &args, arch, &kernel, &dir)?;
+        let kernel = bench.kernel()?;
+        let (rows, notes) =
+            crate::bench_payload::rows(sh, &args, arch, &kernel, bench.layout.dir())?;
         print_report(&rows, &notes, args.json);
         return Ok(());
     }
-    let src = layout.busybox_src(&ws.config.busybox.version);
-    let install = layout.install();
-    let inputs = ws.rootfs_inputs()?;
+    let inputs = bench.ws.rootfs_inputs()?;
     let Some(skeleton) = inputs.skeleton.last().map(|i| i.path.clone()) else {
         anyhow::bail!("bench edits a skeleton file, but `skeleton` is set to an empty list");
     };
-    let mut rows = Vec::new();
-    let mut notes = Vec::new();
-
-    eprintln!("bench: nothing changed");
-    rows.push(Row {
-        figure: "rootfs, nothing changed",
-        target: "< 0.5 s",
-        ours: time_runs(args.runs, |_| xtask(&["rootfs"]))?,
-        baseline_name: "make busybox (up to date)",
-        baseline: time_runs(args.runs, |_| {
-            cmd!(sh, "make -C {src} busybox").quiet().ignore_stdout().run()?;
-            Ok(())
-        })?,
-    });
-
-    eprintln!("bench: one skeleton file changed");
-    let edited = skeleton.join("etc/profile");
-    let original =
-        std::fs::read(&edited).with_context(|| format!("read `{}`", edited.display()))?;
-    let ours = time_runs(args.runs, |i| {
-        let mut text = original.clone();
-        text.extend_from_slice(format!("# bench edit {i}\n").as_bytes());
-        std::fs::write(&edited, text)?;
-        xtask(&["rootfs"])
-    });
-    std::fs::write(&edited, &original)?;
-    xtask(&["rootfs"])?;
-    let scratch = tempfile::tempdir()?;
-    rows.push(Row {
-        figure: "rootfs, one skeleton file changed",
-        target: "< 1 s",
-        ours: ours?,
-        baseline_name: "cp + mke2fs -d + debugfs + cpio|gzip + tar",
-        baseline: time_runs(args.runs, |_| {
-            by_hand_images(sh, &install, &skeleton, scratch.path())
-        })?,
-    });
-
+    let mut rows = vec![bench.nothing_changed()?, bench.skeleton_edit(&skeleton)?];
     if args.cold_runs > 0 {
-        eprintln!("bench: cold build ({} runs, about a minute each)", args.cold_runs);
+        rows.push(bench.cold(&inputs.busybox_config.path, &skeleton)?);
+    }
+    let notes = bench.boot(&mut rows)?;
+    rows.extend(matrix_row(sh, &bench.ws, &args)?);
+    rows.extend(kernel_rows(sh, &bench.ws, &args)?);
+    print_report(&rows, &notes, args.json);
+    Ok(())
+}
+
+impl Bench<'_> {
+    /// `cargo xtask ARGS`, its output thrown away; an error when it fails.
+    fn xtask(&self, args: &[&str]) -> anyhow::Result<()> {
+        let (sh, cargo) = (self.sh, &self.cargo);
+        let out =
+            cmd!(sh, "{cargo} xtask {args...}").quiet().ignore_stdout().ignore_stderr().output()?;
+        anyhow::ensure!(out.status.success(), "`cargo xtask {}` failed", args.join(" "));
+        Ok(())
+    }
+
+    /// The kernel `cargo xtask run` would boot.
+    fn kernel(&self) -> anyhow::Result<PathBuf> {
+        Ok(crate::run::select_kernel(&self.ws, self.arch, self.args.kernel.as_deref())?.path)
+    }
+
+    /// A no-op rootfs build against BusyBox's own up-to-date make.
+    fn nothing_changed(&self) -> anyhow::Result<Row> {
+        eprintln!("bench: nothing changed");
+        let (sh, src) = (self.sh, self.layout.busybox_src(&self.ws.config.busybox.version));
+        Ok(Row {
+            figure: "rootfs, nothing changed",
+            target: "< 0.5 s",
+            ours: time_runs(self.args.runs, |_| self.xtask(&["rootfs"]))?,
+            baseline_name: "make busybox (up to date)",
+            baseline: time_runs(self.args.runs, |_| {
+                cmd!(sh, "make -C {src} busybox").quiet().ignore_stdout().run()?;
+                Ok(())
+            })?,
+        })
+    }
+
+    /// One skeleton file edited and the rootfs rebuilt, against writing the images by hand
+    /// from the same install tree; the file is restored after.
+    fn skeleton_edit(&self, skeleton: &Path) -> anyhow::Result<Row> {
+        eprintln!("bench: one skeleton file changed");
+        let edited = skeleton.join("etc/profile");
+        let original =
+            std::fs::read(&edited).with_context(|| format!("read `{}`", edited.display()))?;
+        let ours = time_runs(self.args.runs, |i| {
+            let mut text = original.clone();
+            text.extend_from_slice(format!("# bench edit {i}\n").as_bytes());
+            std::fs::write(&edited, text)?;
+            self.xtask(&["rootfs"])
+        });
+        std::fs::write(&edited, &original)?;
+        self.xtask(&["rootfs"])?;
+        let install = self.layout.install();
+        Ok(Row {
+            figure: "rootfs, one skeleton file changed",
+            target: "< 1 s",
+            ours: ours?,
+            baseline_name: "cp + mke2fs -d + debugfs + cpio|gzip + tar",
+            baseline: time_runs(self.args.runs, |_| {
+                by_hand_images(self.sh, &install, skeleton, self.scratch.path())
+            })?,
+        })
+    }
+
+    /// The rootfs from nothing but the cached tarball, against the same build by hand.
+    fn cold(&self, config: &Path, skeleton: &Path) -> anyhow::Result<Row> {
+        let (sh, runs, dir) = (self.sh, self.args.cold_runs, self.layout.dir());
+        eprintln!("bench: cold build ({runs} runs, about a minute each)");
         let tarball = busyroot::host::fetch::fetch(
             sh,
-            &ws.config.busybox.source(),
+            &self.ws.config.busybox.source(),
             &busyroot::host::fetch::FetchOptions::from_env(),
             &Silent,
         )?;
-        let config = inputs.busybox_config.path.clone();
-        let ours = time_runs(args.cold_runs, |_| {
+        let ours = time_runs(runs, |_| {
             // Everything the rootfs build made, but not a kernel built beside it.
-            for entry in std::fs::read_dir(&dir)?.flatten() {
+            for entry in std::fs::read_dir(dir)?.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let rootfs_made = name.starts_with("busybox-")
                     || name.starts_with("rootfs.")
@@ -194,63 +229,58 @@ pub fn run(sh: &Shell, args: BenchArgs) -> anyhow::Result<()> {
                     std::fs::remove_file(entry.path())?;
                 }
             }
-            xtask(&["rootfs"])
+            self.xtask(&["rootfs"])
         })?;
-        let baseline = time_runs(args.cold_runs, |_| {
-            by_hand_cold(sh, &tarball, &config, &skeleton, scratch.path())
-        })?;
-        rows.push(Row {
+        let baseline =
+            time_runs(runs, |_| by_hand_cold(sh, &tarball, config, skeleton, self.scratch.path()))?;
+        Ok(Row {
             figure: "rootfs, cold (tarball cached)",
             target: "within 5% of by hand",
             ours,
             baseline_name: "tar xjf + make oldconfig/-j/install + images",
             baseline,
+        })
+    }
+
+    /// A boot check against bare QEMU, then the payload figures; skipped (with a line saying
+    /// so) only without any kernel. Returns the payload figures' notes.
+    fn boot(&self, rows: &mut Vec<Row>) -> anyhow::Result<Vec<String>> {
+        let (sh, args) = (self.sh, self.args);
+        // The same choice as `cargo xtask run`; only having no kernel at all skips the figure.
+        let kernel = match self.kernel() {
+            Ok(kernel) => kernel,
+            Err(_) if !crate::run::kernel_named(&self.ws, args.kernel.as_deref()) => {
+                eprintln!(
+                    "bench: no kernel (--kernel, $BUSYROOT_KERNEL, config `run.kernel` or one \
+                     built by `cargo xtask kernel`): boot figure skipped"
+                );
+                return Ok(Vec::new());
+            }
+            Err(err) => return Err(err),
+        };
+        // The runs below boot this kernel: `cargo xtask run` takes $BUSYROOT_KERNEL when no
+        // --kernel is given.
+        let _kernel_env = sh.push_env("BUSYROOT_KERNEL", &kernel);
+        eprintln!("bench: boot check");
+        let ours = time_runs(args.runs, |_| self.xtask(&["run", "--check"]))?;
+        let image = self.scratch.path().join("bare.ext4");
+        let baseline = time_runs(args.runs, |_| {
+            std::fs::copy(self.layout.output(busyroot::image::Format::Ext4), &image)?;
+            bare_qemu_boot(sh, self.arch, &kernel, &image)
+        })?;
+        rows.push(Row {
+            figure: "run --check (disk)",
+            target: "within 10% of bare QEMU",
+            ours,
+            baseline_name: "bare QEMU: boot to banner, reboot",
+            baseline,
         });
+        // `run -- true` against the floor, and the payload's throughput.
+        let (payload_rows, notes) =
+            crate::bench_payload::rows(sh, args, self.arch, &kernel, self.layout.dir())?;
+        rows.extend(payload_rows);
+        Ok(notes)
     }
-
-    // The same choice as `cargo xtask run`; only having no kernel at all skips the figure.
-    let kernel = match crate::run::select_kernel(&ws, arch, args.kernel.as_deref()) {
-        Ok(choice) => Some(choice.path),
-        Err(_) if !crate::run::kernel_named(&ws, args.kernel.as_deref()) => None,
-        Err(err) => return Err(err),
-    };
-    match kernel {
-        Some(kernel) => {
-            // The runs below boot this kernel: `cargo xtask run` takes $BUSYROOT_KERNEL when
-            // no --kernel is given.
-            let _kernel_env = sh.push_env("BUSYROOT_KERNEL", &kernel);
-            eprintln!("bench: boot check");
-            let ours = time_runs(args.runs, |_| xtask(&["run", "--check"]))?;
-            let image = scratch.path().join("bare.ext4");
-            let baseline = time_runs(args.runs, |_| {
-                std::fs::copy(layout.output(busyroot::image::Format::Ext4), &image)?;
-                bare_qemu_boot(sh, arch, &kernel, &image)
-            })?;
-            rows.push(Row {
-                figure: "run --check (disk)",
-                target: "within 10% of bare QEMU",
-                ours,
-                baseline_name: "bare QEMU: boot to banner, reboot",
-                baseline,
-            });
-            // `run -- true` against the floor, and the payload's throughput.
-            let (payload_rows, payload_notes) =
-                crate::bench_payload::rows(sh, &args, arch, &kernel, &dir)?;
-            rows.extend(payload_rows);
-            notes.extend(payload_notes);
-        }
-        None => eprintln!(
-            "bench: no kernel (--kernel, $BUSYROOT_KERNEL, config `run.kernel` or one built by \
-             `cargo xtask kernel`): boot figure skipped"
-        ),
-    }
-
-    if let Some(row) = matrix_row(sh, &ws, &args)? {
-        rows.push(row);
-    }
-    rows.extend(kernel_rows(sh, &ws, &args)?);
-    print_report(&rows, &notes, args.json);
-    Ok(())
 }
 
 /// The table (or its JSON), then the notes under it.

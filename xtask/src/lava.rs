@@ -1,12 +1,12 @@
 //! `cargo xtask lava`: write a LAVA job, a QEMU device dictionary and an artifact directory
 //! for one cell, and with `--run` run the job with the local `lava-run` and report its cases.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use busyroot::config::Medium;
-use busyroot::lava::{self, ArtifactSources, Cell, ReportContext, TestStyle};
+use busyroot::lava::{self, ArtifactSources, Cell, LavaJob, ReportContext, TestStyle};
 use busyroot::vm::{self, AccelRequest, Outcome, Root, RunPlan, Timeouts};
 use xshell::Shell;
 
@@ -78,40 +78,74 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
         )?;
     }
     let ctx = args.target.resolve()?;
-    let (ws, arch) = (ctx.workspace(), ctx.arch());
-    let config = ws.config.run.clone();
-    let [cpio, ext4, tar] = match &args.images {
-        Some(dir) => {
-            let files =
-                [Format::CpioGz, Format::Ext4, Format::Tar].map(|f| dir.join(f.file_name()));
-            if let Some(file) = files.iter().find(|f| !f.is_file()) {
-                anyhow::bail!(
-                    "`{}` is missing; --images takes a directory that `cargo xtask rootfs` \
-                     wrote (target/busyroot/<arch>)",
-                    file.display()
-                );
-            }
-            files
-        }
-        None => {
-            let outputs = rootfs::build(sh, &ctx)?;
-            [Format::CpioGz, Format::Ext4, Format::Tar].map(|f| outputs.path(f).to_path_buf())
-        }
-    };
-    let kernel = select_kernel(ws, arch, args.boot.kernel.as_deref())?;
+    let [cpio, ext4, tar] = images(sh, &ctx, &args)?;
+    let kernel = select_kernel(ctx.workspace(), ctx.arch(), args.boot.kernel.as_deref())?;
     eprintln!("kernel: {} ({})", kernel.path.display(), kernel.source);
+    let kernel = kernel.path;
+    let cell = cell(&ctx, &args, &kernel, &cpio, &ext4)?;
+    let label = format!(
+        "{}-{}-{}",
+        ctx.arch(),
+        if args.boot.initramfs { "initramfs" } else { "disk" },
+        if args.test_shell { "test-shell" } else { "interactive" }
+    );
+    let out = args.out.clone().unwrap_or_else(|| ctx.layout().lava_job(&label));
+    let sources = ArtifactSources { cpio, ext4, tar, kernel: kernel.clone() };
+    let job = write_job(&args, &cell, &label, &out, &sources)?;
+    if !args.run {
+        eprintln!(
+            "submit it to a lab with `lavacli jobs submit {}`",
+            out.join("job.yaml").display()
+        );
+        return Ok(0);
+    }
+    run_job(sh, &args, &cell, &job, &kernel, &out)
+}
 
+/// rootfs.cpio.gz, rootfs.ext4 and rootfs.tar: from --images, or built now.
+fn images(
+    sh: &Shell,
+    ctx: &busyroot::context::Context,
+    args: &LavaArgs,
+) -> anyhow::Result<[PathBuf; 3]> {
+    const FORMATS: [Format; 3] = [Format::CpioGz, Format::Ext4, Format::Tar];
+    let Some(dir) = &args.images else {
+        let outputs = rootfs::build(sh, ctx)?;
+        return Ok(FORMATS.map(|f| outputs.path(f).to_path_buf()));
+    };
+    let files = FORMATS.map(|f| dir.join(f.file_name()));
+    if let Some(file) = files.iter().find(|f| !f.is_file()) {
+        anyhow::bail!(
+            "`{}` is missing; --images takes a directory that `cargo xtask rootfs` wrote \
+             (target/busyroot/<arch>)",
+            file.display()
+        );
+    }
+    Ok(files)
+}
+
+/// The cell the job runs: its medium, accelerator, checks, timeouts and command, each choice
+/// said as `run` says it.
+fn cell(
+    ctx: &busyroot::context::Context,
+    args: &LavaArgs,
+    kernel: &Path,
+    cpio: &Path,
+    ext4: &Path,
+) -> anyhow::Result<Cell> {
+    let (ws, arch) = (ctx.workspace(), ctx.arch());
+    let config = &ws.config.run;
     let (medium, root) = if args.boot.initramfs {
-        (Medium::Initramfs, Root::Initramfs(cpio.clone()))
+        (Medium::Initramfs, Root::Initramfs(cpio.to_path_buf()))
     } else {
-        let bus = vm::choose_root_bus(args.boot.root_bus, &kernel.path, vm::Vmm::Qemu)?;
+        let bus = vm::choose_root_bus(args.boot.root_bus, kernel, vm::Vmm::Qemu)?;
         eprintln!("root:   rootfs.ext4 on {} ({})", bus.value, bus.reason);
-        (Medium::Disk, Root::Disk { image: ext4.clone(), bus: bus.value })
+        (Medium::Disk, Root::Disk { image: ext4.to_path_buf(), bus: bus.value })
     };
     let accel = vm::choose_accel(AccelRequest::Auto, arch)?;
     eprintln!("accel:  {} ({})", accel.value, accel.reason);
     let timeouts = Timeouts::from_env(accel.value, config.timeout)?;
-    let spec = vm::VmSpec::new(arch, kernel.path.clone(), root, PathBuf::new());
+    let spec = vm::VmSpec::new(arch, kernel.to_path_buf(), root, PathBuf::new());
     let mut checks = RunPlan::standard(&spec, &config.hostname, timeouts).checks;
     checks.extend(configured_checks(ws)?);
 
@@ -132,14 +166,17 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
     if !args.command.is_empty() {
         cell.command = Some(args.command.clone());
     }
+    Ok(cell)
+}
 
-    let label = format!(
-        "{arch}-{}-{}",
-        if args.boot.initramfs { "initramfs" } else { "disk" },
-        if args.test_shell { "test-shell" } else { "interactive" }
-    );
-    let out = args.out.clone().unwrap_or_else(|| ctx.layout().lava_job(&label));
-    let sources = ArtifactSources { cpio, ext4, tar, kernel: kernel.path.clone() };
+/// The artifact directory, job.yaml and device.yaml in `out`.
+fn write_job(
+    args: &LavaArgs,
+    cell: &Cell,
+    label: &str,
+    out: &Path,
+    sources: &ArtifactSources,
+) -> anyhow::Result<LavaJob> {
     let artifacts_root = out.join("artifacts");
     std::fs::create_dir_all(&artifacts_root)
         .with_context(|| format!("create `{}`", artifacts_root.display()))?;
@@ -147,35 +184,41 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
         &artifacts_root,
         &args.name,
         args.artifact_version.as_deref(),
-        arch,
-        &sources,
+        cell.arch,
+        sources,
         args.base_url.as_deref(),
     )
     .context("write the artifact directory")?;
-    let job = lava::job(&cell, &format!("busyroot {label}"), &artifacts)?;
+    let job = lava::job(cell, &format!("busyroot {label}"), &artifacts)?;
     let job_file = out.join("job.yaml");
     let device_file = out.join("device.yaml");
     for (file, text) in [(&job_file, job.definition_text()), (&device_file, job.device_text())] {
-        busyroot::host::fs::write_atomically(file, |tmp| {
-            std::fs::write(tmp, text).map_err(|e| busyroot::Error::io("write", tmp, e))
-        })
-        .with_context(|| format!("write `{}`", file.display()))?;
+        busyroot::host::fs::write_file(file, text)
+            .with_context(|| format!("write `{}`", file.display()))?;
     }
     eprintln!("artifacts: {} ({})", artifacts.dir.display(), artifacts.url);
     eprintln!("job:       {} ({} cases)", job_file.display(), job.cases.len());
     eprintln!("device:    {}", device_file.display());
-    if !args.run {
-        eprintln!("submit it to a lab with `lavacli jobs submit {}`", job_file.display());
-        return Ok(0);
-    }
+    Ok(job)
+}
 
+/// The job in `out` run with the local lava-run, its cases read back from its log and
+/// reported as `run` reports checks.
+fn run_job(
+    sh: &Shell,
+    args: &LavaArgs,
+    cell: &Cell,
+    job: &LavaJob,
+    kernel: &Path,
+    out: &Path,
+) -> anyhow::Result<i32> {
     let log_path = out.join("lava-run.log");
     let started = Instant::now();
     // lava-run's own deadline is the job timeout; ours leaves it time to clean up.
     let lava_run = lava::run_lava(
         sh,
-        &job_file,
-        &device_file,
+        &out.join("job.yaml"),
+        &out.join("device.yaml"),
         &out.join("lava-output"),
         &log_path,
         job.timeout + Duration::from_secs(60),
@@ -193,9 +236,9 @@ pub fn run(sh: &Shell, args: LavaArgs) -> anyhow::Result<i32> {
     let log = lava::parse_log(&text);
     let report = lava::report(
         &ReportContext {
-            cell: &cell,
-            job: &job,
-            kernel: &kernel.path,
+            cell,
+            job,
+            kernel,
             log_path: &log_path,
             pid: Some(lava_run.pid),
             total_time: started.elapsed(),

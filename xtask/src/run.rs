@@ -297,10 +297,8 @@ pub(crate) fn finish(
 }
 
 pub(crate) fn write_report(path: &Path, text: &str) -> anyhow::Result<()> {
-    busyroot::host::fs::write_atomically(path, |tmp| {
-        std::fs::write(tmp, text).map_err(|e| busyroot::Error::io("write", tmp, e))
-    })
-    .with_context(|| format!("write the report `{}`", path.display()))?;
+    busyroot::host::fs::write_file(path, text)
+        .with_context(|| format!("write the report `{}`", path.display()))?;
     eprintln!("report: {}", path.display());
     Ok(())
 }

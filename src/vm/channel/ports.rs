@@ -10,11 +10,11 @@
 //! the host has read both streams to their tag.
 
 use std::ffi::OsString;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::Link;
+use crate::host::fs::connect_unix;
 use crate::vm::process::VmProcess;
 
 /// Where the payload init lives in the guest.
@@ -90,16 +90,10 @@ impl Sockets {
     pub(crate) fn connect(&self, vm: &mut VmProcess, deadline: Instant) -> Option<Link> {
         let mut streams = Vec::new();
         for port in PORTS {
-            let path = self.path(port);
-            let stream = loop {
-                match UnixStream::connect(&path) {
-                    Ok(stream) => break stream,
-                    Err(_) if vm.try_wait().is_none() && Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    Err(_) => return None,
-                }
-            };
+            let stream = connect_unix(&self.path(port), |_| {
+                vm.try_wait().is_none() && Instant::now() < deadline
+            })
+            .ok()?;
             streams.push(stream);
         }
         let status = streams.pop()?;
