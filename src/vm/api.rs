@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use xshell::Shell;
 
-use super::channel::{choose_channel, ports, Channel, Input};
+use super::channel::ports::{self, InitFile};
+use super::channel::{choose_channel, Channel, Input};
 use super::check::RunPlan;
 use super::event::{Decision, Event, Observer, OutputStream, Quiet};
 use super::layer;
@@ -337,7 +338,7 @@ impl Vm {
             self.current_dir.clone().or_else(|| prep.spec.shares.first().map(|s| s.guest.clone()));
         let command = self.command_words(command, prep.spec.channel)?;
         let init = prep.payload_init(command.as_deref(), &load, dir.as_deref())?;
-        let layer = prep.boot_copy(&module_files, init.as_deref())?;
+        let layer = prep.boot_copy(&module_files, &init)?;
         if let Some(argv) = &command {
             let (Image::Disk(image) | Image::Initramfs(image)) = prep.image;
             check_command_exists(&argv[0], image, &prep.spec.shares, layer.as_ref())?;
@@ -638,8 +639,10 @@ impl<'a> Prep<'a> {
         command: Option<&[String]>,
         modules: &[String],
         dir: Option<&str>,
-    ) -> Result<Option<PathBuf>> {
-        let (Some(argv), Channel::Ports) = (command, self.spec.channel) else { return Ok(None) };
+    ) -> Result<Vec<InitFile>> {
+        let (Some(argv), Channel::Ports) = (command, self.spec.channel) else {
+            return Ok(Vec::new());
+        };
         let plan = ports::InitPlan {
             modules,
             mounts: &super::session::mounts(&self.spec),
@@ -648,25 +651,20 @@ impl<'a> Prep<'a> {
             argv,
             disk: matches!(self.image, Image::Disk(_)),
         };
-        let path = self.work.join("busyroot-init");
-        std::fs::write(&path, ports::init_script(&plan)).with_path("write", &path)?;
-        Ok(Some(path))
+        ports::write_init(&plan, &self.work)
     }
 
     /// The boot copy: the overlays, modules and payload init laid over the image (a new
     /// initramfs, or the disk written anew from its listing), or a plain copy of the disk.
     /// Returns the layer.
-    fn boot_copy(
-        &mut self,
-        modules: &[GuestFile],
-        init: Option<&Path>,
-    ) -> Result<Option<Manifest>> {
+    fn boot_copy(&mut self, modules: &[GuestFile], init: &[InitFile]) -> Result<Option<Manifest>> {
         let overlays = &self.vm.overlays;
-        let add_init = |manifest: &mut Manifest| match init {
-            Some(path) => layer::add_file(manifest, ports::INIT, path, 0o755, FALLBACK_EPOCH),
-            None => Ok(()),
+        let add_init = |manifest: &mut Manifest| {
+            init.iter().try_for_each(|(guest, host, mode)| {
+                layer::add_file(manifest, guest, host, *mode, FALLBACK_EPOCH)
+            })
         };
-        let layer = if overlays.is_empty() && modules.is_empty() && init.is_none() {
+        let layer = if overlays.is_empty() && modules.is_empty() && init.is_empty() {
             None
         } else {
             for overlay in overlays {

@@ -314,9 +314,7 @@ impl Observer for Render {
             Event::Choice { what, detail } => eprintln!("{:<7} {detail}", format!("{what}:")),
             Event::Command(line) => eprintln!("$ {line}"),
             Event::Note(note) => eprintln!("{note}"),
-            Event::Booted(after) => {
-                eprintln!("booted: `{}` after {:.1} s", vm::BANNER, after.as_secs_f64())
-            }
+            Event::Booted(after) => eprintln!("booted after {:.1} s", after.as_secs_f64()),
             Event::Console(line) if self.console => eprintln!("{line}"),
             Event::Console(_) => {}
             Event::Check(result) => print_check(&result),

@@ -20,6 +20,16 @@ use crate::vm::process::VmProcess;
 /// Where the payload init lives in the guest.
 pub(crate) const INIT: &str = "/busyroot/init";
 
+/// What the payload init mounts first, in one `mount -a` (each program it starts costs
+/// milliseconds under emulation): a file, since `/proc` is not there yet for a here-document.
+const FSTAB: (&str, &str) = (
+    "/busyroot/fstab",
+    "proc /proc proc defaults 0 0\n\
+     dev /dev devtmpfs mode=0755,nosuid 0 0\n\
+     sysfs /sys sysfs defaults 0 0\n\
+     tmpfs /tmp tmpfs mode=1777,nosuid 0 0\n",
+);
+
 /// The ports, in the order QEMU creates them.
 const PORTS: [&str; 4] = ["stdin", "stdout", "stderr", "status"];
 
@@ -126,8 +136,20 @@ pub(crate) struct InitPlan<'a> {
     pub(crate) disk: bool,
 }
 
+/// A file of the payload init: its place in the guest, its path on the host, its mode.
+pub(crate) type InitFile = (&'static str, PathBuf, u32);
+
+/// Writes the payload init for `plan` and its fstab into `dir`.
+pub(crate) fn write_init(plan: &InitPlan, dir: &Path) -> crate::error::Result<Vec<InitFile>> {
+    let init = dir.join("busyroot-init");
+    let fstab = dir.join("busyroot-fstab");
+    crate::host::fs::write_file(&init, init_script(plan).as_bytes())?;
+    crate::host::fs::write_file(&fstab, FSTAB.1.as_bytes())?;
+    Ok(vec![(INIT, init, 0o755), (FSTAB.0, fstab, 0o644)])
+}
+
 /// The guest init for `plan`: a POSIX shell script for BusyBox `sh`.
-pub(crate) fn init_script(plan: &InitPlan) -> String {
+fn init_script(plan: &InitPlan) -> String {
     let q = crate::vm::shell_quote;
     let mut setup = String::new();
     for module in plan.modules {
@@ -150,6 +172,7 @@ pub(crate) fn init_script(plan: &InitPlan) -> String {
         .replace("@COMMAND@", &command.join(" "))
         .replace("@REMOUNT@\n", remount)
         .replace("@ENV@\n", &exports)
+        .replace("@FSTAB@", FSTAB.0)
 }
 
 const INIT_TEMPLATE: &str = r#"#!/bin/sh
@@ -160,12 +183,7 @@ const INIT_TEMPLATE: &str = r#"#!/bin/sh
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin HOME=/root
 # Each program started here costs milliseconds under emulation: one mount for all but devpts,
 # whose mount point appears only once devtmpfs is on /dev.
-mount -t proc proc /proc 2>/dev/null
-mount -a -T /proc/self/fd/3 3<<'FSTAB' 2>/dev/null
-dev /dev devtmpfs mode=0755,nosuid 0 0
-sysfs /sys sysfs defaults 0 0
-tmpfs /tmp tmpfs mode=1777,nosuid 0 0
-FSTAB
+mount -a -T @FSTAB@ 2>/dev/null
 mkdir -p /dev/pts && mount -t devpts -o gid=5,mode=620 devpts /dev/pts 2>/dev/null
 [ -c /dev/null ] || mdev -s
 S=
