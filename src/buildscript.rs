@@ -546,7 +546,7 @@ mod tests {
         let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
         let workspace = Workspace::load(manifest_dir).unwrap();
         let fetch = crate::host::fetch::FetchOptions::from_env();
-        let name = workspace.config.busybox.file_name();
+        let name = workspace.config.busybox.source().file_name;
         let mirrored = fetch.mirror.as_ref().is_some_and(|m| Path::new(m).join(&name).is_file());
         if !fetch.cache_dir.join(&name).is_file() && !mirrored {
             let reason = format!("`{name}` is neither in the cache nor in $BUSYROOT_MIRROR");

@@ -303,7 +303,7 @@ fn the_pinned_release_is_fetched_like_busybox_with_mirror_and_offline_errors() {
     let Some(arch) = Arch::host() else { return skip(test, "unsupported host architecture") };
     let dir = support::tempdir();
     let ws = workspace_with(&support::workspace().root.join("kernel-config"), dir.path());
-    let name = ws.config.kernel.file_name();
+    let name = ws.config.kernel.source().file_name;
     let pinned = ws.config.kernel.sha256.clone();
     let mirror = dir.path().join("mirror");
     std::fs::create_dir(&mirror).unwrap();

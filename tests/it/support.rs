@@ -64,7 +64,7 @@ pub fn offline_fetch() -> FetchOptions {
 /// Why the BusyBox tarball cannot be had offline, if it cannot.
 pub fn tarball_missing(ws: &Workspace) -> Option<String> {
     let opts = offline_fetch();
-    let name = ws.config.busybox.file_name();
+    let name = ws.config.busybox.source().file_name;
     let in_cache = opts.cache_dir.join(&name).is_file();
     let in_mirror = opts.mirror.as_ref().is_some_and(|m| Path::new(m).join(&name).is_file());
     (!in_cache && !in_mirror).then(|| {

@@ -33,7 +33,7 @@ fn last_line(stderr: &str) -> &str {
 fn no_rootfs() -> Option<String> {
     let ws = busyroot::config::Workspace::load(&root()).unwrap();
     let opts = busyroot::host::fetch::FetchOptions::from_env();
-    let name = ws.config.busybox.file_name();
+    let name = ws.config.busybox.source().file_name;
     (!opts.cache_dir.join(&name).is_file())
         .then(|| format!("`{name}` is not in the cache; run `cargo xtask rootfs` once online"))
 }
