@@ -306,10 +306,7 @@ fn vmms_of(parent: u32) -> Vec<u32> {
 #[test]
 fn ctrl_c_during_a_boot_exits_130_and_leaves_no_vmm() {
     let test = "ctrl_c_during_a_boot_exits_130_and_leaves_no_vmm";
-    let kernel = match support::test_kernel() {
-        Ok(kernel) => kernel,
-        Err(reason) => return skip(test, &reason),
-    };
+    let Some(kernel) = support::or_skip(test, support::test_kernel()) else { return };
     if !support::have("qemu-system-x86_64") {
         return skip(test, "qemu-system-x86_64 is not installed (package qemu-system-x86)");
     }
@@ -646,10 +643,7 @@ fn a_full_disk_is_a_clean_error_and_keeps_the_previous_image() {
                    --workspace`";
         return skip(test, why);
     };
-    let outputs = match support::rootfs() {
-        Ok(o) => o,
-        Err(reason) => return skip(test, &reason),
-    };
+    let Some(outputs) = support::or_skip(test, support::rootfs()) else { return };
     let small = Path::new(&small);
     let manifest = RootfsBuilder::new(Context::new(support::workspace()).unwrap())
         .manifest(&outputs.dir.join("install"), EPOCH)

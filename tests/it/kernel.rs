@@ -65,10 +65,7 @@ fn shipped_fragments_survive_the_merge_on_every_arch_with_a_compiler() {
     if busyroot::testing::slow(test) {
         return;
     }
-    let tree = match source_tree() {
-        Ok(tree) => tree,
-        Err(reason) => return skip(test, &reason),
-    };
+    let Some(tree) = support::or_skip(test, source_tree()) else { return };
     let fragments = support::workspace().root.join("kernel-config");
     let sh = xshell::Shell::new().unwrap();
     for arch in Arch::ALL {
@@ -102,10 +99,7 @@ fn a_fragment_option_lost_in_the_merge_is_reported_by_name() {
     if busyroot::testing::slow(test) {
         return;
     }
-    let tree = match source_tree() {
-        Ok(tree) => tree,
-        Err(reason) => return skip(test, &reason),
-    };
+    let Some(tree) = support::or_skip(test, source_tree()) else { return };
     let Some(arch) = Arch::host() else { return skip(test, "unsupported host architecture") };
     if let Err(reason) = toolchain(arch) {
         return skip(test, &reason);

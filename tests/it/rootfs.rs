@@ -192,10 +192,7 @@ pub(crate) fn ext4_listing(image: &Path, paths: &[String]) -> Listing {
 #[test]
 fn outputs_read_back_equal_the_manifest() {
     let test = "outputs_read_back_equal_the_manifest";
-    let outputs = match support::rootfs() {
-        Ok(o) => o,
-        Err(reason) => return skip(test, &reason),
-    };
+    let Some(outputs) = support::or_skip(test, support::rootfs()) else { return };
     let ws = support::workspace();
     let sh = xshell::Shell::new().unwrap();
     let epoch = source_date_epoch(&sh, &ws.root);
@@ -272,10 +269,7 @@ fn two_checkouts_build_bit_identical_outputs() {
 #[test]
 fn too_small_an_image_says_how_much_is_needed() {
     let test = "too_small_an_image_says_how_much_is_needed";
-    let outputs = match support::rootfs() {
-        Ok(o) => o,
-        Err(reason) => return skip(test, &reason),
-    };
+    let Some(outputs) = support::or_skip(test, support::rootfs()) else { return };
     let mut ws = support::workspace();
     let dir = support::tempdir();
     ws.config.image.size = ImageSizeSetting::Mib(1);
@@ -324,9 +318,9 @@ const PINNED_BUSYBOX: &[u8] = b"busyroot: a stand-in for the BusyBox binary\n";
 fn outputs_for_fixed_inputs_keep_their_recorded_sha256() {
     let test = "outputs_for_fixed_inputs_keep_their_recorded_sha256";
     let dir = support::tempdir();
-    let ws = match support::built_checkout(&dir.path().join("checkout")) {
-        Ok(ws) => ws,
-        Err(reason) => return skip(test, &reason),
+    let Some(ws) = support::or_skip(test, support::built_checkout(&dir.path().join("checkout")))
+    else {
+        return;
     };
     let mut ctx = Context::new(ws).unwrap();
     ctx.fetch_options(support::offline_fetch()).source_date_epoch(PINNED_EPOCH);

@@ -210,6 +210,11 @@ pub fn assert_no_process(pid: Option<u32>) {
     assert!(stat.is_empty(), "process {pid} is still there: {stat}");
 }
 
+/// `ready`'s value, or `None` after saying why the test does not run (the reason in its `Err`).
+pub fn or_skip<T>(test: &str, ready: Result<T, String>) -> Option<T> {
+    ready.map_err(|reason| skip(test, &reason)).ok()
+}
+
 /// `kernel` if QEMU for x86_64 is installed too, or `None` after saying why the test does not
 /// run (the reason in `kernel`'s `Err`, or QEMU's absence).
 pub fn with_qemu(test: &str, kernel: Result<PathBuf, String>) -> Option<PathBuf> {
@@ -217,18 +222,13 @@ pub fn with_qemu(test: &str, kernel: Result<PathBuf, String>) -> Option<PathBuf>
         true => Ok(kernel),
         false => Err("qemu-system-x86_64 is not installed (package qemu-system-x86)".into()),
     });
-    ready.map_err(|reason| skip(test, &reason)).ok()
+    or_skip(test, ready)
 }
 
 /// What booting the x86_64 image with the kernel `cargo xtask kernel` built or fetched needs:
 /// that kernel's path and the rootfs, or `None` after saying why the test does not run.
 pub fn built_kernel_and_rootfs(test: &str) -> Option<(PathBuf, &'static Outputs)> {
     let kernel = with_qemu(test, built_test_kernel())?;
-    match rootfs() {
-        Ok(outputs) => Some((kernel, outputs)),
-        Err(reason) => {
-            skip(test, &format!("no rootfs to boot: {reason}"));
-            None
-        }
-    }
+    let outputs = or_skip(test, rootfs().map_err(|reason| format!("no rootfs to boot: {reason}")))?;
+    Some((kernel, outputs))
 }
