@@ -579,7 +579,7 @@ mod tests {
         );
         // Defaults: the configured arch, the kernel `cargo xtask kernel` builds, the disk.
         assert_eq!(cells[0].arch, Arch::Riscv64);
-        assert_eq!(cells[0].kernel, crate::pipeline::kernel::kernel_image_path(&ws, Arch::Riscv64));
+        assert_eq!(cells[0].kernel, Layout::new(&ws, Arch::Riscv64).kernel_image());
         assert_eq!(cells[0].image, Path::new("/ws/target/busyroot/riscv64/rootfs.ext4"));
         assert_eq!(cells[1].image, Path::new("/ws/target/busyroot/aarch64/rootfs.cpio.gz"));
         assert_eq!(cells[0].command, None);
@@ -642,7 +642,7 @@ mod tests {
         ws.target_dir = dir.path().join("target");
         assert!(cells(&ws).unwrap().is_empty(), "no kernel built, no cells");
         for arch in [Arch::Riscv64, Arch::X86_64] {
-            let kernel = crate::pipeline::kernel::kernel_image_path(&ws, arch);
+            let kernel = crate::context::Layout::new(&ws, arch).kernel_image();
             std::fs::create_dir_all(kernel.parent().unwrap()).unwrap();
             std::fs::write(&kernel, b"").unwrap();
         }

@@ -194,7 +194,7 @@ fn a_second_build_with_nothing_changed_is_fresh_and_a_changed_fragment_rebuilds(
     let mut builder = KernelBuilder::new(ctx);
     builder.source(KernelSource::Tarball(fake_linux_tarball(dir.path(), arch)));
     let sh = xshell::Shell::new().unwrap();
-    let builds = builder.build_dir().join("builds");
+    let builds = builder.context().layout().kernel_build().join("builds");
     let count = || std::fs::read_to_string(&builds).unwrap().lines().count();
 
     let first = match builder.build(&sh, &Silent) {
@@ -202,7 +202,7 @@ fn a_second_build_with_nothing_changed_is_fresh_and_a_changed_fragment_rebuilds(
         result => result.unwrap(),
     };
     assert!(!first.fresh);
-    assert_eq!(first.image, busyroot::pipeline::kernel::kernel_image_path(&ws, arch));
+    assert_eq!(first.image, builder.context().layout().kernel_image());
     assert!(first.image.is_file());
     assert_eq!(first.config, first.image.with_file_name(".config"));
     let image = std::fs::read_to_string(&first.image).unwrap();
@@ -255,7 +255,8 @@ fn the_kernel_cache_serves_another_checkout_only_while_every_input_matches() {
         builder
     };
     let builds = |builder: &KernelBuilder| {
-        std::fs::read_to_string(builder.build_dir().join("builds")).map_or(0, |t| t.lines().count())
+        std::fs::read_to_string(builder.context().layout().kernel_build().join("builds"))
+            .map_or(0, |t| t.lines().count())
     };
     let sh = xshell::Shell::new().unwrap();
 

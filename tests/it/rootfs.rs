@@ -327,7 +327,7 @@ fn outputs_for_fixed_inputs_keep_their_recorded_sha256() {
     let builder = RootfsBuilder::new(ctx);
     // The install stage stays fresh (its stamp and binary are there); only the bytes the
     // compiler made are swapped for fixed ones.
-    let binary = builder.output_dir().join("install/bin/busybox");
+    let binary = builder.context().layout().install().join("bin/busybox");
     std::fs::write(&binary, PINNED_BUSYBOX).unwrap();
     let outputs = builder.build(&xshell::Shell::new().unwrap(), &support::Eprint).unwrap();
     let got: Vec<(&str, &str)> =

@@ -35,8 +35,8 @@ pub fn test_kernel() -> Result<PathBuf, String> {
 /// `Err` holds the reason to skip, naming the command that un-skips.
 pub fn built_test_kernel() -> Result<PathBuf, String> {
     let ws = workspace();
-    let built = busyroot::pipeline::kernel::kernel_image_path(&ws, Arch::X86_64);
     let layout = busyroot::context::Layout::new(&ws, Arch::X86_64);
+    let built = layout.kernel_image();
     let fetched = busyroot::pipeline::distro::installed_kernel(&layout);
     std::iter::once(built).chain(fetched).find(|k| k.is_file()).ok_or_else(|| {
         "no kernel in this workspace; run `cargo xtask kernel --distro debian` (seconds) or \

@@ -264,8 +264,9 @@ pub(crate) fn select_kernel(
 ) -> anyhow::Result<vm::KernelChoice> {
     let env = std::env::var_os("BUSYROOT_KERNEL");
     let config = ws.config.run.kernel.as_ref().map(|k| ws.path(k));
-    let built = busyroot::pipeline::kernel::kernel_image_path(ws, arch);
-    let fetched = busyroot::pipeline::distro::installed_kernel(&Layout::new(ws, arch));
+    let layout = Layout::new(ws, arch);
+    let (built, fetched) =
+        (layout.kernel_image(), busyroot::pipeline::distro::installed_kernel(&layout));
     let (env, config) = (env.as_deref(), config.as_deref());
     Ok(vm::select_kernel(arch, flag, env, config, &built, fetched.as_deref())?)
 }

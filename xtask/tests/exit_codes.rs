@@ -43,7 +43,7 @@ fn kernel() -> Result<PathBuf, String> {
     let ws = busyroot::config::Workspace::load(&root()).unwrap();
     let arch = busyroot::arch::Arch::X86_64;
     let layout = busyroot::context::Layout::new(&ws, arch);
-    let built = busyroot::pipeline::kernel::kernel_image_path(&ws, arch);
+    let built = layout.kernel_image();
     let fetched = busyroot::pipeline::distro::installed_kernel(&layout);
     busyroot::vm::select_kernel(arch, None, None, None, &built, fetched.as_deref())
         .map(|k| k.path)
