@@ -39,10 +39,6 @@ impl Backend for CloudHypervisor {
         Some("CLOUD_HYPERVISOR")
     }
 
-    fn buses(&self) -> &[RootBus] {
-        &[RootBus::Virtio]
-    }
-
     fn transports(&self) -> &[Transport] {
         &[Transport::Virtiofs]
     }

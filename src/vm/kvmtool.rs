@@ -49,10 +49,6 @@ impl Backend for Kvmtool {
         "ttyS0"
     }
 
-    fn buses(&self) -> &[RootBus] {
-        &[RootBus::Virtio]
-    }
-
     fn transports(&self) -> &[Transport] {
         // `--9p DIR,TAG`; kvmtool has no vhost-user-fs device for virtiofs.
         &[Transport::NineP]
@@ -77,10 +73,6 @@ impl Backend for Kvmtool {
 
     fn quit_hint(&self) -> String {
         "the guest console is on this terminal; press Ctrl-A X to quit kvmtool".into()
-    }
-
-    fn logs_interactive_console(&self) -> bool {
-        false
     }
 
     fn prepare(&self, spec: &VmSpec, _console: ConsoleMode, _run_dir: &Path) -> Result<Launch> {
