@@ -36,11 +36,6 @@ fn leftovers(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// A built checkout in `dir` for `test`; `None` after saying why the test skips.
-fn built_checkout(test: &str, dir: &Path) -> Option<Workspace> {
-    support::built_checkout(&dir.join("checkout")).map_err(|reason| skip(test, &reason)).ok()
-}
-
 /// The sha256s of every output.
 fn sums(outputs: &Outputs) -> Vec<String> {
     outputs.files.iter().map(|f| f.sha256.clone()).collect()
@@ -61,7 +56,7 @@ fn recovers(ws: &Workspace, out: &Path) -> Outputs {
 fn concurrent_runs_take_turns_and_both_succeed() {
     let test = "concurrent_runs_take_turns_and_both_succeed";
     let dir = support::tempdir();
-    let Some(ws) = built_checkout(test, dir.path()) else { return };
+    let Some(ws) = support::built_checkout_in(test, dir.path()) else { return };
     build(&ws, &Silent).unwrap();
     append(&ws.root.join("rootfs-skel/etc/profile"), "# concurrent edit\n");
     let runs: Vec<Outputs> = std::thread::scope(|s| {
@@ -137,7 +132,7 @@ fn a_run_killed_while_writing_images_leaves_the_previous_outputs_and_recovers() 
         return;
     }
     let dir = support::tempdir();
-    let Some(ws) = built_checkout(test, dir.path()) else { return };
+    let Some(ws) = support::built_checkout_in(test, dir.path()) else { return };
     let before = build(&ws, &Silent).unwrap();
     append(&ws.root.join("rootfs-skel/etc/profile"), "# edit before the kill\n");
 
@@ -220,7 +215,7 @@ fn runs_killed_during_extraction_and_during_make_are_finished_by_the_next_run() 
         return;
     }
     let dir = support::tempdir();
-    let Some(ws) = built_checkout(test, dir.path()) else { return };
+    let Some(ws) = support::built_checkout_in(test, dir.path()) else { return };
     let before = build(&ws, &Silent).unwrap();
     let out = before.dir.clone();
     let src = out.join(format!("busybox-{}", ws.config.busybox.version));

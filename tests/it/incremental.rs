@@ -46,11 +46,7 @@ fn each_input_reruns_exactly_the_stages_that_depend_on_it() {
     }
     let dir = support::tempdir();
     // A checkout whose BusyBox tree is already built, copied from this run's own build.
-    let Some(mut ws) =
-        support::or_skip(test, support::built_checkout(&dir.path().join("checkout")))
-    else {
-        return;
-    };
+    let Some(mut ws) = support::built_checkout_in(test, dir.path()) else { return };
     const IMAGES: [&str; 3] = ["rootfs.ext4", "rootfs.cpio.gz", "rootfs.tar"];
 
     let first = build(&ws, EPOCH, None);

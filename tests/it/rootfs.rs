@@ -318,10 +318,7 @@ const PINNED_BUSYBOX: &[u8] = b"busyroot: a stand-in for the BusyBox binary\n";
 fn outputs_for_fixed_inputs_keep_their_recorded_sha256() {
     let test = "outputs_for_fixed_inputs_keep_their_recorded_sha256";
     let dir = support::tempdir();
-    let Some(ws) = support::or_skip(test, support::built_checkout(&dir.path().join("checkout")))
-    else {
-        return;
-    };
+    let Some(ws) = support::built_checkout_in(test, dir.path()) else { return };
     let mut ctx = Context::new(ws).unwrap();
     ctx.fetch_options(support::offline_fetch()).source_date_epoch(PINNED_EPOCH);
     let builder = RootfsBuilder::new(ctx);

@@ -203,6 +203,11 @@ pub fn built_checkout(root: &Path) -> Result<Workspace, String> {
     Ok(ws)
 }
 
+/// [`built_checkout`] in `dir/checkout` for `test`; `None` after saying why the test skips.
+pub fn built_checkout_in(test: &str, dir: &Path) -> Option<Workspace> {
+    or_skip(test, built_checkout(&dir.join("checkout")))
+}
+
 /// The VMM with process id `pid`, if one was started, is neither running nor a zombie.
 pub fn assert_no_process(pid: Option<u32>) {
     let Some(pid) = pid else { return };
