@@ -90,7 +90,7 @@ impl Outcome {
 }
 
 /// The payload command and what became of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommandResult {
     /// The program and its arguments.
     pub argv: Vec<String>,
@@ -418,8 +418,7 @@ mod tests {
             status,
             duration: Duration::from_millis(20),
             stdout: "hello\n".into(),
-            stderr: String::new(),
-            tap: None,
+            ..CommandResult::default()
         }
     }
 
