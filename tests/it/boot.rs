@@ -33,16 +33,10 @@ pub(super) fn setup(test: &str) -> Option<Setup> {
             let dir = PathBuf::from(dir);
             (dir.join("rootfs.ext4"), dir.join("rootfs.cpio.gz"))
         }
-        None => match support::rootfs() {
-            Ok(outputs) => (
-                outputs.path(Format::Ext4).to_path_buf(),
-                outputs.path(Format::CpioGz).to_path_buf(),
-            ),
-            Err(reason) => {
-                support::skip(test, &format!("no rootfs to boot: {reason}"));
-                return None;
-            }
-        },
+        None => {
+            let outputs = support::rootfs_or_skip(test)?;
+            (outputs.path(Format::Ext4).to_path_buf(), outputs.path(Format::CpioGz).to_path_buf())
+        }
     };
     for image in [&ext4, &cpio] {
         assert!(image.is_file(), "`{}` is missing", image.display());

@@ -301,13 +301,7 @@ fn vmms_of(parent: u32) -> Vec<u32> {
 #[test]
 fn ctrl_c_during_a_boot_exits_130_and_leaves_no_vmm() {
     let test = "ctrl_c_during_a_boot_exits_130_and_leaves_no_vmm";
-    let Some(kernel) = support::or_skip(test, support::test_kernel()) else { return };
-    if !support::have("qemu-system-x86_64") {
-        return skip(test, "qemu-system-x86_64 is not installed (package qemu-system-x86)");
-    }
-    if let Err(reason) = support::rootfs() {
-        return skip(test, &reason);
-    }
+    let Some((kernel, _)) = support::test_kernel_and_rootfs(test) else { return };
     use std::os::unix::process::CommandExt;
     let dir = support::tempdir();
     let log = dir.path().join("xtask.log");

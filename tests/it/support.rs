@@ -230,10 +230,18 @@ pub fn with_qemu(test: &str, kernel: Result<PathBuf, String>) -> Option<PathBuf>
     or_skip(test, ready)
 }
 
-/// What booting the x86_64 image with the kernel `cargo xtask kernel` built or fetched needs:
-/// that kernel's path and the rootfs, or `None` after saying why the test does not run.
+/// [`rootfs`], or `None` after saying why the test does not run.
+pub fn rootfs_or_skip(test: &str) -> Option<&'static Outputs> {
+    or_skip(test, rootfs().map_err(|reason| format!("no rootfs: {reason}")))
+}
+
+/// What booting the x86_64 image with [`test_kernel`] needs: the kernel's path (with QEMU
+/// there to boot it) and the rootfs, or `None` after saying why the test does not run.
+pub fn test_kernel_and_rootfs(test: &str) -> Option<(PathBuf, &'static Outputs)> {
+    Some((with_qemu(test, test_kernel())?, rootfs_or_skip(test)?))
+}
+
+/// [`test_kernel_and_rootfs`] with the kernel `cargo xtask kernel` built or fetched.
 pub fn built_kernel_and_rootfs(test: &str) -> Option<(PathBuf, &'static Outputs)> {
-    let kernel = with_qemu(test, built_test_kernel())?;
-    let outputs = or_skip(test, rootfs().map_err(|reason| format!("no rootfs to boot: {reason}")))?;
-    Some((kernel, outputs))
+    Some((with_qemu(test, built_test_kernel())?, rootfs_or_skip(test)?))
 }

@@ -13,7 +13,7 @@ use busyroot::config::{Config, MatrixCell, Medium};
 use busyroot::image::Format;
 use busyroot::vm::{Backend, ConsoleMode, Launch, Outcome, Root, RootBus, Vm, VmSpec};
 
-use super::support::{self, skip};
+use super::support;
 
 /// The VMM under test, as a hypervisor project would keep it.
 fn tinyvmm() -> PathBuf {
@@ -46,29 +46,6 @@ fn bus_of(kernel: &Path) -> RootBus {
     match config {
         Some(c) if c.is_builtin("BLK_DEV_NVME") => RootBus::Nvme,
         _ => RootBus::Virtio,
-    }
-}
-
-/// The kernel and rootfs, if there are a kernel, QEMU and a rootfs; else `None` after saying
-/// why.
-fn setup(test: &str) -> Option<(PathBuf, &'static busyroot::pipeline::rootfs::Outputs)> {
-    let kernel = match support::test_kernel() {
-        Ok(kernel) => kernel,
-        Err(reason) => {
-            skip(test, &reason);
-            return None;
-        }
-    };
-    if !support::have("qemu-system-x86_64") {
-        skip(test, "qemu-system-x86_64 is not installed (package qemu-system-x86)");
-        return None;
-    }
-    match support::rootfs() {
-        Ok(outputs) => Some((kernel, outputs)),
-        Err(reason) => {
-            skip(test, &format!("no rootfs to boot: {reason}"));
-            None
-        }
     }
 }
 
@@ -126,7 +103,7 @@ fn run(xtask: &Path, dir: &Path, kernel: &Path, args: &[&str]) -> (i32, String, 
 #[test]
 fn a_vmm_configured_in_cargo_toml_passes_the_checks_and_returns_a_commands_status() {
     let test = "a_vmm_configured_in_cargo_toml_passes_the_checks_and_returns_a_commands_status";
-    let Some((kernel, outputs)) = setup(test) else { return };
+    let Some((kernel, outputs)) = support::test_kernel_and_rootfs(test) else { return };
     let xtask = xtask();
     let dir = support::tempdir();
     project(dir.path(), outputs);
@@ -217,7 +194,7 @@ impl Backend for TinyVmm {
 #[test]
 fn a_vmm_of_the_callers_own_boots_through_the_public_trait() {
     let test = "a_vmm_of_the_callers_own_boots_through_the_public_trait";
-    let Some((kernel, outputs)) = setup(test) else { return };
+    let Some((kernel, outputs)) = support::test_kernel_and_rootfs(test) else { return };
     let tmp = support::tempdir();
     let report = Vm::new(Arch::X86_64, &kernel)
         .disk(outputs.path(Format::Ext4))
@@ -243,7 +220,7 @@ fn a_vmm_of_the_callers_own_boots_through_the_public_trait() {
 #[test]
 fn a_matrix_cell_names_a_configured_vmm() {
     let test = "a_matrix_cell_names_a_configured_vmm";
-    let Some((kernel, _)) = setup(test) else { return };
+    let Some((kernel, _)) = support::test_kernel_and_rootfs(test) else { return };
     let mut ws = support::workspace();
     let table = CONFIG.replace("[workspace]\n", "").replace("[workspace.metadata.busyroot.", "[");
     let config = Config::from_toml(&table, Path::new("Cargo.toml")).unwrap();
@@ -315,7 +292,7 @@ fn qemu_on_a_socket(kernel: &Path, cpio: &Path, dir: &Path) -> (Started, PathBuf
 #[test]
 fn the_checks_and_a_payload_run_over_a_console_busyroot_did_not_open() {
     let test = "the_checks_and_a_payload_run_over_a_console_busyroot_did_not_open";
-    let Some((kernel, outputs)) = setup(test) else { return };
+    let Some((kernel, outputs)) = support::test_kernel_and_rootfs(test) else { return };
     let tmp = support::tempdir();
 
     let (qemu, socket) = qemu_on_a_socket(&kernel, outputs.path(Format::CpioGz), tmp.path());
