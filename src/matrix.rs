@@ -68,12 +68,7 @@ pub fn cells(ws: &Workspace) -> Result<Vec<Cell>> {
     let origin = ws.root.join("Cargo.toml");
     let config_error = |message: String| Error::Config { path: origin.clone(), message };
     let run = &config.run;
-    let mut extra = run.checks.iter().map(Check::from_extra).collect::<Result<Vec<_>>>()?;
-    if let Some(file) = &run.checks_file {
-        for check in vm::load_checks_file(&ws.path(file))? {
-            extra.push(Check::from_extra(&check)?);
-        }
-    }
+    let extra = Check::configured(ws)?;
 
     let tables: Vec<MatrixCell> = if config.matrix.is_empty() {
         Arch::ALL
