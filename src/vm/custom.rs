@@ -345,7 +345,7 @@ fn expand(template: &[String], value: &dyn Fn(&str) -> Option<OsString>) -> Vec<
 mod tests {
     use super::*;
     use crate::config::ConsoleKind;
-    use crate::vm::spec::strings;
+    use crate::vm::spec::{argv, strings};
     use crate::vm::{Accel, Share};
 
     fn config(toml_text: &str) -> VmmConfig {
@@ -399,25 +399,12 @@ mod tests {
         let vmm = ConfiguredVmm::new("wrap", &wrapper(), Path::new("/ws")).unwrap();
         assert_eq!(vmm.default_program(Arch::X86_64), Path::new("/ws/tests/vmm/wrapvmm"));
         let disk = spec(Root::Disk { image: "/i/boot.ext4".into(), bus: RootBus::Nvme });
-        assert_eq!(
-            strings(vmm.args(&disk).unwrap()),
-            [
-                "--boot-image",
-                "/k/bzImage",
-                "--blk",
-                "/i/boot.ext4",
-                "--bootargs",
-                "console=ttyS0 noapictimer root=/dev/nvme0n1 rw rootfstype=ext4 panic=-1",
-                "--ram-mib",
-                "256",
-                "--vcpus",
-                "2",
-                "--state",
-                "/t/state",
-                "--literal",
-                "{x}"
-            ]
+        let expected = argv(
+            "--boot-image /k/bzImage --blk /i/boot.ext4 --bootargs",
+            "console=ttyS0 noapictimer root=/dev/nvme0n1 rw rootfstype=ext4 panic=-1",
+            "--ram-mib 256 --vcpus 2 --state /t/state --literal {x}",
         );
+        assert_eq!(strings(vmm.args(&disk).unwrap()), expected);
         // `--blk {disk}` goes whole; `--ramdisk={initramfs}` is one argument.
         let cpio = spec(Root::Initramfs("/i/rootfs.cpio.gz".into()));
         let args = strings(vmm.args(&cpio).unwrap());

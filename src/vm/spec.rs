@@ -468,6 +468,14 @@ pub(crate) fn strings(args: Vec<OsString>) -> Vec<String> {
     args.into_iter().map(|a| a.into_string().unwrap()).collect()
 }
 
+/// The arguments a backend's test expects: the words of `before`, `whole` as one argument
+/// (the kernel's command line, which holds spaces), then the words of `after`.
+#[cfg(test)]
+pub(crate) fn argv(before: &str, whole: &str, after: &str) -> Vec<String> {
+    let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+    [words(before), vec![whole.to_string()], words(after)].concat()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
