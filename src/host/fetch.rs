@@ -344,25 +344,36 @@ fn download(
     progress: &dyn Progress,
 ) -> Result<()> {
     install(url, source, cached, |tmp| {
-        // The status code goes to stdout (the body goes to `tmp`), to name an HTTP error.
-        let write_out = "%{http_code}";
-        let cmd = cmd!(
-            sh,
-            "curl --fail --silent --show-error --location --retry 3 --retry-connrefused --retry-delay 2 --connect-timeout 30 --write-out {write_out} --output {tmp} {url}"
-        );
-        progress.command(&cmd.to_string());
-        // curl must not outlive a killed run and go on writing the partial file.
-        let out = crate::host::exec::output(cmd)
-            .map_err(|e| Error::Fetch(format!("cannot run `curl` (is it installed?): {e}")))?;
-        if out.status.success() {
-            return Ok(());
-        }
-        Err(Error::Fetch(curl_reason(
-            out.status.code(),
-            &String::from_utf8_lossy(&out.stdout),
-            &String::from_utf8_lossy(&out.stderr),
-        )))
+        let retry = ["--retry-connrefused", "--retry-delay", "2"];
+        curl(sh, url, tmp, &retry, progress)?.map_err(Error::Fetch)
     })
+}
+
+/// Downloads `url` to `out` with curl (retrying 3 times, and as `retry` adds), echoed to
+/// `progress`; `Err` if curl cannot run, `Ok(Err)` with why in words if the download failed.
+pub(crate) fn curl(
+    sh: &Shell,
+    url: &str,
+    out: &Path,
+    retry: &[&str],
+    progress: &dyn Progress,
+) -> Result<std::result::Result<(), String>> {
+    // The status code goes to stdout (the body goes to `out`), to name an HTTP error.
+    let write_out = "%{http_code}";
+    let cmd = cmd!(
+        sh,
+        "curl --fail --silent --show-error --location --retry 3 {retry...} --connect-timeout 30 --write-out {write_out} --output {out} {url}"
+    );
+    progress.command(&cmd.to_string());
+    // curl must not outlive a killed run and go on writing the partial file.
+    let done = crate::host::exec::output(cmd)
+        .map_err(|e| Error::Fetch(format!("cannot run `curl` (is it installed?): {e}")))?;
+    if done.status.success() {
+        return Ok(Ok(()));
+    }
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&done.stdout), String::from_utf8_lossy(&done.stderr));
+    Ok(Err(curl_reason(done.status.code(), &stdout, &stderr)))
 }
 
 /// Why curl failed, in words: its exit code for the common failures, else its own message.
