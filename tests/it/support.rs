@@ -187,20 +187,24 @@ pub fn checkout_copy(ws: &Workspace, root: &Path) -> Workspace {
 pub fn built_checkout(root: &Path) -> Result<Workspace, String> {
     let outputs = rootfs()?;
     let ws = checkout_copy(&workspace(), root);
-    let arch_dir = outputs.dir.file_name().unwrap().to_owned();
-    let dest = ws.target_dir.join("busyroot").join(arch_dir);
-    for keep in ["stamps", "install"] {
-        copy_tree(&outputs.dir.join(keep), &dest.join(keep));
-    }
-    let src = std::fs::read_dir(&outputs.dir)
+    copy_busybox_build(outputs, &ws.target_dir);
+    Ok(ws)
+}
+
+/// Copies the BusyBox build of `outputs` (its stamps, install tree and built source) into the
+/// same architecture's directory under the target directory `target`.
+pub fn copy_busybox_build(outputs: &Outputs, target: &Path) {
+    let dest = target.join("busyroot").join(outputs.dir.file_name().unwrap());
+    std::fs::create_dir_all(&dest).unwrap();
+    let busybox = std::fs::read_dir(&outputs.dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("busybox-") && p.is_dir())
         .unwrap();
+    let (stamps, install) = (outputs.dir.join("stamps"), outputs.dir.join("install"));
     // `cp -a` keeps the modification times, so make finds the copied objects up to date.
     let sh = xshell::Shell::new().unwrap();
-    xshell::cmd!(sh, "cp -a {src} {dest}").quiet().run().unwrap();
-    Ok(ws)
+    xshell::cmd!(sh, "cp -a {stamps} {install} {busybox} {dest}").quiet().run().unwrap();
 }
 
 /// [`built_checkout`] in `dir/checkout` for `test`; `None` after saying why the test skips.

@@ -54,17 +54,7 @@ fn bus_of(kernel: &Path) -> RootBus {
 fn project(dir: &Path, outputs: &busyroot::pipeline::rootfs::Outputs) {
     std::fs::write(dir.join("Cargo.toml"), CONFIG).unwrap();
     std::fs::copy(tinyvmm(), dir.join("tinyvmm")).unwrap();
-    let dest = dir.join("target/busyroot").join(outputs.dir.file_name().unwrap());
-    std::fs::create_dir_all(&dest).unwrap();
-    let busybox = std::fs::read_dir(&outputs.dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("busybox-") && p.is_dir())
-        .unwrap();
-    let (stamps, install) = (outputs.dir.join("stamps"), outputs.dir.join("install"));
-    // `cp -a` keeps the modification times, so the copied build is up to date.
-    let sh = xshell::Shell::new().unwrap();
-    xshell::cmd!(sh, "cp -a {stamps} {install} {busybox} {dest}").quiet().run().unwrap();
+    support::copy_busybox_build(outputs, &dir.join("target"));
 }
 
 /// This workspace's xtask binary, built first.
