@@ -8,7 +8,6 @@
 //! the index to the `.deb` by sha256. Nothing here needs root or apt itself.
 
 use std::cmp::Ordering;
-use std::fmt;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -42,11 +41,7 @@ impl Distro {
     }
 }
 
-impl fmt::Display for Distro {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_as_name!(Distro);
 
 impl FromStr for Distro {
     type Err = String;

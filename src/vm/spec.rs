@@ -77,11 +77,7 @@ impl fmt::Debug for Vmm {
     }
 }
 
-impl fmt::Display for Vmm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_as_name!(Vmm);
 
 impl FromStr for Vmm {
     type Err = String;
@@ -142,11 +138,7 @@ impl RootBus {
     }
 }
 
-impl fmt::Display for RootBus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_as_name!(RootBus);
 
 /// `--root-bus`: a bus, or `auto` to pick one from the kernel's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
