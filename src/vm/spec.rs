@@ -284,12 +284,9 @@ pub struct Launch {
 impl Launch {
     /// The command line as printed before the VMM starts, quoted for a POSIX shell.
     pub fn display(&self) -> String {
-        let mut line = super::shell_quote(&self.program.to_string_lossy());
-        for arg in &self.args {
-            line.push(' ');
-            line.push_str(&super::shell_quote(&arg.to_string_lossy()));
-        }
-        line
+        let words = std::iter::once(self.program.as_os_str())
+            .chain(self.args.iter().map(|a| a.as_os_str()));
+        words.map(|w| super::shell_quote(&w.to_string_lossy())).collect::<Vec<_>>().join(" ")
     }
 }
 
