@@ -8,7 +8,6 @@
 //! Debian's unpacked cloud kernel package, loaded from there), else the kernel
 //! `cargo xtask kernel` builds (virtio-console built in).
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use busyroot::arch::Arch;
@@ -50,16 +49,10 @@ fn vm(test: &str) -> Option<Vm> {
     vm.initramfs(outputs.path(Format::CpioGz))
         .size(256, 1)
         .command_timeout(Duration::from_secs(300));
-    if let Some(modules) = modules_beside(&kernel) {
+    if let Some(modules) = busyroot::vm::beside_kernel(&kernel) {
         vm.modules(modules);
     }
     Some(vm)
-}
-
-/// The root of an unpacked kernel package: `<root>/boot/vmlinuz-*` and `<root>/lib/modules`.
-fn modules_beside(kernel: &Path) -> Option<PathBuf> {
-    let root = kernel.parent()?.parent()?;
-    root.join("lib/modules").is_dir().then(|| root.to_path_buf())
 }
 
 fn run(vm: &Vm, argv: &[&str]) -> Run {
