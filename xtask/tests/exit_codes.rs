@@ -110,10 +110,7 @@ fn only_the_commands_own_status_gives_other_codes() {
     if let Some(reason) = no_rootfs() {
         return skip(test, &reason);
     }
-    let kernel = match kernel() {
-        Ok(kernel) => kernel,
-        Err(reason) => return skip(test, &reason),
-    };
+    let Ok(kernel) = kernel().map_err(|reason| skip(test, &reason)) else { return };
     if busyroot::host::tools::find_program("qemu-system-x86_64").is_none() {
         return skip(test, "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
     }
