@@ -546,8 +546,7 @@ mod tests {
     }
 
     fn workspace(toml: &str) -> Workspace {
-        let config = Config::from_toml(toml, Path::new("Cargo.toml")).unwrap();
-        Workspace { root: "/ws".into(), target_dir: "/ws/target".into(), config }
+        Workspace::for_test(Path::new("/ws"), toml)
     }
 
     fn names(cells: &[Cell]) -> Vec<String> {

@@ -356,6 +356,13 @@ pub struct Workspace {
 }
 
 impl Workspace {
+    /// A workspace at `root` (its target directory `root/target`) configured by `toml`.
+    #[cfg(test)]
+    pub(crate) fn for_test(root: &Path, toml: &str) -> Workspace {
+        let config = Config::from_toml(toml, Path::new("Cargo.toml")).unwrap();
+        Workspace { root: root.to_path_buf(), target_dir: root.join("target"), config }
+    }
+
     /// Reads the workspace that contains `manifest_dir` through `cargo metadata`.
     pub fn load(manifest_dir: &Path) -> Result<Workspace> {
         Workspace::load_reporting(manifest_dir, &crate::progress::Silent)
