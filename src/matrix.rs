@@ -631,9 +631,7 @@ mod tests {
     #[test]
     fn default_matrix_is_every_built_kernel_times_both_media() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ws = workspace("");
-        ws.root = dir.path().to_path_buf();
-        ws.target_dir = dir.path().join("target");
+        let ws = Workspace::for_test(dir.path(), "");
         assert!(cells(&ws).unwrap().is_empty(), "no kernel built, no cells");
         for arch in [Arch::Riscv64, Arch::X86_64] {
             let kernel = crate::context::Layout::new(&ws, arch).kernel_image();
@@ -721,13 +719,12 @@ mod tests {
     #[test]
     fn a_cell_that_cannot_start_is_an_error_and_the_others_still_run() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ws = workspace(
+        let ws = Workspace::for_test(
+            dir.path(),
             "[[matrix]]\nname = \"a\"\narch = \"x86_64\"\nkernel = \"missing-a\"\n\
              [[matrix]]\nname = \"b\"\narch = \"x86_64\"\nkernel = \"missing-b\"\n\
              [[matrix]]\nname = \"c\"\narch = \"aarch64\"\nkernel = \"missing-c\"\n",
         );
-        ws.root = dir.path().to_path_buf();
-        ws.target_dir = dir.path().join("target");
         let cells = cells(&ws).unwrap();
         let sh = Shell::new().unwrap();
         let report = run_matrix(&sh, &cells, 2, &vm::Quiet);
