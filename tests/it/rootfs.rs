@@ -99,24 +99,12 @@ pub(crate) fn cpio_listing(cpio_gz: &Path) -> Listing {
 
 /// `rwsr-xr-x` → 0o4755.
 fn mode_from_ls(s: &str) -> u32 {
-    let b: Vec<char> = s.chars().skip(1).collect();
-    let mut mode = 0;
-    for (i, c) in b.iter().enumerate().take(9) {
-        let bit = 1 << (8 - i);
-        if !matches!(c, '-' | 'S' | 'T') {
-            mode |= bit;
-        }
-    }
-    if matches!(b[2], 's' | 'S') {
-        mode |= 0o4000;
-    }
-    if matches!(b[5], 's' | 'S') {
-        mode |= 0o2000;
-    }
-    if matches!(b[8], 't' | 'T') {
-        mode |= 0o1000;
-    }
-    mode
+    let b: Vec<char> = s.chars().skip(1).take(9).collect();
+    let permissions = (0..9).filter(|&i| !matches!(b[i], '-' | 'S' | 'T')).map(|i| 1 << (8 - i));
+    // The execute letter of user, group and others: `s`/`S` or `t`/`T` sets the special bit.
+    let special = [(2, 's', 0o4000), (5, 's', 0o2000), (8, 't', 0o1000)];
+    let special = special.iter().filter(|(i, c, _)| b[*i].to_ascii_lowercase() == *c);
+    permissions.sum::<u32>() + special.map(|(_, _, bit)| bit).sum::<u32>()
 }
 
 /// Every inode of the ext4 image via one debugfs batch of `stat` commands.
