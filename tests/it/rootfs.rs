@@ -129,19 +129,10 @@ pub(crate) fn ext4_listing(image: &Path, paths: &[String]) -> Listing {
                 "FIFO" => 'p',
                 other => panic!("unknown debugfs type {other} for {path}"),
             };
-            let extra = fields.get("extra").cloned().unwrap_or_default();
-            let extra =
-                if kind == 'l' { fields.get("link").cloned().unwrap_or_default() } else { extra };
-            listing.insert(
-                path.clone(),
-                describe(
-                    kind,
-                    mode,
-                    fields["uid"].parse().unwrap(),
-                    fields["gid"].parse().unwrap(),
-                    &extra,
-                ),
-            );
+            let extra = fields.get(if kind == 'l' { "link" } else { "extra" });
+            let (uid, gid) = (fields["uid"].parse().unwrap(), fields["gid"].parse().unwrap());
+            let extra = extra.map_or("", String::as_str);
+            listing.insert(path.clone(), describe(kind, mode, uid, gid, extra));
         }
     };
     for line in out.lines() {
