@@ -116,17 +116,9 @@ fn only_the_commands_own_status_gives_other_codes() {
     }
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
-    let (code, stderr) = xtask(&[
-        "run",
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--json",
-        json.to_str().unwrap(),
-        "--",
-        "/bin/sh",
-        "-c",
-        "exit 3",
-    ]);
+    let (kernel, json_arg) = (kernel.to_str().unwrap(), json.to_str().unwrap());
+    let args = ["run", "--kernel", kernel, "--json", json_arg, "--", "/bin/sh", "-c", "exit 3"];
+    let (code, stderr) = xtask(&args);
     assert_eq!(code, 3, "{stderr}");
     assert_eq!(last_line(&stderr), "busyroot: the command exited with status 3 (exit 3)");
     let report: serde_json::Value =
