@@ -4,7 +4,6 @@
 //! Invariant: nothing architecture-specific lives outside this file. Code elsewhere asks
 //! `arch.info()` and never matches on an [`Arch`] to decide something.
 
-use std::fmt;
 use std::str::FromStr;
 
 /// A guest architecture busyroot can build for and boot.
@@ -238,11 +237,7 @@ impl Arch {
     }
 }
 
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_as_name!(Arch);
 
 impl FromStr for Arch {
     type Err = String;

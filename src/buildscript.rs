@@ -400,17 +400,8 @@ pub(crate) fn warning_lines(message: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::image::Format;
     use crate::pipeline::rootfs::Output;
-
-    fn workspace(root: &Path) -> Workspace {
-        Workspace {
-            root: root.to_path_buf(),
-            target_dir: root.join("target"),
-            config: Config::default(),
-        }
-    }
 
     #[test]
     fn inputs_list_the_config_and_every_layer_entry_but_links() {
@@ -427,13 +418,11 @@ mod tests {
         for file in ["bb.config", "extra.tar.gz", "a.txt", "b.txt"] {
             std::fs::write(root.join(file), "").unwrap();
         }
-        let mut ws = workspace(root);
-        ws.config = Config::from_toml(
+        let ws = Workspace::for_test(
+            root,
             "skeleton = [\"rootfs-skel\", \"more\"]\noverlays = [\"extra.tar.gz\"]\n\
              device-table = [\"a.txt\", \"b.txt\"]\nbusybox.config = \"bb.config\"",
-            Path::new("Cargo.toml"),
-        )
-        .unwrap();
+        );
 
         let inputs = Inputs::of(&ws).unwrap();
         let relative: Vec<_> =
@@ -465,7 +454,7 @@ mod tests {
     #[test]
     fn unset_inputs_watch_the_builtin_files() {
         let tmp = tempfile::tempdir().unwrap();
-        let inputs = Inputs::of(&workspace(tmp.path())).unwrap();
+        let inputs = Inputs::of(&Workspace::for_test(tmp.path(), "")).unwrap();
         let builtin = crate::inputs::builtin_dir();
         for file in ["busybox-config/.config", "rootfs-skel/etc/inittab", "device-table.txt"] {
             assert!(inputs.paths.contains(&builtin.join(file)), "{file} is not watched");
@@ -546,7 +535,7 @@ mod tests {
         let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
         let workspace = Workspace::load(manifest_dir).unwrap();
         let fetch = crate::host::fetch::FetchOptions::from_env();
-        let name = workspace.config.busybox.file_name();
+        let name = workspace.config.busybox.source().file_name;
         let mirrored = fetch.mirror.as_ref().is_some_and(|m| Path::new(m).join(&name).is_file());
         if !fetch.cache_dir.join(&name).is_file() && !mirrored {
             let reason = format!("`{name}` is neither in the cache nor in $BUSYROOT_MIRROR");

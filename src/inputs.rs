@@ -139,22 +139,13 @@ const FRAGMENTS: &str = "kernel-config";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-
-    fn workspace(root: &Path, toml: &str) -> Workspace {
-        Workspace {
-            root: root.to_path_buf(),
-            target_dir: root.join("target"),
-            config: Config::from_toml(toml, Path::new("Cargo.toml")).unwrap(),
-        }
-    }
 
     #[test]
     fn unset_keys_mean_the_builtin_inputs_even_beside_a_local_copy() {
         let dir = tempfile::tempdir().unwrap();
         // A stray skeleton at the conventional path is not used: only the configuration decides.
         std::fs::create_dir(dir.path().join("rootfs-skel")).unwrap();
-        let inputs = workspace(dir.path(), "").rootfs_inputs().unwrap();
+        let inputs = Workspace::for_test(dir.path(), "").rootfs_inputs().unwrap();
         assert!(inputs
             .all()
             .all(|i| i.origin == Origin::BuiltIn && i.path.starts_with(builtin_dir())));
@@ -163,7 +154,7 @@ mod tests {
         let shown = inputs.skeleton[0].to_string();
         assert_eq!(shown, format!("skeleton: built-in ({}/rootfs-skel)", builtin_dir().display()));
         // In busyroot's own workspace the built-in inputs are shown relative to it.
-        let own = workspace(builtin_dir(), "").rootfs_inputs().unwrap();
+        let own = Workspace::for_test(builtin_dir(), "").rootfs_inputs().unwrap();
         assert_eq!(own.device_tables[0].to_string(), "device-table: built-in (device-table.txt)");
     }
 
@@ -172,24 +163,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("skel")).unwrap();
         std::fs::write(dir.path().join("extra.tar"), b"").unwrap();
-        let ws = workspace(dir.path(), "skeleton = \"skel\"\noverlays = [\"extra.tar\"]");
+        let ws = Workspace::for_test(dir.path(), "skeleton = \"skel\"\noverlays = [\"extra.tar\"]");
         let inputs = ws.rootfs_inputs().unwrap();
         assert_eq!(inputs.skeleton[0].to_string(), "skeleton: skel (configured)");
         assert_eq!(inputs.overlays[0].path, dir.path().join("extra.tar"));
         assert_eq!(inputs.device_tables[0].origin, Origin::BuiltIn);
 
-        let err = workspace(dir.path(), "device-table = [\"a.txt\"]")
+        let err = Workspace::for_test(dir.path(), "device-table = [\"a.txt\"]")
             .rootfs_inputs()
             .unwrap_err()
             .to_string();
         assert!(err.contains("`device-table`") && err.contains("a.txt`, which does not exist"));
-        let ws = workspace(dir.path(), "device-table = [\"busyroot:device-table.txt\", \"skel\"]");
+        let ws = Workspace::for_test(
+            dir.path(),
+            "device-table = [\"busyroot:device-table.txt\", \"skel\"]",
+        );
         let tables = ws.rootfs_inputs().unwrap().device_tables;
         assert_eq!(tables[0].path, builtin_dir().join("device-table.txt"));
         assert_eq!((tables[0].origin, tables[1].origin), (Origin::BuiltIn, Origin::Configured));
-        let err = workspace(dir.path(), "skeleton = \"busyroot:nope\"").rootfs_inputs();
+        let err = Workspace::for_test(dir.path(), "skeleton = \"busyroot:nope\"").rootfs_inputs();
         assert!(err.unwrap_err().to_string().contains("built-in `skeleton` input"));
-        let err = workspace(dir.path(), "kernel.fragments = \"kc\"").kernel_fragments();
+        let err = Workspace::for_test(dir.path(), "kernel.fragments = \"kc\"").kernel_fragments();
         assert!(err.unwrap_err().to_string().contains("`kernel.fragments`"));
     }
 }

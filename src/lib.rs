@@ -79,6 +79,17 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 #![cfg_attr(test, allow(clippy::disallowed_methods, clippy::print_stderr))]
 
+/// `Display` as the type's `name()`, for the types that are written as their name.
+macro_rules! display_as_name {
+    ($type:ty) => {
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
 pub mod arch;
 pub mod buildscript;
 pub mod config;

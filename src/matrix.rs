@@ -68,12 +68,7 @@ pub fn cells(ws: &Workspace) -> Result<Vec<Cell>> {
     let origin = ws.root.join("Cargo.toml");
     let config_error = |message: String| Error::Config { path: origin.clone(), message };
     let run = &config.run;
-    let mut extra = run.checks.iter().map(Check::from_extra).collect::<Result<Vec<_>>>()?;
-    if let Some(file) = &run.checks_file {
-        for check in vm::load_checks_file(&ws.path(file))? {
-            extra.push(Check::from_extra(&check)?);
-        }
-    }
+    let extra = Check::configured(ws)?;
 
     let tables: Vec<MatrixCell> = if config.matrix.is_empty() {
         Arch::ALL
@@ -551,8 +546,7 @@ mod tests {
     }
 
     fn workspace(toml: &str) -> Workspace {
-        let config = Config::from_toml(toml, Path::new("Cargo.toml")).unwrap();
-        Workspace { root: "/ws".into(), target_dir: "/ws/target".into(), config }
+        Workspace::for_test(Path::new("/ws"), toml)
     }
 
     fn names(cells: &[Cell]) -> Vec<String> {
@@ -579,7 +573,7 @@ mod tests {
         );
         // Defaults: the configured arch, the kernel `cargo xtask kernel` builds, the disk.
         assert_eq!(cells[0].arch, Arch::Riscv64);
-        assert_eq!(cells[0].kernel, crate::pipeline::kernel::kernel_image_path(&ws, Arch::Riscv64));
+        assert_eq!(cells[0].kernel, Layout::new(&ws, Arch::Riscv64).kernel_image());
         assert_eq!(cells[0].image, Path::new("/ws/target/busyroot/riscv64/rootfs.ext4"));
         assert_eq!(cells[1].image, Path::new("/ws/target/busyroot/aarch64/rootfs.cpio.gz"));
         assert_eq!(cells[0].command, None);
@@ -637,12 +631,10 @@ mod tests {
     #[test]
     fn default_matrix_is_every_built_kernel_times_both_media() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ws = workspace("");
-        ws.root = dir.path().to_path_buf();
-        ws.target_dir = dir.path().join("target");
+        let ws = Workspace::for_test(dir.path(), "");
         assert!(cells(&ws).unwrap().is_empty(), "no kernel built, no cells");
         for arch in [Arch::Riscv64, Arch::X86_64] {
-            let kernel = crate::pipeline::kernel::kernel_image_path(&ws, arch);
+            let kernel = crate::context::Layout::new(&ws, arch).kernel_image();
             std::fs::create_dir_all(kernel.parent().unwrap()).unwrap();
             std::fs::write(&kernel, b"").unwrap();
         }
@@ -727,13 +719,12 @@ mod tests {
     #[test]
     fn a_cell_that_cannot_start_is_an_error_and_the_others_still_run() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ws = workspace(
+        let ws = Workspace::for_test(
+            dir.path(),
             "[[matrix]]\nname = \"a\"\narch = \"x86_64\"\nkernel = \"missing-a\"\n\
              [[matrix]]\nname = \"b\"\narch = \"x86_64\"\nkernel = \"missing-b\"\n\
              [[matrix]]\nname = \"c\"\narch = \"aarch64\"\nkernel = \"missing-c\"\n",
         );
-        ws.root = dir.path().to_path_buf();
-        ws.target_dir = dir.path().join("target");
         let cells = cells(&ws).unwrap();
         let sh = Shell::new().unwrap();
         let report = run_matrix(&sh, &cells, 2, &vm::Quiet);

@@ -1,7 +1,6 @@
 //! `[[workspace.metadata.busyroot.matrix]]`: the cells `cargo xtask matrix` boots, and the
 //! root medium a cell (or a LAVA job) boots.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -86,8 +85,4 @@ impl Medium {
     }
 }
 
-impl fmt::Display for Medium {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_as_name!(Medium);

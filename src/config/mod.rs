@@ -102,16 +102,6 @@ impl Default for BusyboxConfig {
 }
 
 impl BusyboxConfig {
-    /// The download URL with the version filled in.
-    pub fn url(&self) -> String {
-        self.source().url
-    }
-
-    /// The tarball's upstream file name, also its name in the cache and in a mirror.
-    pub fn file_name(&self) -> String {
-        self.source().file_name
-    }
-
     /// What to fetch: the tarball, its backup sources and its checksum.
     pub fn source(&self) -> Source {
         pinned_source(&self.version, &self.url, &self.mirrors, &self.sha256)
@@ -176,16 +166,6 @@ impl Default for KernelConfig {
 }
 
 impl KernelConfig {
-    /// The download URL with the version filled in.
-    pub fn url(&self) -> String {
-        self.source().url
-    }
-
-    /// The tarball's upstream file name, also its name in the cache and in a mirror.
-    pub fn file_name(&self) -> String {
-        self.source().file_name
-    }
-
     /// What to fetch for the pinned release: the tarball, its backup sources and its checksum.
     pub fn source(&self) -> Source {
         pinned_source(&self.version, &self.url, &self.mirrors, &self.sha256)
@@ -376,6 +356,13 @@ pub struct Workspace {
 }
 
 impl Workspace {
+    /// A workspace at `root` (its target directory `root/target`) configured by `toml`.
+    #[cfg(test)]
+    pub(crate) fn for_test(root: &Path, toml: &str) -> Workspace {
+        let config = Config::from_toml(toml, Path::new("Cargo.toml")).unwrap();
+        Workspace { root: root.to_path_buf(), target_dir: root.join("target"), config }
+    }
+
     /// Reads the workspace that contains `manifest_dir` through `cargo metadata`.
     pub fn load(manifest_dir: &Path) -> Result<Workspace> {
         Workspace::load_reporting(manifest_dir, &crate::progress::Silent)
@@ -499,14 +486,14 @@ mod tests {
     fn empty_table_gives_documented_defaults() {
         let c = parse("").unwrap();
         assert_eq!(c, Config::default());
-        assert_eq!(c.busybox.url(), "https://busybox.net/downloads/busybox-1.37.0.tar.bz2");
-        assert_eq!(c.busybox.file_name(), "busybox-1.37.0.tar.bz2");
+        assert_eq!(c.busybox.source().url, "https://busybox.net/downloads/busybox-1.37.0.tar.bz2");
+        assert_eq!(c.busybox.source().file_name, "busybox-1.37.0.tar.bz2");
         assert_eq!(c.image.size, ImageSizeSetting::Mib(32));
         assert_eq!(
-            c.kernel.url(),
+            c.kernel.source().url,
             "https://cdn.kernel.org/pub/linux/kernel/v6.x/linux-6.1.141.tar.xz"
         );
-        assert_eq!(c.kernel.file_name(), "linux-6.1.141.tar.xz");
+        assert_eq!(c.kernel.source().file_name, "linux-6.1.141.tar.xz");
         assert_eq!(c.kernel.fragments, None);
         assert_eq!((&c.skeleton, &c.device_table, &c.busybox.config), (&None, &None, &None));
         assert!(c.overlays.is_empty());
@@ -540,7 +527,7 @@ mod tests {
              fragments = \"kconfig\"\nbase = \"allnoconfig\"\n",
         )
         .unwrap();
-        assert_eq!(c.kernel.file_name(), "linux-6.6.74.tar.xz");
+        assert_eq!(c.kernel.source().file_name, "linux-6.6.74.tar.xz");
         assert_eq!(c.kernel.sha256, "ab");
         assert_eq!(c.kernel.source.as_deref(), Some(Path::new("../linux")));
         assert_eq!(c.kernel.fragments.as_deref(), Some(Path::new("kconfig")));

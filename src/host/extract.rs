@@ -172,6 +172,19 @@ fn is_confined(path: &Path) -> bool {
     true
 }
 
+/// A tar archive holding one byte under `name`, forged byte by byte: the tar crate refuses to
+/// write a name with `..`, which the tests of every unpacker need.
+#[cfg(test)]
+pub(crate) fn tar_named(name: &[u8]) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.as_old_mut().name[..name.len()].copy_from_slice(name);
+    h.set_cksum();
+    [h.as_bytes(), &[b'x'; 512][..], &[0; 1024][..]].concat()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,15 +232,8 @@ mod tests {
         assert!(err.contains("outside the destination"), "{err}");
         assert!(!dest.exists(), "nothing may be left under the final name");
 
-        // The tar crate refuses to *write* `..` names, so forge the header bytes directly.
-        let mut h = header(tar::EntryType::Regular, 1);
-        h.as_old_mut().name[..9].copy_from_slice(b"../escape");
-        h.set_cksum();
-        let mut raw = h.as_bytes().to_vec();
-        raw.extend_from_slice(&[b'x'; 512]);
-        raw.extend_from_slice(&[0; 1024]);
         let escaping_name = dir.path().join("n.tar");
-        fs::write(&escaping_name, raw).unwrap();
+        fs::write(&escaping_name, tar_named(b"../escape")).unwrap();
         let err = unpack(&escaping_name, &dest).unwrap_err().to_string();
         assert!(err.contains("`../escape` points outside"), "{err}");
         assert!(!dir.path().join("escape").exists());

@@ -344,25 +344,36 @@ fn download(
     progress: &dyn Progress,
 ) -> Result<()> {
     install(url, source, cached, |tmp| {
-        // The status code goes to stdout (the body goes to `tmp`), to name an HTTP error.
-        let write_out = "%{http_code}";
-        let cmd = cmd!(
-            sh,
-            "curl --fail --silent --show-error --location --retry 3 --retry-connrefused --retry-delay 2 --connect-timeout 30 --write-out {write_out} --output {tmp} {url}"
-        );
-        progress.command(&cmd.to_string());
-        // curl must not outlive a killed run and go on writing the partial file.
-        let out = crate::host::exec::output(cmd)
-            .map_err(|e| Error::Fetch(format!("cannot run `curl` (is it installed?): {e}")))?;
-        if out.status.success() {
-            return Ok(());
-        }
-        Err(Error::Fetch(curl_reason(
-            out.status.code(),
-            &String::from_utf8_lossy(&out.stdout),
-            &String::from_utf8_lossy(&out.stderr),
-        )))
+        let retry = ["--retry-connrefused", "--retry-delay", "2"];
+        curl(sh, url, tmp, &retry, progress)?.map_err(Error::Fetch)
     })
+}
+
+/// Downloads `url` to `out` with curl (retrying 3 times, and as `retry` adds), echoed to
+/// `progress`; `Err` if curl cannot run, `Ok(Err)` with why in words if the download failed.
+pub(crate) fn curl(
+    sh: &Shell,
+    url: &str,
+    out: &Path,
+    retry: &[&str],
+    progress: &dyn Progress,
+) -> Result<std::result::Result<(), String>> {
+    // The status code goes to stdout (the body goes to `out`), to name an HTTP error.
+    let write_out = "%{http_code}";
+    let cmd = cmd!(
+        sh,
+        "curl --fail --silent --show-error --location --retry 3 {retry...} --connect-timeout 30 --write-out {write_out} --output {out} {url}"
+    );
+    progress.command(&cmd.to_string());
+    // curl must not outlive a killed run and go on writing the partial file.
+    let done = crate::host::exec::output(cmd)
+        .map_err(|e| Error::Fetch(format!("cannot run `curl` (is it installed?): {e}")))?;
+    if done.status.success() {
+        return Ok(Ok(()));
+    }
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&done.stdout), String::from_utf8_lossy(&done.stderr));
+    Ok(Err(curl_reason(done.status.code(), &stdout, &stderr)))
 }
 
 /// Why curl failed, in words: its exit code for the common failures, else its own message.
@@ -430,7 +441,7 @@ mod tests {
     use super::*;
     use crate::progress::Silent;
 
-    fn setup(content: &[u8]) -> (tempfile::TempDir, Source, FetchOptions) {
+    fn setup(content: &[u8]) -> (tempfile::TempDir, Source, FetchOptions, Shell) {
         let dir = tempfile::tempdir().unwrap();
         let mirror = dir.path().join("mirror");
         fs::create_dir(&mirror).unwrap();
@@ -446,13 +457,12 @@ mod tests {
             mirror: Some(mirror.display().to_string()),
             offline: true,
         };
-        (dir, source, opts)
+        (dir, source, opts, Shell::new().unwrap())
     }
 
     #[test]
     fn mirror_file_with_the_right_checksum_lands_in_the_cache() {
-        let (_dir, source, opts) = setup(b"good bytes");
-        let sh = Shell::new().unwrap();
+        let (_dir, source, opts, sh) = setup(b"good bytes");
         let path = fetch(&sh, &source, &opts, &Silent).unwrap();
         assert_eq!(path, opts.cache_dir.join("thing-1.0.tar.bz2"));
         assert_eq!(fs::read(&path).unwrap(), b"good bytes");
@@ -463,8 +473,7 @@ mod tests {
 
     #[test]
     fn wrong_checksum_names_both_hashes_and_keeps_nothing() {
-        let (_dir, source, opts) = setup(b"tampered bytes");
-        let sh = Shell::new().unwrap();
+        let (_dir, source, opts, sh) = setup(b"tampered bytes");
         let err = fetch(&sh, &source, &opts, &Silent).unwrap_err().to_string();
         assert!(err.contains(&source.sha256), "{err}");
         assert!(err.contains(&sha256_bytes(b"tampered bytes")), "{err}");
@@ -473,11 +482,10 @@ mod tests {
 
     #[test]
     fn corrupted_cache_entry_is_removed_and_reported() {
-        let (_dir, source, opts) = setup(b"good bytes");
+        let (_dir, source, opts, sh) = setup(b"good bytes");
         fs::create_dir_all(&opts.cache_dir).unwrap();
         let cached = opts.cache_dir.join("thing-1.0.tar.bz2");
         fs::write(&cached, b"truncated").unwrap();
-        let sh = Shell::new().unwrap();
         let err = fetch(&sh, &source, &opts, &Silent).unwrap_err().to_string();
         assert!(err.contains("removed from the cache"), "{err}");
         assert!(!cached.exists());
@@ -487,7 +495,7 @@ mod tests {
 
     #[test]
     fn partial_files_of_dead_runs_are_removed_and_live_ones_kept() {
-        let (_dir, source, opts) = setup(b"good bytes");
+        let (_dir, source, opts, sh) = setup(b"good bytes");
         fs::create_dir_all(&opts.cache_dir).unwrap();
         // No process has pid 0x3fffffff (above the kernel's pid_max limit).
         let dead = opts.cache_dir.join(".thing-1.0.tar.bz2.tmp-1073741823");
@@ -495,7 +503,6 @@ mod tests {
         let live = opts.cache_dir.join(".thing-1.0.tar.bz2.tmp-1");
         fs::write(&dead, b"half").unwrap();
         fs::write(&live, b"half").unwrap();
-        let sh = Shell::new().unwrap();
         fetch(&sh, &source, &opts, &Silent).unwrap();
         assert!(!dead.exists(), "a dead run's partial download must go");
         assert!(live.exists(), "a running download must be left alone");
@@ -503,9 +510,8 @@ mod tests {
 
     #[test]
     fn missing_offline_says_where_it_looked_and_what_to_do() {
-        let (_dir, source, mut opts) = setup(b"good bytes");
+        let (_dir, source, mut opts, sh) = setup(b"good bytes");
         opts.mirror = None;
-        let sh = Shell::new().unwrap();
         let err = fetch(&sh, &source, &opts, &Silent).unwrap_err().to_string();
         assert!(err.contains("not available offline"), "{err}");
         assert!(err.contains("BUSYROOT_MIRROR") && err.contains(&source.sha256), "{err}");

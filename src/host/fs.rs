@@ -6,7 +6,7 @@
 //! a hidden `.name.tmp-<pid>` beside it, removable once process `<pid>` is gone.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -91,16 +91,8 @@ pub fn remove_dead_temporaries(dir: &Path) -> Result<()> {
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = fs::File::open(path).with_path("open", path)?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("read", path, e)),
-        };
-        hasher.update(&buf[..n]);
-    }
+    // Writing into the hasher cannot fail: an error is the file's.
+    io::copy(&mut file, &mut hasher).with_path("read", path)?;
     Ok(hex(&hasher.finalize()))
 }
 

@@ -110,7 +110,26 @@ pub(crate) fn copy_file_content(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    use super::cpio::{fixtures, tests as newc};
+    use super::tar::tests as tar;
     use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The archives of a random manifest read back as it, and come out the same twice.
+        #[test]
+        fn random_manifests_round_trip(nodes in fixtures::nodes()) {
+            let dir = tempfile::tempdir().unwrap();
+            let manifest = fixtures::build(&nodes, dir.path());
+            let (cpio, tar) = (newc::uncompressed(&manifest), tar::in_memory(&manifest));
+            prop_assert_eq!(newc::parse_newc(&cpio), fixtures::expected(&manifest));
+            prop_assert_eq!(tar::read_back(&tar), fixtures::expected(&manifest));
+            prop_assert_eq!((cpio, tar), (newc::uncompressed(&manifest), tar::in_memory(&manifest)));
+        }
+    }
 
     /// Every format: the host's modes and times of a source file never reach the output, and
     /// a source whose size changed since the manifest recorded it is refused, with nothing

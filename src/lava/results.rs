@@ -200,12 +200,9 @@ pub fn report(ctx: &ReportContext<'_>, log: &LavaLog) -> RunReport {
         if !log.lava_case("job").is_some_and(|j| j.result == "pass") {
             checks.push(CheckResult {
                 name: "lava job".into(),
-                command: String::new(),
                 expected: "the job completes".into(),
                 output: errors.join("\n"),
-                passed: false,
-                skipped: None,
-                duration: Duration::ZERO,
+                ..CheckResult::default()
             });
         }
         let failed: Vec<String> =

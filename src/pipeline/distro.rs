@@ -8,7 +8,6 @@
 //! the index to the `.deb` by sha256. Nothing here needs root or apt itself.
 
 use std::cmp::Ordering;
-use std::fmt;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -42,11 +41,7 @@ impl Distro {
     }
 }
 
-impl fmt::Display for Distro {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_as_name!(Distro);
 
 impl FromStr for Distro {
     type Err = String;
@@ -446,25 +441,7 @@ fn release_sha256(release: &str, path: &str) -> Option<String> {
 
 /// Downloads `url` to `out` with curl, the failure in words.
 fn curl(sh: &Shell, url: &str, out: &Path, progress: &dyn Progress) -> Result<()> {
-    let write_out = "%{http_code}";
-    let cmd = cmd!(
-        sh,
-        "curl --fail --silent --show-error --location --retry 3 --connect-timeout 30 --write-out {write_out} --output {out} {url}"
-    );
-    progress.command(&cmd.to_string());
-    let done = crate::host::exec::output(cmd)
-        .map_err(|e| Error::Fetch(format!("cannot run `curl` (is it installed?): {e}")))?;
-    if done.status.success() {
-        return Ok(());
-    }
-    Err(Error::Fetch(format!(
-        "`{url}`: {}",
-        fetch::curl_reason(
-            done.status.code(),
-            &String::from_utf8_lossy(&done.stdout),
-            &String::from_utf8_lossy(&done.stderr),
-        )
-    )))
+    fetch::curl(sh, url, out, &[], progress)?.map_err(|why| Error::Fetch(format!("`{url}`: {why}")))
 }
 
 /// The decompressed `data.tar` of the Debian package `deb`, read from its `ar` archive

@@ -15,8 +15,7 @@ use std::time::{Instant, UNIX_EPOCH};
 use xshell::{cmd, Shell};
 
 use crate::arch::Arch;
-use crate::config::Workspace;
-use crate::context::{Context, Layout, FALLBACK_EPOCH};
+use crate::context::{Context, FALLBACK_EPOCH};
 use crate::error::{Error, IoContext, MissingTools, Result};
 use crate::host::exec::run_logged;
 use crate::host::fetch;
@@ -279,13 +278,6 @@ fn utc_timestamp(epoch: u64) -> String {
     )
 }
 
-/// Where the built kernel image for `arch` is (or would be): `kernel/bzImage` or
-/// `kernel/Image`.
-#[doc(hidden)]
-pub fn kernel_image_path(ws: &Workspace, arch: Arch) -> PathBuf {
-    Layout::new(ws, arch).kernel_image()
-}
-
 /// The image's file name, which is also its make target (`bzImage`, `Image`).
 fn image_name(arch: Arch) -> &'static str {
     let image = arch.info().kernel_image;
@@ -377,21 +369,6 @@ impl KernelBuilder {
         self
     }
 
-    /// Where the outputs go: `<target>/busyroot/<arch>/kernel/`.
-    pub fn output_dir(&self) -> PathBuf {
-        self.ctx.layout.kernel_dir()
-    }
-
-    /// The out-of-tree build directory, one per architecture so they never clash.
-    pub fn build_dir(&self) -> PathBuf {
-        self.ctx.layout.kernel_build()
-    }
-
-    /// The full log of every make run.
-    pub fn log_path(&self) -> PathBuf {
-        self.ctx.layout.kernel_log()
-    }
-
     /// The cache entry for this build's inputs, or `None` without a cache or for a source
     /// tree. Its name is a hash of the build's fingerprint plus the source tarball's sha256 (a
     /// tarball's fingerprint names only its path, size and time).
@@ -410,8 +387,8 @@ impl KernelBuilder {
     }
 
     /// Configures and builds the kernel, skipping each stage whose inputs did not change, and
-    /// copies the image and its `.config` to [`Self::output_dir`]. A fresh build needs neither
-    /// the source nor the network.
+    /// copies the image and its `.config` to [`Layout::kernel_dir`](crate::context::Layout::kernel_dir).
+    /// A fresh build needs neither the source nor the network.
     ///
     /// A source tree is always handed to make, which rebuilds what changed in it; tarballs
     /// are immutable, so for them a matching fingerprint is enough.
@@ -419,7 +396,7 @@ impl KernelBuilder {
         let plan = self.plan(sh)?;
         progress.input(&self.ctx.workspace.kernel_fragments()?);
         let _lock = self.lock(progress)?;
-        let out_dir = self.output_dir();
+        let out_dir = self.ctx.layout.kernel_dir();
         let image = out_dir.join(image_name(self.ctx.arch()));
         let config = out_dir.join(".config");
         let vmlinux = out_dir.join("vmlinux");
@@ -444,8 +421,8 @@ impl KernelBuilder {
                 stages.run("build kernel", &plan.build_fp, output, || {
                     let tree = self.prepare(sh, &plan.source, progress)?;
                     let make = self.make(sh, &tree, &plan, image_name(self.ctx.arch()));
-                    run_logged(make, None, &self.log_path(), progress)?;
-                    let build_dir = self.build_dir();
+                    run_logged(make, None, &self.ctx.layout.kernel_log(), progress)?;
+                    let build_dir = self.ctx.layout.kernel_build();
                     copy_atomically(&build_dir.join(".config"), &config)?;
                     copy_atomically(&build_dir.join(self.ctx.arch().info().kernel_image), &image)?;
                     // The image's make target links the ELF `vmlinux` first, at the top.
@@ -470,14 +447,14 @@ impl KernelBuilder {
         let mut stages = Stages::new(progress, self.ctx.layout.stamps());
         self.configure_stage(sh, &plan, &mut stages, progress)?;
         let tree = self.prepare(sh, &plan.source, progress)?;
-        Ok(ConfiguredKernel { tree, build_dir: self.build_dir() })
+        Ok(ConfiguredKernel { tree, build_dir: self.ctx.layout.kernel_build() })
     }
 
     /// Makes a second run for the same architecture wait, so two makes never share a build
     /// directory; then clears what a killed run left among the outputs.
     fn lock(&self, progress: &dyn Progress) -> Result<crate::host::lock::DirLock> {
         let lock = crate::host::lock::DirLock::acquire(&self.ctx.layout.kernel_lock(), progress)?;
-        remove_dead_temporaries(&self.output_dir())?;
+        remove_dead_temporaries(&self.ctx.layout.kernel_dir())?;
         Ok(lock)
     }
 
@@ -660,7 +637,7 @@ impl KernelBuilder {
         stages: &mut Stages,
         progress: &dyn Progress,
     ) -> Result<()> {
-        let build_dir = self.build_dir();
+        let build_dir = self.ctx.layout.kernel_build();
         let dot_config = build_dir.join(".config");
         let output = OutputState::intact_if(dot_config.is_file());
         stages.run("configure kernel", &plan.configure_fp, output, || {
@@ -687,7 +664,7 @@ impl KernelBuilder {
             fs::write(&seed_path, seed).with_path("write", &seed_path)?;
             let configure =
                 self.make(sh, &tree, plan, "allnoconfig").env("KCONFIG_ALLCONFIG", &seed_path);
-            run_logged(configure, None, &self.log_path(), progress)?;
+            run_logged(configure, None, &self.ctx.layout.kernel_log(), progress)?;
 
             let text = fs::read_to_string(&dot_config).with_path("read", &dot_config)?;
             let lost = lost_options(&plan.fragments, &text);
@@ -704,7 +681,7 @@ impl KernelBuilder {
 
     /// `make` in the source tree, building into the build directory, reproducibly.
     fn make<'a>(&self, sh: &'a Shell, tree: &Path, plan: &Plan, target: &str) -> xshell::Cmd<'a> {
-        let out = format!("O={}", self.build_dir().display());
+        let out = format!("O={}", self.ctx.layout.kernel_build().display());
         let arch = format!("ARCH={}", self.ctx.arch().info().kernel_arch);
         let cross = format!("CROSS_COMPILE={}", plan.toolchain.cross_compile);
         let jobs = format!("-j{}", std::thread::available_parallelism().map_or(2, |n| n.get()));

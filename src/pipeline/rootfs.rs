@@ -81,11 +81,6 @@ impl RootfsBuilder {
         &self.ctx
     }
 
-    /// Where the outputs go: `<target>/busyroot/<arch>/`.
-    pub fn output_dir(&self) -> PathBuf {
-        self.ctx.layout.dir().to_path_buf()
-    }
-
     /// Runs every stage that is not fresh and returns the outputs with a report of what ran.
     pub fn build(&self, sh: &Shell, progress: &dyn Progress) -> Result<Outputs> {
         let ws = &self.ctx.workspace;

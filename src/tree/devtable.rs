@@ -428,26 +428,18 @@ mod tests {
             mode: 0o644,
             ..dir.clone()
         };
-        m.insert(ImagePath::parse("etc").unwrap(), dir.clone()).unwrap();
-        m.insert(
-            ImagePath::parse("etc/passwd").unwrap(),
-            file("root:x:0:0::/root:/bin/sh\nwww:x:33:33::/var/www:/bin/false\n"),
-        )
-        .unwrap();
-        m.insert(
-            ImagePath::parse("etc/group").unwrap(),
-            file("root:x:0:\nwww:x:33:\nvideo:x:44:www\n"),
-        )
-        .unwrap();
-        m.insert(ImagePath::parse("srv").unwrap(), dir.clone()).unwrap();
-        m.insert(ImagePath::parse("srv/www").unwrap(), dir.clone()).unwrap();
-        m.insert(ImagePath::parse("srv/www/index.html").unwrap(), file("hi")).unwrap();
-        m.insert(
-            ImagePath::parse("srv/www/link").unwrap(),
+        let mut add = |path: &str, entry| m.insert(ImagePath::parse(path).unwrap(), entry).unwrap();
+        add("etc", dir.clone());
+        add("etc/passwd", file("root:x:0:0::/root:/bin/sh\nwww:x:33:33::/var/www:/bin/false\n"));
+        add("etc/group", file("root:x:0:\nwww:x:33:\nvideo:x:44:www\n"));
+        add("srv", dir.clone());
+        add("srv/www", dir.clone());
+        add("srv/www/index.html", file("hi"));
+        add(
+            "srv/www/link",
             Entry { kind: Kind::Symlink("index.html".into()), mode: 0o777, ..dir.clone() },
-        )
-        .unwrap();
-        m.insert(ImagePath::parse("srv/www2").unwrap(), dir).unwrap();
+        );
+        add("srv/www2", dir);
         m
     }
 

@@ -342,6 +342,15 @@ mod tests {
         Layer { name: name.into(), path: path.to_path_buf() }
     }
 
+    /// The error of stacking `layers` in order, where only the last one may fail.
+    fn stack_err(layers: &[Layer]) -> String {
+        let mut m = Manifest::new(0);
+        let mut stack = LayerStack::new(&mut m, 0);
+        let (last, first) = layers.split_last().unwrap();
+        first.iter().for_each(|l| stack.add(l).unwrap());
+        stack.add(last).unwrap_err().to_string()
+    }
+
     fn header(kind: tar::EntryType, mode: u32, uid: u64, gid: u64) -> tar::Header {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
@@ -394,10 +403,7 @@ mod tests {
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         tree(&a, &["etc/profile.d/x"]);
         tree(&b, &["etc/profile.d"]);
-        let mut m = Manifest::new(0);
-        let mut stack = LayerStack::new(&mut m, 0);
-        stack.add(&layer("skeleton `a`", &a)).unwrap();
-        let err = stack.add(&layer("overlay `b`", &b)).unwrap_err().to_string();
+        let err = stack_err(&[layer("skeleton `a`", &a), layer("overlay `b`", &b)]);
         assert!(
             err.contains(
                 "`/etc/profile.d` is not a directory in overlay `b` but a directory in \
@@ -407,10 +413,7 @@ mod tests {
         );
 
         // A file where an earlier layer has a file, under a path that needs it as a directory.
-        let mut m = Manifest::new(0);
-        let mut stack = LayerStack::new(&mut m, 0);
-        stack.add(&layer("skeleton `b`", &b)).unwrap();
-        let err = stack.add(&layer("overlay `a`", &a)).unwrap_err().to_string();
+        let err = stack_err(&[layer("skeleton `b`", &b), layer("overlay `a`", &a)]);
         assert!(
             err.contains(
                 "`/etc/profile.d` is a directory in overlay `a` but not a directory in \
@@ -430,37 +433,18 @@ mod tests {
         builder.append_link(&mut h, "lib", "usr/lib").unwrap();
         let tarball = dir.path().join("links.tar");
         fs::write(&tarball, builder.into_inner().unwrap()).unwrap();
-        let mut m = Manifest::new(0);
-        let mut stack = LayerStack::new(&mut m, 0);
-        stack.add(&layer("skeleton `a`", &a)).unwrap();
-        let err = stack.add(&layer("overlay `links.tar`", &tarball)).unwrap_err().to_string();
+        let err = stack_err(&[layer("skeleton `a`", &a), layer("overlay `links.tar`", &tarball)]);
         assert!(err.contains("links.tar`: `/lib` is not a directory in overlay `links.tar` but a directory in skeleton `a`"), "{err}");
 
         let mut builder = tar::Builder::new(Vec::new());
         let mut h = header(tar::EntryType::Symlink, 0o777, 0, 0);
         builder.append_link(&mut h, "etc/evil", "../../../etc/shadow").unwrap();
         fs::write(&tarball, builder.into_inner().unwrap()).unwrap();
-        let mut m = Manifest::new(0);
-        let err = LayerStack::new(&mut m, 0)
-            .add(&layer("overlay `links.tar`", &tarball))
-            .unwrap_err()
-            .to_string();
+        let err = stack_err(&[layer("overlay `links.tar`", &tarball)]);
         assert!(err.contains("`etc/evil`: symlink to `../../../etc/shadow` in overlay `links.tar` points outside the image root"), "{err}");
 
-        // The tar crate refuses to write `..` names, so forge the header bytes directly.
-        let mut h = header(tar::EntryType::Regular, 0o644, 0, 0);
-        h.set_size(1);
-        h.as_old_mut().name[..12].copy_from_slice(b"../../escape");
-        h.set_cksum();
-        let mut raw = h.as_bytes().to_vec();
-        raw.extend_from_slice(&[b'x'; 512]);
-        raw.extend_from_slice(&[0; 1024]);
-        fs::write(&tarball, raw).unwrap();
-        let mut m = Manifest::new(0);
-        let err = LayerStack::new(&mut m, 0)
-            .add(&layer("overlay `links.tar`", &tarball))
-            .unwrap_err()
-            .to_string();
+        fs::write(&tarball, crate::host::extract::tar_named(b"../../escape")).unwrap();
+        let err = stack_err(&[layer("overlay `links.tar`", &tarball)]);
         assert!(err.contains("entry `../../escape` points outside the image root"), "{err}");
     }
 }

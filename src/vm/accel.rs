@@ -4,7 +4,6 @@
 //! KVM device that cannot run an ordinary guest because the CPU lacks hardware
 //! virtualisation. `auto` therefore also asks the CPU flags on x86.
 
-use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -31,11 +30,7 @@ impl Accel {
     }
 }
 
-impl fmt::Display for Accel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_as_name!(Accel);
 
 /// `--accel`: an accelerator, or `auto` to use KVM only where it can work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -8,6 +8,7 @@ use regex::{Regex, RegexBuilder};
 use super::channel::Input;
 use super::event::CheckResult;
 use super::{Accel, ExtraCheck, Root, VmSpec};
+use crate::config::Workspace;
 use crate::error::{Error, Result};
 
 /// What a run does in the guest after the boot.
@@ -120,6 +121,16 @@ impl Check {
     pub fn from_extra(extra: &ExtraCheck) -> Result<Check> {
         let name = extra.name.clone().unwrap_or_else(|| extra.command.clone());
         Check::new(&name, &extra.command, &extra.expect, false)
+    }
+
+    /// The checks `ws`'s configuration adds to the standard ones: `run.checks`, then those of
+    /// `run.checks-file` (relative to the workspace root).
+    pub fn configured(ws: &Workspace) -> Result<Vec<Check>> {
+        let mut extras = ws.config.run.checks.clone();
+        if let Some(file) = &ws.config.run.checks_file {
+            extras.extend(super::load_checks_file(&ws.path(file))?);
+        }
+        extras.iter().map(Check::from_extra).collect()
     }
 
     /// Shown in the output and the reports.

@@ -39,10 +39,6 @@ impl Backend for CloudHypervisor {
         Some("CLOUD_HYPERVISOR")
     }
 
-    fn buses(&self) -> &[RootBus] {
-        &[RootBus::Virtio]
-    }
-
     fn transports(&self) -> &[Transport] {
         &[Transport::Virtiofs]
     }
@@ -88,21 +84,10 @@ pub(crate) fn args(spec: &VmSpec) -> Result<Vec<OsString>> {
         // virtiofsd maps the guest's memory, so it must be shared.
         memory.push_str(",shared=on");
     }
-    args.extend(
-        [
-            "--cmdline",
-            &spec.kernel_cmdline(),
-            "--cpus",
-            &format!("boot={}", spec.cpus),
-            "--memory",
-            &memory,
-            "--serial",
-            "tty",
-            "--console",
-            "off",
-        ]
-        .map(OsString::from),
-    );
+    let cpus = format!("boot={}", spec.cpus);
+    let line = ["--cmdline", &spec.kernel_cmdline(), "--cpus", &cpus, "--memory", &memory];
+    args.extend(line.map(OsString::from));
+    args.extend("--serial tty --console off".split(' ').map(OsString::from));
     for share in &spec.shares {
         let socket = share.socket.as_deref().ok_or_else(|| {
             Error::Other(format!(
@@ -134,7 +119,7 @@ fn option(prefix: &str, path: &Path) -> Result<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::spec::strings;
+    use crate::vm::spec::{argv, strings};
     use crate::vm::{Accel, Share, Vmm};
 
     fn spec(root: Root) -> VmSpec {
@@ -177,25 +162,12 @@ mod tests {
         let disk = spec(Root::Disk { image: "/i/boot.ext4".into(), bus: RootBus::Virtio });
         let line = strings(args(&disk).unwrap());
         assert_documented(&line);
-        assert_eq!(
-            line,
-            [
-                "--kernel",
-                "/k/vmlinux",
-                "--disk",
-                "path=/i/boot.ext4",
-                "--cmdline",
-                "console=ttyS0 root=/dev/vda rw rootfstype=ext4 panic=-1",
-                "--cpus",
-                "boot=2",
-                "--memory",
-                "size=256M",
-                "--serial",
-                "tty",
-                "--console",
-                "off"
-            ]
+        let expected = argv(
+            "--kernel /k/vmlinux --disk path=/i/boot.ext4 --cmdline",
+            "console=ttyS0 root=/dev/vda rw rootfstype=ext4 panic=-1",
+            "--cpus boot=2 --memory size=256M --serial tty --console off",
         );
+        assert_eq!(line, expected);
         let mut cpio = spec(Root::Initramfs("/i/rootfs.cpio.gz".into()));
         cpio.arch = Arch::Aarch64;
         let line = strings(args(&cpio).unwrap());

@@ -1,13 +1,6 @@
 //! A VMM from configuration: `[workspace.metadata.busyroot.run.vmm.<name>]` names a program and
-//! its arguments with placeholders, and busyroot drives it over its serial console on stdio.
-//!
-//! The placeholders are `{kernel}`, `{initramfs}`, `{disk}`, `{cmdline}`, `{mem}` (MiB),
-//! `{cpus}`, `{run_dir}`, and `{share_dir}`, `{share_tag}` in `share-args`; `{{` and `}}` are
-//! literal braces. An argument whose placeholder has no value in this run (`{disk}` in an
-//! initramfs boot, `{initramfs}` in a disk boot) is dropped, and so is the argument before it
-//! when that one is a flag without a value: it starts with `-` and holds neither `=` nor a
-//! placeholder. So `["--blk", "{disk}"]` and `["--disk", "path={disk}"]` vanish whole from an
-//! initramfs boot, `--blk={disk}` alone, and `["-v", "--x=1", "{disk}"]` leaves the flags.
+//! its arguments with placeholders (see [`ConfiguredVmm`]), and busyroot drives it over its
+//! serial console on stdio.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -31,7 +24,9 @@ const PLACEHOLDERS: [&str; 9] =
 /// (MiB), `{cpus}`, `{run_dir}`, and `{share_dir}`, `{share_tag}` in `share-args`; `{{` and
 /// `}}` are braces. An argument whose placeholder has no value in a run (`{disk}` in an
 /// initramfs boot) is dropped, with the argument before it when that one is a flag without a
-/// value (it starts with `-` and holds neither `=` nor a placeholder).
+/// value (it starts with `-` and holds neither `=` nor a placeholder). So `["--blk", "{disk}"]`
+/// and `["--disk", "path={disk}"]` vanish whole from an initramfs boot, `--blk={disk}` alone,
+/// and `["-v", "--x=1", "{disk}"]` leaves the flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfiguredVmm {
     name: String,
@@ -345,7 +340,7 @@ fn expand(template: &[String], value: &dyn Fn(&str) -> Option<OsString>) -> Vec<
 mod tests {
     use super::*;
     use crate::config::ConsoleKind;
-    use crate::vm::spec::strings;
+    use crate::vm::spec::{argv, strings};
     use crate::vm::{Accel, Share};
 
     fn config(toml_text: &str) -> VmmConfig {
@@ -399,25 +394,12 @@ mod tests {
         let vmm = ConfiguredVmm::new("wrap", &wrapper(), Path::new("/ws")).unwrap();
         assert_eq!(vmm.default_program(Arch::X86_64), Path::new("/ws/tests/vmm/wrapvmm"));
         let disk = spec(Root::Disk { image: "/i/boot.ext4".into(), bus: RootBus::Nvme });
-        assert_eq!(
-            strings(vmm.args(&disk).unwrap()),
-            [
-                "--boot-image",
-                "/k/bzImage",
-                "--blk",
-                "/i/boot.ext4",
-                "--bootargs",
-                "console=ttyS0 noapictimer root=/dev/nvme0n1 rw rootfstype=ext4 panic=-1",
-                "--ram-mib",
-                "256",
-                "--vcpus",
-                "2",
-                "--state",
-                "/t/state",
-                "--literal",
-                "{x}"
-            ]
+        let expected = argv(
+            "--boot-image /k/bzImage --blk /i/boot.ext4 --bootargs",
+            "console=ttyS0 noapictimer root=/dev/nvme0n1 rw rootfstype=ext4 panic=-1",
+            "--ram-mib 256 --vcpus 2 --state /t/state --literal {x}",
         );
+        assert_eq!(strings(vmm.args(&disk).unwrap()), expected);
         // `--blk {disk}` goes whole; `--ramdisk={initramfs}` is one argument.
         let cpio = spec(Root::Initramfs("/i/rootfs.cpio.gz".into()));
         let args = strings(vmm.args(&cpio).unwrap());

@@ -15,7 +15,7 @@ pub struct Choice<T> {
 }
 
 /// One check's result.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckResult {
     /// The check's name.
     pub name: String,

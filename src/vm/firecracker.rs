@@ -38,10 +38,6 @@ impl Backend for Firecracker {
         "ttyS0"
     }
 
-    fn buses(&self) -> &[RootBus] {
-        &[RootBus::Virtio]
-    }
-
     fn kernel_formats(&self, arch: Arch) -> &[KernelFormat] {
         match arch {
             Arch::X86_64 => &[KernelFormat::Elf],

@@ -49,10 +49,6 @@ impl Backend for Kvmtool {
         "ttyS0"
     }
 
-    fn buses(&self) -> &[RootBus] {
-        &[RootBus::Virtio]
-    }
-
     fn transports(&self) -> &[Transport] {
         // `--9p DIR,TAG`; kvmtool has no vhost-user-fs device for virtiofs.
         &[Transport::NineP]
@@ -79,10 +75,6 @@ impl Backend for Kvmtool {
         "the guest console is on this terminal; press Ctrl-A X to quit kvmtool".into()
     }
 
-    fn logs_interactive_console(&self) -> bool {
-        false
-    }
-
     fn prepare(&self, spec: &VmSpec, _console: ConsoleMode, _run_dir: &Path) -> Result<Launch> {
         Ok(Launch { program: spec.program.clone(), args: args(spec)?, files: Vec::new() })
     }
@@ -105,29 +97,12 @@ fn args(spec: &VmSpec) -> Result<Vec<OsString>> {
         }
         Root::Initramfs(cpio) => args.extend(["-i".into(), cpio.clone().into()]),
     }
-    args.extend(
-        [
-            "-p",
-            &spec.kernel_cmdline(),
-            "-m",
-            &spec.mem_mib.to_string(),
-            "-c",
-            &spec.cpus.to_string(),
-            "--console",
-            "serial",
-            // All four serial ports read lkvm's terminal; each of these moves one onto a pty of
-            // its own, so that only ttyS0, the console, takes what is typed.
-            "--tty",
-            "1",
-            "--tty",
-            "2",
-            "--tty",
-            "3",
-            "--network",
-            "mode=none",
-        ]
-        .map(OsString::from),
-    );
+    let (mem, cpus) = (spec.mem_mib.to_string(), spec.cpus.to_string());
+    args.extend(["-p", &spec.kernel_cmdline(), "-m", &mem, "-c", &cpus].map(OsString::from));
+    // All four serial ports read lkvm's terminal; each `--tty` moves one onto a pty of its own,
+    // so that only ttyS0, the console, takes what is typed.
+    let fixed = "--console serial --tty 1 --tty 2 --tty 3 --network mode=none";
+    args.extend(fixed.split(' ').map(OsString::from));
     for share in &spec.shares {
         refuse_comma(&share.host, "a shared directory's path as the start of its tag")?;
         // kvmtool's 9p export has no read-only mode; the guest mounts it read-only.
@@ -152,7 +127,7 @@ fn refuse_comma(path: &Path, what: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::spec::strings;
+    use crate::vm::spec::{argv, strings};
     use crate::vm::{Accel, Vmm};
 
     fn spec(root: Root) -> VmSpec {
@@ -166,32 +141,12 @@ mod tests {
     #[test]
     fn disk_and_initramfs() {
         let disk = spec(Root::Disk { image: "/i/r.ext4".into(), bus: RootBus::Virtio });
-        assert_eq!(
-            strings(args(&disk).unwrap()),
-            [
-                "run",
-                "-k",
-                "/k/bzImage",
-                "-d",
-                "/i/r.ext4",
-                "-p",
-                "console=ttyS0 root=/dev/vda rw rootfstype=ext4 panic=-1 quiet",
-                "-m",
-                "512",
-                "-c",
-                "1",
-                "--console",
-                "serial",
-                "--tty",
-                "1",
-                "--tty",
-                "2",
-                "--tty",
-                "3",
-                "--network",
-                "mode=none"
-            ]
+        let expected = argv(
+            "run -k /k/bzImage -d /i/r.ext4 -p",
+            "console=ttyS0 root=/dev/vda rw rootfstype=ext4 panic=-1 quiet",
+            "-m 512 -c 1 --console serial --tty 1 --tty 2 --tty 3 --network mode=none",
         );
+        assert_eq!(strings(args(&disk).unwrap()), expected);
         let initramfs = spec(Root::Initramfs("/i/r.cpio.gz".into()));
         let args = strings(args(&initramfs).unwrap());
         assert_eq!(args[3..5], ["-i", "/i/r.cpio.gz"]);

@@ -63,6 +63,7 @@ impl VmProcess {
         use std::process::Stdio as S;
         let mut command = exec::command(program);
         command.args(args);
+        let mut pty = None;
         match stdio {
             Stdio::Piped => {
                 command.stdin(S::piped()).stdout(S::piped()).stderr(S::piped()).process_group(0);
@@ -71,19 +72,18 @@ impl VmProcess {
                 command.stdin(S::null()).stdout(S::null()).stderr(S::null()).process_group(0);
             }
             Stdio::Terminal => {
-                let (pty, terminal) = open_raw_pty()?;
+                let (controller, terminal) = open_raw_pty()?;
                 command
                     .stdin(S::from(terminal.try_clone()?))
                     .stdout(S::from(terminal))
                     .stderr(S::piped())
                     .process_group(0);
-                let child = exec::spawn(&mut command, libc::SIGKILL)?;
-                return Ok(VmProcess { child, status: None, pty: Some(pty) });
+                pty = Some(controller);
             }
             Stdio::Inherit => {}
         }
         let child = exec::spawn(&mut command, libc::SIGKILL)?;
-        Ok(VmProcess { child, status: None, pty: None })
+        Ok(VmProcess { child, status: None, pty })
     }
 
     /// The process id.

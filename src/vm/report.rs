@@ -90,7 +90,7 @@ impl Outcome {
 }
 
 /// The payload command and what became of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommandResult {
     /// The program and its arguments.
     pub argv: Vec<String>,
@@ -418,8 +418,7 @@ mod tests {
             status,
             duration: Duration::from_millis(20),
             stdout: "hello\n".into(),
-            stderr: String::new(),
-            tap: None,
+            ..CommandResult::default()
         }
     }
 
@@ -464,35 +463,20 @@ mod tests {
     fn the_verdict_is_passed_only_with_exit_code_0() {
         let f =
             BootFailure { kind: BootFailureKind::Panic, message: "x".into(), console_tail: vec![] };
-        let reports = [
-            report(Outcome::Passed, None),
-            report(Outcome::Passed, Some(command(Some(0)))),
-            report(Outcome::Passed, Some(command(Some(3)))),
-            report(Outcome::Passed, Some(command(None))),
-            report(Outcome::ChecksFailed(vec!["x".into()]), None),
-            report(Outcome::CommandTimedOut, Some(command(None))),
-            report(Outcome::BootFailed(f.clone()), None),
-            report(Outcome::BootFailed(f), Some(command(None))),
-            report(Outcome::SetupFailed("x".into()), Some(command(None))),
-            report(Outcome::Interrupted, Some(command(None))),
+        let cases = [
+            (report(Outcome::Passed, None), ("passed", 0)),
+            (report(Outcome::Passed, Some(command(Some(0)))), ("passed", 0)),
+            (report(Outcome::Passed, Some(command(Some(3)))), ("failed", 3)),
+            (report(Outcome::Passed, Some(command(None))), ("error", 125)),
+            (report(Outcome::ChecksFailed(vec!["x".into()]), None), ("checks-failed", 1)),
+            (report(Outcome::CommandTimedOut, Some(command(None))), ("command-timeout", 124)),
+            (report(Outcome::BootFailed(f.clone()), None), ("boot-failed", 2)),
+            (report(Outcome::BootFailed(f), Some(command(None))), ("boot-failed", 125)),
+            (report(Outcome::SetupFailed("x".into()), Some(command(None))), ("setup-failed", 125)),
+            (report(Outcome::Interrupted, Some(command(None))), ("interrupted", 130)),
         ];
-        let got: Vec<_> = reports.iter().map(|r| (r.verdict(), r.exit_code())).collect();
-        assert_eq!(
-            got,
-            [
-                ("passed", 0),
-                ("passed", 0),
-                ("failed", 3),
-                ("error", 125),
-                ("checks-failed", 1),
-                ("command-timeout", 124),
-                ("boot-failed", 2),
-                ("boot-failed", 125),
-                ("setup-failed", 125),
-                ("interrupted", 130),
-            ]
-        );
-        for r in &reports {
+        for (r, expected) in &cases {
+            assert_eq!((r.verdict(), r.exit_code()), *expected, "{:?}", r.outcome);
             assert_eq!(r.to_json()["verdict"], r.verdict());
             assert_eq!(r.to_json()["exit_code"], r.exit_code());
             assert!(r.verdict_line().starts_with("busyroot: "), "{}", r.verdict_line());

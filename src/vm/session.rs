@@ -142,14 +142,7 @@ pub fn run(
 /// code of a run without a command.
 fn mark_not_run(plan: &RunPlan, report: &mut RunReport) {
     if let (Some(argv), None) = (&plan.command, &report.command) {
-        report.command = Some(CommandResult {
-            argv: argv.clone(),
-            status: None,
-            duration: Duration::ZERO,
-            stdout: String::new(),
-            stderr: String::new(),
-            tap: None,
-        });
+        report.command = Some(CommandResult { argv: argv.clone(), ..CommandResult::default() });
     }
 }
 
@@ -699,10 +692,7 @@ impl Session<'_> {
                 "the VMM to exit by itself within {:.0} s",
                 plan.timeouts.shutdown.as_secs_f64()
             ),
-            output: String::new(),
-            passed: false,
-            skipped: None,
-            duration: Duration::ZERO,
+            ..CheckResult::default()
         };
         let closed = self.console.send(shutdown).and_then(|()| self.console.wait_closed(deadline));
         match closed {
@@ -747,9 +737,7 @@ fn stop_result(name: &str, command: &str, stop: &Stop, plan: &RunPlan) -> CheckR
         command: command.to_string(),
         expected: "the command to finish".into(),
         output,
-        passed: false,
-        skipped: None,
-        duration: Duration::ZERO,
+        ..CheckResult::default()
     }
 }
 
@@ -760,10 +748,7 @@ fn fsck(sh: &Shell, image: &Path) -> CheckResult {
         name: "image is clean after shutdown".into(),
         command: format!("e2fsck -fn {}", image.display()),
         expected: "e2fsck to find no errors (exit status 0)".into(),
-        output: String::new(),
-        passed: false,
-        skipped: None,
-        duration: Duration::ZERO,
+        ..CheckResult::default()
     };
     let Some(e2fsck) = crate::host::tools::find_program("e2fsck") else {
         return skipped_fsck("e2fsck not found in $PATH, /usr/sbin or /sbin (install e2fsprogs)");
@@ -790,10 +775,9 @@ fn skipped_fsck(why: &str) -> CheckResult {
         name: "image is clean after shutdown".into(),
         command: "e2fsck -fn".into(),
         expected: "e2fsck to find no errors (exit status 0)".into(),
-        output: String::new(),
         passed: true,
         skipped: Some(why.to_string()),
-        duration: Duration::ZERO,
+        ..CheckResult::default()
     }
 }
 

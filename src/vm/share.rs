@@ -2,7 +2,6 @@
 //! virtiofs from what the kernel supports, and running `virtiofsd` for the latter.
 
 use std::ffi::OsString;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -49,11 +48,7 @@ impl Transport {
     }
 }
 
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_as_name!(Transport);
 
 /// A share as the user asked for it: `HOST_DIR[:GUEST_DIR][:ro]`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -77,11 +77,7 @@ impl fmt::Debug for Vmm {
     }
 }
 
-impl fmt::Display for Vmm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_as_name!(Vmm);
 
 impl FromStr for Vmm {
     type Err = String;
@@ -142,11 +138,7 @@ impl RootBus {
     }
 }
 
-impl fmt::Display for RootBus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_as_name!(RootBus);
 
 /// `--root-bus`: a bus, or `auto` to pick one from the kernel's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -292,12 +284,9 @@ pub struct Launch {
 impl Launch {
     /// The command line as printed before the VMM starts, quoted for a POSIX shell.
     pub fn display(&self) -> String {
-        let mut line = super::shell_quote(&self.program.to_string_lossy());
-        for arg in &self.args {
-            line.push(' ');
-            line.push_str(&super::shell_quote(&arg.to_string_lossy()));
-        }
-        line
+        let words = std::iter::once(self.program.as_os_str())
+            .chain(self.args.iter().map(|a| a.as_os_str()));
+        words.map(|w| super::shell_quote(&w.to_string_lossy())).collect::<Vec<_>>().join(" ")
     }
 }
 
@@ -466,6 +455,14 @@ pub fn parse_mem_mib(text: &str) -> Result<u32, String> {
 #[cfg(test)]
 pub(crate) fn strings(args: Vec<OsString>) -> Vec<String> {
     args.into_iter().map(|a| a.into_string().unwrap()).collect()
+}
+
+/// The arguments a backend's test expects: the words of `before`, `whole` as one argument
+/// (the kernel's command line, which holds spaces), then the words of `after`.
+#[cfg(test)]
+pub(crate) fn argv(before: &str, whole: &str, after: &str) -> Vec<String> {
+    let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+    [words(before), vec![whole.to_string()], words(after)].concat()
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use busyroot::arch::Arch;
 use busyroot::image::Format;
 use busyroot::vm::{
-    self, AccelRequest, BootFailureKind, ExtraCheck, Outcome, Root, RootBusRequest, RunPlan,
-    RunReport, Timeouts, VmSpec, Vmm,
+    self, AccelRequest, BootFailure, BootFailureKind, ExtraCheck, Outcome, Root, RootBusRequest,
+    RunPlan, RunReport, Timeouts, VmSpec, Vmm,
 };
 use tempfile::TempDir;
 
@@ -33,16 +33,10 @@ pub(super) fn setup(test: &str) -> Option<Setup> {
             let dir = PathBuf::from(dir);
             (dir.join("rootfs.ext4"), dir.join("rootfs.cpio.gz"))
         }
-        None => match support::rootfs() {
-            Ok(outputs) => (
-                outputs.path(Format::Ext4).to_path_buf(),
-                outputs.path(Format::CpioGz).to_path_buf(),
-            ),
-            Err(reason) => {
-                support::skip(test, &format!("no rootfs to boot: {reason}"));
-                return None;
-            }
-        },
+        None => {
+            let outputs = support::rootfs_or_skip(test)?;
+            (outputs.path(Format::Ext4).to_path_buf(), outputs.path(Format::CpioGz).to_path_buf())
+        }
     };
     for image in [&ext4, &cpio] {
         assert!(image.is_file(), "`{}` is missing", image.display());
@@ -109,6 +103,15 @@ fn assert_vmm_gone(spec: &VmSpec, report: &RunReport) {
     assert!(!stat.contains(&format!("({comm})")), "{program} (pid {pid}) was not reaped: {stat}");
 }
 
+/// The boot failure of `kind` that `report` ends with (busyroot's exit code 2).
+fn boot_failure(report: &RunReport, kind: BootFailureKind) -> &BootFailure {
+    let Outcome::BootFailed(failure) = &report.outcome else {
+        panic!("expected a boot failure, got {report:#?}");
+    };
+    assert_eq!((failure.kind, report.exit_code()), (kind, 2), "{failure:#?}");
+    failure
+}
+
 pub(super) fn assert_passed(report: &RunReport) {
     assert_eq!(report.outcome, Outcome::Passed, "{report:#?}");
     assert_eq!(report.exit_code(), 0);
@@ -149,14 +152,10 @@ fn a_panicking_kernel_is_reported_as_a_panic() {
     // The last root= wins: the kernel cannot mount its root and panics.
     spec.append.push("root=/dev/doesnotexist".into());
     let report = boot(&spec, &plan(&spec, &[]));
-    let Outcome::BootFailed(failure) = &report.outcome else {
-        panic!("expected a boot failure, got {:#?}", report);
-    };
     // Detected from the panic line, not by running into the timeout.
-    assert_eq!(failure.kind, BootFailureKind::Panic, "{failure:#?}");
+    let failure = boot_failure(&report, BootFailureKind::Panic);
     assert!(failure.message.contains("Kernel panic"), "{}", failure.message);
     assert!(failure.console_tail.iter().any(|l| l.contains("Kernel panic")));
-    assert_eq!(report.exit_code(), 2);
 }
 
 #[test]
@@ -169,13 +168,9 @@ fn a_bogus_kernel_fails_with_a_clear_message() {
     let root = Root::Initramfs(tmp.path().join("rootfs.cpio.gz"));
     let spec = VmSpec::new(Arch::X86_64, bogus.clone(), root, tmp.path().join("console.log"));
     let report = boot(&spec, &plan(&spec, &[]));
-    let Outcome::BootFailed(failure) = &report.outcome else {
-        panic!("expected a boot failure, got {:#?}", report);
-    };
-    assert_eq!(failure.kind, BootFailureKind::BadKernel, "{failure:#?}");
+    let failure = boot_failure(&report, BootFailureKind::BadKernel);
     assert!(failure.message.contains("is not a kernel image for x86_64"), "{}", failure.message);
     assert!(failure.message.contains(&bogus.display().to_string()), "{}", failure.message);
-    assert_eq!(report.exit_code(), 2);
     assert_eq!(report.vmm_pid, None);
 }
 
@@ -220,12 +215,8 @@ fn a_missing_init_is_reported_as_such() {
     let mut spec = setup.disk_spec();
     spec.append.push("init=/sbin/no-such-init".into());
     let report = boot(&spec, &plan(&spec, &[]));
-    let Outcome::BootFailed(failure) = &report.outcome else {
-        panic!("expected a boot failure, got {:#?}", report);
-    };
-    assert_eq!(failure.kind, BootFailureKind::NoInit, "{failure:#?}");
+    let failure = boot_failure(&report, BootFailureKind::NoInit);
     assert!(failure.message.contains("no-such-init"), "{}", failure.message);
-    assert_eq!(report.exit_code(), 2);
 }
 
 #[test]
@@ -238,11 +229,7 @@ fn a_guest_that_never_shows_the_banner_times_out_and_is_killed() {
     let timeouts = Timeouts::from_env(spec.accel, Some(20)).unwrap();
     let plan = RunPlan::standard(&spec, "kvmtool-test", timeouts);
     let report = boot(&spec, &plan);
-    let Outcome::BootFailed(failure) = &report.outcome else {
-        panic!("expected a boot failure, got {:#?}", report);
-    };
-    assert_eq!(failure.kind, BootFailureKind::Timeout, "{failure:#?}");
+    let failure = boot_failure(&report, BootFailureKind::Timeout);
     assert!(!failure.console_tail.is_empty(), "the console tail must be reported");
     assert!(failure.console_tail.len() <= 50);
-    assert_eq!(report.exit_code(), 2);
 }

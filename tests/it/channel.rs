@@ -8,7 +8,6 @@
 //! Debian's unpacked cloud kernel package, loaded from there), else the kernel
 //! `cargo xtask kernel` builds (virtio-console built in).
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use busyroot::arch::Arch;
@@ -45,28 +44,15 @@ impl Run {
 /// A VM with the test kernel (and its modules, if it has them beside it) and the initramfs,
 /// or `None` after saying why the test does not run.
 fn vm(test: &str) -> Option<Vm> {
-    let kernel = support::with_qemu(test, support::test_kernel())?;
-    let outputs = match support::rootfs() {
-        Ok(outputs) => outputs,
-        Err(why) => {
-            support::skip(test, &format!("no rootfs to boot: {why}"));
-            return None;
-        }
-    };
+    let (kernel, outputs) = support::test_kernel_and_rootfs(test)?;
     let mut vm = Vm::new(Arch::X86_64, &kernel);
     vm.initramfs(outputs.path(Format::CpioGz))
         .size(256, 1)
         .command_timeout(Duration::from_secs(300));
-    if let Some(modules) = modules_beside(&kernel) {
+    if let Some(modules) = busyroot::vm::beside_kernel(&kernel) {
         vm.modules(modules);
     }
     Some(vm)
-}
-
-/// The root of an unpacked kernel package: `<root>/boot/vmlinuz-*` and `<root>/lib/modules`.
-fn modules_beside(kernel: &Path) -> Option<PathBuf> {
-    let root = kernel.parent()?.parent()?;
-    root.join("lib/modules").is_dir().then(|| root.to_path_buf())
 }
 
 fn run(vm: &Vm, argv: &[&str]) -> Run {
@@ -194,10 +180,7 @@ fn two_runs_in_one_work_directory_take_turns() {
 fn the_serial_relay_is_chosen_with_its_reason() {
     // No VM starts: the choice is made, and reported, before the boot.
     let test = "the_serial_relay_is_chosen_with_its_reason";
-    let outputs = match support::rootfs() {
-        Ok(outputs) => outputs,
-        Err(why) => return support::skip(test, &format!("no rootfs: {why}")),
-    };
+    let Some(outputs) = support::rootfs_or_skip(test) else { return };
     let tmp = support::tempdir();
     let kernel = tmp.path().join("vmlinuz-6.1.0-test");
     std::fs::write(&kernel, b"not booted").unwrap();

@@ -53,10 +53,7 @@ fn a_share_with_the_fetched_debian_kernel_needs_no_modules_flag() {
                       libcap-ng-dev && cargo install virtiofsd --locked`";
         return skip(test, reason);
     }
-    let outputs = match support::rootfs() {
-        Ok(outputs) => outputs,
-        Err(reason) => return skip(test, &reason),
-    };
+    let Some(outputs) = support::or_skip(test, support::rootfs()) else { return };
     let shared = support::tempdir();
     std::fs::write(shared.path().join("greeting"), "hello through virtiofs\n").unwrap();
     let file = shared.path().join("greeting").display().to_string();

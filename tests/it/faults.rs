@@ -36,11 +36,6 @@ fn leftovers(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// A built checkout in `dir` for `test`; `None` after saying why the test skips.
-fn built_checkout(test: &str, dir: &Path) -> Option<Workspace> {
-    support::built_checkout(&dir.join("checkout")).map_err(|reason| skip(test, &reason)).ok()
-}
-
 /// The sha256s of every output.
 fn sums(outputs: &Outputs) -> Vec<String> {
     outputs.files.iter().map(|f| f.sha256.clone()).collect()
@@ -61,7 +56,7 @@ fn recovers(ws: &Workspace, out: &Path) -> Outputs {
 fn concurrent_runs_take_turns_and_both_succeed() {
     let test = "concurrent_runs_take_turns_and_both_succeed";
     let dir = support::tempdir();
-    let Some(ws) = built_checkout(test, dir.path()) else { return };
+    let Some(ws) = support::built_checkout_in(test, dir.path()) else { return };
     build(&ws, &Silent).unwrap();
     append(&ws.root.join("rootfs-skel/etc/profile"), "# concurrent edit\n");
     let runs: Vec<Outputs> = std::thread::scope(|s| {
@@ -137,7 +132,7 @@ fn a_run_killed_while_writing_images_leaves_the_previous_outputs_and_recovers() 
         return;
     }
     let dir = support::tempdir();
-    let Some(ws) = built_checkout(test, dir.path()) else { return };
+    let Some(ws) = support::built_checkout_in(test, dir.path()) else { return };
     let before = build(&ws, &Silent).unwrap();
     append(&ws.root.join("rootfs-skel/etc/profile"), "# edit before the kill\n");
 
@@ -220,7 +215,7 @@ fn runs_killed_during_extraction_and_during_make_are_finished_by_the_next_run() 
         return;
     }
     let dir = support::tempdir();
-    let Some(ws) = built_checkout(test, dir.path()) else { return };
+    let Some(ws) = support::built_checkout_in(test, dir.path()) else { return };
     let before = build(&ws, &Silent).unwrap();
     let out = before.dir.clone();
     let src = out.join(format!("busybox-{}", ws.config.busybox.version));
@@ -306,16 +301,7 @@ fn vmms_of(parent: u32) -> Vec<u32> {
 #[test]
 fn ctrl_c_during_a_boot_exits_130_and_leaves_no_vmm() {
     let test = "ctrl_c_during_a_boot_exits_130_and_leaves_no_vmm";
-    let kernel = match support::test_kernel() {
-        Ok(kernel) => kernel,
-        Err(reason) => return skip(test, &reason),
-    };
-    if !support::have("qemu-system-x86_64") {
-        return skip(test, "qemu-system-x86_64 is not installed (package qemu-system-x86)");
-    }
-    if let Err(reason) = support::rootfs() {
-        return skip(test, &reason);
-    }
+    let Some((kernel, _)) = support::test_kernel_and_rootfs(test) else { return };
     use std::os::unix::process::CommandExt;
     let dir = support::tempdir();
     let log = dir.path().join("xtask.log");
@@ -646,10 +632,7 @@ fn a_full_disk_is_a_clean_error_and_keeps_the_previous_image() {
                    --workspace`";
         return skip(test, why);
     };
-    let outputs = match support::rootfs() {
-        Ok(o) => o,
-        Err(reason) => return skip(test, &reason),
-    };
+    let Some(outputs) = support::or_skip(test, support::rootfs()) else { return };
     let small = Path::new(&small);
     let manifest = RootfsBuilder::new(Context::new(support::workspace()).unwrap())
         .manifest(&outputs.dir.join("install"), EPOCH)

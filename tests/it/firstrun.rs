@@ -29,10 +29,7 @@ fn the_smallest_auto_image_boots_with_the_built_kernel_and_gains_no_files() {
         return skip(test, "e2fsck is not installed (package e2fsprogs)");
     }
     let tmp = support::tempdir();
-    let mut ws = match support::built_checkout(&tmp.path().join("checkout")) {
-        Ok(ws) => ws,
-        Err(reason) => return skip(test, &reason),
-    };
+    let Some(mut ws) = support::built_checkout_in(test, tmp.path()) else { return };
     ws.config.image.size = ImageSizeSetting::Auto;
     let mut ctx = Context::new(ws).unwrap();
     ctx.fetch_options(support::offline_fetch());

@@ -8,7 +8,7 @@ use busyroot::context::Context;
 use busyroot::pipeline::busybox::Toolchain;
 use busyroot::pipeline::rootfs::{Outputs, RootfsBuilder};
 
-use crate::support::{self, skip};
+use crate::support;
 
 const EPOCH: u64 = 1_700_000_000;
 
@@ -46,10 +46,7 @@ fn each_input_reruns_exactly_the_stages_that_depend_on_it() {
     }
     let dir = support::tempdir();
     // A checkout whose BusyBox tree is already built, copied from this run's own build.
-    let mut ws = match support::built_checkout(&dir.path().join("checkout")) {
-        Ok(ws) => ws,
-        Err(reason) => return skip(test, &reason),
-    };
+    let Some(mut ws) = support::built_checkout_in(test, dir.path()) else { return };
     const IMAGES: [&str; 3] = ["rootfs.ext4", "rootfs.cpio.gz", "rootfs.tar"];
 
     let first = build(&ws, EPOCH, None);

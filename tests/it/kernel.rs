@@ -65,10 +65,7 @@ fn shipped_fragments_survive_the_merge_on_every_arch_with_a_compiler() {
     if busyroot::testing::slow(test) {
         return;
     }
-    let tree = match source_tree() {
-        Ok(tree) => tree,
-        Err(reason) => return skip(test, &reason),
-    };
+    let Some(tree) = support::or_skip(test, source_tree()) else { return };
     let fragments = support::workspace().root.join("kernel-config");
     let sh = xshell::Shell::new().unwrap();
     for arch in Arch::ALL {
@@ -102,10 +99,7 @@ fn a_fragment_option_lost_in_the_merge_is_reported_by_name() {
     if busyroot::testing::slow(test) {
         return;
     }
-    let tree = match source_tree() {
-        Ok(tree) => tree,
-        Err(reason) => return skip(test, &reason),
-    };
+    let Some(tree) = support::or_skip(test, source_tree()) else { return };
     let Some(arch) = Arch::host() else { return skip(test, "unsupported host architecture") };
     if let Err(reason) = toolchain(arch) {
         return skip(test, &reason);
@@ -200,7 +194,7 @@ fn a_second_build_with_nothing_changed_is_fresh_and_a_changed_fragment_rebuilds(
     let mut builder = KernelBuilder::new(ctx);
     builder.source(KernelSource::Tarball(fake_linux_tarball(dir.path(), arch)));
     let sh = xshell::Shell::new().unwrap();
-    let builds = builder.build_dir().join("builds");
+    let builds = builder.context().layout().kernel_build().join("builds");
     let count = || std::fs::read_to_string(&builds).unwrap().lines().count();
 
     let first = match builder.build(&sh, &Silent) {
@@ -208,7 +202,7 @@ fn a_second_build_with_nothing_changed_is_fresh_and_a_changed_fragment_rebuilds(
         result => result.unwrap(),
     };
     assert!(!first.fresh);
-    assert_eq!(first.image, busyroot::pipeline::kernel::kernel_image_path(&ws, arch));
+    assert_eq!(first.image, builder.context().layout().kernel_image());
     assert!(first.image.is_file());
     assert_eq!(first.config, first.image.with_file_name(".config"));
     let image = std::fs::read_to_string(&first.image).unwrap();
@@ -261,7 +255,8 @@ fn the_kernel_cache_serves_another_checkout_only_while_every_input_matches() {
         builder
     };
     let builds = |builder: &KernelBuilder| {
-        std::fs::read_to_string(builder.build_dir().join("builds")).map_or(0, |t| t.lines().count())
+        std::fs::read_to_string(builder.context().layout().kernel_build().join("builds"))
+            .map_or(0, |t| t.lines().count())
     };
     let sh = xshell::Shell::new().unwrap();
 
@@ -303,7 +298,7 @@ fn the_pinned_release_is_fetched_like_busybox_with_mirror_and_offline_errors() {
     let Some(arch) = Arch::host() else { return skip(test, "unsupported host architecture") };
     let dir = support::tempdir();
     let ws = workspace_with(&support::workspace().root.join("kernel-config"), dir.path());
-    let name = ws.config.kernel.file_name();
+    let name = ws.config.kernel.source().file_name;
     let pinned = ws.config.kernel.sha256.clone();
     let mirror = dir.path().join("mirror");
     std::fs::create_dir(&mirror).unwrap();

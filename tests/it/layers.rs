@@ -116,18 +116,20 @@ fn two_overlay_trees_and_a_tar_layer_over_the_builtin_skeleton() {
     }
     let dir = support::tempdir();
     let root = dir.path().join("project");
-    let ws = match checkout(&root, |ws| {
-        let layer = |name: &str| PathBuf::from("overlays").join(name);
-        write(&ws.path(&layer("one/etc/motd")), "from one\n", 0o644);
-        write(&ws.path(&layer("one/etc/hostname")), "layered\n", 0o600);
-        write(&ws.path(&layer("one/usr/bin/hello")), "#!/bin/sh\necho hello\n", 0o700);
-        write(&ws.path(&layer("two/etc/motd")), "from two\n", 0o644);
-        write(&ws.path(&layer("two/opt/two/readme")), "two\n", 0o644);
-        overlay_tar(&ws.path(&layer("three.tar.gz")));
-        ws.config.overlays = vec![layer("one"), layer("two"), layer("three.tar.gz")];
-    }) {
-        Ok(ws) => ws,
-        Err(reason) => return skip(test, &reason),
+    let Some(ws) = support::or_skip(
+        test,
+        checkout(&root, |ws| {
+            let layer = |name: &str| PathBuf::from("overlays").join(name);
+            write(&ws.path(&layer("one/etc/motd")), "from one\n", 0o644);
+            write(&ws.path(&layer("one/etc/hostname")), "layered\n", 0o600);
+            write(&ws.path(&layer("one/usr/bin/hello")), "#!/bin/sh\necho hello\n", 0o700);
+            write(&ws.path(&layer("two/etc/motd")), "from two\n", 0o644);
+            write(&ws.path(&layer("two/opt/two/readme")), "two\n", 0o644);
+            overlay_tar(&ws.path(&layer("three.tar.gz")));
+            ws.config.overlays = vec![layer("one"), layer("two"), layer("three.tar.gz")];
+        }),
+    ) else {
+        return;
     };
     let outputs = build(&ws);
 
@@ -182,40 +184,42 @@ fn a_buildroot_table_with_r_names_and_batches_reads_back_from_ext4() {
     }
     let dir = support::tempdir();
     let root = dir.path().join("project");
-    let ws = match checkout(&root, |ws| {
-        // The image's own accounts: the built-in ones plus a web user and a disk group.
-        let skel = builtin_dir().join("rootfs-skel/etc");
-        let passwd = fs::read_to_string(skel.join("passwd")).unwrap();
-        let group = fs::read_to_string(skel.join("group")).unwrap();
-        write(
-            &ws.path(Path::new("accounts/etc/passwd")),
-            &(passwd + "www:x:33:33::/srv:/bin/false\n"),
-            0o644,
-        );
-        write(
-            &ws.path(Path::new("accounts/etc/group")),
-            &(group + "www:x:33:\ndisk:x:6:\n"),
-            0o644,
-        );
-        write(&ws.path(Path::new("site/srv/www/index.html")), "<p>hi</p>\n", 0o644);
-        write(&ws.path(Path::new("site/srv/www/cgi/run")), "#!/bin/sh\n", 0o755);
-        write(
-            &ws.path(Path::new("table.txt")),
-            "# <name>   <type> <mode> <uid> <gid> <major> <minor> <start> <inc> <count>\n\
+    let Some(ws) = support::or_skip(
+        test,
+        checkout(&root, |ws| {
+            // The image's own accounts: the built-in ones plus a web user and a disk group.
+            let skel = builtin_dir().join("rootfs-skel/etc");
+            let passwd = fs::read_to_string(skel.join("passwd")).unwrap();
+            let group = fs::read_to_string(skel.join("group")).unwrap();
+            write(
+                &ws.path(Path::new("accounts/etc/passwd")),
+                &(passwd + "www:x:33:33::/srv:/bin/false\n"),
+                0o644,
+            );
+            write(
+                &ws.path(Path::new("accounts/etc/group")),
+                &(group + "www:x:33:\ndisk:x:6:\n"),
+                0o644,
+            );
+            write(&ws.path(Path::new("site/srv/www/index.html")), "<p>hi</p>\n", 0o644);
+            write(&ws.path(Path::new("site/srv/www/cgi/run")), "#!/bin/sh\n", 0o755);
+            write(
+                &ws.path(Path::new("table.txt")),
+                "# <name>   <type> <mode> <uid> <gid> <major> <minor> <start> <inc> <count>\n\
              /srv/www     r      750    www   www   -       -       -       -     -\n\
              /srv/www/cgi d      700    www   0     -       -       -       -     -\n\
              /dev/hda     b      640    root  disk  3       1       1       1     4\n\
              /dev/uio     c      600    0     0     252     1       6       2     3\n\
              /dev/watch   c      600    daemon tty  10      130     4       1     1\n\
              /var/fifo    p      620    33    6     -       -       -       -     -\n",
-            0o644,
-        );
-        ws.config.overlays = vec!["accounts".into(), "site".into()];
-        ws.config.device_table =
-            Some(vec![builtin_dir().join("device-table.txt"), "table.txt".into()]);
-    }) {
-        Ok(ws) => ws,
-        Err(reason) => return skip(test, &reason),
+                0o644,
+            );
+            ws.config.overlays = vec!["accounts".into(), "site".into()];
+            ws.config.device_table =
+                Some(vec![builtin_dir().join("device-table.txt"), "table.txt".into()]);
+        }),
+    ) else {
+        return;
     };
     let outputs = build(&ws);
     let want = [

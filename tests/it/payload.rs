@@ -137,10 +137,7 @@ fn a_read_only_share_refuses_writes() {
 fn a_missing_program_is_refused_before_booting() {
     // Needs the rootfs (for its listing) but no VM: the refusal comes first.
     let test = "a_missing_program_is_refused_before_booting";
-    let outputs = match support::rootfs() {
-        Ok(outputs) => outputs,
-        Err(reason) => return support::skip(test, &format!("no rootfs: {reason}")),
-    };
+    let Some(outputs) = support::rootfs_or_skip(test) else { return };
     let tmp = support::tempdir();
     let kernel = tmp.path().join("bzImage");
     std::fs::write(&kernel, b"not looked at").unwrap();

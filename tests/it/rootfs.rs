@@ -99,24 +99,12 @@ pub(crate) fn cpio_listing(cpio_gz: &Path) -> Listing {
 
 /// `rwsr-xr-x` → 0o4755.
 fn mode_from_ls(s: &str) -> u32 {
-    let b: Vec<char> = s.chars().skip(1).collect();
-    let mut mode = 0;
-    for (i, c) in b.iter().enumerate().take(9) {
-        let bit = 1 << (8 - i);
-        if !matches!(c, '-' | 'S' | 'T') {
-            mode |= bit;
-        }
-    }
-    if matches!(b[2], 's' | 'S') {
-        mode |= 0o4000;
-    }
-    if matches!(b[5], 's' | 'S') {
-        mode |= 0o2000;
-    }
-    if matches!(b[8], 't' | 'T') {
-        mode |= 0o1000;
-    }
-    mode
+    let b: Vec<char> = s.chars().skip(1).take(9).collect();
+    let permissions = (0..9).filter(|&i| !matches!(b[i], '-' | 'S' | 'T')).map(|i| 1 << (8 - i));
+    // The execute letter of user, group and others: `s`/`S` or `t`/`T` sets the special bit.
+    let special = [(2, 's', 0o4000), (5, 's', 0o2000), (8, 't', 0o1000)];
+    let special = special.iter().filter(|(i, c, _)| b[*i].to_ascii_lowercase() == *c);
+    permissions.sum::<u32>() + special.map(|(_, _, bit)| bit).sum::<u32>()
 }
 
 /// Every inode of the ext4 image via one debugfs batch of `stat` commands.
@@ -141,19 +129,10 @@ pub(crate) fn ext4_listing(image: &Path, paths: &[String]) -> Listing {
                 "FIFO" => 'p',
                 other => panic!("unknown debugfs type {other} for {path}"),
             };
-            let extra = fields.get("extra").cloned().unwrap_or_default();
-            let extra =
-                if kind == 'l' { fields.get("link").cloned().unwrap_or_default() } else { extra };
-            listing.insert(
-                path.clone(),
-                describe(
-                    kind,
-                    mode,
-                    fields["uid"].parse().unwrap(),
-                    fields["gid"].parse().unwrap(),
-                    &extra,
-                ),
-            );
+            let extra = fields.get(if kind == 'l' { "link" } else { "extra" });
+            let (uid, gid) = (fields["uid"].parse().unwrap(), fields["gid"].parse().unwrap());
+            let extra = extra.map_or("", String::as_str);
+            listing.insert(path.clone(), describe(kind, mode, uid, gid, extra));
         }
     };
     for line in out.lines() {
@@ -192,10 +171,7 @@ pub(crate) fn ext4_listing(image: &Path, paths: &[String]) -> Listing {
 #[test]
 fn outputs_read_back_equal_the_manifest() {
     let test = "outputs_read_back_equal_the_manifest";
-    let outputs = match support::rootfs() {
-        Ok(o) => o,
-        Err(reason) => return skip(test, &reason),
-    };
+    let Some(outputs) = support::or_skip(test, support::rootfs()) else { return };
     let ws = support::workspace();
     let sh = xshell::Shell::new().unwrap();
     let epoch = source_date_epoch(&sh, &ws.root);
@@ -272,10 +248,7 @@ fn two_checkouts_build_bit_identical_outputs() {
 #[test]
 fn too_small_an_image_says_how_much_is_needed() {
     let test = "too_small_an_image_says_how_much_is_needed";
-    let outputs = match support::rootfs() {
-        Ok(o) => o,
-        Err(reason) => return skip(test, &reason),
-    };
+    let Some(outputs) = support::or_skip(test, support::rootfs()) else { return };
     let mut ws = support::workspace();
     let dir = support::tempdir();
     ws.config.image.size = ImageSizeSetting::Mib(1);
@@ -324,16 +297,13 @@ const PINNED_BUSYBOX: &[u8] = b"busyroot: a stand-in for the BusyBox binary\n";
 fn outputs_for_fixed_inputs_keep_their_recorded_sha256() {
     let test = "outputs_for_fixed_inputs_keep_their_recorded_sha256";
     let dir = support::tempdir();
-    let ws = match support::built_checkout(&dir.path().join("checkout")) {
-        Ok(ws) => ws,
-        Err(reason) => return skip(test, &reason),
-    };
+    let Some(ws) = support::built_checkout_in(test, dir.path()) else { return };
     let mut ctx = Context::new(ws).unwrap();
     ctx.fetch_options(support::offline_fetch()).source_date_epoch(PINNED_EPOCH);
     let builder = RootfsBuilder::new(ctx);
     // The install stage stays fresh (its stamp and binary are there); only the bytes the
     // compiler made are swapped for fixed ones.
-    let binary = builder.output_dir().join("install/bin/busybox");
+    let binary = builder.context().layout().install().join("bin/busybox");
     std::fs::write(&binary, PINNED_BUSYBOX).unwrap();
     let outputs = builder.build(&xshell::Shell::new().unwrap(), &support::Eprint).unwrap();
     let got: Vec<(&str, &str)> =

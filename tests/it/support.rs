@@ -35,8 +35,8 @@ pub fn test_kernel() -> Result<PathBuf, String> {
 /// `Err` holds the reason to skip, naming the command that un-skips.
 pub fn built_test_kernel() -> Result<PathBuf, String> {
     let ws = workspace();
-    let built = busyroot::pipeline::kernel::kernel_image_path(&ws, Arch::X86_64);
     let layout = busyroot::context::Layout::new(&ws, Arch::X86_64);
+    let built = layout.kernel_image();
     let fetched = busyroot::pipeline::distro::installed_kernel(&layout);
     std::iter::once(built).chain(fetched).find(|k| k.is_file()).ok_or_else(|| {
         "no kernel in this workspace; run `cargo xtask kernel --distro debian` (seconds) or \
@@ -64,7 +64,7 @@ pub fn offline_fetch() -> FetchOptions {
 /// Why the BusyBox tarball cannot be had offline, if it cannot.
 pub fn tarball_missing(ws: &Workspace) -> Option<String> {
     let opts = offline_fetch();
-    let name = ws.config.busybox.file_name();
+    let name = ws.config.busybox.source().file_name;
     let in_cache = opts.cache_dir.join(&name).is_file();
     let in_mirror = opts.mirror.as_ref().is_some_and(|m| Path::new(m).join(&name).is_file());
     (!in_cache && !in_mirror).then(|| {
@@ -187,20 +187,29 @@ pub fn checkout_copy(ws: &Workspace, root: &Path) -> Workspace {
 pub fn built_checkout(root: &Path) -> Result<Workspace, String> {
     let outputs = rootfs()?;
     let ws = checkout_copy(&workspace(), root);
-    let arch_dir = outputs.dir.file_name().unwrap().to_owned();
-    let dest = ws.target_dir.join("busyroot").join(arch_dir);
-    for keep in ["stamps", "install"] {
-        copy_tree(&outputs.dir.join(keep), &dest.join(keep));
-    }
-    let src = std::fs::read_dir(&outputs.dir)
+    copy_busybox_build(outputs, &ws.target_dir);
+    Ok(ws)
+}
+
+/// Copies the BusyBox build of `outputs` (its stamps, install tree and built source) into the
+/// same architecture's directory under the target directory `target`.
+pub fn copy_busybox_build(outputs: &Outputs, target: &Path) {
+    let dest = target.join("busyroot").join(outputs.dir.file_name().unwrap());
+    std::fs::create_dir_all(&dest).unwrap();
+    let busybox = std::fs::read_dir(&outputs.dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("busybox-") && p.is_dir())
         .unwrap();
+    let (stamps, install) = (outputs.dir.join("stamps"), outputs.dir.join("install"));
     // `cp -a` keeps the modification times, so make finds the copied objects up to date.
     let sh = xshell::Shell::new().unwrap();
-    xshell::cmd!(sh, "cp -a {src} {dest}").quiet().run().unwrap();
-    Ok(ws)
+    xshell::cmd!(sh, "cp -a {stamps} {install} {busybox} {dest}").quiet().run().unwrap();
+}
+
+/// [`built_checkout`] in `dir/checkout` for `test`; `None` after saying why the test skips.
+pub fn built_checkout_in(test: &str, dir: &Path) -> Option<Workspace> {
+    or_skip(test, built_checkout(&dir.join("checkout")))
 }
 
 /// The VMM with process id `pid`, if one was started, is neither running nor a zombie.
@@ -210,6 +219,11 @@ pub fn assert_no_process(pid: Option<u32>) {
     assert!(stat.is_empty(), "process {pid} is still there: {stat}");
 }
 
+/// `ready`'s value, or `None` after saying why the test does not run (the reason in its `Err`).
+pub fn or_skip<T>(test: &str, ready: Result<T, String>) -> Option<T> {
+    ready.map_err(|reason| skip(test, &reason)).ok()
+}
+
 /// `kernel` if QEMU for x86_64 is installed too, or `None` after saying why the test does not
 /// run (the reason in `kernel`'s `Err`, or QEMU's absence).
 pub fn with_qemu(test: &str, kernel: Result<PathBuf, String>) -> Option<PathBuf> {
@@ -217,18 +231,21 @@ pub fn with_qemu(test: &str, kernel: Result<PathBuf, String>) -> Option<PathBuf>
         true => Ok(kernel),
         false => Err("qemu-system-x86_64 is not installed (package qemu-system-x86)".into()),
     });
-    ready.map_err(|reason| skip(test, &reason)).ok()
+    or_skip(test, ready)
 }
 
-/// What booting the x86_64 image with the kernel `cargo xtask kernel` built or fetched needs:
-/// that kernel's path and the rootfs, or `None` after saying why the test does not run.
+/// [`rootfs`], or `None` after saying why the test does not run.
+pub fn rootfs_or_skip(test: &str) -> Option<&'static Outputs> {
+    or_skip(test, rootfs().map_err(|reason| format!("no rootfs: {reason}")))
+}
+
+/// What booting the x86_64 image with [`test_kernel`] needs: the kernel's path (with QEMU
+/// there to boot it) and the rootfs, or `None` after saying why the test does not run.
+pub fn test_kernel_and_rootfs(test: &str) -> Option<(PathBuf, &'static Outputs)> {
+    Some((with_qemu(test, test_kernel())?, rootfs_or_skip(test)?))
+}
+
+/// [`test_kernel_and_rootfs`] with the kernel `cargo xtask kernel` built or fetched.
 pub fn built_kernel_and_rootfs(test: &str) -> Option<(PathBuf, &'static Outputs)> {
-    let kernel = with_qemu(test, built_test_kernel())?;
-    match rootfs() {
-        Ok(outputs) => Some((kernel, outputs)),
-        Err(reason) => {
-            skip(test, &format!("no rootfs to boot: {reason}"));
-            None
-        }
-    }
+    Some((with_qemu(test, built_test_kernel())?, rootfs_or_skip(test)?))
 }

@@ -13,7 +13,7 @@ use busyroot::config::{Config, MatrixCell, Medium};
 use busyroot::image::Format;
 use busyroot::vm::{Backend, ConsoleMode, Launch, Outcome, Root, RootBus, Vm, VmSpec};
 
-use super::support::{self, skip};
+use super::support;
 
 /// The VMM under test, as a hypervisor project would keep it.
 fn tinyvmm() -> PathBuf {
@@ -49,45 +49,12 @@ fn bus_of(kernel: &Path) -> RootBus {
     }
 }
 
-/// The kernel and rootfs, if there are a kernel, QEMU and a rootfs; else `None` after saying
-/// why.
-fn setup(test: &str) -> Option<(PathBuf, &'static busyroot::pipeline::rootfs::Outputs)> {
-    let kernel = match support::test_kernel() {
-        Ok(kernel) => kernel,
-        Err(reason) => {
-            skip(test, &reason);
-            return None;
-        }
-    };
-    if !support::have("qemu-system-x86_64") {
-        skip(test, "qemu-system-x86_64 is not installed (package qemu-system-x86)");
-        return None;
-    }
-    match support::rootfs() {
-        Ok(outputs) => Some((kernel, outputs)),
-        Err(reason) => {
-            skip(test, &format!("no rootfs to boot: {reason}"));
-            None
-        }
-    }
-}
-
 /// A hypervisor project at `dir`: its `Cargo.toml` with [`CONFIG`], its copy of tinyvmm, and a
 /// target directory holding this workspace's BusyBox build, so that only the images are made.
 fn project(dir: &Path, outputs: &busyroot::pipeline::rootfs::Outputs) {
     std::fs::write(dir.join("Cargo.toml"), CONFIG).unwrap();
     std::fs::copy(tinyvmm(), dir.join("tinyvmm")).unwrap();
-    let dest = dir.join("target/busyroot").join(outputs.dir.file_name().unwrap());
-    std::fs::create_dir_all(&dest).unwrap();
-    let busybox = std::fs::read_dir(&outputs.dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("busybox-") && p.is_dir())
-        .unwrap();
-    let (stamps, install) = (outputs.dir.join("stamps"), outputs.dir.join("install"));
-    // `cp -a` keeps the modification times, so the copied build is up to date.
-    let sh = xshell::Shell::new().unwrap();
-    xshell::cmd!(sh, "cp -a {stamps} {install} {busybox} {dest}").quiet().run().unwrap();
+    support::copy_busybox_build(outputs, &dir.join("target"));
 }
 
 /// This workspace's xtask binary, built first.
@@ -126,7 +93,7 @@ fn run(xtask: &Path, dir: &Path, kernel: &Path, args: &[&str]) -> (i32, String, 
 #[test]
 fn a_vmm_configured_in_cargo_toml_passes_the_checks_and_returns_a_commands_status() {
     let test = "a_vmm_configured_in_cargo_toml_passes_the_checks_and_returns_a_commands_status";
-    let Some((kernel, outputs)) = setup(test) else { return };
+    let Some((kernel, outputs)) = support::test_kernel_and_rootfs(test) else { return };
     let xtask = xtask();
     let dir = support::tempdir();
     project(dir.path(), outputs);
@@ -218,7 +185,7 @@ impl Backend for TinyVmm {
 #[test]
 fn a_vmm_of_the_callers_own_boots_through_the_public_trait() {
     let test = "a_vmm_of_the_callers_own_boots_through_the_public_trait";
-    let Some((kernel, outputs)) = setup(test) else { return };
+    let Some((kernel, outputs)) = support::test_kernel_and_rootfs(test) else { return };
     let tmp = support::tempdir();
     let report = Vm::new(Arch::X86_64, &kernel)
         .disk(outputs.path(Format::Ext4))
@@ -244,7 +211,7 @@ fn a_vmm_of_the_callers_own_boots_through_the_public_trait() {
 #[test]
 fn a_matrix_cell_names_a_configured_vmm() {
     let test = "a_matrix_cell_names_a_configured_vmm";
-    let Some((kernel, _)) = setup(test) else { return };
+    let Some((kernel, _)) = support::test_kernel_and_rootfs(test) else { return };
     let mut ws = support::workspace();
     let table = CONFIG.replace("[workspace]\n", "").replace("[workspace.metadata.busyroot.", "[");
     let config = Config::from_toml(&table, Path::new("Cargo.toml")).unwrap();
@@ -320,7 +287,7 @@ fn qemu_on_a_socket(kernel: &Path, cpio: &Path, dir: &Path) -> (Started, PathBuf
 #[test]
 fn the_checks_and_a_payload_run_over_a_console_busyroot_did_not_open() {
     let test = "the_checks_and_a_payload_run_over_a_console_busyroot_did_not_open";
-    let Some((kernel, outputs)) = setup(test) else { return };
+    let Some((kernel, outputs)) = support::test_kernel_and_rootfs(test) else { return };
     let tmp = support::tempdir();
 
     let (qemu, socket) = qemu_on_a_socket(&kernel, outputs.path(Format::CpioGz), tmp.path());

@@ -11,7 +11,7 @@ use busyroot::vm::{self, AccelRequest, Outcome, Root, RunPlan, Timeouts};
 use xshell::Shell;
 
 use crate::rootfs::{self, Target};
-use crate::run::{configured_checks, finish, print_check, print_tail, select_kernel, Boot};
+use crate::run::{finish, print_check, print_tail, select_kernel, Boot};
 use busyroot::image::Format;
 
 /// Flags of `cargo xtask lava`.
@@ -147,7 +147,7 @@ fn cell(
     let timeouts = Timeouts::from_env(accel.value, config.timeout)?;
     let spec = vm::VmSpec::new(arch, kernel.to_path_buf(), root, PathBuf::new());
     let mut checks = RunPlan::standard(&spec, &config.hostname, timeouts).checks;
-    checks.extend(configured_checks(ws)?);
+    checks.extend(vm::Check::configured(ws)?);
 
     let style = if args.test_shell { TestStyle::TestShell } else { TestStyle::Interactive };
     let mut cell = Cell::new(arch, medium, style, checks);

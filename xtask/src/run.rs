@@ -231,7 +231,7 @@ pub fn run(sh: &Shell, args: RunArgs) -> anyhow::Result<i32> {
     }
     let render = Render { console: args.console };
     if args.check {
-        machine.checks(&config.hostname, configured_checks(ws)?);
+        machine.checks(&config.hostname, Check::configured(ws)?);
     }
     if !args.check && args.command.is_empty() {
         return Ok(machine.interactive(&render)?);
@@ -264,20 +264,11 @@ pub(crate) fn select_kernel(
 ) -> anyhow::Result<vm::KernelChoice> {
     let env = std::env::var_os("BUSYROOT_KERNEL");
     let config = ws.config.run.kernel.as_ref().map(|k| ws.path(k));
-    let built = busyroot::pipeline::kernel::kernel_image_path(ws, arch);
-    let fetched = busyroot::pipeline::distro::installed_kernel(&Layout::new(ws, arch));
+    let layout = Layout::new(ws, arch);
+    let (built, fetched) =
+        (layout.kernel_image(), busyroot::pipeline::distro::installed_kernel(&layout));
     let (env, config) = (env.as_deref(), config.as_deref());
     Ok(vm::select_kernel(arch, flag, env, config, &built, fetched.as_deref())?)
-}
-
-/// The checks the configuration adds to the standard ones: `run.checks`, then those of
-/// `run.checks-file` (relative to the workspace root).
-pub(crate) fn configured_checks(ws: &Workspace) -> anyhow::Result<Vec<Check>> {
-    let mut extras = ws.config.run.checks.clone();
-    if let Some(file) = &ws.config.run.checks_file {
-        extras.extend(vm::load_checks_file(&ws.path(file))?);
-    }
-    Ok(extras.iter().map(Check::from_extra).collect::<Result<_, _>>()?)
 }
 
 /// Writes the reports --junit and --json ask for and the verdict line; returns the exit code.

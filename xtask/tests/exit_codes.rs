@@ -33,7 +33,7 @@ fn last_line(stderr: &str) -> &str {
 fn no_rootfs() -> Option<String> {
     let ws = busyroot::config::Workspace::load(&root()).unwrap();
     let opts = busyroot::host::fetch::FetchOptions::from_env();
-    let name = ws.config.busybox.file_name();
+    let name = ws.config.busybox.source().file_name;
     (!opts.cache_dir.join(&name).is_file())
         .then(|| format!("`{name}` is not in the cache; run `cargo xtask rootfs` once online"))
 }
@@ -43,7 +43,7 @@ fn kernel() -> Result<PathBuf, String> {
     let ws = busyroot::config::Workspace::load(&root()).unwrap();
     let arch = busyroot::arch::Arch::X86_64;
     let layout = busyroot::context::Layout::new(&ws, arch);
-    let built = busyroot::pipeline::kernel::kernel_image_path(&ws, arch);
+    let built = layout.kernel_image();
     let fetched = busyroot::pipeline::distro::installed_kernel(&layout);
     busyroot::vm::select_kernel(arch, None, None, None, &built, fetched.as_deref())
         .map(|k| k.path)
@@ -110,26 +110,15 @@ fn only_the_commands_own_status_gives_other_codes() {
     if let Some(reason) = no_rootfs() {
         return skip(test, &reason);
     }
-    let kernel = match kernel() {
-        Ok(kernel) => kernel,
-        Err(reason) => return skip(test, &reason),
-    };
+    let Ok(kernel) = kernel().map_err(|reason| skip(test, &reason)) else { return };
     if busyroot::host::tools::find_program("qemu-system-x86_64").is_none() {
         return skip(test, "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
     }
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
-    let (code, stderr) = xtask(&[
-        "run",
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--json",
-        json.to_str().unwrap(),
-        "--",
-        "/bin/sh",
-        "-c",
-        "exit 3",
-    ]);
+    let (kernel, json_arg) = (kernel.to_str().unwrap(), json.to_str().unwrap());
+    let args = ["run", "--kernel", kernel, "--json", json_arg, "--", "/bin/sh", "-c", "exit 3"];
+    let (code, stderr) = xtask(&args);
     assert_eq!(code, 3, "{stderr}");
     assert_eq!(last_line(&stderr), "busyroot: the command exited with status 3 (exit 3)");
     let report: serde_json::Value =

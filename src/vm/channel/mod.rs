@@ -14,7 +14,6 @@
 pub(crate) mod ports;
 pub(crate) mod stream;
 
-use std::fmt;
 use std::io::{Read, Write};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::thread::JoinHandle;
@@ -56,11 +55,7 @@ impl Channel {
     }
 }
 
-impl fmt::Display for Channel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_as_name!(Channel);
 
 /// Picks the first of `offered` (the backend's channels, preferred first) that the kernel
 /// supports, built in or as a module when `modules` are given; the serial relay needs
