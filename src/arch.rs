@@ -92,8 +92,8 @@ pub struct ArchInfo {
     pub console: &'static str,
     /// Kernel command-line arguments every boot gets, after `console=`.
     pub kernel_cmdline: &'static [&'static str],
-    /// Further arguments for a boot under TCG only.
-    pub tcg_kernel_cmdline: &'static [&'static str],
+    /// Further arguments for a uniprocessor kernel (`CONFIG_SMP` off) booted under TCG.
+    pub tcg_uniprocessor_cmdline: &'static [&'static str],
     /// `uname -m` inside the guest.
     pub uname_m: &'static str,
     /// Debian's package of a small distribution kernel for this arch, suggested when no
@@ -128,10 +128,11 @@ const X86_64: ArchInfo = ArchInfo {
     console: "ttyS0",
     kernel_cmdline: &[],
     // Emulated CPUs offer no TSC-deadline timer, so the kernel calibrates the local APIC
-    // timer against jiffies, which takes about 0.2 s of every boot (0.5 s for Debian's SMP
-    // kernel); without it, the PIT or HPET drives the tick. Under KVM, the TSC deadline
-    // timer makes the calibration a no-op.
-    tcg_kernel_cmdline: &["noapictimer"],
+    // timer against jiffies, which takes about 0.2 s of every boot; without that timer, the
+    // PIT drives the tick. Under KVM, the TSC-deadline timer makes the calibration a no-op.
+    // Not for an SMP kernel: there the HPET broadcasts the tick to every CPU, and QEMU 7.2
+    // crashed (SIGSEGV) in 4 of about 110 boots of Debian's kernel that way.
+    tcg_uniprocessor_cmdline: &["noapictimer"],
     uname_m: "x86_64",
     distro_kernel_package: "linux-image-cloud-amd64",
     debian_arch: "amd64",
@@ -168,7 +169,7 @@ const AARCH64: ArchInfo = ArchInfo {
     console: "ttyAMA0",
     // The device tree names the PL011 as stdout, so early messages appear before its driver.
     kernel_cmdline: &["earlycon"],
-    tcg_kernel_cmdline: &[],
+    tcg_uniprocessor_cmdline: &[],
     uname_m: "aarch64",
     distro_kernel_package: "linux-image-cloud-arm64",
     debian_arch: "arm64",
@@ -196,7 +197,7 @@ const RISCV64: ArchInfo = ArchInfo {
     qemu_firmware: Some("default"),
     console: "ttyS0",
     kernel_cmdline: &["earlycon"],
-    tcg_kernel_cmdline: &[],
+    tcg_uniprocessor_cmdline: &[],
     uname_m: "riscv64",
     distro_kernel_package: "linux-image-riscv64",
     debian_arch: "riscv64",

@@ -16,7 +16,7 @@ use super::modules::{GuestFile, ModuleTree};
 use super::report::RunReport;
 use super::share::{choose_transport, search_virtiofsd, Share, ShareRequest};
 use super::{
-    choose_accel, choose_root_bus, AccelRequest, Check, KernelConfig, Root, RootBusRequest,
+    choose_accel, choose_root_bus, Accel, AccelRequest, Check, KernelConfig, Root, RootBusRequest,
     Timeouts, VmSpec, Vmm,
 };
 use crate::arch::Arch;
@@ -518,8 +518,15 @@ impl<'a> Prep<'a> {
         spec.accel = accel.value;
         spec.mem_mib = vm.mem_mib;
         spec.cpus = vm.cpus;
-        spec.append = vm.append.clone();
         let config = KernelConfig::find(&vm.kernel)?;
+        // A kernel known to be uniprocessor (busyroot's own) gets, under emulation, the
+        // arguments that spare it emulated work (`tcg_uniprocessor_cmdline` in `arch.rs`).
+        let uniprocessor = config.as_ref().is_some_and(|c| c.get("SMP").is_none());
+        if spec.accel == Accel::Tcg && uniprocessor {
+            spec.append =
+                vm.arch.info().tcg_uniprocessor_cmdline.iter().map(|a| a.to_string()).collect();
+        }
+        spec.append.extend(vm.append.iter().cloned());
         let (beside, needed) = (false, Vec::new());
         Ok(Prep { vm, sh, observer, image, work, copy, spec, config, beside, needed })
     }
@@ -792,4 +799,36 @@ fn tar_names(path: &Path) -> Result<std::collections::BTreeSet<String>> {
         );
     }
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel command line `prepare` gives a kernel whose `config-<version>` has `smp`,
+    /// booted under `accel`.
+    fn cmdline(smp: &str, accel: AccelRequest) -> Result<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("vmlinuz-6.1.0-t");
+        std::fs::write(&kernel, b"").unwrap();
+        std::fs::write(dir.path().join("config-6.1.0-t"), format!("CONFIG_64BIT=y\n{smp}\n"))
+            .unwrap();
+        std::fs::write(dir.path().join("rootfs.cpio.gz"), b"").unwrap();
+        let mut vm = Vm::new(Arch::X86_64, &kernel);
+        vm.initramfs(dir.path().join("rootfs.cpio.gz")).work_dir(dir.path().join("run"));
+        vm.accel(accel).append("x=1");
+        vm.prepare(None, &Quiet).map(|(spec, _)| spec.kernel_cmdline())
+    }
+
+    #[test]
+    fn only_a_uniprocessor_kernel_under_tcg_leaves_the_apic_timer_uncalibrated() {
+        let up = cmdline("# CONFIG_SMP is not set", AccelRequest::Tcg).unwrap();
+        assert!(up.ends_with("panic=-1 noapictimer x=1"), "{up}");
+        let smp = cmdline("CONFIG_SMP=y", AccelRequest::Tcg).unwrap();
+        assert!(smp.ends_with("panic=-1 x=1"), "{smp}");
+        // Under KVM, on a host that can run it, the calibration costs nothing.
+        if let Ok(kvm) = cmdline("# CONFIG_SMP is not set", AccelRequest::Kvm) {
+            assert!(kvm.ends_with("panic=-1 x=1"), "{kvm}");
+        }
+    }
 }

@@ -396,7 +396,7 @@ mod tests {
         let disk = spec(Root::Disk { image: "/i/boot.ext4".into(), bus: RootBus::Nvme });
         let expected = argv(
             "--boot-image /k/bzImage --blk /i/boot.ext4 --bootargs",
-            "console=ttyS0 noapictimer root=/dev/nvme0n1 rw rootfstype=ext4 panic=-1",
+            "console=ttyS0 root=/dev/nvme0n1 rw rootfstype=ext4 panic=-1",
             "--ram-mib 256 --vcpus 2 --state /t/state --literal {x}",
         );
         assert_eq!(strings(vmm.args(&disk).unwrap()), expected);

@@ -230,17 +230,13 @@ impl VmSpec {
         }
     }
 
-    /// The kernel command line: console on the first serial port, the arch's own arguments
-    /// (and those for emulation under TCG),
+    /// The kernel command line: console on the first serial port, the arch's own arguments,
     /// the root device, and `panic=-1` so that a panic reboots at once, which the VMMs turn
     /// into an exit. The user's arguments come last, so they win.
     pub fn kernel_cmdline(&self) -> String {
         let console = self.vmm.backend().console_device(self.arch);
         let mut parts = vec![format!("console={console}")];
         parts.extend(self.arch.info().kernel_cmdline.iter().map(|a| a.to_string()));
-        if self.accel == Accel::Tcg {
-            parts.extend(self.arch.info().tcg_kernel_cmdline.iter().map(|a| a.to_string()));
-        }
         match &self.root {
             Root::Disk { bus, .. } => {
                 parts.push(format!("root={}", bus.device()));

@@ -44,6 +44,7 @@ pub(crate) fn rows(
         xtask_args.extend(["--modules".into(), modules.clone()]);
     }
 
+    let floor_vm = floor_spec(&vm, &cpio, scratch.path())?;
     eprintln!("bench: run --initramfs -- true against the floor ({} pairs)", args.runs);
     let (mut xtask, mut library, mut floor) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.runs {
@@ -55,7 +56,7 @@ pub(crate) fn rows(
             Ok(())
         })?);
         library.push(timed(|| payload(&vm, "true", Input::Null).map(drop))?);
-        floor.push(timed(|| floor_boot(sh, arch, kernel, &cpio, scratch.path()))?);
+        floor.push(timed(|| floor_boot(sh, &floor_vm, scratch.path()))?);
     }
     let mut rows = vec![
         Row {
@@ -168,26 +169,21 @@ fn run_script(vm: &Vm, script: &str) -> anyhow::Result<(Duration, Vec<u8>, Vec<u
     Ok((command.duration, out.stdout_bytes, out.stderr_bytes))
 }
 
-/// The floor: QEMU with the same machine, kernel and initramfs, whose init is BusyBox's
-/// `reboot -f`, so the guest resets (QEMU runs with -no-reboot: it exits) the moment the
-/// kernel starts it. It ends when QEMU has exited, as a user timing that command by hand
-/// would see it end, and as a payload run ends once its VMM is gone.
-fn floor_boot(
-    sh: &Shell,
-    arch: Arch,
-    kernel: &Path,
-    cpio: &Path,
-    dir: &Path,
-) -> anyhow::Result<()> {
-    let mut spec = VmSpec::new(
-        arch,
-        kernel.to_path_buf(),
-        Root::Initramfs(cpio.into()),
-        dir.join("floor.log"),
-    );
-    spec.accel = vm::choose_accel(vm::AccelRequest::Auto, arch)?.value;
-    spec.append = ["rdinit=/sbin/reboot", "--", "-f"].map(String::from).to_vec();
-    let args = Vmm::Qemu.launch(&spec, vm::ConsoleMode::Piped, dir)?.args;
+/// The floor's VM: QEMU with the same machine, kernel, kernel command line and initramfs as
+/// `vm`, whose init is BusyBox's `reboot -f`, so the guest resets (QEMU runs with -no-reboot:
+/// it exits) the moment the kernel starts it.
+fn floor_spec(vm: &Vm, cpio: &Path, dir: &Path) -> anyhow::Result<VmSpec> {
+    let (mut spec, _) = vm.prepare(None, &vm::Quiet)?;
+    spec.root = Root::Initramfs(cpio.into());
+    spec.console_log = dir.join("floor.log");
+    spec.append.extend(["rdinit=/sbin/reboot", "--", "-f"].map(String::from));
+    Ok(spec)
+}
+
+/// One floor boot. It ends when QEMU has exited, as a user timing that command by hand would
+/// see it end, and as a payload run ends once its VMM is gone.
+fn floor_boot(sh: &Shell, spec: &VmSpec, dir: &Path) -> anyhow::Result<()> {
+    let args = Vmm::Qemu.launch(spec, vm::ConsoleMode::Piped, dir)?.args;
     let program = &spec.program;
     // Waited for as a user would (blocking, not polled), within a deadline all the same.
     busyroot::host::exec::run_captured(cmd!(sh, "timeout 300 {program} {args...}").quiet())?;
