@@ -520,11 +520,12 @@ impl<'a> Prep<'a> {
         spec.cpus = vm.cpus;
         let config = KernelConfig::find(&vm.kernel)?;
         // A kernel known to be uniprocessor (busyroot's own) gets, under emulation, the
-        // arguments that spare it emulated work (`tcg_uniprocessor_cmdline` in `arch.rs`).
-        let uniprocessor = config.as_ref().is_some_and(|c| c.get("SMP").is_none());
+        // arguments that spare it emulated work (`tcg_uniprocessor_cmdline` in `arch.rs`),
+        // before the user's.
+        let uniprocessor = config.as_ref().is_some_and(|c| !c.is_builtin("SMP"));
         if spec.accel == Accel::Tcg && uniprocessor {
-            spec.append =
-                vm.arch.info().tcg_uniprocessor_cmdline.iter().map(|a| a.to_string()).collect();
+            let args = vm.arch.info().tcg_uniprocessor_cmdline;
+            spec.append.extend(args.iter().map(|a| a.to_string()));
         }
         spec.append.extend(vm.append.iter().cloned());
         let (beside, needed) = (false, Vec::new());

@@ -3,12 +3,13 @@
 //! true` against bare QEMU booting the same kernel into an init that resets at once, and
 //! payload output against the same command writing to `/dev/null` in the guest.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use busyroot::arch::Arch;
-use busyroot::vm::{self, Event, Input, Outcome, Root, Vm, VmSpec, Vmm};
+use busyroot::vm::{self, Event, Input, Outcome, Root, Vm, Vmm};
 use xshell::{cmd, Shell};
 
 use crate::bench::{median, BenchArgs, Row};
@@ -44,7 +45,7 @@ pub(crate) fn rows(
         xtask_args.extend(["--modules".into(), modules.clone()]);
     }
 
-    let floor_vm = floor_spec(&vm, &cpio, scratch.path())?;
+    let floor_qemu = floor_command(&vm, &cpio, scratch.path())?;
     eprintln!("bench: run --initramfs -- true against the floor ({} pairs)", args.runs);
     let (mut xtask, mut library, mut floor) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.runs {
@@ -56,7 +57,7 @@ pub(crate) fn rows(
             Ok(())
         })?);
         library.push(timed(|| payload(&vm, "true", Input::Null).map(drop))?);
-        floor.push(timed(|| floor_boot(sh, &floor_vm, scratch.path()))?);
+        floor.push(timed(|| floor_boot(sh, &floor_qemu))?);
     }
     let mut rows = vec![
         Row {
@@ -169,22 +170,21 @@ fn run_script(vm: &Vm, script: &str) -> anyhow::Result<(Duration, Vec<u8>, Vec<u
     Ok((command.duration, out.stdout_bytes, out.stderr_bytes))
 }
 
-/// The floor's VM: QEMU with the same machine, kernel, kernel command line and initramfs as
-/// `vm`, whose init is BusyBox's `reboot -f`, so the guest resets (QEMU runs with -no-reboot:
-/// it exits) the moment the kernel starts it.
-fn floor_spec(vm: &Vm, cpio: &Path, dir: &Path) -> anyhow::Result<VmSpec> {
+/// The floor's QEMU command line: the same machine, kernel, kernel command line and initramfs
+/// as `vm`, whose init is BusyBox's `reboot -f`, so the guest resets (QEMU runs with
+/// -no-reboot: it exits) the moment the kernel starts it.
+fn floor_command(vm: &Vm, cpio: &Path, dir: &Path) -> anyhow::Result<(PathBuf, Vec<OsString>)> {
     let (mut spec, _) = vm.prepare(None, &vm::Quiet)?;
     spec.root = Root::Initramfs(cpio.into());
     spec.console_log = dir.join("floor.log");
     spec.append.extend(["rdinit=/sbin/reboot", "--", "-f"].map(String::from));
-    Ok(spec)
+    let args = Vmm::Qemu.launch(&spec, vm::ConsoleMode::Piped, dir)?.args;
+    Ok((spec.program, args))
 }
 
 /// One floor boot. It ends when QEMU has exited, as a user timing that command by hand would
 /// see it end, and as a payload run ends once its VMM is gone.
-fn floor_boot(sh: &Shell, spec: &VmSpec, dir: &Path) -> anyhow::Result<()> {
-    let args = Vmm::Qemu.launch(spec, vm::ConsoleMode::Piped, dir)?.args;
-    let program = &spec.program;
+fn floor_boot(sh: &Shell, (program, args): &(PathBuf, Vec<OsString>)) -> anyhow::Result<()> {
     // Waited for as a user would (blocking, not polled), within a deadline all the same.
     busyroot::host::exec::run_captured(cmd!(sh, "timeout 300 {program} {args...}").quiet())?;
     Ok(())

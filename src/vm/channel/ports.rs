@@ -20,15 +20,16 @@ use crate::vm::process::VmProcess;
 /// Where the payload init lives in the guest.
 pub(crate) const INIT: &str = "/busyroot/init";
 
+/// Where the payload init's fstab lives in the guest.
+const FSTAB: &str = "/busyroot/fstab";
+
 /// What the payload init mounts first, in one `mount -a` (each program it starts costs
 /// milliseconds under emulation): a file, since `/proc` is not there yet for a here-document.
-const FSTAB: (&str, &str) = (
-    "/busyroot/fstab",
-    "proc /proc proc defaults 0 0\n\
-     dev /dev devtmpfs mode=0755,nosuid 0 0\n\
-     sysfs /sys sysfs defaults 0 0\n\
-     tmpfs /tmp tmpfs mode=1777,nosuid 0 0\n",
-);
+const FSTAB_LINES: &str = "proc /proc proc defaults 0 0
+dev /dev devtmpfs mode=0755,nosuid 0 0
+sysfs /sys sysfs defaults 0 0
+tmpfs /tmp tmpfs mode=1777,nosuid 0 0
+";
 
 /// The ports, in the order QEMU creates them.
 const PORTS: [&str; 4] = ["stdin", "stdout", "stderr", "status"];
@@ -144,8 +145,8 @@ pub(crate) fn write_init(plan: &InitPlan, dir: &Path) -> crate::error::Result<Ve
     let init = dir.join("busyroot-init");
     let fstab = dir.join("busyroot-fstab");
     crate::host::fs::write_file(&init, init_script(plan).as_bytes())?;
-    crate::host::fs::write_file(&fstab, FSTAB.1.as_bytes())?;
-    Ok(vec![(INIT, init, 0o755), (FSTAB.0, fstab, 0o644)])
+    crate::host::fs::write_file(&fstab, FSTAB_LINES.as_bytes())?;
+    Ok(vec![(INIT, init, 0o755), (FSTAB, fstab, 0o644)])
 }
 
 /// The guest init for `plan`: a POSIX shell script for BusyBox `sh`.
@@ -172,7 +173,7 @@ fn init_script(plan: &InitPlan) -> String {
         .replace("@COMMAND@", &command.join(" "))
         .replace("@REMOUNT@\n", remount)
         .replace("@ENV@\n", &exports)
-        .replace("@FSTAB@", FSTAB.0)
+        .replace("@FSTAB@", FSTAB)
 }
 
 const INIT_TEMPLATE: &str = r#"#!/bin/sh
