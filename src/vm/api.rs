@@ -16,7 +16,7 @@ use super::modules::{GuestFile, ModuleTree};
 use super::report::RunReport;
 use super::share::{choose_transport, search_virtiofsd, Share, ShareRequest};
 use super::{
-    choose_accel, choose_root_bus, Accel, AccelRequest, Check, KernelConfig, Root, RootBusRequest,
+    choose_accel, choose_root_bus, AccelRequest, Check, KernelConfig, Root, RootBusRequest,
     Timeouts, VmSpec, Vmm,
 };
 use crate::arch::Arch;
@@ -519,14 +519,7 @@ impl<'a> Prep<'a> {
         spec.mem_mib = vm.mem_mib;
         spec.cpus = vm.cpus;
         let config = KernelConfig::find(&vm.kernel)?;
-        // A kernel known to be uniprocessor (busyroot's own) gets, under emulation, the
-        // arguments that spare it emulated work (`tcg_uniprocessor_cmdline` in `arch.rs`),
-        // before the user's.
-        let uniprocessor = config.as_ref().is_some_and(|c| !c.is_builtin("SMP"));
-        if spec.accel == Accel::Tcg && uniprocessor {
-            let args = vm.arch.info().tcg_uniprocessor_cmdline;
-            spec.append.extend(args.iter().map(|a| a.to_string()));
-        }
+        spec.add_uniprocessor_args(config.as_ref());
         spec.append.extend(vm.append.iter().cloned());
         let (beside, needed) = (false, Vec::new());
         Ok(Prep { vm, sh, observer, image, work, copy, spec, config, beside, needed })

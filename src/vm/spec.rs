@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::channel::{ports, Channel};
 use super::share::{Share, Transport};
-use super::Accel;
+use super::{Accel, KernelConfig};
 use crate::arch::{Arch, KernelFormat};
 use crate::config::{DEFAULT_CPUS, DEFAULT_MEM_MIB};
 use crate::error::Result;
@@ -227,6 +227,17 @@ impl VmSpec {
             console_log,
             shares: Vec::new(),
             channel: Channel::Serial,
+        }
+    }
+
+    /// Adds the architecture's arguments for a uniprocessor kernel under TCG
+    /// (`tcg_uniprocessor_cmdline` in `arch.rs`) when `config`, the kernel's configuration,
+    /// says SMP is off; an unknown configuration gets none.
+    pub fn add_uniprocessor_args(&mut self, config: Option<&KernelConfig>) {
+        let uniprocessor = config.is_some_and(|c| !c.is_builtin("SMP"));
+        if self.accel == Accel::Tcg && uniprocessor {
+            let args = self.arch.info().tcg_uniprocessor_cmdline;
+            self.append.extend(args.iter().map(|a| a.to_string()));
         }
     }
 

@@ -513,6 +513,8 @@ fn bare_qemu_boot(sh: &Shell, arch: Arch, kernel: &Path, image: &Path) -> anyhow
     };
     let mut spec = VmSpec::new(arch, kernel.to_path_buf(), root, image.with_extension("log"));
     spec.accel = vm::choose_accel(vm::AccelRequest::Auto, arch)?.value;
+    // The command line busyroot's own run gives this kernel.
+    spec.add_uniprocessor_args(vm::KernelConfig::find(kernel)?.as_ref());
     let run_dir = image.parent().context("the image has a directory")?;
     let args: Vec<OsString> = Vmm::Qemu.launch(&spec, vm::ConsoleMode::Piped, run_dir)?.args;
     let program = &spec.program;
