@@ -32,18 +32,22 @@ const GZIP_LEVEL: u32 = 6;
 pub fn write(manifest: &Manifest, out: &Path) -> Result<()> {
     write_atomically(out, |tmp| {
         let file = File::create(tmp).with_path("create", tmp)?;
-        let gz =
-            GzBuilder::new().mtime(0).write(BufWriter::new(file), Compression::new(GZIP_LEVEL));
-        let gz = write_newc(manifest, gz, out)?;
-        let buffered = gz.finish().with_path("write", out)?;
+        let buffered = write_gzip(manifest, BufWriter::new(file), out)?;
         buffered.into_inner().map_err(|e| Error::io("write", out, e.into_error()))?;
         Ok(())
     })
 }
 
+/// Writes the compressed archive to `w` and returns `w`; `out` names the destination in
+/// error messages.
+pub(crate) fn write_gzip<W: Write>(manifest: &Manifest, w: W, out: &Path) -> Result<W> {
+    let gz = GzBuilder::new().mtime(0).write(w, Compression::new(GZIP_LEVEL));
+    write_newc(manifest, gz, out)?.finish().with_path("write", out)
+}
+
 /// Writes the uncompressed archive to `w` and returns `w`; `out` names the destination in
 /// error messages.
-fn write_newc<W: Write>(manifest: &Manifest, w: W, out: &Path) -> Result<W> {
+pub(crate) fn write_newc<W: Write>(manifest: &Manifest, w: W, out: &Path) -> Result<W> {
     let mut archive = Newc { w, written: 0, out };
     for (ino, (path, entry)) in (1..).zip(manifest.iter()) {
         archive.append(ino, path, entry)?;

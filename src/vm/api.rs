@@ -677,7 +677,7 @@ impl<'a> Prep<'a> {
         };
         match (self.image, &layer) {
             (Image::Initramfs(base), Some(layer)) => {
-                let boot = self.work.join("boot.cpio.gz");
+                let boot = self.work.join("boot.cpio");
                 layer::initramfs(base, layer, &boot)?;
                 self.spec.root = Root::Initramfs(boot);
             }

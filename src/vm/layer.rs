@@ -1,7 +1,7 @@
 //! Extra files for one run, laid over the built image without rebuilding it: overlay trees
 //! and kernel modules. The layer is a manifest of its own, rendered by the same writers as the
-//! image: for an initramfs it is a second compressed cpio archive appended to a copy of the
-//! first (the kernel unpacks them in order, later files replacing earlier ones); for a disk,
+//! image: for an initramfs it is a second cpio archive appended to a copy of the first (the
+//! kernel unpacks them in order, later files replacing earlier ones); for a disk,
 //! the image's own listing (`rootfs.tar`) with the layer over it, written as a new ext4 boot
 //! copy.
 
@@ -63,20 +63,52 @@ pub(crate) fn add_file(
     layer.insert(path, Entry { kind, mode, uid: 0, gid: 0, mtime }).map_err(fail)
 }
 
-/// Writes `out`: the initramfs `base` followed by `layer` as a second archive.
+/// Writes `out`: the initramfs `base` followed by `layer` as a second archive. A gzip base is
+/// booted inflated and the layer uncompressed: under emulation the guest spends tens of
+/// milliseconds inflating on every boot, the host a few once (kept beside `out` while the
+/// base is unchanged). A base in another format is copied as it is, the layer compressed.
 pub(crate) fn initramfs(base: &Path, layer: &Manifest, out: &Path) -> Result<()> {
-    let extra = out.with_extension("layer.cpio.gz");
-    crate::image::cpio::write(layer, &extra)?;
-    let result = crate::host::fs::write_atomically(out, |tmp| {
-        let mut file = std::fs::File::create(tmp).with_path("create", tmp)?;
-        for part in [base, extra.as_path()] {
-            let bytes = std::fs::read(part).with_path("read", part)?;
-            file.write_all(&bytes).with_path("write", tmp)?;
-        }
+    let inflated = inflated(base, &out.with_file_name("base.cpio"))?;
+    crate::host::fs::write_atomically(out, |tmp| {
+        let start = inflated.as_deref().unwrap_or(base);
+        std::fs::copy(start, tmp).with_path("copy to", tmp)?;
+        let mut file = std::fs::OpenOptions::new().append(true).open(tmp).with_path("open", tmp)?;
+        let file = if inflated.is_some() {
+            // The next archive's header must start on a 4-byte boundary.
+            let len = file.metadata().with_path("stat", tmp)?.len();
+            let padding = (len.next_multiple_of(4) - len) as usize;
+            file.write_all(&[0; 3][..padding]).with_path("write", tmp)?;
+            crate::image::cpio::write_newc(layer, std::io::BufWriter::new(file), out)?
+        } else {
+            crate::image::cpio::write_gzip(layer, std::io::BufWriter::new(file), out)?
+        };
+        file.into_inner().map_err(|e| Error::io("write", tmp, e.into_error()))?;
         Ok(())
-    });
-    let _ = std::fs::remove_file(&extra);
-    result
+    })
+}
+
+/// `cache`: the archive inside the gzip `base`, inflated again only when the base changed
+/// (its path, size or modification time, kept in `cache` + `.key`). `None` when the base is
+/// not gzip, or holds anything after its gzip members (it is then booted as it is).
+fn inflated(base: &Path, cache: &Path) -> Result<Option<PathBuf>> {
+    let meta = std::fs::metadata(base).with_path("stat", base)?;
+    let key = format!("{} {} {:?}", base.display(), meta.len(), meta.modified().ok());
+    let key_path = cache.with_extension("cpio.key");
+    if cache.is_file() && std::fs::read_to_string(&key_path).is_ok_and(|k| k == key) {
+        return Ok(Some(cache.to_path_buf()));
+    }
+    let bytes = std::fs::read(base).with_path("read", base)?;
+    let mut archive = Vec::with_capacity(bytes.len() * 3);
+    let mut gzip = flate2::read::MultiGzDecoder::new(bytes.as_slice());
+    if !bytes.starts_with(b"\x1f\x8b")
+        || std::io::Read::read_to_end(&mut gzip, &mut archive).is_err()
+    {
+        return Ok(None);
+    }
+    let _ = std::fs::remove_file(&key_path);
+    crate::host::fs::write_file(cache, &archive)?;
+    crate::host::fs::write_file(&key_path, key)?;
+    Ok(Some(cache.to_path_buf()))
 }
 
 /// The tar listing busyroot writes beside its disk image (`rootfs.tar` beside `rootfs.ext4`):

@@ -109,7 +109,7 @@ fn matrix_runs_disk_and_initramfs_cells_in_parallel_and_reports_each() {
             }
             // A command's cell boots a copy with busyroot's payload init laid over it.
             Medium::Initramfs => {
-                let copy = format!("{}/boot.cpio.gz", result.cell.work_dir.display());
+                let copy = format!("{}/boot.cpio", result.cell.work_dir.display());
                 run.root.starts_with("initramfs ")
                     && (run.root.ends_with("rootfs.cpio.gz") || run.root.ends_with(&copy))
             }
