@@ -192,7 +192,7 @@ fail() {
     s=$1; shift
     echo "busyroot init: $* failed (exit status $s)" >/dev/console
     [ -n "$S" ] && echo "x $s" >&9
-    reboot -f
+    exec reboot -f
 }
 @SETUP@
 n=0
@@ -211,7 +211,10 @@ while :; do
     done
     [ -c "$I" ] && [ -c "$O" ] && [ -c "$E" ] && [ -c "$P" ] && break
     n=$((n + 1))
-    [ $n -gt 2000 ] && fail 1 "finding the busyroot.* virtio-serial ports"
+    # Ports come moments after their driver loads: look again at once a few dozen times, as
+    # starting usleep costs more than that under emulation; then every 5 ms, for 10 s.
+    [ $n -le 50 ] && continue
+    [ $n -gt 2050 ] && fail 1 "finding the busyroot.* virtio-serial ports"
     usleep 5000
 done
 exec 9<>"$P" || fail $? "opening $P"
@@ -236,7 +239,7 @@ echo "s $s" >&9
 read -r _ <&9
 @REMOUNT@
 echo d >&9
-reboot -f
+exec reboot -f
 "#;
 
 #[cfg(test)]
