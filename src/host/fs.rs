@@ -63,7 +63,7 @@ pub fn write_file(out: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
 
 /// Copies `from` to `out` by way of a temporary (see [`write_atomically`]).
 pub(crate) fn copy_file(from: &Path, out: &Path) -> Result<()> {
-    write_atomically(out, |tmp| fs::copy(from, tmp).map(drop).with_path("copy into", tmp))
+    write_atomically(out, |tmp| fs::copy(from, tmp).map(drop).with_path("copy", from))
 }
 
 /// Removes from `dir` the temporaries (files or directories named `.name.tmp-<pid>…`) of

@@ -19,9 +19,7 @@ use crate::context::{Context, FALLBACK_EPOCH};
 use crate::error::{Error, IoContext, MissingTools, Result};
 use crate::host::exec::run_logged;
 use crate::host::fetch;
-use crate::host::fs::{
-    remove_dead_temporaries, sha256_bytes, sha256_file, temp_path, write_atomically,
-};
+use crate::host::fs::{copy_file, remove_dead_temporaries, sha256_bytes, sha256_file, temp_path};
 use crate::host::tools::{find_program, Tool};
 use crate::pipeline::busybox::Toolchain;
 use crate::pipeline::stage::{Fingerprint, OutputState, StageReport, Stages};
@@ -410,9 +408,9 @@ impl KernelBuilder {
             // The stamp it leaves is true: the image is what these inputs build.
             Some(entry) => {
                 stages.run("build kernel", &plan.build_fp, output, || {
-                    copy_atomically(&entry.config(), &config)?;
-                    copy_atomically(&entry.vmlinux(), &vmlinux)?;
-                    copy_atomically(&entry.image(), &image)?;
+                    copy_file(&entry.config(), &config)?;
+                    copy_file(&entry.vmlinux(), &vmlinux)?;
+                    copy_file(&entry.image(), &image)?;
                     Ok(format!("from the cache, {}", entry.dir.display()))
                 })?;
             }
@@ -423,10 +421,10 @@ impl KernelBuilder {
                     let make = self.make(sh, &tree, &plan, image_name(self.ctx.arch()));
                     run_logged(make, None, &self.ctx.layout.kernel_log(), progress)?;
                     let build_dir = self.ctx.layout.kernel_build();
-                    copy_atomically(&build_dir.join(".config"), &config)?;
-                    copy_atomically(&build_dir.join(self.ctx.arch().info().kernel_image), &image)?;
+                    copy_file(&build_dir.join(".config"), &config)?;
+                    copy_file(&build_dir.join(self.ctx.arch().info().kernel_image), &image)?;
                     // The image's make target links the ELF `vmlinux` first, at the top.
-                    copy_atomically(&build_dir.join("vmlinux"), &vmlinux)?;
+                    copy_file(&build_dir.join("vmlinux"), &vmlinux)?;
                     Ok(format!("{} KiB", file_size(&image)?.div_ceil(1024)))
                 })?;
             }
@@ -725,9 +723,9 @@ impl CacheEntry {
 
     fn store(&self, image: &Path, vmlinux: &Path, config: &Path) -> Result<()> {
         fs::create_dir_all(&self.dir).with_path("create directory", &self.dir)?;
-        copy_atomically(image, &self.image())?;
-        copy_atomically(vmlinux, &self.vmlinux())?;
-        copy_atomically(config, &self.config())
+        copy_file(image, &self.image())?;
+        copy_file(vmlinux, &self.vmlinux())?;
+        copy_file(config, &self.config())
     }
 }
 
@@ -782,10 +780,6 @@ fn unpack_source(sh: &Shell, tarball: &Path, dest: &Path, progress: &dyn Progres
     })();
     let _ = fs::remove_dir_all(&scratch);
     result
-}
-
-fn copy_atomically(from: &Path, to: &Path) -> Result<()> {
-    write_atomically(to, |tmp| fs::copy(from, tmp).map(drop).with_path("copy", from))
 }
 
 fn file_size(path: &Path) -> Result<u64> {
