@@ -87,6 +87,15 @@ pub fn remove_dead_temporaries(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A file's identity without reading it: its path, size and modification time, so that a
+/// second run need not hash a 140 MB tarball to know nothing changed.
+pub(crate) fn file_identity(path: &Path) -> Result<String> {
+    let meta = fs::metadata(path).with_path("read", path)?;
+    let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    let mtime = mtime.map_or(0, |d| d.as_nanos());
+    Ok(format!("file {} size {} mtime {mtime}", path.display(), meta.len()))
+}
+
 /// The sha256 of a file as lower-case hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = fs::File::open(path).with_path("open", path)?;

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, UNIX_EPOCH};
+use std::time::Instant;
 
 use xshell::{cmd, Shell};
 
@@ -19,7 +19,9 @@ use crate::context::{Context, FALLBACK_EPOCH};
 use crate::error::{Error, IoContext, MissingTools, Result};
 use crate::host::exec::run_logged;
 use crate::host::fetch;
-use crate::host::fs::{copy_file, remove_dead_temporaries, sha256_bytes, sha256_file, temp_path};
+use crate::host::fs::{
+    copy_file, file_identity, remove_dead_temporaries, sha256_bytes, sha256_file, temp_path,
+};
 use crate::host::tools::{find_program, Tool};
 use crate::pipeline::busybox::Toolchain;
 use crate::pipeline::stage::{Fingerprint, OutputState, StageReport, Stages};
@@ -473,7 +475,7 @@ impl KernelBuilder {
                 check_tree(tree)?;
                 return Ok(tree.clone());
             }
-            KernelSource::Tarball(path) => (path.clone(), short_id(&tarball_identity(path)?)),
+            KernelSource::Tarball(path) => (path.clone(), short_id(&file_identity(path)?)),
             KernelSource::Pinned | KernelSource::Url { .. } => {
                 let source_kind = source;
                 let source = self.fetch_source(source);
@@ -533,7 +535,7 @@ impl KernelBuilder {
             KernelSource::Pinned | KernelSource::Url { .. } => {
                 format!("sha256 {}", self.fetch_source(source).sha256)
             }
-            KernelSource::Tarball(path) => tarball_identity(path)?,
+            KernelSource::Tarball(path) => file_identity(path)?,
             KernelSource::Tree(path) => format!("tree {}", path.display()),
         })
     }
@@ -739,15 +741,6 @@ fn check_tree(tree: &Path) -> Result<()> {
          or tree",
         tree.display()
     )))
-}
-
-/// A local tarball's identity: path, size and modification time, which are cheap to read,
-/// so a second run need not hash 140 MB to know nothing changed.
-fn tarball_identity(path: &Path) -> Result<String> {
-    let meta = fs::metadata(path).with_path("read", path)?;
-    let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok());
-    let mtime = mtime.map_or(0, |d| d.as_nanos());
-    Ok(format!("file {} size {} mtime {mtime}", path.display(), meta.len()))
 }
 
 /// A short, file-name-safe digest of a source's identity, naming its unpacked tree.

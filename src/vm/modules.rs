@@ -560,15 +560,8 @@ fn unpack_archive(
     scratch: &Path,
     progress: &dyn Progress,
 ) -> Result<PathBuf> {
-    let meta = fs::metadata(archive).with_path("stat", archive)?;
-    let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
     let resolved = fs::canonicalize(archive).with_path("resolve", archive)?;
-    let identity = format!(
-        "{}\n{}\n{}\n",
-        resolved.display(),
-        meta.len(),
-        modified.map_or(0, |d| d.as_nanos())
-    );
+    let identity = crate::host::fs::file_identity(&resolved)?;
     let tree = scratch.join("tree");
     let stamp = scratch.join("archive");
     if tree.is_dir() && fs::read_to_string(&stamp).is_ok_and(|s| s == identity) {
