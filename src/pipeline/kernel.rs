@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use xshell::{cmd, Shell};
 
@@ -24,7 +23,7 @@ use crate::host::fs::{
 };
 use crate::host::tools::{find_program, Tool};
 use crate::pipeline::busybox::Toolchain;
-use crate::pipeline::stage::{Fingerprint, OutputState, StageReport, Stages};
+use crate::pipeline::stage::{timed, Fingerprint, OutputState, StageReport, Stages};
 use crate::progress::Progress;
 
 /// The fragment every architecture uses; `<arch>.config` beside it adds the arch's own.
@@ -777,19 +776,6 @@ fn unpack_source(sh: &Shell, tarball: &Path, dest: &Path, progress: &dyn Progres
 
 fn file_size(path: &Path) -> Result<u64> {
     Ok(fs::metadata(path).with_path("stat", path)?.len())
-}
-
-/// Runs one step, reporting its start, duration and result.
-fn timed<T>(
-    progress: &dyn Progress,
-    name: &str,
-    f: impl FnOnce() -> Result<(T, String)>,
-) -> Result<T> {
-    progress.start(name);
-    let start = Instant::now();
-    let (value, detail) = f()?;
-    progress.finish(name, start.elapsed(), &detail);
-    Ok(value)
 }
 
 /// The newest `linux-source-*.tar.xz` (or `.tar.bz2`) a distribution package installed in `dir`.
