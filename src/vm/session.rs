@@ -197,12 +197,10 @@ fn preflight(spec: &VmSpec) -> Result<()> {
 
 /// The directory of the console log, where sockets and backend files go too.
 fn run_dir(spec: &VmSpec) -> Result<std::path::PathBuf> {
-    let dir = match spec.console_log.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => dir.to_path_buf(),
-        None => std::path::PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).with_path("create directory", &dir)?;
-    std::path::absolute(&dir).with_path("resolve", &dir)
+    let dir = spec.console_log.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = dir.unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_path("create directory", dir)?;
+    std::path::absolute(dir).with_path("resolve", dir)
 }
 
 fn describe_root(root: &Root) -> String {
