@@ -367,23 +367,15 @@ impl Session<'_> {
                 observer.event(event);
                 false
             });
-            let tap = plan.tap.then(|| super::tap::parse_tap(&stdout));
-            let mut result = CommandResult {
+            report.command = Some(CommandResult {
                 argv: argv.clone(),
-                status: None,
+                status: status.as_ref().ok().copied(),
+                tap: plan.tap.then(|| super::tap::parse_tap(&stdout)),
                 duration: t.elapsed(),
                 stdout,
                 stderr,
-                tap,
-            };
-            match status {
-                Ok(status) => result.status = Some(status),
-                Err(stop) => {
-                    report.command = Some(result);
-                    return self.end(sh, spec, plan, report, Some(stop));
-                }
-            }
-            report.command = Some(result);
+            });
+            return self.end(sh, spec, plan, report, status.err());
         }
         self.end(sh, spec, plan, report, None)
     }
