@@ -413,18 +413,20 @@ impl Session<'_> {
         );
         report.boot_time = payload.booted_after;
         let stdout = String::from_utf8_lossy(&payload.stdout).into_owned();
-        let mut result = CommandResult {
+        let result = CommandResult {
             argv: argv.to_vec(),
-            status: None,
+            status: if let Ended::Status(status) = payload.ended { Some(status) } else { None },
             duration: payload.booted_after.map_or(Duration::ZERO, |t| started.elapsed() - t),
             tap: plan.tap.then(|| super::tap::parse_tap(&stdout)),
             stdout,
             stderr: String::from_utf8_lossy(&payload.stderr).into_owned(),
         };
+        // A command that started has a result, whatever ended it.
+        if !matches!(payload.ended, Ended::SetupFailed(_) | Ended::Boot(_)) {
+            report.command = Some(result);
+        }
         match payload.ended {
-            Ended::Status(status) => {
-                result.status = Some(status);
-                report.command = Some(result);
+            Ended::Status(_) => {
                 // The guest powers off by itself once the status is sent; once it said its file
                 // systems are synced, nothing is lost by not waiting for that.
                 let deadline = Instant::now() + plan.timeouts.shutdown;
@@ -445,22 +447,14 @@ impl Session<'_> {
             }
             Ended::Boot(stop) => report.outcome = self.boot_failure(stop, &plan),
             Ended::Command(Stop::Timeout) => {
-                report.command = Some(result);
                 report.outcome = Outcome::CommandTimedOut;
                 self.vm.kill();
                 self.console.finish();
                 report.console_tail = self.console.tail();
             }
-            Ended::Command(Stop::Interrupted) => {
-                report.command = Some(result);
-                report.outcome = Outcome::Interrupted;
-            }
-            Ended::Command(stop) => {
-                report.command = Some(result);
-                report.outcome = self.boot_failure(stop, &plan);
-            }
+            Ended::Command(Stop::Interrupted) => report.outcome = Outcome::Interrupted,
+            Ended::Command(stop) => report.outcome = self.boot_failure(stop, &plan),
             Ended::Garbled(what) => {
-                report.command = Some(result);
                 let message = format!("the guest sent {what} on the status port");
                 report.outcome = Outcome::BootFailed(BootFailure {
                     kind: BootFailureKind::VmmExited,
