@@ -502,12 +502,8 @@ pub fn kernel_release_of(kernel: &Path) -> Result<Option<String>> {
     if let Some(release) = kernel_release(&data) {
         return Ok(Some(release));
     }
-    let name = kernel.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    Ok(["vmlinuz-", "vmlinux-", "bzImage-", "Image-", "zImage-"]
-        .iter()
-        .find_map(|p| name.strip_prefix(p))
-        .filter(|r| r.starts_with(|c: char| c.is_ascii_digit()))
-        .map(str::to_string))
+    let release = super::kconfig::release_in_name(kernel);
+    Ok(release.filter(|r| r.starts_with(|c: char| c.is_ascii_digit())).map(str::to_string))
 }
 
 /// The kernel release of a kernel image: from an x86 bzImage's setup header (its
