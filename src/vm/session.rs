@@ -446,12 +446,7 @@ impl Session<'_> {
                 report.outcome = Outcome::SetupFailed(format!("{tail}\n(exit status {status})"));
             }
             Ended::Boot(stop) => report.outcome = self.boot_failure(stop, &plan),
-            Ended::Command(Stop::Timeout) => {
-                report.outcome = Outcome::CommandTimedOut;
-                self.vm.kill();
-                self.console.finish();
-                report.console_tail = self.console.tail();
-            }
+            Ended::Command(Stop::Timeout) => self.timed_out(report),
             Ended::Command(Stop::Interrupted) => report.outcome = Outcome::Interrupted,
             Ended::Command(stop) => report.outcome = self.boot_failure(stop, &plan),
             Ended::Garbled(what) => {
@@ -584,12 +579,7 @@ impl Session<'_> {
         match stopped {
             Some(Stop::Interrupted) => report.outcome = Outcome::Interrupted,
             Some(stop @ Stop::Panic(_)) => report.outcome = self.boot_failure(stop, plan),
-            Some(Stop::Timeout) if report.command.is_some() => {
-                report.outcome = Outcome::CommandTimedOut;
-                self.vm.kill();
-                self.console.finish();
-                report.console_tail = self.console.tail();
-            }
+            Some(Stop::Timeout) if report.command.is_some() => self.timed_out(report),
             Some(_) => {}
             None => {
                 let result = self.power_off(spec, plan);
@@ -623,6 +613,14 @@ impl Session<'_> {
                 report.outcome = Outcome::ChecksFailed(failed);
             }
         }
+    }
+
+    /// Stops a VM whose command ran past its timeout, keeping the console's last lines.
+    fn timed_out(&mut self, report: &mut RunReport) {
+        report.outcome = Outcome::CommandTimedOut;
+        self.vm.kill();
+        self.console.finish();
+        report.console_tail = self.console.tail();
     }
 
     /// Stops the VMM and explains a boot that ended with `stop`.
