@@ -26,11 +26,6 @@ use crate::host::fs::require_file;
 pub const BANNER: &str = "Welcome to mini Linux";
 
 impl RunPlan {
-    pub(crate) fn without_command(mut self) -> RunPlan {
-        self.command = None;
-        self
-    }
-
     /// A plan that boots, runs `command` and powers off, with no checks.
     pub fn command(command: Vec<String>, timeouts: Timeouts) -> RunPlan {
         RunPlan {
