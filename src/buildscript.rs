@@ -206,10 +206,9 @@ impl BuildScript {
     /// the right checksum, and returns the outputs with the copies' paths.
     fn copy_out(&self, built: Outputs, arch: Arch) -> Result<Outputs> {
         let dir = self.output_dir(arch);
-        let moved = |path: &Path| dir.join(path.file_name().expect("outputs have file names"));
         let mut files = built.files.clone();
         for file in &mut files {
-            let copy = moved(&file.path);
+            let copy = dir.join(file.path.file_name().expect("outputs have file names"));
             let current =
                 copy.is_file().then(|| crate::host::fs::sha256_file(&copy)).transpose()?;
             if current.as_deref() != Some(file.sha256.as_str()) {

@@ -20,7 +20,9 @@ use crate::arch::Arch;
 use crate::config::{MatrixCell, Medium, Workspace};
 use crate::context::Layout;
 use crate::error::{Error, Result};
-use crate::vm::{self, AccelRequest, Check, Event, Observer, Outcome, RunReport, Vm, Vmm};
+use crate::vm::{
+    self, json_secs as secs, AccelRequest, Check, Event, Observer, Outcome, RunReport, Vm, Vmm,
+};
 
 /// A resolved cell: every default filled in and the VM ready to boot.
 #[derive(Debug, Clone)]
@@ -355,11 +357,6 @@ impl CellResult {
             "report": self.report().map(RunReport::to_json),
         })
     }
-}
-
-/// Seconds, to the millisecond, for the JSON reports.
-fn secs(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
 /// What a matrix run found out.

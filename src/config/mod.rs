@@ -246,12 +246,9 @@ impl<'de> Deserialize<'de> for ImageSizeSetting {
             if s == "auto" {
                 return Some(ImageSizeSetting::Auto);
             }
-            let (digits, factor) = if let Some(n) = s.strip_suffix("GiB") {
-                (n, 1024)
-            } else if let Some(n) = s.strip_suffix("MiB") {
-                (n, 1)
-            } else {
-                (s, 1)
+            let (digits, factor) = match s.strip_suffix("GiB") {
+                Some(n) => (n, 1024),
+                None => (s.strip_suffix("MiB").unwrap_or(s), 1),
             };
             digits.trim().parse::<u64>().ok().map(|n| ImageSizeSetting::Mib(n * factor))
         };

@@ -64,11 +64,7 @@ pub fn run_logged(
         let _ = feeder.join();
         child.wait()
     });
-    let status = started.map_err(|e| Error::Command {
-        command: command_line.clone(),
-        status: String::new(),
-        details: format!("could not run it: {e}; is it installed?"),
-    })?;
+    let status = started.map_err(|e| not_started(&command_line, e))?;
     if status.success() {
         return Ok(());
     }
@@ -109,11 +105,7 @@ pub fn interactive(cmd: xshell::Cmd<'_>) -> std::io::Result<ExitStatus> {
 /// command with the end of its stderr.
 pub fn run_captured(cmd: xshell::Cmd<'_>) -> Result<std::process::Output> {
     let command_line = cmd.to_string();
-    let output = output(cmd).map_err(|e| Error::Command {
-        command: command_line.clone(),
-        status: String::new(),
-        details: format!("could not run it: {e}; is it installed?"),
-    })?;
+    let output = output(cmd).map_err(|e| not_started(&command_line, e))?;
     if output.status.success() {
         return Ok(output);
     }
@@ -125,6 +117,12 @@ pub fn run_captured(cmd: xshell::Cmd<'_>) -> Result<std::process::Output> {
         status: format!(": {}", output.status),
         details: tail,
     })
+}
+
+/// The error for `command_line` that could not start.
+fn not_started(command_line: &str, e: io::Error) -> Error {
+    let details = format!("could not run it: {e}; is it installed?");
+    Error::Command { command: command_line.to_string(), status: String::new(), details }
 }
 
 /// The last `n` lines written to `log` after byte offset `from`.
@@ -162,11 +160,8 @@ impl Running {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        let mut child = spawn(&mut std_command, libc::SIGKILL).map_err(|e| Error::Command {
-            command: command.clone(),
-            status: String::new(),
-            details: format!("could not run it: {e}; is it installed?"),
-        })?;
+        let mut child =
+            spawn(&mut std_command, libc::SIGKILL).map_err(|e| not_started(&command, e))?;
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>);
         let stderr = child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>);

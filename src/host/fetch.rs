@@ -168,21 +168,14 @@ pub fn expand_mirrors(mirrors: &[String], archives: &[String]) -> Vec<String> {
 /// `URIs:` of `/etc/apt/sources.list.d/*.sources`, then the `deb` and `deb-src` lines of
 /// `/etc/apt/sources.list` and `/etc/apt/sources.list.d/*.list`.
 pub fn apt_archives() -> Vec<String> {
-    let (sources, lists) = apt_source_files();
-    let mut urls = Vec::new();
-    for file in sources {
-        urls.extend(fs::read_to_string(file).map(|t| deb822_uris(&t)).unwrap_or_default());
-    }
-    for file in lists {
-        urls.extend(fs::read_to_string(file).map(|t| one_line_uris(&t)).unwrap_or_default());
-    }
+    let mut urls: Vec<String> = apt_sources().into_iter().map(|(_, repo)| repo.uri).collect();
     let mut seen = std::collections::HashSet::new();
     urls.retain(|url| seen.insert(url.clone()));
     urls
 }
 
-/// One binary (`deb`) entry of the host's apt sources: an archive and the suites and
-/// components apt reads from it.
+/// One entry of the host's apt sources: an archive and the suites and components apt reads
+/// from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AptRepository {
     /// The archive's HTTP(S) base URL.
@@ -198,59 +191,26 @@ pub struct AptRepository {
 /// The binary repositories of the host's apt sources, in the order apt lists them (deb822
 /// `.sources` files, then `sources.list` and `.list` files); none without apt.
 pub fn apt_repositories() -> Vec<AptRepository> {
-    let (sources, lists) = apt_source_files();
-    let mut repos = Vec::new();
-    for file in sources {
-        repos.extend(fs::read_to_string(file).map(|t| deb822_repositories(&t)).unwrap_or_default());
-    }
-    for file in lists {
-        let text = fs::read_to_string(file).unwrap_or_default();
-        for line in text.lines() {
-            let mut words = line.split_whitespace().peekable();
-            if words.next() != Some("deb") {
-                continue;
-            }
-            let mut signed_by = None;
-            if words.peek().is_some_and(|w| w.starts_with('[')) {
-                for word in words.by_ref() {
-                    let option = word.trim_matches(|c| c == '[' || c == ']');
-                    if let Some(path) = option.strip_prefix("signed-by=") {
-                        signed_by = Some(PathBuf::from(path));
-                    }
-                    if word.ends_with(']') {
-                        break;
-                    }
-                }
-            }
-            let (Some(uri), Some(suite)) = (words.next(), words.next()) else { continue };
-            if is_http(uri) {
-                repos.push(AptRepository {
-                    uri: uri.to_string(),
-                    suites: vec![suite.to_string()],
-                    components: words.map(String::from).collect(),
-                    signed_by,
-                });
-            }
-        }
-    }
-    repos
+    apt_sources().into_iter().filter(|(binary, _)| *binary).map(|(_, repo)| repo).collect()
 }
 
-/// The host's apt source files: deb822 `.sources`, then one-line `.list` ones (with
+/// Every HTTP(S) entry of the host's apt sources, each with whether it is binary (`deb`, not
+/// only `deb-src`): deb822 `.sources` files, then one-line `.list` ones (with
 /// `/etc/apt/sources.list` first), each group sorted by name.
-fn apt_source_files() -> (Vec<PathBuf>, Vec<PathBuf>) {
+fn apt_sources() -> Vec<(bool, AptRepository)> {
     let dir = Path::new("/etc/apt/sources.list.d");
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
         .map(|entries| entries.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     files.sort();
-    let with = |ext: &'static str| -> Vec<PathBuf> {
-        files.iter().filter(|f| f.extension().is_some_and(|e| e == ext)).cloned().collect()
-    };
-    let sources = with("sources");
-    let lists =
-        std::iter::once(PathBuf::from("/etc/apt/sources.list")).chain(with("list")).collect();
-    (sources, lists)
+    let with =
+        |ext: &'static str| files.iter().filter(move |f| f.extension() == Some(ext.as_ref()));
+    let read = |file: &Path| fs::read_to_string(file).unwrap_or_default();
+    let mut entries: Vec<_> = with("sources").flat_map(|f| deb822_entries(&read(f))).collect();
+    let lists = std::iter::once(Path::new("/etc/apt/sources.list"))
+        .chain(with("list").map(|f| f.as_path()));
+    entries.extend(lists.flat_map(|f| one_line_entries(&read(f))));
+    entries
 }
 
 /// The enabled stanzas of a deb822 `.sources` file, each as a field lookup (case-insensitive
@@ -269,61 +229,56 @@ fn deb822_stanzas(text: &str) -> Vec<impl Fn(&str) -> Option<String> + '_> {
         .collect()
 }
 
-/// The `URIs:` of a deb822 `.sources` file, skipping stanzas with `Enabled: no`.
-fn deb822_uris(text: &str) -> Vec<String> {
-    let mut urls = Vec::new();
-    for field in deb822_stanzas(text) {
-        if let Some(uris) = field("URIs") {
-            urls.extend(uris.split_whitespace().filter(|u| is_http(u)).map(String::from));
-        }
-    }
-    urls
-}
-
-/// The binary repositories of a deb822 `.sources` file: one per HTTP(S) URI of each enabled
-/// stanza whose `Types:` has `deb`.
-fn deb822_repositories(text: &str) -> Vec<AptRepository> {
+/// The entries of a deb822 `.sources` file: one per HTTP(S) URI of each enabled stanza, binary
+/// when its `Types:` has `deb`.
+fn deb822_entries(text: &str) -> Vec<(bool, AptRepository)> {
     let mut repos = Vec::new();
     for field in deb822_stanzas(text) {
         let words = |name: &str| -> Vec<String> {
             field(name).unwrap_or_default().split_whitespace().map(String::from).collect()
         };
-        if !words("Types").iter().any(|t| t == "deb") {
-            continue;
-        }
+        let binary = words("Types").iter().any(|t| t == "deb");
         // `Signed-By:` may hold the key itself, over several lines; only a path is used.
         let signed_by = field("Signed-By").filter(|v| v.starts_with('/')).map(PathBuf::from);
         for uri in words("URIs").into_iter().filter(|u| is_http(u)) {
-            repos.push(AptRepository {
-                uri,
-                suites: words("Suites"),
-                components: words("Components"),
-                signed_by: signed_by.clone(),
-            });
+            let (suites, components) = (words("Suites"), words("Components"));
+            let signed_by = signed_by.clone();
+            repos.push((binary, AptRepository { uri, suites, components, signed_by }));
         }
     }
     repos
 }
 
-/// The archive URLs of one-line-style `deb URL suite components` entries.
-fn one_line_uris(text: &str) -> Vec<String> {
-    let mut urls = Vec::new();
+/// The HTTP(S) entries of one-line-style `deb[-src] [options] URL suite components` lines.
+fn one_line_entries(text: &str) -> Vec<(bool, AptRepository)> {
+    let mut repos = Vec::new();
     for line in text.lines() {
-        let mut words = line.split_whitespace();
-        if !matches!(words.next(), Some("deb" | "deb-src")) {
-            continue;
-        }
+        let mut words = line.split_whitespace().peekable();
+        let binary = match words.next() {
+            Some("deb") => true,
+            Some("deb-src") => false,
+            _ => continue,
+        };
         // Options such as `[arch=amd64 signed-by=...]` come before the URL.
-        let mut word = words.next();
-        if word.is_some_and(|w| w.starts_with('[')) {
-            while word.is_some_and(|w| !w.ends_with(']')) {
-                word = words.next();
+        let mut signed_by = None;
+        if words.peek().is_some_and(|w| w.starts_with('[')) {
+            for word in words.by_ref() {
+                let option = word.trim_matches(|c| c == '[' || c == ']');
+                if let Some(path) = option.strip_prefix("signed-by=") {
+                    signed_by = Some(PathBuf::from(path));
+                }
+                if word.ends_with(']') {
+                    break;
+                }
             }
-            word = words.next();
         }
-        urls.extend(word.filter(|w| is_http(w)).map(String::from));
+        let Some(uri) = words.next().filter(|u| is_http(u)) else { continue };
+        let suites = words.next().map(String::from).into_iter().collect();
+        let components = words.map(String::from).collect();
+        let uri = uri.to_string();
+        repos.push((binary, AptRepository { uri, suites, components, signed_by }));
     }
-    urls
+    repos
 }
 
 fn is_http(s: &str) -> bool {
@@ -517,20 +472,33 @@ mod tests {
         assert!(err.contains("BUSYROOT_MIRROR") && err.contains(&source.sha256), "{err}");
     }
 
+    fn uris(entries: &[(bool, AptRepository)]) -> Vec<&str> {
+        entries.iter().map(|(_, repo)| repo.uri.as_str()).collect()
+    }
+
     #[test]
     fn apt_sources_give_archive_urls_in_order() {
         let deb822 = "Types: deb\n# a comment\nURIs: http://a.example/debian\nSuites: bookworm\n\n\
                       Types: deb\nURIs: https://b.example/debian-security cdrom:/x\n\n\
                       Enabled: no\nURIs: http://off.example/debian\n";
         assert_eq!(
-            deb822_uris(deb822),
+            uris(&deb822_entries(deb822)),
             ["http://a.example/debian", "https://b.example/debian-security"]
         );
         let list = "# deb http://commented.example/x bookworm main\n\
                     deb http://c.example/debian bookworm main\n\
                     deb-src [arch=amd64 signed-by=/k.gpg] https://d.example/ubuntu noble main\n\
                     deb file:/srv/local ./\n";
-        assert_eq!(one_line_uris(list), ["http://c.example/debian", "https://d.example/ubuntu"]);
+        let entries = one_line_entries(list);
+        assert_eq!(uris(&entries), ["http://c.example/debian", "https://d.example/ubuntu"]);
+        let source_only = AptRepository {
+            uri: "https://d.example/ubuntu".into(),
+            suites: vec!["noble".into()],
+            components: vec!["main".into()],
+            signed_by: Some("/k.gpg".into()),
+        };
+        assert_eq!(entries[1], (false, source_only));
+        assert!(entries[0].0, "a `deb` line is a binary repository");
     }
 
     #[test]
@@ -539,15 +507,21 @@ mod tests {
             "Types: deb\nURIs: http://a.example/debian\nSuites: bookworm bookworm-updates\n\
                       Components: main contrib\nSigned-By: /usr/share/keyrings/k.gpg\n\n\
                       Types: deb-src\nURIs: http://src.example/debian\nSuites: bookworm\n";
+        let entries = deb822_entries(deb822);
         assert_eq!(
-            deb822_repositories(deb822),
-            [AptRepository {
-                uri: "http://a.example/debian".into(),
-                suites: vec!["bookworm".into(), "bookworm-updates".into()],
-                components: vec!["main".into(), "contrib".into()],
-                signed_by: Some("/usr/share/keyrings/k.gpg".into()),
-            }]
+            entries[0],
+            (
+                true,
+                AptRepository {
+                    uri: "http://a.example/debian".into(),
+                    suites: vec!["bookworm".into(), "bookworm-updates".into()],
+                    components: vec!["main".into(), "contrib".into()],
+                    signed_by: Some("/usr/share/keyrings/k.gpg".into()),
+                }
+            )
         );
+        assert_eq!(uris(&entries[1..]), ["http://src.example/debian"]);
+        assert!(!entries[1].0, "a `deb-src` stanza is no binary repository");
     }
 
     #[test]

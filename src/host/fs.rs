@@ -63,7 +63,7 @@ pub fn write_file(out: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
 
 /// Copies `from` to `out` by way of a temporary (see [`write_atomically`]).
 pub(crate) fn copy_file(from: &Path, out: &Path) -> Result<()> {
-    write_atomically(out, |tmp| fs::copy(from, tmp).map(drop).with_path("copy into", tmp))
+    write_atomically(out, |tmp| fs::copy(from, tmp).map(drop).with_path("copy", from))
 }
 
 /// Removes from `dir` the temporaries (files or directories named `.name.tmp-<pid>…`) of
@@ -85,6 +85,15 @@ pub fn remove_dead_temporaries(dir: &Path) -> Result<()> {
         removed.with_path("remove leftover", &path)?;
     }
     Ok(())
+}
+
+/// A file's identity without reading it: its path, size and modification time, so that a
+/// second run need not hash a 140 MB tarball to know nothing changed.
+pub(crate) fn file_identity(path: &Path) -> Result<String> {
+    let meta = fs::metadata(path).with_path("read", path)?;
+    let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    let mtime = mtime.map_or(0, |d| d.as_nanos());
+    Ok(format!("file {} size {} mtime {mtime}", path.display(), meta.len()))
 }
 
 /// The sha256 of a file as lower-case hex.

@@ -58,6 +58,7 @@ pub(crate) fn write_newc<W: Write>(manifest: &Manifest, w: W, out: &Path) -> Res
 
 /// The header fields that vary between entries. `devmajor`, `devminor` and `check` are
 /// always 0.
+#[derive(Default)]
 struct Header<'a> {
     ino: u32,
     mode: u32,
@@ -124,17 +125,7 @@ impl<W: Write> Newc<'_, W> {
     /// Writes the `TRAILER!!!` entry that ends the archive, then pads to a 512-byte block as
     /// GNU cpio and the kernel's `gen_init_cpio` do.
     fn finish(&mut self) -> Result<()> {
-        self.header(&Header {
-            ino: 0,
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            nlink: 1,
-            mtime: 0,
-            filesize: 0,
-            rdev: (0, 0),
-            name: "TRAILER!!!",
-        })?;
+        self.header(&Header { nlink: 1, name: "TRAILER!!!", ..Header::default() })?;
         self.pad_to(512)
     }
 

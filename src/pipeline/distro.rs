@@ -12,7 +12,6 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Instant;
 
 use xshell::{cmd, Shell};
 
@@ -20,6 +19,7 @@ use crate::arch::Arch;
 use crate::context::Layout;
 use crate::error::{Error, IoContext, Result};
 use crate::host::fetch::{self, AptRepository, FetchOptions, Source};
+use crate::pipeline::stage::timed;
 use crate::progress::Progress;
 
 /// A distribution whose kernel busyroot can fetch.
@@ -129,15 +129,11 @@ pub fn fetch_kernel(
             Error::Other(format!("`{}` is damaged; remove it and fetch online", record.display()))
         })?
     } else {
-        let step = format!("resolve linux-image-{flavour}");
-        progress.start(&step);
-        let started = Instant::now();
-        let resolved = resolve(sh, flavour, arch, opts, progress)?;
-        progress.finish(
-            &step,
-            started.elapsed(),
-            &format!("{} {}", resolved.package, resolved.version),
-        );
+        let resolved = timed(progress, &format!("resolve linux-image-{flavour}"), || {
+            let resolved = resolve(sh, flavour, arch, opts, progress)?;
+            let detail = format!("{} {}", resolved.package, resolved.version);
+            Ok((resolved, detail))
+        })?;
         crate::host::fs::write_file(&record, resolved.to_text())?;
         resolved
     };
@@ -155,13 +151,12 @@ pub fn fetch_kernel(
     let stamp = format!("{}\n{}\n", resolved.file_name, resolved.sha256);
     let fresh = fs::read_to_string(&marker).is_ok_and(|m| m == stamp);
     if !fresh {
-        let step = format!("unpack {}", resolved.file_name);
-        progress.start(&step);
-        let started = Instant::now();
-        let data = deb_data(sh, &deb)?;
-        crate::host::extract::unpack_reader(std::io::Cursor::new(data), &deb, &root)?;
-        crate::host::fs::write_file(&marker, &stamp)?;
-        progress.finish(&step, started.elapsed(), &root.display().to_string());
+        timed(progress, &format!("unpack {}", resolved.file_name), || {
+            let data = deb_data(sh, &deb)?;
+            crate::host::extract::unpack_reader(std::io::Cursor::new(data), &deb, &root)?;
+            crate::host::fs::write_file(&marker, &stamp)?;
+            Ok(((), root.display().to_string()))
+        })?;
     }
     let image = installed_image(&root).ok_or_else(|| Error::Tree {
         path: deb.clone(),

@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, UNIX_EPOCH};
 
 use xshell::{cmd, Shell};
 
@@ -20,11 +19,11 @@ use crate::error::{Error, IoContext, MissingTools, Result};
 use crate::host::exec::run_logged;
 use crate::host::fetch;
 use crate::host::fs::{
-    remove_dead_temporaries, sha256_bytes, sha256_file, temp_path, write_atomically,
+    copy_file, file_identity, remove_dead_temporaries, sha256_bytes, sha256_file, temp_path,
 };
 use crate::host::tools::{find_program, Tool};
 use crate::pipeline::busybox::Toolchain;
-use crate::pipeline::stage::{Fingerprint, OutputState, StageReport, Stages};
+use crate::pipeline::stage::{timed, Fingerprint, OutputState, StageReport, Stages};
 use crate::progress::Progress;
 
 /// The fragment every architecture uses; `<arch>.config` beside it adds the arch's own.
@@ -410,9 +409,9 @@ impl KernelBuilder {
             // The stamp it leaves is true: the image is what these inputs build.
             Some(entry) => {
                 stages.run("build kernel", &plan.build_fp, output, || {
-                    copy_atomically(&entry.config(), &config)?;
-                    copy_atomically(&entry.vmlinux(), &vmlinux)?;
-                    copy_atomically(&entry.image(), &image)?;
+                    copy_file(&entry.config(), &config)?;
+                    copy_file(&entry.vmlinux(), &vmlinux)?;
+                    copy_file(&entry.image(), &image)?;
                     Ok(format!("from the cache, {}", entry.dir.display()))
                 })?;
             }
@@ -423,10 +422,10 @@ impl KernelBuilder {
                     let make = self.make(sh, &tree, &plan, image_name(self.ctx.arch()));
                     run_logged(make, None, &self.ctx.layout.kernel_log(), progress)?;
                     let build_dir = self.ctx.layout.kernel_build();
-                    copy_atomically(&build_dir.join(".config"), &config)?;
-                    copy_atomically(&build_dir.join(self.ctx.arch().info().kernel_image), &image)?;
+                    copy_file(&build_dir.join(".config"), &config)?;
+                    copy_file(&build_dir.join(self.ctx.arch().info().kernel_image), &image)?;
                     // The image's make target links the ELF `vmlinux` first, at the top.
-                    copy_atomically(&build_dir.join("vmlinux"), &vmlinux)?;
+                    copy_file(&build_dir.join("vmlinux"), &vmlinux)?;
                     Ok(format!("{} KiB", file_size(&image)?.div_ceil(1024)))
                 })?;
             }
@@ -475,7 +474,7 @@ impl KernelBuilder {
                 check_tree(tree)?;
                 return Ok(tree.clone());
             }
-            KernelSource::Tarball(path) => (path.clone(), short_id(&tarball_identity(path)?)),
+            KernelSource::Tarball(path) => (path.clone(), short_id(&file_identity(path)?)),
             KernelSource::Pinned | KernelSource::Url { .. } => {
                 let source_kind = source;
                 let source = self.fetch_source(source);
@@ -535,7 +534,7 @@ impl KernelBuilder {
             KernelSource::Pinned | KernelSource::Url { .. } => {
                 format!("sha256 {}", self.fetch_source(source).sha256)
             }
-            KernelSource::Tarball(path) => tarball_identity(path)?,
+            KernelSource::Tarball(path) => file_identity(path)?,
             KernelSource::Tree(path) => format!("tree {}", path.display()),
         })
     }
@@ -725,9 +724,9 @@ impl CacheEntry {
 
     fn store(&self, image: &Path, vmlinux: &Path, config: &Path) -> Result<()> {
         fs::create_dir_all(&self.dir).with_path("create directory", &self.dir)?;
-        copy_atomically(image, &self.image())?;
-        copy_atomically(vmlinux, &self.vmlinux())?;
-        copy_atomically(config, &self.config())
+        copy_file(image, &self.image())?;
+        copy_file(vmlinux, &self.vmlinux())?;
+        copy_file(config, &self.config())
     }
 }
 
@@ -741,15 +740,6 @@ fn check_tree(tree: &Path) -> Result<()> {
          or tree",
         tree.display()
     )))
-}
-
-/// A local tarball's identity: path, size and modification time, which are cheap to read,
-/// so a second run need not hash 140 MB to know nothing changed.
-fn tarball_identity(path: &Path) -> Result<String> {
-    let meta = fs::metadata(path).with_path("read", path)?;
-    let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok());
-    let mtime = mtime.map_or(0, |d| d.as_nanos());
-    Ok(format!("file {} size {} mtime {mtime}", path.display(), meta.len()))
 }
 
 /// A short, file-name-safe digest of a source's identity, naming its unpacked tree.
@@ -784,25 +774,8 @@ fn unpack_source(sh: &Shell, tarball: &Path, dest: &Path, progress: &dyn Progres
     result
 }
 
-fn copy_atomically(from: &Path, to: &Path) -> Result<()> {
-    write_atomically(to, |tmp| fs::copy(from, tmp).map(drop).with_path("copy", from))
-}
-
 fn file_size(path: &Path) -> Result<u64> {
     Ok(fs::metadata(path).with_path("stat", path)?.len())
-}
-
-/// Runs one step, reporting its start, duration and result.
-fn timed<T>(
-    progress: &dyn Progress,
-    name: &str,
-    f: impl FnOnce() -> Result<(T, String)>,
-) -> Result<T> {
-    progress.start(name);
-    let start = Instant::now();
-    let (value, detail) = f()?;
-    progress.finish(name, start.elapsed(), &detail);
-    Ok(value)
 }
 
 /// The newest `linux-source-*.tar.xz` (or `.tar.bz2`) a distribution package installed in `dir`.

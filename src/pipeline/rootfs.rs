@@ -101,10 +101,7 @@ impl RootfsBuilder {
             }
             None => check_host_tools(sh, self.ctx.arch())?,
         };
-        let epoch = match self.ctx.source_date_epoch {
-            Some(e) => e,
-            None => source_date_epoch(sh, &ws.root),
-        };
+        let epoch = self.ctx.source_date_epoch.unwrap_or_else(|| source_date_epoch(sh, &ws.root));
 
         let source = cfg.busybox.source();
         let bb = BusyboxBuild {

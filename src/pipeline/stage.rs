@@ -181,6 +181,20 @@ impl<'a> Stages<'a> {
     }
 }
 
+/// Runs one step that is no stage (it keeps no stamp), reporting its start, duration and the
+/// detail `f` returns with its value.
+pub(crate) fn timed<T>(
+    progress: &dyn Progress,
+    name: &str,
+    f: impl FnOnce() -> Result<(T, String)>,
+) -> Result<T> {
+    progress.start(name);
+    let start = Instant::now();
+    let (value, detail) = f()?;
+    progress.finish(name, start.elapsed(), &detail);
+    Ok(value)
+}
+
 /// A hash of everything in a manifest: paths, kinds, modes, owners, times and file contents.
 pub fn manifest_digest(manifest: &Manifest) -> Result<String> {
     let mut hasher = Sha256::new();

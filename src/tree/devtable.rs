@@ -119,18 +119,15 @@ impl DeviceTable {
             let uid = accounts.resolve(manifest, &l.uid, Database::Passwd).map_err(err)?;
             let gid = accounts.resolve(manifest, &l.gid, Database::Group).map_err(err)?;
             if l.kind == EntryType::Recursive {
-                let top = match manifest.get(&l.path) {
-                    Some(_) => l.path.clone(),
-                    None => {
-                        return Err(err(format!(
-                            "type `r` names `{}`, which is not in the image; create it in the \
-                             skeleton or an overlay, or with a `d` line before this one",
-                            l.path
-                        )))
-                    }
-                };
+                if manifest.get(&l.path).is_none() {
+                    return Err(err(format!(
+                        "type `r` names `{}`, which is not in the image; create it in the \
+                         skeleton or an overlay, or with a `d` line before this one",
+                        l.path
+                    )));
+                }
                 for (path, entry) in manifest.iter_mut() {
-                    if *path == top || path.is_below(&top) {
+                    if *path == l.path || path.is_below(&l.path) {
                         entry.uid = uid;
                         entry.gid = gid;
                         if !matches!(entry.kind, Kind::Symlink(_)) {

@@ -121,11 +121,8 @@ impl<'m> LayerStack<'m> {
 
     /// `path` is `here` in the current layer but `there` in the layer that put it first.
     fn conflict(&self, path: &ImagePath, host: &Path, here: &str, there: &str) -> Error {
-        let current = self.names.last().map_or("this layer", String::as_str);
-        let earlier = match self.from.get(path) {
-            Some(&i) => self.names[i].as_str(),
-            None => "the image",
-        };
+        let current = self.current();
+        let earlier = self.from.get(path).map_or("the image", |&i| self.names[i].as_str());
         Error::Tree {
             path: host.to_path_buf(),
             message: format!(

@@ -279,20 +279,19 @@ impl Vm {
         let sh = Shell::new().map_err(|e| Error::Other(format!("cannot start a shell: {e}")))?;
         let bytes = Bytes::default();
         let report = self.run_with(&sh, Some(argv), &bytes)?;
-        let command = report.command.clone();
+        let command = report.command.clone().unwrap_or_default();
         let (mut stdout_bytes, mut stderr_bytes) = bytes.0.into_inner();
-        if report.command.is_some() && self_serial(&report, &stdout_bytes, &stderr_bytes) {
-            stdout_bytes =
-                command.as_ref().map(|c| c.stdout.clone().into_bytes()).unwrap_or_default();
-            stderr_bytes =
-                command.as_ref().map(|c| c.stderr.clone().into_bytes()).unwrap_or_default();
+        // Over the serial relay no bytes come, only the report's lines of text.
+        if stdout_bytes.is_empty() && stderr_bytes.is_empty() {
+            stdout_bytes = command.stdout.clone().into_bytes();
+            stderr_bytes = command.stderr.clone().into_bytes();
         }
         Ok(Output {
             status: report.exit_code(),
             stdout_bytes,
             stderr_bytes,
-            stdout: command.as_ref().map(|c| c.stdout.clone()).unwrap_or_default(),
-            stderr: command.map(|c| c.stderr).unwrap_or_default(),
+            stdout: command.stdout,
+            stderr: command.stderr,
             console: report.console_log.clone(),
             report,
         })
@@ -711,13 +710,6 @@ impl Observer for Bytes {
             }
         }
     }
-}
-
-/// Whether the output came as lines (the serial relay): no bytes, but text in the report.
-fn self_serial(report: &RunReport, stdout: &[u8], stderr: &[u8]) -> bool {
-    let text =
-        report.command.as_ref().is_some_and(|c| !c.stdout.is_empty() || !c.stderr.is_empty());
-    stdout.is_empty() && stderr.is_empty() && text
 }
 
 /// Refuses a command the guest could not find, where that can be known on the host: in a

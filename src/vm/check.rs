@@ -223,12 +223,8 @@ impl RunPlan {
         add("sh -c runs", "sh -c 'echo $((6 * 7))'", "^42$");
         let uname_m = spec.arch.info().uname_m;
         add(&format!("uname -m is {uname_m}"), "uname -m", &format!("^{uname_m}$"));
-        RunPlan {
-            checks,
-            fsck: matches!(spec.root, Root::Disk { .. }),
-            ..RunPlan::command(Vec::new(), timeouts)
-        }
-        .without_command()
+        let fsck = matches!(spec.root, Root::Disk { .. });
+        RunPlan { checks, fsck, command: None, ..RunPlan::command(Vec::new(), timeouts) }
     }
 
     /// Appends the user's checks.

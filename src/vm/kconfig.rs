@@ -74,17 +74,20 @@ impl KernelConfig {
     }
 }
 
+/// The release a distribution's name for a kernel image carries (`vmlinuz-<release>`, also
+/// `vmlinux-`, `bzImage-`, `Image-` and `zImage-`).
+pub(crate) fn release_in_name(kernel: &Path) -> Option<&str> {
+    let name = kernel.file_name()?.to_str()?;
+    ["vmlinuz-", "vmlinux-", "bzImage-", "Image-", "zImage-"]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
+}
+
 /// Files that may hold `kernel`'s configuration, most specific first.
 fn candidate_files(kernel: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
     let dir = kernel.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if let Some(name) = kernel.file_name().and_then(|n| n.to_str()) {
-        for prefix in ["vmlinuz-", "vmlinux-", "bzImage-", "Image-", "zImage-"] {
-            if let Some(version) = name.strip_prefix(prefix) {
-                out.push(dir.join(format!("config-{version}")));
-            }
-        }
-    }
+    let mut out: Vec<PathBuf> =
+        release_in_name(kernel).map(|r| dir.join(format!("config-{r}"))).into_iter().collect();
     // arch/<arch>/boot/<image> is three levels below the tree's .config; a kernel copied
     // elsewhere often keeps its .config (or config) beside it.
     out.push(dir.join(".config"));

@@ -82,4 +82,4 @@ pub use vmm::choose_root_bus;
 
 pub(crate) use crate::host::exec::qemu_escape;
 pub(crate) use process::{interrupted, InterruptGuard};
-pub(crate) use report::{case as junit_case, xml as xml_escape};
+pub(crate) use report::{case as junit_case, secs as json_secs, xml as xml_escape};

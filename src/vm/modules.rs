@@ -502,12 +502,8 @@ pub fn kernel_release_of(kernel: &Path) -> Result<Option<String>> {
     if let Some(release) = kernel_release(&data) {
         return Ok(Some(release));
     }
-    let name = kernel.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    Ok(["vmlinuz-", "vmlinux-", "bzImage-", "Image-", "zImage-"]
-        .iter()
-        .find_map(|p| name.strip_prefix(p))
-        .filter(|r| r.starts_with(|c: char| c.is_ascii_digit()))
-        .map(str::to_string))
+    let release = super::kconfig::release_in_name(kernel);
+    Ok(release.filter(|r| r.starts_with(|c: char| c.is_ascii_digit())).map(str::to_string))
 }
 
 /// The kernel release of a kernel image: from an x86 bzImage's setup header (its
@@ -560,15 +556,8 @@ fn unpack_archive(
     scratch: &Path,
     progress: &dyn Progress,
 ) -> Result<PathBuf> {
-    let meta = fs::metadata(archive).with_path("stat", archive)?;
-    let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
     let resolved = fs::canonicalize(archive).with_path("resolve", archive)?;
-    let identity = format!(
-        "{}\n{}\n{}\n",
-        resolved.display(),
-        meta.len(),
-        modified.map_or(0, |d| d.as_nanos())
-    );
+    let identity = crate::host::fs::file_identity(&resolved)?;
     let tree = scratch.join("tree");
     let stamp = scratch.join("archive");
     if tree.is_dir() && fs::read_to_string(&stamp).is_ok_and(|s| s == identity) {

@@ -201,7 +201,6 @@ impl RunReport {
 
     /// The report as JSON: what ran, every check and TAP case, the verdict and exit code.
     pub fn to_json(&self) -> serde_json::Value {
-        let secs = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
         let checks: Vec<_> = self
             .checks
             .iter()
@@ -368,6 +367,11 @@ pub(crate) fn case(out: &mut String, class: &str, name: &str, secs: f64, body: O
         }
         None => out.push_str("/>\n"),
     }
+}
+
+/// Seconds, to the millisecond, for the JSON reports.
+pub(crate) fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
 fn first_line(text: &str) -> &str {

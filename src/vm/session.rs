@@ -26,11 +26,6 @@ use crate::host::fs::require_file;
 pub const BANNER: &str = "Welcome to mini Linux";
 
 impl RunPlan {
-    pub(crate) fn without_command(mut self) -> RunPlan {
-        self.command = None;
-        self
-    }
-
     /// A plan that boots, runs `command` and powers off, with no checks.
     pub fn command(command: Vec<String>, timeouts: Timeouts) -> RunPlan {
         RunPlan {
@@ -197,12 +192,10 @@ fn preflight(spec: &VmSpec) -> Result<()> {
 
 /// The directory of the console log, where sockets and backend files go too.
 fn run_dir(spec: &VmSpec) -> Result<std::path::PathBuf> {
-    let dir = match spec.console_log.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => dir.to_path_buf(),
-        None => std::path::PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).with_path("create directory", &dir)?;
-    std::path::absolute(&dir).with_path("resolve", &dir)
+    let dir = spec.console_log.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = dir.unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_path("create directory", dir)?;
+    std::path::absolute(dir).with_path("resolve", dir)
 }
 
 fn describe_root(root: &Root) -> String {
@@ -369,23 +362,15 @@ impl Session<'_> {
                 observer.event(event);
                 false
             });
-            let tap = plan.tap.then(|| super::tap::parse_tap(&stdout));
-            let mut result = CommandResult {
+            report.command = Some(CommandResult {
                 argv: argv.clone(),
-                status: None,
+                status: status.as_ref().ok().copied(),
+                tap: plan.tap.then(|| super::tap::parse_tap(&stdout)),
                 duration: t.elapsed(),
                 stdout,
                 stderr,
-                tap,
-            };
-            match status {
-                Ok(status) => result.status = Some(status),
-                Err(stop) => {
-                    report.command = Some(result);
-                    return self.end(sh, spec, plan, report, Some(stop));
-                }
-            }
-            report.command = Some(result);
+            });
+            return self.end(sh, spec, plan, report, status.err());
         }
         self.end(sh, spec, plan, report, None)
     }
@@ -423,18 +408,20 @@ impl Session<'_> {
         );
         report.boot_time = payload.booted_after;
         let stdout = String::from_utf8_lossy(&payload.stdout).into_owned();
-        let mut result = CommandResult {
+        let result = CommandResult {
             argv: argv.to_vec(),
-            status: None,
+            status: if let Ended::Status(status) = payload.ended { Some(status) } else { None },
             duration: payload.booted_after.map_or(Duration::ZERO, |t| started.elapsed() - t),
             tap: plan.tap.then(|| super::tap::parse_tap(&stdout)),
             stdout,
             stderr: String::from_utf8_lossy(&payload.stderr).into_owned(),
         };
+        // A command that started has a result, whatever ended it.
+        if !matches!(payload.ended, Ended::SetupFailed(_) | Ended::Boot(_)) {
+            report.command = Some(result);
+        }
         match payload.ended {
-            Ended::Status(status) => {
-                result.status = Some(status);
-                report.command = Some(result);
+            Ended::Status(_) => {
                 // The guest powers off by itself once the status is sent; once it said its file
                 // systems are synced, nothing is lost by not waiting for that.
                 let deadline = Instant::now() + plan.timeouts.shutdown;
@@ -454,23 +441,10 @@ impl Session<'_> {
                 report.outcome = Outcome::SetupFailed(format!("{tail}\n(exit status {status})"));
             }
             Ended::Boot(stop) => report.outcome = self.boot_failure(stop, &plan),
-            Ended::Command(Stop::Timeout) => {
-                report.command = Some(result);
-                report.outcome = Outcome::CommandTimedOut;
-                self.vm.kill();
-                self.console.finish();
-                report.console_tail = self.console.tail();
-            }
-            Ended::Command(Stop::Interrupted) => {
-                report.command = Some(result);
-                report.outcome = Outcome::Interrupted;
-            }
-            Ended::Command(stop) => {
-                report.command = Some(result);
-                report.outcome = self.boot_failure(stop, &plan);
-            }
+            Ended::Command(Stop::Timeout) => self.timed_out(report),
+            Ended::Command(Stop::Interrupted) => report.outcome = Outcome::Interrupted,
+            Ended::Command(stop) => report.outcome = self.boot_failure(stop, &plan),
             Ended::Garbled(what) => {
-                report.command = Some(result);
                 let message = format!("the guest sent {what} on the status port");
                 report.outcome = Outcome::BootFailed(BootFailure {
                     kind: BootFailureKind::VmmExited,
@@ -600,12 +574,7 @@ impl Session<'_> {
         match stopped {
             Some(Stop::Interrupted) => report.outcome = Outcome::Interrupted,
             Some(stop @ Stop::Panic(_)) => report.outcome = self.boot_failure(stop, plan),
-            Some(Stop::Timeout) if report.command.is_some() => {
-                report.outcome = Outcome::CommandTimedOut;
-                self.vm.kill();
-                self.console.finish();
-                report.console_tail = self.console.tail();
-            }
+            Some(Stop::Timeout) if report.command.is_some() => self.timed_out(report),
             Some(_) => {}
             None => {
                 let result = self.power_off(spec, plan);
@@ -639,6 +608,14 @@ impl Session<'_> {
                 report.outcome = Outcome::ChecksFailed(failed);
             }
         }
+    }
+
+    /// Stops a VM whose command ran past its timeout, keeping the console's last lines.
+    fn timed_out(&mut self, report: &mut RunReport) {
+        report.outcome = Outcome::CommandTimedOut;
+        self.vm.kill();
+        self.console.finish();
+        report.console_tail = self.console.tail();
     }
 
     /// Stops the VMM and explains a boot that ended with `stop`.

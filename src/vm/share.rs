@@ -118,10 +118,7 @@ impl ShareRequest {
                 self.host.display()
             )));
         }
-        let guest = match &self.guest {
-            Some(g) => g.clone(),
-            None => host.to_string_lossy().into_owned(),
-        };
+        let guest = self.guest.clone().unwrap_or_else(|| host.to_string_lossy().into_owned());
         let socket = (transport == Transport::Virtiofs).then(|| {
             let name = format!("virtiofs-{index}.sock");
             let socket = run_dir.join(&name);

@@ -39,9 +39,7 @@ fn each_cross_arch_builds_a_static_busybox_of_its_own_and_leaves_the_others_fres
         return;
     }
     let ws = support::workspace();
-    if let Some(reason) = support::tarball_missing(&ws) {
-        return skip(test, &reason);
-    }
+    let Some(()) = support::or_skip(test, support::tarball_offline(&ws)) else { return };
     if !support::have("readelf") || !support::have("debugfs") {
         return skip(test, "readelf (binutils) or debugfs (e2fsprogs) is not installed");
     }

@@ -205,10 +205,7 @@ fn a_distribution_kernel_loads_its_modules_for_a_virtiofs_share() {
     // Debian's cloud kernel (`cargo xtask kernel --distro debian`): virtio-pci, fuse and
     // virtiofs are modules, delivered from the package's own tree into the boot copy of the disk.
     let test = "a_distribution_kernel_loads_its_modules_for_a_virtiofs_share";
-    let kernel = match support::debian_cloud_kernel() {
-        Ok(kernel) => kernel,
-        Err(reason) => return support::skip(test, &reason),
-    };
+    let Some(kernel) = support::or_skip(test, support::debian_cloud_kernel()) else { return };
     let root = kernel.parent().and_then(Path::parent).unwrap().to_path_buf();
     if !root.join("lib/modules").is_dir() {
         return support::skip(test, &format!("no lib/modules beside `{}`", kernel.display()));

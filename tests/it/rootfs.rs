@@ -224,9 +224,7 @@ fn two_checkouts_build_bit_identical_outputs() {
         return;
     }
     let ws = support::workspace();
-    if let Some(reason) = support::tarball_missing(&ws) {
-        return skip(test, &reason);
-    }
+    let Some(()) = support::or_skip(test, support::tarball_offline(&ws)) else { return };
     let sh = xshell::Shell::new().unwrap();
     let epoch = source_date_epoch(&sh, &ws.root);
     let dirs = [support::tempdir(), support::tempdir()];

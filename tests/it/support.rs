@@ -61,20 +61,21 @@ pub fn offline_fetch() -> FetchOptions {
     FetchOptions { offline: true, ..FetchOptions::from_env() }
 }
 
-/// Why the BusyBox tarball cannot be had offline, if it cannot.
-pub fn tarball_missing(ws: &Workspace) -> Option<String> {
+/// Whether the BusyBox tarball can be had offline; `Err` says why not.
+pub fn tarball_offline(ws: &Workspace) -> Result<(), String> {
     let opts = offline_fetch();
     let name = ws.config.busybox.source().file_name;
     let in_cache = opts.cache_dir.join(&name).is_file();
     let in_mirror = opts.mirror.as_ref().is_some_and(|m| Path::new(m).join(&name).is_file());
-    (!in_cache && !in_mirror).then(|| {
-        format!(
-            "`{name}` is neither in the cache `{}` nor in $BUSYROOT_MIRROR; run `cargo xtask \
-             rootfs` once with network access (docs/configuration.md, section \"Downloads, \
-             offline use and mirrors\")",
-            opts.cache_dir.display()
-        )
-    })
+    if in_cache || in_mirror {
+        return Ok(());
+    }
+    Err(format!(
+        "`{name}` is neither in the cache `{}` nor in $BUSYROOT_MIRROR; run `cargo xtask rootfs` \
+         once with network access (docs/configuration.md, section \"Downloads, offline use and \
+         mirrors\")",
+        opts.cache_dir.display()
+    ))
 }
 
 /// Prints each step, so a slow CI log shows where the time went.
@@ -96,9 +97,7 @@ pub fn rootfs() -> Result<&'static Outputs, String> {
     BUILT
         .get_or_init(|| {
             let ws = workspace();
-            if let Some(reason) = tarball_missing(&ws) {
-                return Err(reason);
-            }
+            tarball_offline(&ws)?;
             let mut ctx = Context::new(ws).unwrap();
             ctx.fetch_options(offline_fetch());
             let builder = RootfsBuilder::new(ctx);

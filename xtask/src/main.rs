@@ -66,13 +66,10 @@ fn main() {
             std::process::exit(if usage { 2 } else { 0 });
         }
     };
-    let sh = match xshell::Shell::new() {
-        Ok(sh) => sh,
-        Err(err) => {
-            eprintln!("error: cannot start: {err}");
-            std::process::exit(2);
-        }
-    };
+    let sh = xshell::Shell::new().unwrap_or_else(|err| {
+        eprintln!("error: cannot start: {err}");
+        std::process::exit(2)
+    });
     let result = match cli.command {
         Command::Rootfs(args) => rootfs::run(&sh, args).map(|()| 0),
         Command::Kernel(args) => kernel::run(&sh, args).map(|()| 0),

@@ -99,19 +99,11 @@ impl Sockets {
     /// Connects to every port once the VMM listens; `None` if the VMM exited or `deadline`
     /// passed first.
     pub(crate) fn connect(&self, vm: &mut VmProcess, deadline: Instant) -> Option<Link> {
-        let mut streams = Vec::new();
-        for port in PORTS {
-            let stream = connect_unix(&self.path(port), |_| {
-                vm.try_wait().is_none() && Instant::now() < deadline
-            })
-            .ok()?;
-            streams.push(stream);
-        }
-        let status = streams.pop()?;
+        let waiting = |vm: &mut VmProcess| vm.try_wait().is_none() && Instant::now() < deadline;
+        let [stdin, stdout, stderr, status] =
+            PORTS.map(|port| connect_unix(&self.path(port), |_| waiting(vm)).ok());
+        let (stdin, stdout, stderr, status) = (stdin?, stdout?, stderr?, status?);
         let status_out = status.try_clone().ok()?;
-        let stderr = streams.pop()?;
-        let stdout = streams.pop()?;
-        let stdin = streams.pop()?;
         Some(Link {
             stdin: Box::new(stdin),
             stdout: Box::new(stdout),
