@@ -91,18 +91,20 @@ pub(crate) fn initramfs(base: &Path, layer: &Manifest, out: &Path) -> Result<()>
 /// (its path, size or modification time, kept in `cache` + `.key`). `None` when the base is
 /// not gzip, or holds anything after its gzip members (it is then booted as it is).
 fn inflated(base: &Path, cache: &Path) -> Result<Option<PathBuf>> {
-    let meta = std::fs::metadata(base).with_path("stat", base)?;
-    let key = format!("{} {} {:?}", base.display(), meta.len(), meta.modified().ok());
+    let key = crate::host::fs::file_identity(base)?;
     let key_path = cache.with_extension("cpio.key");
     if cache.is_file() && std::fs::read_to_string(&key_path).is_ok_and(|k| k == key) {
         return Ok(Some(cache.to_path_buf()));
     }
+    let mut magic = [0; 2];
+    let file = std::fs::File::open(base).with_path("open", base)?;
+    if std::io::Read::read_exact(&mut &file, &mut magic).is_err() || magic != [0x1f, 0x8b] {
+        return Ok(None);
+    }
     let bytes = std::fs::read(base).with_path("read", base)?;
     let mut archive = Vec::with_capacity(bytes.len() * 3);
     let mut gzip = flate2::read::MultiGzDecoder::new(bytes.as_slice());
-    if !bytes.starts_with(b"\x1f\x8b")
-        || std::io::Read::read_to_end(&mut gzip, &mut archive).is_err()
-    {
+    if std::io::Read::read_to_end(&mut gzip, &mut archive).is_err() {
         return Ok(None);
     }
     let _ = std::fs::remove_file(&key_path);
@@ -145,4 +147,48 @@ pub(crate) fn disk(sh: &Shell, image: &Path, manifest: &Manifest, out: &Path) ->
 
 fn manifest_time(manifest: &Manifest) -> u64 {
     manifest.iter().map(|(_, e)| e.mtime).max().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::image::cpio::{self, tests::parse_newc, tests::uncompressed};
+
+    fn one_file(path: &str, content: &[u8]) -> Manifest {
+        let mut manifest = Manifest::new(1);
+        let entry =
+            Entry { kind: Kind::Bytes(content.to_vec()), mode: 0o644, uid: 0, gid: 0, mtime: 1 };
+        manifest.insert(ImagePath::parse(path).unwrap(), entry).unwrap();
+        manifest
+    }
+
+    #[test]
+    fn a_gzip_base_is_booted_inflated_with_the_layer_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base_path, out) = (dir.path().join("rootfs.cpio.gz"), dir.path().join("boot.cpio"));
+        let layer = one_file("init", b"#!/bin/sh\n");
+        let boot = |base: &Manifest| {
+            cpio::write(base, &base_path).unwrap();
+            initramfs(&base_path, &layer, &out).unwrap();
+            let bytes = fs::read(&out).unwrap();
+            let first = uncompressed(base);
+            assert_eq!(bytes[..first.len()], first[..], "the base, inflated");
+            assert_eq!(parse_newc(&bytes[first.len()..]), parse_newc(&uncompressed(&layer)));
+        };
+        boot(&one_file("a", b"first"));
+        // A new base (a new build renames a new file into place) is inflated again.
+        boot(&one_file("b", b"the second base"));
+
+        // Any other base is booted as it is, with the layer compressed after it.
+        fs::write(&base_path, b"not gzip").unwrap();
+        initramfs(&base_path, &layer, &out).unwrap();
+        let bytes = fs::read(&out).unwrap();
+        assert_eq!(&bytes[..8], b"not gzip");
+        let mut inflated = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[8..]), &mut inflated)
+            .unwrap();
+        assert_eq!(parse_newc(&inflated), parse_newc(&uncompressed(&layer)));
+    }
 }
