@@ -6,8 +6,9 @@
 //! Linux lets one descriptor hold a port open at a time, so the payload cannot open it again,
 //! and nothing it writes anywhere can read as a status. The host sends the boot's random tag
 //! down the status port; after the payload exits, the runner writes it to the stdout and
-//! stderr ports (which it still holds) to end each stream, then its status, and resets the machine (QEMU runs with -no-reboot: it exits) once
-//! the host has read both streams to their tag.
+//! stderr ports (which it still holds) to end each stream, then its status, and resets the
+//! machine (QEMU runs with -no-reboot: it exits) once the host has read both streams to their
+//! tag.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
