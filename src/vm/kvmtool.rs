@@ -60,13 +60,6 @@ impl Backend for Kvmtool {
         true
     }
 
-    fn shutdown_command(&self) -> &str {
-        // kvmtool's x86 machine has no ACPI, so `poweroff` only halts the vCPUs and lkvm keeps
-        // running; `reboot` (with the `reboot=k` lkvm passes) resets through the keyboard
-        // controller, and lkvm exits with status 0.
-        "reboot"
-    }
-
     fn needs_kvm(&self) -> bool {
         true
     }

@@ -402,7 +402,8 @@ pub trait Backend: Send + Sync {
     }
     /// The guest command that ends the VM, so that the VMM exits with status 0. Default:
     /// `reboot`, for a VMM that exits when the guest resets (QEMU with `-no-reboot`, kvmtool,
-    /// Firecracker): it works on kernels without ACPI, where `poweroff` only halts.
+    /// Firecracker): it works on kernels without ACPI, where `poweroff` only halts (kvmtool's
+    /// x86 machine has none; its `reboot=k` resets through the keyboard controller).
     fn shutdown_command(&self) -> &str {
         "reboot"
     }
