@@ -43,7 +43,8 @@ pub struct Output {
     pub stdout_bytes: Vec<u8>,
     /// Its stderr byte for byte.
     pub stderr_bytes: Vec<u8>,
-    /// The whole console log.
+    /// The whole console log. A run without a [`Vm::work_dir`] removes it with its directory
+    /// when the run passed, and keeps only it when the run failed.
     pub console: PathBuf,
     /// Everything else: outcome, timings, checks.
     pub report: RunReport,
@@ -231,8 +232,9 @@ impl Vm {
         self
     }
 
-    /// Where the console log, the boot copy of the disk and sockets go. Default: a directory
-    /// under the system's temporary directory, removed after the run unless it failed.
+    /// Where the console log, the boot copy of the disk and sockets go. Default: a new directory
+    /// under the system's temporary directory, removed after a passed run; a failed run leaves
+    /// its console log there.
     pub fn work_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Vm {
         self.work_dir = Some(dir.into());
         self
@@ -308,7 +310,9 @@ impl Vm {
     }
 
     /// Makes every choice, reporting each to `observer`, and prepares the boot image: the
-    /// [`VmSpec`] and [`RunPlan`] that [`run`](super::run) takes.
+    /// [`VmSpec`] and [`RunPlan`] that [`run`](super::run) takes. Without a
+    /// [`work_dir`](Vm::work_dir), the directory it makes (the console log's) is the caller's
+    /// to remove.
     pub fn prepare(
         &self,
         command: Option<Vec<String>>,
@@ -414,14 +418,42 @@ impl Vm {
     ) -> Result<RunReport> {
         let _turn = self.take_turn(observer)?;
         let (spec, plan) = self.prepare_with(sh, command, observer)?;
-        super::run(sh, &spec, &plan, observer)
+        let report = super::run(sh, &spec, &plan, observer);
+        let passed = report.as_ref().is_ok_and(|r| r.outcome == super::Outcome::Passed);
+        self.clean_fresh_work_dir(&spec, passed);
+        report
     }
 
     /// [`Vm::prepare`] without a command, then the console on this terminal.
     pub fn interactive(&self, observer: &dyn Observer) -> Result<i32> {
         let _turn = self.take_turn(observer)?;
         let (spec, plan) = self.prepare(None, observer)?;
-        super::boot_interactive(&spec, &plan.modules, observer)
+        let status = super::boot_interactive(&spec, &plan.modules, observer);
+        self.clean_fresh_work_dir(&spec, true);
+        status
+    }
+
+    /// Cleans the directory a run without a [`work_dir`](Vm::work_dir) made for itself (the
+    /// one holding `spec`'s console log): all of it after a passed run; after a failed one,
+    /// all but the console log, which the report names.
+    fn clean_fresh_work_dir(&self, spec: &VmSpec, passed: bool) {
+        let Some(dir) = spec.console_log.parent().filter(|_| self.work_dir.is_none()) else {
+            return;
+        };
+        if passed {
+            let _ = std::fs::remove_dir_all(dir);
+            return;
+        }
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path != spec.console_log {
+                let _ = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+            }
+        }
     }
 
     /// A lock on the caller's work directory for the whole run: two runs there would write
@@ -440,17 +472,28 @@ impl Vm {
     }
 
     fn make_work_dir(&self) -> Result<PathBuf> {
-        let dir = match &self.work_dir {
-            Some(dir) => dir.clone(),
-            None => {
-                use std::sync::atomic::{AtomicU32, Ordering};
-                static RUNS: AtomicU32 = AtomicU32::new(0);
-                let n = RUNS.fetch_add(1, Ordering::Relaxed);
-                std::env::temp_dir().join(format!("busyroot-vm-{}-{n}", std::process::id()))
-            }
-        };
-        std::fs::create_dir_all(&dir).with_path("create directory", &dir)?;
-        std::path::absolute(&dir).with_path("resolve", &dir)
+        let Some(dir) = &self.work_dir else { return fresh_work_dir() };
+        std::fs::create_dir_all(dir).with_path("create directory", dir)?;
+        std::path::absolute(dir).with_path("resolve", dir)
+    }
+}
+
+/// A new directory of this run's own under the system's temporary directory. It is created,
+/// never reused: a process id comes back, and a directory an earlier process of that id left
+/// (another user's, perhaps) would mix its files with this run's.
+fn fresh_work_dir() -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    let tmp = std::env::temp_dir();
+    let tmp = std::path::absolute(&tmp).with_path("resolve", &tmp)?;
+    loop {
+        let n = RUNS.fetch_add(1, Ordering::Relaxed);
+        let dir = tmp.join(format!("busyroot-vm-{}-{n}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            created => return created.with_path("create directory", &dir).map(|()| dir),
+        }
     }
 }
 
@@ -790,6 +833,29 @@ fn tar_names(path: &Path) -> Result<std::collections::BTreeSet<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fresh_work_dir_is_never_one_an_earlier_process_of_the_same_id_left() {
+        let first = fresh_work_dir().unwrap();
+        // The names the next runs of this process would take, left behind with a file in them
+        // (by another user, in the CI failure this guards against).
+        let left: Vec<PathBuf> = (1..=5)
+            .map(|k| {
+                let name = first.file_name().unwrap().to_str().unwrap();
+                let (stem, n) = name.rsplit_once('-').unwrap();
+                let dir = first.with_file_name(format!("{stem}-{}", n.parse::<u32>().unwrap() + k));
+                std::fs::create_dir(&dir).unwrap();
+                std::fs::write(dir.join("boot.cpio"), b"stale").unwrap();
+                dir
+            })
+            .collect();
+        let next = fresh_work_dir().unwrap();
+        assert!(!left.contains(&next), "{} was reused", next.display());
+        assert_eq!(std::fs::read_dir(&next).unwrap().count(), 0, "a fresh directory is empty");
+        for dir in left.iter().chain([&first, &next]) {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
 
     /// The kernel command line `prepare` gives a kernel whose `config-<version>` has `smp`,
     /// booted under `accel`.

@@ -1,8 +1,8 @@
 //! The payload channel over virtio-serial ports: every byte of stdout and stderr on its own
-//! stream, stdin from the host to its end, exit statuses, a payload forging statuses on
-//! every path it can reach, a background process holding stdout, two runs in one work
-//! directory taking turns, and the serial relay chosen with its reason where the kernel or
-//! the VMM has no virtio console.
+//! stream (and the run's own directory gone after it), stdin from the host to its end, exit
+//! statuses, a payload forging statuses on every path it can reach, a background process
+//! holding stdout, two runs in one work directory taking turns, and the serial relay chosen
+//! with its reason where the kernel or the VMM has no virtio console.
 //!
 //! The boots use `$BUSYROOT_TEST_KERNEL` (with the `lib/modules` beside its `boot/`, as in
 //! Debian's unpacked cloud kernel package, loaded from there), else the kernel
@@ -89,6 +89,8 @@ fn every_byte_comes_back_on_its_own_stream() {
     assert_eq!(out.stderr, b"e\x00r\xffr");
     let command = out.report.command.as_ref().unwrap();
     assert_eq!(command.stderr, "e\0r\u{fffd}r", "the report holds the same, as text");
+    let dir = out.report.console_log.parent().unwrap();
+    assert!(!dir.exists(), "a passed run removes the directory it made: {}", dir.display());
 }
 
 #[test]

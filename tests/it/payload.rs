@@ -99,6 +99,11 @@ fn a_command_past_its_timeout_is_killed_with_the_vm() {
     assert_eq!(out.stdout, "started\n", "the output so far is kept");
     assert_eq!(out.report.to_json()["verdict"], "command-timeout");
     support::assert_no_process(out.report.vmm_pid);
+    // A failed run keeps its console log, and only that, in the directory it made.
+    let dir = out.console.parent().unwrap();
+    let left: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["console.log"], "in {}", dir.display());
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
