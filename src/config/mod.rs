@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::arch::Arch;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::host::fetch::Source;
 
 /// busyroot's configuration.
@@ -384,6 +384,29 @@ impl Workspace {
                     manifest.display()
                 ))
             })?;
+        Workspace::from_metadata(metadata, progress)
+    }
+
+    /// [`Workspace::load_reporting`] from what `cargo metadata --format-version 1 --no-deps`
+    /// printed, read from `path` (by a caller that knows it is still current).
+    pub fn from_cargo_metadata_file(
+        path: &Path,
+        progress: &dyn crate::progress::Progress,
+    ) -> Result<Workspace> {
+        let text = std::fs::read_to_string(path).with_path("read", path)?;
+        let metadata = serde_json::from_str(&text).map_err(|e| {
+            Error::Other(format!(
+                "`{}` is not what `cargo metadata` prints ({e}); remove it",
+                path.display()
+            ))
+        })?;
+        Workspace::from_metadata(metadata, progress)
+    }
+
+    fn from_metadata(
+        metadata: cargo_metadata::Metadata,
+        progress: &dyn crate::progress::Progress,
+    ) -> Result<Workspace> {
         let root = PathBuf::from(metadata.workspace_root.as_std_path());
         let config = Config::from_json(
             metadata.workspace_metadata.get("busyroot"),

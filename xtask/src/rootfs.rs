@@ -32,7 +32,7 @@ impl Target {
 
     /// [`Target::resolve`] for the workspace at `dir`, wherever the current directory is.
     pub fn resolve_in(&self, dir: &Path) -> anyhow::Result<BuildContext> {
-        self.with_workspace(Workspace::load(dir)?)
+        self.with_workspace(load_workspace(dir)?)
     }
 
     fn with_workspace(&self, ws: Workspace) -> anyhow::Result<BuildContext> {
@@ -62,6 +62,26 @@ pub fn workspace() -> anyhow::Result<Workspace> {
         .ancestors()
         .find(|dir| dir.join("Cargo.toml").is_file())
         .unwrap_or(Path::new(env!("CARGO_MANIFEST_DIR")));
+    load_workspace(dir)
+}
+
+/// The workspace whose root or member is `dir`: from what `cargo metadata` said at the build
+/// that `cargo xtask`'s launcher vouches is current (it names that file in
+/// `$BUSYROOT_CARGO_METADATA`) when `dir` is this xtask's own workspace root, else from
+/// `cargo metadata` now.
+fn load_workspace(dir: &Path) -> anyhow::Result<Workspace> {
+    load_workspace_with(dir, std::env::var_os("BUSYROOT_CARGO_METADATA").as_deref())
+}
+
+fn load_workspace_with(dir: &Path, cached: Option<&std::ffi::OsStr>) -> anyhow::Result<Workspace> {
+    let own = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("/"));
+    let is_own = || dir.canonicalize().ok().is_some_and(|d| own.canonicalize().ok() == Some(d));
+    if let Some(cached) = cached.filter(|_| is_own()) {
+        // A file that cannot be read only costs the `cargo metadata` it was to save.
+        if let Ok(ws) = Workspace::from_cargo_metadata_file(Path::new(cached), &Reporter::new()) {
+            return Ok(ws);
+        }
+    }
     Ok(Workspace::load_reporting(dir, &Reporter::new())?)
 }
 
@@ -81,4 +101,36 @@ pub fn menuconfig(sh: &Shell, args: Target) -> anyhow::Result<()> {
     let config = RootfsBuilder::new(args.resolve()?).menuconfig(sh, &Reporter::new())?;
     println!("wrote {}", config.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_launchers_metadata_stands_in_for_cargo_only_in_its_own_workspace() {
+        let own = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let output = std::process::Command::new(env!("CARGO"))
+            .args(["metadata", "--format-version", "1", "--no-deps", "--manifest-path"])
+            .arg(own.join("Cargo.toml"))
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        // What Cargo said, with a label no real configuration has: seen only if it was used.
+        let mut metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        metadata["metadata"]["busyroot"]["image"]["label"] = "from-the-launcher".into();
+        let dir = tempfile::tempdir().unwrap();
+        let cached = dir.path().join("metadata.json");
+        std::fs::write(&cached, metadata.to_string()).unwrap();
+
+        let label = |dir: &Path, cached: Option<&Path>| {
+            load_workspace_with(dir, cached.map(Path::as_os_str)).unwrap().config.image.label
+        };
+        assert_eq!(label(own, Some(&cached)), "from-the-launcher");
+        assert_ne!(label(own, None), "from-the-launcher", "without the file, Cargo is asked");
+        let member = own.join("xtask");
+        assert_ne!(label(&member, Some(&cached)), "from-the-launcher", "another directory");
+        let missing = dir.path().join("gone.json");
+        assert_ne!(label(own, Some(&missing)), "from-the-launcher", "an unreadable file");
+    }
 }

@@ -6,7 +6,8 @@
 //!
 //! When no file of the workspace changed since the last build it ran (and Cargo's
 //! environment is the same), it skips asking Cargo, which costs a tenth of a second on every
-//! run: see [`Stamp`].
+//! run: see [`Stamp`]. For the same reason it keeps what `cargo metadata` said of the
+//! workspace at that build and hands it to the xtask (see [`METADATA_VAR`]).
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -32,24 +33,60 @@ fn announce() {
     }
 }
 
+/// The variable naming, for the xtask, a file holding `cargo metadata --format-version 1
+/// --no-deps` of this workspace, current while the stamp is (unset when there is none).
+const METADATA_VAR: &str = "BUSYROOT_CARGO_METADATA";
+
 fn main() {
     let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     let stamp = Stamp::new();
-    if let Some(executable) = stamp.as_ref().and_then(|s| s.fresh_executable(root)) {
-        run(&executable);
+    if let Some(stamp) = &stamp {
+        if let Some(executable) = stamp.fresh_executable(root) {
+            run(&executable, Some(&stamp.metadata()));
+        }
     }
     let build_started = SystemTime::now();
     let executable = build();
-    if let Some(stamp) = stamp {
-        stamp.write(&executable, build_started);
-    }
-    run(&executable);
+    let Some(stamp) = stamp else { run(&executable, None) };
+    // Written before the stamp, so a current stamp vouches for it.
+    write_metadata(root, &stamp.metadata());
+    stamp.write(&executable, build_started);
+    run(&executable, Some(&stamp.metadata()));
 }
 
-/// Replaces this process with the xtask.
-fn run(executable: &str) -> ! {
-    let err = Command::new(executable).args(std::env::args_os().skip(1)).exec();
+/// Replaces this process with the xtask, telling it of `metadata` if that file exists.
+fn run(executable: &str, metadata: Option<&Path>) -> ! {
+    let mut command = Command::new(executable);
+    command.args(std::env::args_os().skip(1)).env_remove(METADATA_VAR);
+    if let Some(metadata) = metadata.filter(|m| m.is_file()) {
+        command.env(METADATA_VAR, metadata);
+    }
+    let err = command.exec();
     fail(&format!("cannot run `{executable}`: {err}"));
+}
+
+/// Writes `cargo metadata` of the workspace at `root` to `path`, whole or not at all.
+fn write_metadata(root: &Path, path: &Path) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".tmp-{}", std::process::id()));
+    let written = fs::File::create(&temporary).and_then(|file| {
+        let status = Command::new(&cargo)
+            .args(["metadata", "--format-version", "1", "--no-deps", "--manifest-path"])
+            .arg(root.join("Cargo.toml"))
+            .stdout(file)
+            // A failure shows again, with its reason, when the xtask asks Cargo itself.
+            .stderr(Stdio::null())
+            .status()?;
+        if !status.success() {
+            return Err(std::io::Error::other(format!("cargo metadata: {status}")));
+        }
+        fs::rename(&temporary, path)
+    });
+    if written.is_err() {
+        let _ = fs::remove_file(&temporary);
+        let _ = fs::remove_file(path);
+    }
 }
 
 /// Builds the xtask through Cargo and returns its executable's path.
@@ -122,6 +159,11 @@ impl Stamp {
         let mut path = launcher.into_os_string();
         path.push(".stamp");
         Some(Stamp { path: path.into(), environment: cargo_environment() })
+    }
+
+    /// Where `cargo metadata` of the build the stamp records is kept.
+    fn metadata(&self) -> PathBuf {
+        self.path.with_extension("metadata.json")
     }
 
     fn fresh_executable(&self, root: &Path) -> Option<String> {
@@ -219,6 +261,25 @@ mod tests {
         assert_eq!(string_after(line, "", "executable").as_deref(), Some("/w/target/debug/xtask"));
         assert_eq!(string_after(r#"{"a":"q\"x"}"#, "", "a").as_deref(), Some("q\"x"));
         assert_eq!(string_after(line, "", "missing"), None);
+    }
+
+    #[test]
+    fn metadata_is_written_whole_or_not_at_all() {
+        let dir = std::env::temp_dir().join(format!("xtask-launch-meta-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("launch.metadata.json");
+        let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+        write_metadata(root, &path);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with('{') && text.contains(r#""workspace_root":"#), "{text}");
+
+        // Cargo fails where there is no workspace: the earlier file goes too, and nothing is
+        // left half-written.
+        write_metadata(&dir.join("no-workspace-here"), &path);
+        let left: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(left.is_empty(), "{left:?}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
