@@ -119,7 +119,8 @@ pub fn run(
     let sockets = ports::Sockets::new(&run_dir);
     match (&plan.command, spec.channel) {
         (Some(argv), Channel::Ports) if plan.checks.is_empty() => {
-            session.drive_ports(&sockets, plan, argv, started, &mut report)
+            let write_back = matches!(spec.root, Root::Disk { .. });
+            session.drive_ports(&sockets, plan, argv, write_back, started, &mut report)
         }
         _ => session.drive(sh, spec, plan, &tag, started, &mut report),
     }
@@ -376,12 +377,14 @@ impl Session<'_> {
     }
 
     /// Runs the payload over virtio-serial ports: busyroot's payload init sets up and runs the
-    /// command at once, the streams come byte for byte, and the guest powers off by itself.
+    /// command at once, the streams come byte for byte, and the guest powers off by itself, or,
+    /// without a disk to `write_back`, is stopped once the streams are drained.
     fn drive_ports(
         &mut self,
         sockets: &ports::Sockets,
         plan: &RunPlan,
         argv: &[String],
+        write_back: bool,
         started: Instant,
         report: &mut RunReport,
     ) {
@@ -404,7 +407,7 @@ impl Session<'_> {
             started,
             boot_deadline,
             plan.command_timeout,
-            plan.timeouts.shutdown,
+            write_back.then_some(plan.timeouts.shutdown),
         );
         report.boot_time = payload.booted_after;
         let stdout = String::from_utf8_lossy(&payload.stdout).into_owned();

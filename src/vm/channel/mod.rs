@@ -187,8 +187,9 @@ pub(crate) struct Payload {
     pub(crate) _stdin: Option<Box<dyn Shutdown + Send>>,
     /// Whether a stream ran past [`KEEP`] and the kept copy was cut there.
     pub(crate) cut: bool,
-    /// The guest said its file systems are synced after the status: the VMM may be killed
-    /// rather than waited for (a kernel without a power-off driver only halts).
+    /// The guest said its file systems are synced after the status, or has none to sync: the
+    /// VMM may be killed rather than waited for (a kernel without a power-off driver only
+    /// halts).
     pub(crate) settled: bool,
 }
 
@@ -214,9 +215,10 @@ enum Msg {
 
 /// Drives one payload over `link`: sends `tag` (and whether stdin is the host's), feeds
 /// `input`, passes stdout and stderr to `observer` as they come, and returns once the status
-/// arrived and both streams reached the tag; then gives the guest leave to power off and waits
-/// up to `settle` for it to say its file systems are synced. The console is watched meanwhile
-/// for a panic, the VMM's exit and Ctrl-C.
+/// arrived and both streams reached the tag. With `settle`, it then gives the guest leave to
+/// power off and waits up to that long for it to say its file systems are synced; without
+/// (nothing in the guest to write back, as with an initramfs), the VMM may go at once. The
+/// console is watched meanwhile for a panic, the VMM's exit and Ctrl-C.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn drive(
     link: Link,
@@ -227,7 +229,7 @@ pub(crate) fn drive(
     started: Instant,
     boot_deadline: Instant,
     command_timeout: Option<Duration>,
-    settle: Duration,
+    settle: Option<Duration>,
 ) -> Payload {
     let Link { mut stdin, stdout, stderr, status_in, mut status_out } = link;
     let mut payload = Payload {
@@ -260,6 +262,10 @@ pub(crate) fn drive(
     payload.ended =
         run_loop(&rx, console, observer, started, boot_deadline, command_timeout, &mut payload);
     if matches!(payload.ended, Ended::Status(_)) {
+        let Some(settle) = settle else {
+            payload.settled = true;
+            return payload;
+        };
         let _ = status_out.write_all(b"k\n").and_then(|()| status_out.flush());
         let deadline = Instant::now() + settle;
         while let Some(wait) = deadline.checked_duration_since(Instant::now()) {
