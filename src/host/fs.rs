@@ -35,6 +35,23 @@ pub(crate) fn connect_unix(
     }
 }
 
+/// Where a Unix socket `name` of the run whose files go in `run_dir` lives: there, or, where
+/// that path is too long for a socket address (107 bytes), in the temporary directory under a
+/// name that is the same for every call with `run_dir` in this process and differs between
+/// run directories.
+pub(crate) fn socket_path(run_dir: &Path, name: &str) -> PathBuf {
+    let path = run_dir.join(name);
+    if path.as_os_str().len() < 100 {
+        return path;
+    }
+    use std::hash::{Hash, Hasher};
+    // The default hasher's keys are fixed, so the name is too.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    run_dir.hash(&mut hasher);
+    let short = format!("busyroot-{}-{:x}-{name}", std::process::id(), hasher.finish());
+    std::env::temp_dir().join(short)
+}
+
 /// `dir/.name.tmp-<pid>`: hidden, unique per process, in the same directory as `out` so the
 /// final rename is atomic.
 pub fn temp_path(out: &Path) -> PathBuf {

@@ -119,17 +119,8 @@ impl ShareRequest {
             )));
         }
         let guest = self.guest.clone().unwrap_or_else(|| host.to_string_lossy().into_owned());
-        let socket = (transport == Transport::Virtiofs).then(|| {
-            let name = format!("virtiofs-{index}.sock");
-            let socket = run_dir.join(&name);
-            // A Unix socket path holds at most 107 bytes; a deep work directory gets a short
-            // one in the temporary directory instead.
-            if socket.as_os_str().len() < 100 {
-                socket
-            } else {
-                std::env::temp_dir().join(format!("busyroot-{}-{name}", std::process::id()))
-            }
-        });
+        let socket = (transport == Transport::Virtiofs)
+            .then(|| crate::host::fs::socket_path(run_dir, &format!("virtiofs-{index}.sock")));
         Ok(Share {
             host,
             guest,

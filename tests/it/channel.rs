@@ -1,8 +1,9 @@
 //! The payload channel over virtio-serial ports: every byte of stdout and stderr on its own
 //! stream (and the run's own directory gone after it), stdin from the host to its end, exit
 //! statuses, a payload forging statuses on every path it can reach, a background process
-//! holding stdout, two runs in one work directory taking turns, and the serial relay chosen
-//! with its reason where the kernel or the VMM has no virtio console.
+//! holding stdout, a work directory too deep for socket addresses, two runs in one work
+//! directory taking turns, and the serial relay chosen with its reason where the kernel or
+//! the VMM has no virtio console.
 //!
 //! The boots use `$BUSYROOT_TEST_KERNEL` (with the `lib/modules` beside its `boot/`, as in
 //! Debian's unpacked cloud kernel package, loaded from there), else the kernel
@@ -149,6 +150,24 @@ fn a_background_process_holding_stdout_does_not_keep_the_run_open() {
     assert_eq!(out.report.outcome, Outcome::Passed, "{:#?}", out.report);
     assert_eq!(out.status(), Some(4));
     assert_eq!(out.stdout, b"early\n");
+}
+
+#[test]
+fn a_work_directory_too_deep_for_socket_addresses_still_carries_the_payload() {
+    let test = "a_work_directory_too_deep_for_socket_addresses_still_carries_the_payload";
+    let Some(mut vm) = vm(test) else { return };
+    let tmp = support::tempdir();
+    // Past the 107 bytes of a socket address: the sockets go to the temporary directory.
+    let deep = tmp.path().join("d".repeat(100));
+    vm.work_dir(&deep);
+    let out = run(&vm, &["sh", "-c", "echo deep; exit 5"]);
+    assert_eq!(
+        (out.status(), out.stdout.as_slice()),
+        (Some(5), &b"deep\n"[..]),
+        "{:#?}",
+        out.report
+    );
+    assert!(out.report.console_log.starts_with(&deep));
 }
 
 #[test]

@@ -38,35 +38,22 @@ const PORTS: [&str; 4] = ["stdin", "stdout", "stderr", "status"];
 /// The Unix sockets behind the ports of a run whose files go in `run_dir`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Sockets {
-    dir: PathBuf,
+    run_dir: PathBuf,
 }
 
 impl Sockets {
-    /// The sockets of a run in `run_dir`, or, where that path is too long for a socket
-    /// address (107 bytes), in the temporary directory under a name unique to this process.
     pub(crate) fn new(run_dir: &Path) -> Sockets {
-        let dir = if run_dir.as_os_str().len() + "/busyroot.stdout.sock".len() < 100 {
-            run_dir.to_path_buf()
-        } else {
-            use std::hash::{BuildHasher, Hasher};
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write(run_dir.as_os_str().as_encoded_bytes());
-            std::env::temp_dir().join(format!("busyroot-{}-{:x}", std::process::id(), h.finish()))
-        };
-        Sockets { dir }
+        Sockets { run_dir: run_dir.to_path_buf() }
     }
 
     fn path(&self, port: &str) -> PathBuf {
-        self.dir.join(format!("busyroot.{port}.sock"))
+        crate::host::fs::socket_path(&self.run_dir, &format!("busyroot.{port}.sock"))
     }
 
-    /// Removes the sockets (and their directory, if it was made for them).
+    /// Removes the sockets.
     pub(crate) fn remove(&self) {
         for port in PORTS {
             let _ = std::fs::remove_file(self.path(port));
-        }
-        if self.dir.starts_with(std::env::temp_dir()) {
-            let _ = std::fs::remove_dir(&self.dir);
         }
     }
 
@@ -88,9 +75,8 @@ impl Sockets {
         args
     }
 
-    /// Makes the directory and clears old sockets, before the VMM creates them.
+    /// Clears old sockets, before the VMM creates them.
     pub(crate) fn prepare(&self) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
         for port in PORTS {
             let _ = std::fs::remove_file(self.path(port));
         }
@@ -253,8 +239,13 @@ mod tests {
             line[17],
             "virtserialport,bus=busyroot-ports.0,nr=4,chardev=busyroot-status,name=busyroot.status"
         );
+        // A deep run directory's sockets are elsewhere, at the same paths for QEMU's
+        // arguments and for the host's connection, and apart from another run's.
         let deep = Path::new("/a").join("b".repeat(120));
-        assert!(Sockets::new(&deep).path("stdout").as_os_str().len() < 108);
+        let path = Sockets::new(&deep).path("stdout");
+        assert!(path.as_os_str().len() < 108, "{}", path.display());
+        assert_eq!(path, Sockets::new(&deep).path("stdout"));
+        assert_ne!(path, Sockets::new(&deep.join("c")).path("stdout"));
     }
 
     #[test]
