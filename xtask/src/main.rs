@@ -49,6 +49,7 @@ enum Command {
 }
 
 fn main() {
+    rootfs::take_launcher_metadata();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {

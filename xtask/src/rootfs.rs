@@ -70,7 +70,20 @@ pub fn workspace() -> anyhow::Result<Workspace> {
 /// `$BUSYROOT_CARGO_METADATA`) when `dir` is this xtask's own workspace root, else from
 /// `cargo metadata` now.
 fn load_workspace(dir: &Path) -> anyhow::Result<Workspace> {
-    load_workspace_with(dir, std::env::var_os("BUSYROOT_CARGO_METADATA").as_deref())
+    load_workspace_with(dir, LAUNCHER_METADATA.get().and_then(|m| m.as_deref()))
+}
+
+/// What the launcher named in `$BUSYROOT_CARGO_METADATA`.
+static LAUNCHER_METADATA: std::sync::OnceLock<Option<std::ffi::OsString>> =
+    std::sync::OnceLock::new();
+
+/// Takes `$BUSYROOT_CARGO_METADATA` out of the environment, first thing: the launcher vouches
+/// for this process's environment, not for that of a program it starts (a test running the
+/// xtask with another target directory would otherwise clean this one's).
+pub fn take_launcher_metadata() {
+    let name = "BUSYROOT_CARGO_METADATA";
+    let _ = LAUNCHER_METADATA.set(std::env::var_os(name));
+    std::env::remove_var(name);
 }
 
 fn load_workspace_with(dir: &Path, cached: Option<&std::ffi::OsStr>) -> anyhow::Result<Workspace> {

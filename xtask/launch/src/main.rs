@@ -34,7 +34,8 @@ fn announce() {
 }
 
 /// The variable naming, for the xtask, a file holding `cargo metadata --format-version 1
-/// --no-deps` of this workspace, current while the stamp is (unset when there is none).
+/// --no-deps` of this workspace, current while the stamp is (unset when there is none). It
+/// holds for this environment only: the xtask takes it out of its own before starting anything.
 const METADATA_VAR: &str = "BUSYROOT_CARGO_METADATA";
 
 fn main() {
