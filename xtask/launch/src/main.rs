@@ -264,11 +264,25 @@ mod tests {
         assert_eq!(string_after(line, "", "missing"), None);
     }
 
+    /// A new directory (the launcher has no dependencies, so no `tempfile`): never one an
+    /// earlier process of the same id left, perhaps another user's.
+    fn scratch_dir() -> PathBuf {
+        use std::sync::atomic::AtomicU32;
+        static N: AtomicU32 = AtomicU32::new(0);
+        loop {
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let name = format!("xtask-launch-test-{}-{n}", std::process::id());
+            let dir = std::env::temp_dir().join(name);
+            match fs::create_dir(&dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                created => return created.map(|()| dir).unwrap(),
+            }
+        }
+    }
+
     #[test]
     fn metadata_is_written_whole_or_not_at_all() {
-        let dir = std::env::temp_dir().join(format!("xtask-launch-meta-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        let dir = scratch_dir();
         let path = dir.join("launch.metadata.json");
         let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
         write_metadata(root, &path);
@@ -285,8 +299,7 @@ mod tests {
 
     #[test]
     fn a_file_saved_after_the_build_started_makes_the_stamp_stale() {
-        let dir = std::env::temp_dir().join(format!("xtask-launch-test-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let dir = scratch_dir();
         fs::create_dir_all(dir.join("src")).unwrap();
         fs::create_dir_all(dir.join("target/debug")).unwrap();
         fs::write(dir.join("src/lib.rs"), "").unwrap();
