@@ -97,11 +97,18 @@ pub fn remove_dead_temporaries(dir: &Path) -> Result<()> {
             continue;
         }
         let path = entry.path();
-        let removed =
-            if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
-        removed.with_path("remove leftover", &path)?;
+        remove_any(&path).with_path("remove leftover", &path)?;
     }
     Ok(())
+}
+
+/// Removes `path`, a file or a whole directory.
+pub(crate) fn remove_any(path: &Path) -> io::Result<()> {
+    if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
 }
 
 /// A file's identity without reading it: its path, size and modification time, so that a

@@ -445,13 +445,8 @@ impl Vm {
             return;
         }
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path != spec.console_log {
-                let _ = if path.is_dir() {
-                    std::fs::remove_dir_all(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
+            if entry.path() != spec.console_log {
+                let _ = crate::host::fs::remove_any(&entry.path());
             }
         }
     }
