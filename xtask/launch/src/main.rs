@@ -68,31 +68,41 @@ fn run(executable: &str, metadata: Option<&Path>) -> ! {
 
 /// Writes `cargo metadata` of the workspace at `root` to `path`, whole or not at all.
 fn write_metadata(root: &Path, path: &Path) {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(format!(".tmp-{}", std::process::id()));
-    let written = fs::File::create(&temporary).and_then(|file| {
-        let status = Command::new(&cargo)
+    write_whole(path, |temporary| {
+        let status = Command::new(cargo())
             .args(["metadata", "--format-version", "1", "--no-deps", "--manifest-path"])
             .arg(root.join("Cargo.toml"))
-            .stdout(file)
+            .stdout(fs::File::create(temporary)?)
             // A failure shows again, with its reason, when the xtask asks Cargo itself.
             .stderr(Stdio::null())
             .status()?;
         if !status.success() {
             return Err(std::io::Error::other(format!("cargo metadata: {status}")));
         }
-        fs::rename(&temporary, path)
+        Ok(())
     });
-    if written.is_err() {
+}
+
+/// Has `write` fill a temporary beside `path`, then renames it to `path`; on any error, removes
+/// both, so that `path` is whole or absent.
+fn write_whole(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".tmp-{}", std::process::id()));
+    let temporary = PathBuf::from(temporary);
+    if write(&temporary).and_then(|()| fs::rename(&temporary, path)).is_err() {
         let _ = fs::remove_file(&temporary);
         let _ = fs::remove_file(path);
     }
 }
 
+/// The Cargo that runs this launcher.
+fn cargo() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
 /// Builds the xtask through Cargo and returns its executable's path.
 fn build() -> String {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let cargo = cargo();
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
     // Quiet: Cargo prints nothing of its own (not even `Finished`); its JSON messages say
     // what it compiles, and its diagnostics are rendered as usual.
@@ -180,15 +190,10 @@ impl Stamp {
     /// Written whole, then dated to when the build started, so that a file saved while Cargo
     /// was building counts as newer.
     fn write(&self, executable: &str, started: SystemTime) {
-        let mut temporary = self.path.clone().into_os_string();
-        temporary.push(format!(".tmp-{}", std::process::id()));
-        let written = fs::write(&temporary, format!("{executable}\n{}", self.environment))
-            .and_then(|()| fs::File::options().write(true).open(&temporary)?.set_modified(started))
-            .and_then(|()| fs::rename(&temporary, &self.path));
-        if written.is_err() {
-            let _ = fs::remove_file(&temporary);
-            let _ = fs::remove_file(&self.path);
-        }
+        write_whole(&self.path, |temporary| {
+            fs::write(temporary, format!("{executable}\n{}", self.environment))?;
+            fs::File::options().write(true).open(temporary)?.set_modified(started)
+        });
     }
 }
 
