@@ -426,7 +426,7 @@ impl Session<'_> {
         match payload.ended {
             Ended::Status(_) => {
                 // The guest powers off by itself once the status is sent; once it said its file
-                // systems are synced, nothing is lost by not waiting for that.
+                // systems are synced, or had none to sync, nothing is lost by not waiting.
                 let deadline = Instant::now() + plan.timeouts.shutdown;
                 if payload.settled {
                     self.vm.kill();
