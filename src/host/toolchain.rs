@@ -37,15 +37,16 @@ impl Toolchain {
 
     /// Finds the C compiler for `arch` as [`Toolchain::find`] does, and checks that it can
     /// link a static program: BusyBox needs the C library's `libc.a`, which Debian packages
-    /// apart from the compiler. Reports both missing at once.
-    pub fn find_for_busybox(sh: &Shell, arch: Arch) -> Result<Toolchain> {
+    /// apart from the compiler. Reports both missing at once. With a `memo` directory, the
+    /// compiler's answer is kept there for as long as the compiler is the same file.
+    pub fn find_for_busybox(sh: &Shell, arch: Arch, memo: Option<&Path>) -> Result<Toolchain> {
         let toolchain = Toolchain::for_arch(arch);
         let (_, libc) = toolchain.packages(arch);
         let libc_line = (format!("libc.a (static C library of {} for {arch})", toolchain.cc), libc);
         match toolchain.compiler_missing(arch) {
             // Without a compiler there is nothing to ask about its library: name both.
             Some(cc_line) => Err(missing(&[cc_line, libc_line])),
-            None if !toolchain.has_static_libc(sh) => Err(missing(&[libc_line])),
+            None if !toolchain.has_static_libc(sh, memo) => Err(missing(&[libc_line])),
             None => Ok(toolchain),
         }
     }
@@ -78,11 +79,28 @@ impl Toolchain {
     }
 
     /// Whether the compiler finds a `libc.a`: `-print-file-name` prints its full path if it
-    /// does, and the bare name otherwise.
-    fn has_static_libc(&self, sh: &Shell) -> bool {
+    /// does, and the bare name otherwise. A kept answer holds while that file is there.
+    fn has_static_libc(&self, sh: &Shell, memo: Option<&Path>) -> bool {
         let cc = &self.cc;
-        let found = exec::read(cmd!(sh, "{cc} -print-file-name=libc.a"));
-        found.is_some_and(|path| Path::new(path.trim()).is_absolute())
+        let question = cmd!(sh, "{cc} -print-file-name=libc.a");
+        let found =
+            |path: &str| Path::new(path.trim()).is_absolute() && Path::new(path.trim()).is_file();
+        self.ask(question, memo, found).is_some()
+    }
+
+    /// `question` put to the compiler, answered from `memo` where it holds the answer of this
+    /// very compiler (see [`exec::read_remembered`]).
+    fn ask(
+        &self,
+        question: xshell::Cmd<'_>,
+        memo: Option<&Path>,
+        valid: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        let program = crate::host::tools::find_program(&self.cc);
+        match (program, memo) {
+            (Some(program), Some(memo)) => exec::read_remembered(question, &program, memo, valid),
+            _ => exec::read(question).filter(|a| valid(a)),
+        }
     }
 }
 
@@ -97,10 +115,11 @@ fn missing(lines: &[(String, &str)]) -> Error {
 
 impl Toolchain {
     /// What identifies the compiler for fingerprints: its prefix, full path and version text.
-    pub fn identity(&self, sh: &Shell) -> String {
+    /// With a `memo` directory, the version is kept there while the compiler is the same file.
+    pub fn identity(&self, sh: &Shell, memo: Option<&Path>) -> String {
         let path = crate::host::tools::find_program(&self.cc);
         let cc = &self.cc;
-        let version = exec::read(cmd!(sh, "{cc} --version")).unwrap_or_default();
+        let version = self.ask(cmd!(sh, "{cc} --version"), memo, |_| true).unwrap_or_default();
         format!("{}\n{path:?}\n{version}", self.cross_compile)
     }
 }
@@ -135,7 +154,7 @@ mod tests {
             Toolchain { cross_compile: "busyroot-none-".into(), cc: "busyroot-none-gcc".into() };
         let line = absent.compiler_missing(Arch::Aarch64).unwrap();
         assert_eq!(line.1, "gcc-aarch64-linux-gnu");
-        assert!(!absent.has_static_libc(&sh));
+        assert!(!absent.has_static_libc(&sh, None));
         let err = missing(&[line, ("libc.a".into(), "libc6-dev-arm64-cross")]).to_string();
         assert!(
             err.contains("  busyroot-none-gcc (C compiler for aarch64), package gcc-"),

@@ -554,7 +554,7 @@ impl KernelBuilder {
             .with("source", self.source_identity(&source)?)
             .with("arch", self.ctx.arch().name())
             .with("base", self.ctx.workspace.config.kernel.base.make_target())
-            .with("toolchain", toolchain.identity(sh))
+            .with("toolchain", toolchain.identity(sh, Some(&self.ctx.layout.stamps())))
             .with("busyroot kernel stage", KERNEL_STAGE_VERSION.to_string());
         for fragment in &fragments {
             let name = fragment.path.file_name().unwrap_or_default().to_string_lossy();

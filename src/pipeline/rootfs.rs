@@ -99,7 +99,7 @@ impl RootfsBuilder {
                 crate::host::tools::check(crate::host::tools::ROOTFS_TOOLS)?;
                 t.clone()
             }
-            None => check_host_tools(sh, self.ctx.arch())?,
+            None => check_host_tools(sh, self.ctx.arch(), &stamps)?,
         };
         let epoch = self.ctx.source_date_epoch.unwrap_or_else(|| source_date_epoch(sh, &ws.root));
 
@@ -141,7 +141,7 @@ impl RootfsBuilder {
         // date, so a new commit only restamps the images instead of rerunning make.
         let build_fp = Fingerprint::new()
             .after("configuration", &configure_fp)
-            .with("toolchain", bb.toolchain.identity(sh));
+            .with("toolchain", bb.toolchain.identity(sh, Some(&stamps)));
         let built = OutputState::intact_if(bb.src.join("busybox").is_file());
         stage.run("build busybox", &build_fp, built, || {
             bb.build(sh, progress)?;
@@ -156,7 +156,8 @@ impl RootfsBuilder {
         let started = Instant::now();
         let manifest = compose(&inputs, &bb.install_dir, epoch)?;
         progress.finish("manifest", started.elapsed(), &format!("{} entries", manifest.len()));
-        let manifest_fp = Fingerprint::new().with("manifest", manifest_digest(&manifest)?);
+        let manifest_fp = Fingerprint::new()
+            .with("manifest", manifest_digest(&manifest, Some(&stamps.join("content-hashes")))?);
 
         let outputs = Outputs {
             dir: dir.clone(),
@@ -196,9 +197,12 @@ impl RootfsBuilder {
             })?;
             let sum = match recorded {
                 Some(sum) if !ran => sum,
-                _ => OutputSum::compute(&path)?,
+                _ => {
+                    let sum = OutputSum::compute(&path)?;
+                    sum.store(&sum_path)?;
+                    sum
+                }
             };
-            sum.store(&sum_path)?;
             files.push(Output { format, path, size: sum.size, sha256: sum.sha256 });
         }
         Ok(Outputs { files, stages: stage.into_report(), ..outputs })
@@ -270,9 +274,9 @@ fn compose(inputs: &RootfsInputs, install_dir: &Path, epoch: u64) -> Result<Mani
 }
 
 /// Checks the host programs and the C compiler, reporting everything missing in one error.
-fn check_host_tools(sh: &Shell, arch: Arch) -> Result<Toolchain> {
+fn check_host_tools(sh: &Shell, arch: Arch, memo: &Path) -> Result<Toolchain> {
     let tools = crate::host::tools::check(crate::host::tools::ROOTFS_TOOLS);
-    let toolchain = Toolchain::find_for_busybox(sh, arch);
+    let toolchain = Toolchain::find_for_busybox(sh, arch, Some(memo));
     match (tools, toolchain) {
         (Ok(()), Ok(t)) => Ok(t),
         (Err(Error::MissingTools(mut tools)), Err(Error::MissingTools(more))) => {

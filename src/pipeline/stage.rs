@@ -196,13 +196,14 @@ pub(crate) fn timed<T>(
 }
 
 /// A hash of everything in a manifest: paths, kinds, modes, owners, times and file contents.
-pub fn manifest_digest(manifest: &Manifest) -> Result<String> {
+/// With a `memo` file, each file's content hash is kept there with its identity (see
+/// [`ContentMemo`]), and the file is read again only when that changed.
+pub fn manifest_digest(manifest: &Manifest, memo: Option<&Path>) -> Result<String> {
+    let mut kept = memo.map(ContentMemo::load).unwrap_or_default();
     let mut hasher = Sha256::new();
     for (path, e) in manifest.iter() {
         let content = match &e.kind {
-            Kind::File { source, size } => {
-                format!("file {size} {}", sha256_file(source)?)
-            }
+            Kind::File { source, size } => format!("file {size} {}", kept.sha256(source)?),
             Kind::Bytes(b) => format!("bytes {}", sha256_bytes(b)),
             other => format!("{other:?}"),
         };
@@ -210,12 +211,114 @@ pub fn manifest_digest(manifest: &Manifest) -> Result<String> {
             format!("{path}\0{:o} {} {} {}\0{content}\n", e.st_mode(), e.uid, e.gid, e.mtime);
         hasher.update(line.as_bytes());
     }
+    if let Some(memo) = memo {
+        kept.store(memo);
+    }
     Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The sha256 of files by what `stat` says of them (device, inode, size, modification and
+/// change times), as Git's index keeps them: a file whose identity is unchanged is not read
+/// again. Hashing the BusyBox binary alone costs milliseconds on every build.
+///
+/// A file changed twice within one tick of the file system's clock, keeping its size, would
+/// keep its identity; so a hash is kept only for a file whose change time is well in the past.
+#[derive(Default)]
+struct ContentMemo {
+    /// What the memo held: path → (identity, sha256).
+    kept: BTreeMap<PathBuf, (String, String)>,
+    /// What it holds after this build: the files hashed now whose hash may be kept.
+    now: BTreeMap<PathBuf, (String, String)>,
+    /// How long ago a file must have changed for its hash to be kept.
+    settled: Duration,
+}
+
+impl ContentMemo {
+    fn load(memo: &Path) -> ContentMemo {
+        let text = fs::read_to_string(memo).unwrap_or_default();
+        let kept = text
+            .lines()
+            .filter_map(|line| {
+                let (identity, rest) = line.split_once('\t')?;
+                let (sha256, path) = rest.split_once('\t')?;
+                Some((PathBuf::from(path), (identity.to_string(), sha256.to_string())))
+            })
+            .collect();
+        ContentMemo { kept, now: BTreeMap::new(), settled: Duration::from_secs(2) }
+    }
+
+    fn sha256(&mut self, path: &Path) -> Result<String> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(path).with_path("stat", path)?;
+        let identity = format!(
+            "{}:{} {} {}.{} {}.{}",
+            meta.dev(),
+            meta.ino(),
+            meta.len(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec()
+        );
+        let sha256 = match self.kept.get(path) {
+            Some((kept, sha256)) if *kept == identity => sha256.clone(),
+            _ => sha256_file(path)?,
+        };
+        let changed_at = std::time::UNIX_EPOCH + Duration::from_secs(meta.ctime().max(0) as u64);
+        if changed_at.elapsed().is_ok_and(|ago| ago >= self.settled) {
+            self.now.insert(path.to_path_buf(), (identity, sha256.clone()));
+        }
+        Ok(sha256)
+    }
+
+    /// Writes the memo if it changed; one that cannot be written is only slower next time.
+    fn store(&self, memo: &Path) {
+        if self.now == self.kept {
+            return;
+        }
+        let mut text = String::new();
+        for (path, (identity, sha256)) in &self.now {
+            if let Some(path) = path.to_str().filter(|p| !p.contains(['\n', '\t'])) {
+                text.push_str(&format!("{identity}\t{sha256}\t{path}\n"));
+            }
+        }
+        let _ = crate::host::fs::write_file(memo, text);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_content_hash_stands_only_while_the_file_is_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, memo) = (dir.path().join("busybox"), dir.path().join("content-hashes"));
+        fs::write(&file, b"aaaa").unwrap();
+        let hash = |settled: u64| {
+            let mut kept = ContentMemo::load(&memo);
+            kept.settled = Duration::from_secs(settled);
+            let sha256 = kept.sha256(&file).unwrap();
+            kept.store(&memo);
+            sha256
+        };
+        assert_eq!(hash(0), sha256_bytes(b"aaaa"));
+        // What the memo says is what counts while the file is the same: doctored, it shows.
+        let doctored = fs::read_to_string(&memo).unwrap().replace(&sha256_bytes(b"aaaa"), "kept");
+        fs::write(&memo, doctored).unwrap();
+        assert_eq!(hash(0), "kept");
+        // Rewritten with the same size, the file is read again. (Its times are set apart
+        // here: two writes within one tick of the clock could share them.)
+        fs::write(&file, b"bbbb").unwrap();
+        let long_ago = std::time::UNIX_EPOCH + Duration::from_secs(1000);
+        fs::File::options().write(true).open(&file).unwrap().set_modified(long_ago).unwrap();
+        assert_eq!(hash(0), sha256_bytes(b"bbbb"));
+        // Changed moments ago, it is hashed but not kept: a second change within the clock's
+        // tick could keep its identity.
+        fs::write(&file, b"cccc").unwrap();
+        assert_eq!(hash(3600), sha256_bytes(b"cccc"));
+        assert_eq!(fs::read_to_string(&memo).unwrap(), "");
+    }
 
     #[test]
     fn changes_name_every_input_that_differs() {

@@ -46,7 +46,7 @@ fn each_cross_arch_builds_a_static_busybox_of_its_own_and_leaves_the_others_fres
     let sh = Shell::new().unwrap();
     let mut built = Vec::new();
     for arch in Arch::ALL.into_iter().filter(|&a| Arch::host() != Some(a)) {
-        if let Err(e) = Toolchain::find_for_busybox(&sh, arch) {
+        if let Err(e) = Toolchain::find_for_busybox(&sh, arch, None) {
             skip(&format!("{test} for {arch}"), &e.to_string());
             continue;
         }
