@@ -12,6 +12,7 @@ use xshell::Shell;
 
 use super::modules::GuestFile;
 use crate::error::{Error, IoContext, Result};
+use crate::host::fs::{file_identity, sha256_bytes};
 use crate::image::ext4;
 use crate::tree::layers::{Layer, LayerStack};
 use crate::tree::manifest::{Entry, ImagePath, Kind, Manifest};
@@ -67,31 +68,46 @@ pub(crate) fn add_file(
 /// booted inflated and the layer uncompressed: under emulation the guest spends tens of
 /// milliseconds inflating on every boot, the host a few once (kept beside `out` while the
 /// base is unchanged). A base in another format is copied as it is, the layer compressed.
+/// An `out` written from the same base and layer, and unchanged since, is left as it is.
 pub(crate) fn initramfs(base: &Path, layer: &Manifest, out: &Path) -> Result<()> {
     let inflated = inflated(base, &out.with_file_name("base.cpio"))?;
+    let start = inflated.as_deref().unwrap_or(base);
+    let tail = if inflated.is_some() {
+        crate::image::cpio::write_newc(layer, Vec::new(), out)?
+    } else {
+        crate::image::cpio::write_gzip(layer, Vec::new(), out)?
+    };
+    // A payload run's layer is its init, the same for the same command: run again, it boots
+    // the copy the last run wrote.
+    let key_path = out.with_extension("cpio.key");
+    let key = format!("{}\n{}\n", file_identity(start)?, sha256_bytes(&tail));
+    if std::fs::read_to_string(&key_path).is_ok_and(|kept| {
+        kept.strip_prefix(&key).is_some_and(|rest| file_identity(out).is_ok_and(|o| o == rest))
+    }) {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(&key_path);
     crate::host::fs::write_atomically(out, |tmp| {
-        let start = inflated.as_deref().unwrap_or(base);
         std::fs::copy(start, tmp).with_path("copy to", tmp)?;
         let mut file = std::fs::OpenOptions::new().append(true).open(tmp).with_path("open", tmp)?;
-        let file = if inflated.is_some() {
+        if inflated.is_some() {
             // The next archive's header must start on a 4-byte boundary.
             let len = file.metadata().with_path("stat", tmp)?.len();
             let padding = (len.next_multiple_of(4) - len) as usize;
             file.write_all(&[0; 3][..padding]).with_path("write", tmp)?;
-            crate::image::cpio::write_newc(layer, std::io::BufWriter::new(file), out)?
-        } else {
-            crate::image::cpio::write_gzip(layer, std::io::BufWriter::new(file), out)?
-        };
-        file.into_inner().map_err(|e| Error::io("write", tmp, e.into_error()))?;
-        Ok(())
-    })
+        }
+        file.write_all(&tail).with_path("write", tmp)
+    })?;
+    // Not kept is only slower next time.
+    let _ = crate::host::fs::write_file(&key_path, format!("{key}{}", file_identity(out)?));
+    Ok(())
 }
 
 /// `cache`: the archive inside the gzip `base`, inflated again only when the base changed
 /// (its path, size or modification time, kept in `cache` + `.key`). `None` when the base is
 /// not gzip, or holds anything after its gzip members (it is then booted as it is).
 fn inflated(base: &Path, cache: &Path) -> Result<Option<PathBuf>> {
-    let key = crate::host::fs::file_identity(base)?;
+    let key = file_identity(base)?;
     let key_path = cache.with_extension("cpio.key");
     if cache.is_file() && std::fs::read_to_string(&key_path).is_ok_and(|k| k == key) {
         return Ok(Some(cache.to_path_buf()));
@@ -190,5 +206,35 @@ mod tests {
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[8..]), &mut inflated)
             .unwrap();
         assert_eq!(parse_newc(&inflated), parse_newc(&uncompressed(&layer)));
+    }
+
+    #[test]
+    fn a_boot_copy_is_written_again_only_when_its_base_its_layer_or_itself_changed() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (base_path, out) = (dir.path().join("rootfs.cpio.gz"), dir.path().join("boot.cpio"));
+        cpio::write(&one_file("a", b"base"), &base_path).unwrap();
+        let written = || fs::metadata(&out).map(|m| (m.ino(), m.mtime_nsec())).unwrap();
+        let layer_of = |command: &[u8]| one_file("init", command);
+        let holds = |command: &[u8]| {
+            let bytes = fs::read(&out).unwrap();
+            let first = uncompressed(&one_file("a", b"base"));
+            parse_newc(&bytes[first.len()..]) == parse_newc(&uncompressed(&layer_of(command)))
+        };
+
+        initramfs(&base_path, &layer_of(b"exec true"), &out).unwrap();
+        let first = written();
+        initramfs(&base_path, &layer_of(b"exec true"), &out).unwrap();
+        assert_eq!(written(), first, "the same base and layer: the same file, not rewritten");
+
+        initramfs(&base_path, &layer_of(b"exec false"), &out).unwrap();
+        assert_ne!(written(), first, "a new layer is written");
+        assert!(holds(b"exec false"));
+
+        // Changed behind busyroot's back (here: cut short), it is written whole again.
+        let len = fs::metadata(&out).unwrap().len();
+        fs::OpenOptions::new().write(true).open(&out).unwrap().set_len(len - 4).unwrap();
+        initramfs(&base_path, &layer_of(b"exec false"), &out).unwrap();
+        assert!(holds(b"exec false"));
     }
 }
