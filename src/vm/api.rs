@@ -791,8 +791,8 @@ fn check_command_exists(
     let Some(listing) = image.parent().map(|d| d.join("rootfs.tar")).filter(|t| t.is_file()) else {
         return Ok(());
     };
-    let names = tar_names(&listing)?;
-    if candidates.iter().any(|c| names.contains(c.trim_start_matches('/'))) {
+    let wanted: Vec<&str> = candidates.iter().map(|c| c.trim_start_matches('/')).collect();
+    if tar_lists_any(&listing, &wanted)? {
         return Ok(());
     }
     let shared: Vec<String> =
@@ -810,24 +810,46 @@ fn check_command_exists(
     )))
 }
 
-/// The paths in a tar archive, without a leading `./` or `/`.
-fn tar_names(path: &Path) -> Result<std::collections::BTreeSet<String>> {
+/// Whether the tar archive `path` lists any of `wanted` (paths without a leading `/`). It
+/// stops at the first found and seeks past file contents rather than reading them.
+fn tar_lists_any(path: &Path, wanted: &[&str]) -> Result<bool> {
     let file = std::fs::File::open(path).with_path("open", path)?;
-    let mut archive = tar::Archive::new(file);
-    let mut names = std::collections::BTreeSet::new();
-    for entry in archive.entries().with_path("read", path)? {
+    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    for entry in archive.entries_with_seek().with_path("read", path)? {
         let entry = entry.with_path("read", path)?;
-        let name = entry.path().with_path("read", path)?.to_string_lossy().into_owned();
-        names.insert(
-            name.trim_start_matches("./").trim_start_matches('/').trim_end_matches('/').to_string(),
-        );
+        let name = entry.path_bytes();
+        let name = name.strip_prefix(b"./").unwrap_or(&name);
+        let name = name.strip_prefix(b"/").unwrap_or(name);
+        let name = name.strip_suffix(b"/").unwrap_or(name);
+        if wanted.iter().any(|w| w.as_bytes() == name) {
+            return Ok(true);
+        }
     }
-    Ok(names)
+    Ok(false)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listing_is_searched_past_file_contents_to_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let listing = dir.path().join("rootfs.tar");
+        let mut builder = tar::Builder::new(std::fs::File::create(&listing).unwrap());
+        for (name, size) in [("./bin/busybox", 70_000), ("./usr/bin/unlink", 0)] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(size as u64);
+            header.set_mode(0o755);
+            header.set_cksum();
+            builder.append_data(&mut header, name, &vec![7u8; size][..]).unwrap();
+        }
+        builder.finish().unwrap();
+        drop(builder);
+        assert!(tar_lists_any(&listing, &["usr/bin/unlink"]).unwrap());
+        assert!(tar_lists_any(&listing, &["sbin/unlink", "bin/busybox"]).unwrap());
+        assert!(!tar_lists_any(&listing, &["bin/unlink", "usr/bin"]).unwrap());
+    }
 
     #[test]
     fn a_fresh_work_dir_is_never_one_an_earlier_process_of_the_same_id_left() {
