@@ -88,8 +88,8 @@ impl HostFacts {
         let arch = Arch::host();
         let flags = arch.map_or(&[][..], |a| a.info().kvm_cpu_flags);
         let cpu_virtualisation = (!flags.is_empty()).then(|| {
-            std::fs::read_to_string("/proc/cpuinfo")
-                .map(|info| cpuinfo_has_flag(&info, flags))
+            std::fs::File::open("/proc/cpuinfo")
+                .map(|info| cpuinfo_has_flag(std::io::BufReader::new(info), flags))
                 .unwrap_or(false)
         });
         HostFacts { arch, kvm: kvm_device(Path::new("/dev/kvm")), cpu_virtualisation }
@@ -113,10 +113,12 @@ fn kvm_device(path: &Path) -> KvmDevice {
     }
 }
 
-/// Whether any `flags` line of `/proc/cpuinfo` lists one of `wanted` (on x86: `vmx` for
-/// Intel, `svm` for AMD).
-fn cpuinfo_has_flag(cpuinfo: &str, wanted: &[&str]) -> bool {
-    cpuinfo.lines().filter(|l| l.starts_with("flags")).any(|l| {
+/// Whether the first `flags` line of `/proc/cpuinfo` lists one of `wanted` (on x86: `vmx` for
+/// Intel, `svm` for AMD). Every processor lists the same; the rest is not read, as the kernel
+/// writes each processor's block on demand, which on a large host takes milliseconds.
+fn cpuinfo_has_flag(cpuinfo: impl std::io::BufRead, wanted: &[&str]) -> bool {
+    let mut lines = cpuinfo.lines().map_while(|l| l.ok());
+    lines.find(|l| l.starts_with("flags")).is_some_and(|l| {
         l.split_once(':')
             .is_some_and(|(_, flags)| flags.split_whitespace().any(|f| wanted.contains(&f)))
     })
@@ -242,8 +244,8 @@ mod tests {
         let intel = "processor\t: 0\nflags\t\t: fpu vme vmx sse\n";
         let none = "processor\t: 0\nflags\t\t: fpu vme hypervisor sse\nvmx flags\t: ept\n";
         let x86 = Arch::X86_64.info().kvm_cpu_flags;
-        assert!(cpuinfo_has_flag(intel, x86));
-        assert!(cpuinfo_has_flag("flags : svm", x86));
-        assert!(!cpuinfo_has_flag(none, x86));
+        assert!(cpuinfo_has_flag(intel.as_bytes(), x86));
+        assert!(cpuinfo_has_flag("flags : svm".as_bytes(), x86));
+        assert!(!cpuinfo_has_flag(none.as_bytes(), x86));
     }
 }

@@ -24,13 +24,14 @@ impl KernelConfig {
     /// Parses `.config` text with the one Kconfig parser ([`crate::host::kconfig`]): the
     /// options that are set, keyed without `CONFIG_`, string values without their quotes.
     pub fn parse(text: &str, source: impl Into<String>) -> KernelConfig {
-        let values = crate::host::kconfig::set_options(text)
-            .into_iter()
-            .map(|(k, v)| {
-                let name = k.strip_prefix("CONFIG_").unwrap_or(&k).to_string();
-                (name, v.trim_matches('"').to_string())
-            })
-            .collect();
+        let mut values = BTreeMap::new();
+        for (name, value) in crate::host::kconfig::options(text) {
+            let name = name.strip_prefix("CONFIG_").unwrap_or(name);
+            match value {
+                Some(v) => values.insert(name.to_string(), v.trim_matches('"').to_string()),
+                None => values.remove(name),
+            };
+        }
         KernelConfig { values, source: source.into() }
     }
 
