@@ -197,7 +197,7 @@ pub(crate) fn timed<T>(
 
 /// A hash of everything in a manifest: paths, kinds, modes, owners, times and file contents.
 /// With a `memo` file, each file's content hash is kept there with its identity (see
-/// [`ContentMemo`]), and the file is read again only when that changed.
+/// `ContentMemo`), and the file is read again only when that changed.
 pub fn manifest_digest(manifest: &Manifest, memo: Option<&Path>) -> Result<String> {
     let mut kept = memo.map(ContentMemo::load).unwrap_or_default();
     let mut hasher = Sha256::new();
