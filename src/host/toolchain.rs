@@ -96,7 +96,12 @@ impl Toolchain {
         memo: Option<&Path>,
         valid: impl Fn(&str) -> bool,
     ) -> Option<String> {
-        let program = crate::host::tools::find_program(&self.cc);
+        // A wrapper (ccache, distcc) answers for a compiler it finds elsewhere, whose upgrade
+        // its own identity would not show: only a compiler's own answers are kept.
+        let program = crate::host::tools::find_program(&self.cc).filter(|p| {
+            let exe = std::fs::canonicalize(p).unwrap_or_default();
+            exe.file_name().is_some_and(|name| name.to_string_lossy().contains("gcc"))
+        });
         match (program, memo) {
             (Some(program), Some(memo)) => exec::read_remembered(question, &program, memo, valid),
             _ => exec::read(question).filter(|a| valid(a)),
@@ -146,6 +151,45 @@ fn cc_crate_prefix(arch: Arch) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_compilers_answer_is_kept_until_it_changes_and_a_wrappers_never() {
+        use std::os::unix::fs::PermissionsExt;
+        let sh = Shell::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (memo, bin) = (dir.path().join("stamps"), dir.path().join("bin"));
+        std::fs::create_dir_all(&bin).unwrap();
+        let script = |name: &str, version: &str| {
+            let path = bin.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\necho {version}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            path
+        };
+        let version = |cc: &Path| {
+            let toolchain =
+                Toolchain { cross_compile: String::new(), cc: cc.display().to_string() };
+            toolchain.identity(&sh, Some(&memo)).lines().last().unwrap().to_string()
+        };
+        let gcc = script("x-gcc", "gcc 1");
+        assert_eq!(version(&gcc), "gcc 1");
+        // Kept: a doctored answer shows while the compiler is the same file.
+        let kept = std::fs::read_dir(&memo).unwrap().next().unwrap().unwrap().path();
+        std::fs::write(&kept, std::fs::read_to_string(&kept).unwrap().replace("gcc 1", "kept"))
+            .unwrap();
+        assert_eq!(version(&gcc), "kept");
+        // A new compiler (another size) is asked again.
+        script("x-gcc", "gcc 22");
+        assert_eq!(version(&gcc), "gcc 22");
+
+        // ccache behind a link named gcc: asked every time, never kept.
+        std::fs::remove_dir_all(&memo).unwrap();
+        let ccache = script("ccache", "gcc 1");
+        std::os::unix::fs::symlink(&ccache, bin.join("gcc")).unwrap();
+        assert_eq!(version(&bin.join("gcc")), "gcc 1");
+        script("ccache", "gcc 2");
+        assert_eq!(version(&bin.join("gcc")), "gcc 2");
+        assert!(!memo.exists(), "nothing kept for a wrapper");
+    }
 
     #[test]
     fn a_missing_cross_compiler_names_its_packages() {
