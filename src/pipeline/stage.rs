@@ -264,7 +264,10 @@ impl ContentMemo {
             Some((kept, sha256)) if *kept == identity => sha256.clone(),
             _ => sha256_file(path)?,
         };
-        let changed_at = std::time::UNIX_EPOCH + Duration::from_secs(meta.ctime().max(0) as u64);
+        // The later of the two: a file system may leave ctime alone on a write (FAT's is the
+        // creation time).
+        let secs = meta.ctime().max(meta.mtime()).max(0) as u64;
+        let changed_at = std::time::UNIX_EPOCH + Duration::from_secs(secs);
         if changed_at.elapsed().is_ok_and(|ago| ago >= self.settled) {
             self.now.insert(path.to_path_buf(), (identity, sha256.clone()));
         }
