@@ -93,22 +93,19 @@ pub fn read(cmd: xshell::Cmd<'_>) -> Option<String> {
 }
 
 /// [`read`], for what a program says of itself (a compiler's version, where its library lies):
-/// the answer is kept in `memo_dir` with the identity of the executable `program` (resolved
-/// through links) and given from there while that file is the same. A reinstalled program asks
-/// again. Only answers `valid` holds for are kept or given, so `valid` can also check that what
-/// an answer names still exists. Asking costs a program start on every build.
+/// the answer is kept in `memo_dir` with the identity of `executable` (the file the program
+/// runs from, links resolved) and given from there while that file is the same. A reinstalled
+/// program is asked again. Only answers `valid` holds for are kept or given, so `valid` can
+/// also check that what an answer names still exists. Asking costs a program start.
 pub(crate) fn read_remembered(
     cmd: xshell::Cmd<'_>,
-    program: &Path,
+    executable: &Path,
     memo_dir: &Path,
     valid: impl Fn(&str) -> bool,
 ) -> Option<String> {
     let question = cmd.to_string();
-    let key = fs::canonicalize(program)
-        .ok()
-        .and_then(|exe| crate::host::fs::file_identity(&exe).ok())
-        .map(|identity| format!("{identity}\n{question}\n"));
-    let Some(key) = key else { return read(cmd) };
+    let Ok(identity) = crate::host::fs::file_identity(executable) else { return read(cmd) };
+    let key = format!("{identity}\n{question}\n");
     let memo = memo_dir
         .join(format!("answer-{}", &crate::host::fs::sha256_bytes(question.as_bytes())[..16]));
     let kept = fs::read_to_string(&memo).ok().and_then(|t| Some(t.strip_prefix(&key)?.to_string()));

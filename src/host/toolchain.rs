@@ -98,12 +98,11 @@ impl Toolchain {
     ) -> Option<String> {
         // A wrapper (ccache, distcc) answers for a compiler it finds elsewhere, whose upgrade
         // its own identity would not show: only a compiler's own answers are kept.
-        let program = crate::host::tools::find_program(&self.cc).filter(|p| {
-            let exe = std::fs::canonicalize(p).unwrap_or_default();
-            exe.file_name().is_some_and(|name| name.to_string_lossy().contains("gcc"))
-        });
-        match (program, memo) {
-            (Some(program), Some(memo)) => exec::read_remembered(question, &program, memo, valid),
+        let executable = crate::host::tools::find_program(&self.cc)
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .filter(|exe| exe.file_name().is_some_and(|n| n.to_string_lossy().contains("gcc")));
+        match (executable, memo) {
+            (Some(exe), Some(memo)) => exec::read_remembered(question, &exe, memo, valid),
             _ => exec::read(question).filter(|a| valid(a)),
         }
     }
