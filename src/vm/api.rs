@@ -670,8 +670,8 @@ impl<'a> Prep<'a> {
         Ok((load, files))
     }
 
-    /// Over virtio-serial ports, busyroot's payload init for `command`, written to the work
-    /// directory.
+    /// Over virtio-serial ports, busyroot's payload init (built once for the architecture, in
+    /// the cache) and the plan for `command`, written to the work directory.
     fn payload_init(
         &self,
         command: Option<&[String]>,
@@ -689,7 +689,8 @@ impl<'a> Prep<'a> {
             argv,
             disk: matches!(self.image, Image::Disk(_)),
         };
-        ports::write_init(&plan, &self.work)
+        let cache = crate::host::fetch::FetchOptions::from_env().cache_dir;
+        ports::write_init(self.sh, self.vm.arch, &plan, &self.work, &cache)
     }
 
     /// The boot copy: the overlays, modules and payload init laid over the image (a new

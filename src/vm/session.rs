@@ -443,6 +443,9 @@ impl Session<'_> {
                 let tail = self.console.tail().join("\n");
                 report.outcome = Outcome::SetupFailed(format!("{tail}\n(exit status {status})"));
             }
+            Ended::Boot(Stop::Closed) if self.init_failed() => {
+                report.outcome = Outcome::SetupFailed(self.console.tail().join("\n"));
+            }
             Ended::Boot(stop) => report.outcome = self.boot_failure(stop, &plan),
             Ended::Command(Stop::Timeout) => self.timed_out(report),
             Ended::Command(Stop::Interrupted) => report.outcome = Outcome::Interrupted,
@@ -622,6 +625,15 @@ impl Session<'_> {
     }
 
     /// Stops the VMM and explains a boot that ended with `stop`.
+    /// Whether busyroot's payload init said on the console that a set-up step failed before
+    /// it could open the status port (a module that virtio-serial itself needs, say). Nothing
+    /// of the payload has run by then, so the line is the init's own.
+    fn init_failed(&mut self) -> bool {
+        self.vm.kill();
+        self.console.finish();
+        self.console.tail().iter().any(|line| line.starts_with(ports::FAILURE))
+    }
+
     fn boot_failure(&mut self, stop: Stop, plan: &RunPlan) -> Outcome {
         let (kind, message) = match stop {
             Stop::Interrupted => return Outcome::Interrupted,

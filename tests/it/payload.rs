@@ -228,3 +228,42 @@ fn a_distribution_kernel_loads_its_modules_for_a_virtiofs_share() {
     assert_eq!(out.status, 3, "{:#?}", out.report);
     assert!(out.stdout.starts_with("hello from prog on x86_64\n"), "{}", out.stdout);
 }
+
+#[test]
+fn a_module_the_guest_refuses_is_a_setup_failure_naming_it() {
+    // The virtio modules of Debian's cloud kernel, with virtio_console.ko changed (marked an
+    // executable instead of a relocatable object, which also breaks its signature): the host
+    // reads its .modinfo as before, the guest kernel refuses it, and the payload init says
+    // which module and why before any port exists; a set-up failure, and no command ran.
+    let test = "a_module_the_guest_refuses_is_a_setup_failure_naming_it";
+    let Some(kernel) = support::or_skip(test, support::debian_cloud_kernel()) else { return };
+    let Some(setup) = setup(test) else { return };
+    let release = kernel.file_name().unwrap().to_str().unwrap().trim_start_matches("vmlinuz-");
+    let from = kernel.parent().and_then(Path::parent).unwrap().join("lib/modules").join(release);
+    let copy = support::tempdir();
+    let to = copy.path().join("lib/modules").join(release);
+    let modules =
+        ["char/virtio_console", "virtio/virtio", "virtio/virtio_ring", "virtio/virtio_pci"];
+    let helpers = ["virtio/virtio_pci_modern_dev", "virtio/virtio_pci_legacy_dev"];
+    for module in modules.into_iter().chain(helpers) {
+        let file = Path::new("kernel/drivers").join(format!("{module}.ko"));
+        std::fs::create_dir_all(to.join(&file).parent().unwrap()).unwrap();
+        std::fs::copy(from.join(&file), to.join(&file)).unwrap();
+    }
+    let console = to.join("kernel/drivers/char/virtio_console.ko");
+    let mut bytes = std::fs::read(&console).unwrap();
+    assert_eq!(bytes[16..18], [1, 0], "ET_REL");
+    bytes[16] = 2;
+    std::fs::write(&console, bytes).unwrap();
+
+    let mut vm = Vm::new(Arch::X86_64, &kernel);
+    vm.initramfs(&setup.cpio).modules(copy.path());
+    let out = vm.run(["true"]).unwrap();
+    let Outcome::SetupFailed(message) = &out.report.outcome else {
+        panic!("not a set-up failure: {:#?}", out.report);
+    };
+    let line = "busyroot init: insmod /lib/modules/";
+    assert!(message.contains(line) && message.contains("virtio_console.ko failed ("), "{message}");
+    assert_eq!(out.report.command.as_ref().and_then(|c| c.status), None);
+    assert_eq!(out.report.exit_code(), 125, "the command did not run");
+}

@@ -1,6 +1,6 @@
 //! The virtio-serial channel: four named ports on one `virtio-serial-pci` device, each backed
 //! by a Unix socket the host connects to once the VMM has started, and the guest init that
-//! runs the payload on them (`/busyroot/init`, BusyBox shell only).
+//! runs the payload on them (`/busyroot/init`, built from `init.c`, with the run's plan).
 //!
 //! The runner opens the status port before it starts the payload and does not pass it on;
 //! Linux lets one descriptor hold a port open at a time, so the payload cannot open it again,
@@ -14,23 +14,47 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use xshell::{cmd, Shell};
+
 use super::Link;
-use crate::host::fs::connect_unix;
+use crate::arch::Arch;
+use crate::error::{Error, Result};
+use crate::host::exec::run_captured;
+use crate::host::fs::{connect_unix, sha256_bytes};
+use crate::host::toolchain::Toolchain;
+use crate::host::tools::find_program;
 use crate::vm::process::VmProcess;
 
 /// Where the payload init lives in the guest.
 pub(crate) const INIT: &str = "/busyroot/init";
 
-/// Where the payload init's fstab lives in the guest.
-const FSTAB: &str = "/busyroot/fstab";
+/// Where the payload init finds what to run.
+const PLAN: &str = "/busyroot/plan";
 
-/// What the payload init mounts first, in one `mount -a` (each program it starts costs
-/// milliseconds under emulation): a file, since `/proc` is not there yet for a here-document.
-const FSTAB_LINES: &str = "proc /proc proc defaults 0 0
-dev /dev devtmpfs mode=0755,nosuid 0 0
-sysfs /sys sysfs defaults 0 0
-tmpfs /tmp tmpfs mode=1777,nosuid 0 0
-";
+/// How the payload init's lines on the console start when a set-up step failed (`init.c`).
+pub(crate) const FAILURE: &str = "busyroot init: ";
+
+/// The plan's format, which `init.c` checks first.
+const PLAN_VERSION: &str = "1";
+
+/// The payload init's source: C, built static for the guest's architecture by the compiler
+/// that builds BusyBox, so that the guest needs nothing else.
+const INIT_SOURCE: &str = include_str!("init.c");
+
+/// How the init is compiled: static, without a C library (it brings its own system calls),
+/// small, without symbols.
+const INIT_CFLAGS: [&str; 10] = [
+    "-std=gnu99",
+    "-static",
+    "-nostdlib",
+    "-ffreestanding",
+    "-fno-stack-protector",
+    "-fno-asynchronous-unwind-tables",
+    "-fno-pie",
+    "-no-pie",
+    "-Os",
+    "-s",
+];
 
 /// The ports, in the order QEMU creates them.
 const PORTS: [&str; 4] = ["stdin", "stdout", "stderr", "status"];
@@ -119,107 +143,76 @@ pub(crate) struct InitPlan<'a> {
 /// A file of the payload init: its place in the guest, its path on the host, its mode.
 pub(crate) type InitFile = (&'static str, PathBuf, u32);
 
-/// Writes the payload init for `plan` and its fstab into `dir`.
-pub(crate) fn write_init(plan: &InitPlan, dir: &Path) -> crate::error::Result<Vec<InitFile>> {
-    let init = dir.join("busyroot-init");
-    let fstab = dir.join("busyroot-fstab");
-    crate::host::fs::write_file(&init, init_script(plan).as_bytes())?;
-    crate::host::fs::write_file(&fstab, FSTAB_LINES.as_bytes())?;
-    Ok(vec![(INIT, init, 0o755), (FSTAB, fstab, 0o644)])
+/// The payload init for `arch` (compiled, or found in `cache`) and the plan for `plan`,
+/// written into `dir`.
+pub(crate) fn write_init(
+    sh: &Shell,
+    arch: Arch,
+    plan: &InitPlan,
+    dir: &Path,
+    cache: &Path,
+) -> Result<Vec<InitFile>> {
+    let words = plan_words(plan)?;
+    let init = compiled_init(sh, arch, cache)?;
+    let file = dir.join("busyroot-plan");
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.bytes().chain([0])).collect();
+    crate::host::fs::write_file(&file, bytes)?;
+    Ok(vec![(INIT, init, 0o755), (PLAN, file, 0o644)])
 }
 
-/// The guest init for `plan`: a POSIX shell script for BusyBox `sh`.
-fn init_script(plan: &InitPlan) -> String {
-    let q = crate::vm::shell_quote;
-    let mut setup = String::new();
-    for module in plan.modules {
-        setup.push_str(&format!("insmod {} || fail $? insmod {}\n", q(module), q(module)));
-    }
+/// The plan as `init.c` reads it, one string each: the version, whether the root is a disk,
+/// the directory, then counted groups: modules; shares (tag, directory, type, options);
+/// variables (name, value); the command's words. A string cannot hold a NUL byte.
+fn plan_words(plan: &InitPlan) -> Result<Vec<String>> {
+    let mut words = vec![PLAN_VERSION.to_string(), u8::from(plan.disk).to_string()];
+    words.push(plan.dir.to_string());
+    words.push(plan.modules.len().to_string());
+    words.extend(plan.modules.iter().cloned());
+    words.push(plan.mounts.len().to_string());
     for (tag, dir, fstype, options) in plan.mounts {
-        setup.push_str(&format!(
-            "mkdir -p {d} && mount -t {fstype} -o {options} {tag} {d} || fail $? mount {d}\n",
-            d = q(dir)
-        ));
+        words.extend([tag, dir, fstype, options].map(String::clone));
     }
-    let command: Vec<String> = plan.argv.iter().map(|w| q(w)).collect();
-    let exports: String =
-        plan.env.iter().map(|(k, v)| format!("    export {k}={}\n", q(v))).collect();
-    // An initramfs has nothing to write back: the power may go off at once.
-    let remount = if plan.disk { "sync\nmount -o remount,ro / 2>/dev/null\n" } else { "" };
-    INIT_TEMPLATE
-        .replace("@SETUP@\n", &setup)
-        .replace("@DIR@", &q(plan.dir))
-        .replace("@COMMAND@", &command.join(" "))
-        .replace("@REMOUNT@\n", remount)
-        .replace("@ENV@\n", &exports)
-        .replace("@FSTAB@", FSTAB)
+    words.push(plan.env.len().to_string());
+    for (name, value) in plan.env {
+        words.extend([name.clone(), value.clone()]);
+    }
+    words.push(plan.argv.len().to_string());
+    words.extend(plan.argv.iter().cloned());
+    if let Some(word) = words.iter().find(|w| w.contains('\0')) {
+        return Err(Error::Other(format!(
+            "the command, a variable or a path of the run holds a NUL byte ({word:?}), which no \
+             program in the guest can be given; remove it"
+        )));
+    }
+    Ok(words)
 }
 
-const INIT_TEMPLATE: &str = r#"#!/bin/sh
-# busyroot's init (PID 1) for one payload run over virtio-serial ports, written for this run:
-# mount what a program expects, load modules and mount shares, find the ports by name, run the
-# command with its streams on them, report its status on the port only this script holds, and
-# reset (QEMU then exits). Interactive boots and checks use /sbin/init instead.
-export PATH=/sbin:/usr/sbin:/bin:/usr/bin HOME=/root
-# Each program started here costs milliseconds under emulation: one mount for all but devpts,
-# whose mount point appears only once devtmpfs is on /dev.
-mount -a -T @FSTAB@ 2>/dev/null
-mkdir -p /dev/pts && mount -t devpts -o gid=5,mode=620 devpts /dev/pts 2>/dev/null
-[ -c /dev/null ] || mdev -s
-S=
-fail() {
-    s=$1; shift
-    echo "busyroot init: $* failed (exit status $s)" >/dev/console
-    [ -n "$S" ] && echo "x $s" >&9
-    exec reboot -f
+/// The payload init built for `arch`, kept in `cache/payload-init/` under a name that its
+/// source, flags and compiler (the file it runs from) decide; built there (about 0.2 s) when
+/// it is not.
+fn compiled_init(sh: &Shell, arch: Arch, cache: &Path) -> Result<PathBuf> {
+    let toolchain = Toolchain::find(arch)?;
+    let compiler = find_program(&toolchain.cc).and_then(|p| std::fs::canonicalize(p).ok());
+    let compiler = match &compiler {
+        Some(path) => crate::host::fs::file_identity(path)?,
+        None => String::new(),
+    };
+    let key = sha256_bytes(
+        format!("{INIT_SOURCE}\n{INIT_CFLAGS:?}\n{arch}\n{}\n{compiler}", toolchain.cc).as_bytes(),
+    );
+    let dir = cache.join("payload-init");
+    let init = dir.join(format!("init-{arch}-{}", &key[..16]));
+    if init.is_file() {
+        return Ok(init);
+    }
+    let source = dir.join(format!("init-{arch}-{}.c", &key[..16]));
+    crate::host::fs::write_file(&source, INIT_SOURCE)?;
+    let (cc, flags) = (&toolchain.cc, INIT_CFLAGS);
+    crate::host::fs::write_atomically(&init, |tmp| {
+        run_captured(cmd!(sh, "{cc} {flags...} -o {tmp} {source}").quiet()).map(drop)
+    })?;
+    Ok(init)
 }
-@SETUP@
-n=0
-while :; do
-    for f in /sys/class/virtio-ports/*/name; do
-        [ -r "$f" ] || continue
-        read -r name <"$f"
-        d=${f%/name}
-        d=/dev/${d##*/}
-        case $name in
-        busyroot.stdin) I=$d ;;
-        busyroot.stdout) O=$d ;;
-        busyroot.stderr) E=$d ;;
-        busyroot.status) P=$d ;;
-        esac
-    done
-    [ -c "$I" ] && [ -c "$O" ] && [ -c "$E" ] && [ -c "$P" ] && break
-    n=$((n + 1))
-    # Ports come moments after their driver loads: look again at once a few dozen times, as
-    # starting usleep costs more than that under emulation; then every 5 ms, for 10 s.
-    [ $n -le 50 ] && continue
-    [ $n -gt 2050 ] && fail 1 "finding the busyroot.* virtio-serial ports"
-    usleep 5000
-done
-exec 9<>"$P" || fail $? "opening $P"
-S=1
-read -r T IN <&9
-# Every port stays open here, so the payload can open none of them: not the status port, and
-# not the stdin port either, which the host may have ended (a write there would block).
-exec 3>"$O" 4>"$E" 5<"$I"
-if [ "$IN" = 1 ]; then exec 6<&5; else exec 6</dev/null; fi
-echo r >&9
-(
-    exec 3>&- 4>&- 5<&- 6<&- 9>&-
-@ENV@
-    cd @DIR@ && exec @COMMAND@
-) <&6 >&3 2>&4
-s=$?
-printf %s "$T" >&3
-printf %s "$T" >&4
-echo "s $s" >&9
-# The host says when both streams reached their tag: data still queued in the VMM would be
-# lost if the power went off first.
-read -r _ <&9
-@REMOUNT@
-echo d >&9
-exec reboot -f
-"#;
 
 #[cfg(test)]
 mod tests {
@@ -249,12 +242,12 @@ mod tests {
     }
 
     #[test]
-    fn init_script_runs_the_command_quoted() {
+    fn the_plan_lists_every_word_in_counted_groups() {
         let modules = ["/lib/modules/v/virtio_console.ko".to_string()];
         let mounts = [("br0".into(), "/mnt/a b".into(), "9p".into(), "trans=virtio".into())];
         let argv = ["printf".to_string(), "%s\\n".into(), "it's".into()];
         let env = [("RUST_BACKTRACE".to_string(), "1 2".to_string())];
-        let plan = InitPlan {
+        let mut plan = InitPlan {
             modules: &modules,
             mounts: &mounts,
             dir: "/mnt/a b",
@@ -262,14 +255,64 @@ mod tests {
             argv: &argv,
             disk: true,
         };
-        let script = init_script(&plan);
-        assert!(script.contains("insmod /lib/modules/v/virtio_console.ko || fail"), "{script}");
-        assert!(
-            script.contains("mkdir -p '/mnt/a b' && mount -t 9p -o trans=virtio br0 '/mnt/a b'")
-        );
-        assert!(script.contains(r#"cd '/mnt/a b' && exec printf '%s\n' 'it'\''s'"#), "{script}");
-        assert!(script.contains("mount -o remount,ro /"));
-        assert!(script.contains("    export RUST_BACKTRACE='1 2'\n"), "{script}");
-        assert!(!script.contains('@'), "every placeholder filled: {script}");
+        let words = plan_words(&plan).unwrap();
+        let expected = [
+            "1",
+            "1",
+            "/mnt/a b",
+            "1",
+            "/lib/modules/v/virtio_console.ko",
+            "1",
+            "br0",
+            "/mnt/a b",
+            "9p",
+            "trans=virtio",
+            "1",
+            "RUST_BACKTRACE",
+            "1 2",
+            "3",
+            "printf",
+            "%s\\n",
+            "it's",
+        ];
+        assert_eq!(words, expected);
+        let argv = ["echo".to_string(), "a\0b".into()];
+        plan.argv = &argv;
+        let err = plan_words(&plan).unwrap_err().to_string();
+        assert!(err.contains("NUL byte") && err.contains("a\\0b"), "{err}");
+    }
+
+    #[test]
+    fn the_init_speaks_as_the_host_reads_it() {
+        assert!(INIT_SOURCE.contains(&format!("add(&line, \"{FAILURE}\");")));
+        assert!(INIT_SOURCE.contains(&format!("#define PLAN \"{PLAN}\"")));
+        assert!(INIT_SOURCE.contains(&format!("#define PLAN_VERSION \"{PLAN_VERSION}\"")));
+        for port in PORTS {
+            assert!(INIT_SOURCE.contains(&format!("\"busyroot.{port}\"")), "{port}");
+        }
+    }
+
+    #[test]
+    fn the_init_is_built_once_static_for_its_architecture() {
+        let arch = Arch::host().unwrap_or(Arch::X86_64);
+        if Toolchain::find(arch).is_err() {
+            crate::testing::skip("the_init_is_built_once", "no C compiler for the host");
+            return;
+        }
+        let cache = tempfile::tempdir().unwrap();
+        let sh = Shell::new().unwrap();
+        let init = compiled_init(&sh, arch, cache.path()).unwrap();
+        let elf = crate::host::elf::summary(&std::fs::read(&init).unwrap()).unwrap();
+        assert_eq!(elf.machine, arch.info().elf_machine);
+        assert!(!elf.dynamic, "static: no program interpreter");
+        // Kept: a second run finds the same file and builds nothing.
+        let built = std::fs::metadata(&init).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(compiled_init(&sh, arch, cache.path()).unwrap(), init);
+        assert_eq!(std::fs::metadata(&init).unwrap().modified().unwrap(), built);
+        // Gone from the cache, it is built again.
+        std::fs::remove_file(&init).unwrap();
+        assert_eq!(compiled_init(&sh, arch, cache.path()).unwrap(), init);
+        assert!(init.is_file());
     }
 }
