@@ -65,7 +65,15 @@ pub(crate) fn rows(
                     );
                     Ok(())
                 })?),
-                1 => library.push(timed(|| payload(&vm, "true", Input::Null).map(drop))?),
+                1 => library.push(timed(|| {
+                    let out = vm.run(["true"])?;
+                    anyhow::ensure!(
+                        out.status == 0,
+                        "`true` failed: {}",
+                        out.report.verdict_line()
+                    );
+                    Ok(())
+                })?),
                 _ => floor.push(timed(|| floor_boot(sh, &floor_qemu))?),
             }
         }
