@@ -257,7 +257,8 @@ fn a_module_the_guest_refuses_is_a_setup_failure_naming_it() {
     std::fs::write(&console, bytes).unwrap();
 
     let mut vm = Vm::new(Arch::X86_64, &kernel);
-    vm.initramfs(&setup.cpio).modules(copy.path());
+    // A failed run keeps its console log: in a directory the test removes.
+    vm.initramfs(&setup.cpio).modules(copy.path()).work_dir(copy.path().join("run"));
     let out = vm.run(["true"]).unwrap();
     let Outcome::SetupFailed(message) = &out.report.outcome else {
         panic!("not a set-up failure: {:#?}", out.report);
