@@ -457,12 +457,15 @@ static void mount_basics(void)
 		/* No devtmpfs: BusyBox's mdev fills /dev from sysfs. */
 		char *mdev[] = { "mdev", "-s", NULL };
 		run(mdev);
-		null = open_file("/dev/null", O_RDWR);
 	}
+	if (null >= 0)
+		close_file((int)null);
 	/* Standard streams the kernel could not open (no /dev/console) are /dev/null, so that
 	 * what is opened later never lands on 0, 1 or 2. */
-	while (null >= 0 && null <= 2)
-		null = SYS(__NR_dup3, null, null + 1, 0) < 0 ? -1 : null + 1;
+	while ((null = SYS(__NR_openat, AT_FDCWD, "/dev/null", O_RDWR, 0)) >= 0 && null <= 2)
+		;
+	if (null > 2)
+		close_file((int)null);
 }
 
 static __attribute__((noreturn)) void failed_program(long status, const char *program,
@@ -598,7 +601,7 @@ static void wait_for_ports(char found[PORT_COUNT][300])
 {
 	for (int tries = 0; find_ports(found) < PORT_COUNT; tries++) {
 		if (tries > 2050)
-			fail(1, "finding the busyroot.* virtio-serial ports", "none after 10 s", 0);
+			fail(1, "finding the busyroot.* virtio-serial ports", "not all four after 10 s", 0);
 		if (tries >= 50) {
 			struct __kernel_timespec pause = { 0, 5 * 1000 * 1000 };
 			SYS(__NR_nanosleep, &pause, 0);
