@@ -624,7 +624,6 @@ impl Session<'_> {
         report.console_tail = self.console.tail();
     }
 
-    /// Stops the VMM and explains a boot that ended with `stop`.
     /// Whether busyroot's payload init said on the console that a set-up step failed before
     /// it could open the status port (a module that virtio-serial itself needs, say). Nothing
     /// of the payload has run by then, so the line is the init's own.
@@ -634,6 +633,7 @@ impl Session<'_> {
         self.console.tail().iter().any(|line| line.starts_with(ports::FAILURE))
     }
 
+    /// Stops the VMM and explains a boot that ended with `stop`.
     fn boot_failure(&mut self, stop: Stop, plan: &RunPlan) -> Outcome {
         let (kind, message) = match stop {
             Stop::Interrupted => return Outcome::Interrupted,
