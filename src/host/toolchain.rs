@@ -1,7 +1,7 @@
 //! The C compiler for a target: `$CROSS_COMPILE`, the host's `gcc`, or the cross compiler the
 //! `cc` crate knows for the architecture's triple, checked before a long build starts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use xshell::{cmd, Shell};
 
@@ -88,6 +88,11 @@ impl Toolchain {
         self.ask(question, memo, found).is_some()
     }
 
+    /// The file the compiler runs from, found on `PATH` with its links resolved.
+    pub(crate) fn executable(&self) -> Option<PathBuf> {
+        crate::host::tools::find_program(&self.cc).and_then(|p| std::fs::canonicalize(p).ok())
+    }
+
     /// `question` put to the compiler, answered from `memo` where it holds the answer of this
     /// very compiler (see [`exec::read_remembered`]).
     fn ask(
@@ -98,8 +103,8 @@ impl Toolchain {
     ) -> Option<String> {
         // A wrapper (ccache, distcc) answers for a compiler it finds elsewhere, whose upgrade
         // its own identity would not show: only a compiler's own answers are kept.
-        let executable = crate::host::tools::find_program(&self.cc)
-            .and_then(|p| std::fs::canonicalize(p).ok())
+        let executable = self
+            .executable()
             .filter(|exe| exe.file_name().is_some_and(|n| n.to_string_lossy().contains("gcc")));
         match (executable, memo) {
             (Some(exe), Some(memo)) => exec::read_remembered(question, &exe, memo, valid),

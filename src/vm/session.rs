@@ -443,8 +443,9 @@ impl Session<'_> {
                 let tail = self.console.tail().join("\n");
                 report.outcome = Outcome::SetupFailed(format!("{tail}\n(exit status {status})"));
             }
-            Ended::Boot(Stop::Closed) if self.init_failed() => {
-                report.outcome = Outcome::SetupFailed(self.console.tail().join("\n"));
+            Ended::Boot(Stop::Closed) => {
+                report.outcome =
+                    self.init_failure().unwrap_or_else(|| self.boot_failure(Stop::Closed, &plan));
             }
             Ended::Boot(stop) => report.outcome = self.boot_failure(stop, &plan),
             Ended::Command(Stop::Timeout) => self.timed_out(report),
@@ -624,13 +625,15 @@ impl Session<'_> {
         report.console_tail = self.console.tail();
     }
 
-    /// Whether busyroot's payload init said on the console that a set-up step failed before
-    /// it could open the status port (a module that virtio-serial itself needs, say). Nothing
-    /// of the payload has run by then, so the line is the init's own.
-    fn init_failed(&mut self) -> bool {
+    /// A set-up failure, when busyroot's payload init said on the console that a set-up step
+    /// failed before it could open the status port (a module that virtio-serial itself needs,
+    /// say). Nothing of the payload has run by then, so the line is the init's own.
+    fn init_failure(&mut self) -> Option<Outcome> {
         self.vm.kill();
         self.console.finish();
-        self.console.tail().iter().any(|line| line.starts_with(ports::FAILURE))
+        let tail = self.console.tail();
+        let said = tail.iter().any(|line| line.starts_with(ports::FAILURE));
+        said.then(|| Outcome::SetupFailed(tail.join("\n")))
     }
 
     /// Stops the VMM and explains a boot that ended with `stop`.

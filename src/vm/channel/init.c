@@ -327,6 +327,20 @@ static size_t next_count(void)
 static char **env;
 static size_t env_len;
 
+/* Where the variable `name` is in the environment, or env_len when it is not there. */
+static size_t env_index(const char *name)
+{
+	size_t n = length(name), i = 0;
+	for (; i < env_len; i++) {
+		size_t k = 0;
+		while (k < n && env[i][k] == name[k])
+			k++;
+		if (k == n && env[i][k] == '=')
+			break;
+	}
+	return i;
+}
+
 static void set_env(const char *name, const char *value)
 {
 	size_t n = length(name), v = length(value);
@@ -336,31 +350,16 @@ static void set_env(const char *name, const char *value)
 	memcpy(entry, name, n);
 	entry[n] = '=';
 	memcpy(entry + n + 1, value, v + 1);
-	for (size_t i = 0; i < env_len; i++) {
-		const char *e = env[i];
-		size_t k = 0;
-		while (k < n && e[k] == name[k])
-			k++;
-		if (k == n && e[k] == '=') {
-			env[i] = entry;
-			return;
-		}
-	}
-	env[env_len++] = entry;
+	size_t i = env_index(name);
+	env[i] = entry;
+	if (i == env_len)
+		env_len++;
 }
 
 static const char *get_env(const char *name)
 {
-	size_t n = length(name);
-	for (size_t i = 0; i < env_len; i++) {
-		const char *e = env[i];
-		size_t k = 0;
-		while (k < n && e[k] == name[k])
-			k++;
-		if (k == n && e[k] == '=')
-			return e + n + 1;
-	}
-	return NULL;
+	size_t i = env_index(name);
+	return i < env_len ? env[i] + length(name) + 1 : NULL;
 }
 
 /* Runs argv[0] as a shell would: a name without a slash is looked for along PATH, and a file

@@ -22,7 +22,6 @@ use crate::error::{Error, Result};
 use crate::host::exec::run_captured;
 use crate::host::fs::{connect_unix, sha256_bytes};
 use crate::host::toolchain::Toolchain;
-use crate::host::tools::find_program;
 use crate::vm::process::VmProcess;
 
 /// Where the payload init lives in the guest.
@@ -192,8 +191,7 @@ fn plan_words(plan: &InitPlan) -> Result<Vec<String>> {
 /// it is not.
 fn compiled_init(sh: &Shell, arch: Arch, cache: &Path) -> Result<PathBuf> {
     let toolchain = Toolchain::find(arch)?;
-    let compiler = find_program(&toolchain.cc).and_then(|p| std::fs::canonicalize(p).ok());
-    let compiler = match &compiler {
+    let compiler = match &toolchain.executable() {
         Some(path) => crate::host::fs::file_identity(path)?,
         None => String::new(),
     };
